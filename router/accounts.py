@@ -1,0 +1,156 @@
+"""Account pools and the state that outlives a snapshot (cooldowns, sticky bindings, counters).
+
+Compiled accounts are immutable and belong to a snapshot; their mutable state lives in a
+:class:`StateStore` keyed by ``provider/account id``, owned by the app, so a reload does not forget
+that an account is cooling or which account a sticky session is bound to.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    provider: str
+    id: str
+    email: str
+    api_key: str = field(repr=False)
+
+    @property
+    def state_key(self) -> str:
+        return f"{self.provider}/{self.id}"
+
+    def public(self) -> dict[str, str]:
+        """What templates of response headers and admin output may see: never the key."""
+        return {"id": self.id, "email": self.email, "provider": self.provider}
+
+
+@dataclass(slots=True)
+class AccountState:
+    cooling_until: float = 0.0
+    model_cooling: dict[str, float] = field(default_factory=dict)
+    failures: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=20))
+    requests: int = 0
+    last_used: float = 0.0
+
+    def cooling_for(self, model: str, now: float) -> float:
+        """Seconds until this account may serve ``model`` again (0 when available)."""
+        until = max(self.cooling_until, self.model_cooling.get(model, 0.0))
+        return max(0.0, until - now)
+
+
+class StateStore:
+    """In-process state shared by every snapshot (one per app / worker)."""
+
+    STICKY_MAX = 100_000
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self.accounts: dict[str, AccountState] = {}
+        self.sticky: OrderedDict[str, str] = OrderedDict()
+        self.cursors: dict[str, int] = {}
+
+    def state(self, key: str) -> AccountState:
+        st = self.accounts.get(key)
+        if st is None:
+            st = self.accounts[key] = AccountState()
+        return st
+
+    def bind(self, session: str, key: str) -> None:
+        self.sticky[session] = key
+        self.sticky.move_to_end(session)
+        while len(self.sticky) > self.STICKY_MAX:
+            self.sticky.popitem(last=False)
+
+    def next_cursor(self, provider: str) -> int:
+        n = self.cursors.get(provider, 0)
+        self.cursors[provider] = n + 1
+        return n
+
+    def cool(self, account: Account, seconds: float, model: str | None, reason: str) -> None:
+        st = self.state(account.state_key)
+        now = self.clock()
+        until = now + max(0.0, seconds)
+        if model:
+            st.model_cooling[model] = max(st.model_cooling.get(model, 0.0), until)
+        else:
+            st.cooling_until = max(st.cooling_until, until)
+        st.failures.append((time.time(), reason))
+
+    def record_failure(self, account: Account, reason: str) -> None:
+        self.state(account.state_key).failures.append((time.time(), reason))
+
+    def reset(self, key: str) -> bool:
+        if key not in self.accounts:
+            return False
+        self.accounts[key] = AccountState(requests=self.accounts[key].requests)
+        return True
+
+
+@dataclass(frozen=True, slots=True)
+class Pick:
+    account: Account | None
+    wait: float = 0.0  # when no account is free: seconds until the first one is
+
+
+class Pool:
+    """The accounts of one provider and how to choose among them."""
+
+    def __init__(self, provider: str, accounts: tuple[Account, ...], scheduling: str):
+        self.provider = provider
+        self.accounts = accounts
+        self.scheduling = scheduling
+
+    def pick(self, store: StateStore, model: str, session: str | None, exclude: set[str]) -> Pick:
+        now = store.clock()
+        if self.scheduling == "sticky" and session:
+            bound = store.sticky.get(f"{self.provider}:{session}")
+            for acc in self.accounts:
+                if acc.state_key == bound and bound not in exclude \
+                        and store.state(bound).cooling_for(model, now) == 0.0:
+                    return self._use(store, acc, now, session)
+        n = len(self.accounts)
+        if n == 0:
+            return Pick(None)
+        start = store.next_cursor(self.provider) % n
+        soonest: float | None = None
+        for i in range(n):
+            acc = self.accounts[(start + i) % n]
+            if acc.state_key in exclude:
+                continue
+            wait = store.state(acc.state_key).cooling_for(model, now)
+            if wait == 0.0:
+                return self._use(store, acc, now, session)
+            soonest = wait if soonest is None else min(soonest, wait)
+        return Pick(None, soonest or 0.0)
+
+    def _use(self, store: StateStore, acc: Account, now: float, session: str | None) -> Pick:
+        st = store.state(acc.state_key)
+        st.requests += 1
+        st.last_used = now
+        if self.scheduling == "sticky" and session:
+            store.bind(f"{self.provider}:{session}", acc.state_key)
+        return Pick(acc)
+
+
+def compile_accounts(provider: str, section: dict[str, Any]) -> tuple[Account, ...]:
+    """Accounts with a non-empty key, from ``accounts`` and the comma-separated ``key_list``."""
+    out: list[Account] = []
+    for a in section.get("accounts") or []:
+        key = a.get("api_key") or ""
+        if key:
+            email = a.get("email") or f"{provider}-{len(out) + 1}"
+            out.append(Account(provider, a.get("id") or email, email, key))
+    for item in (section.get("key_list") or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        email, sep, key = item.partition("=")
+        if not sep:
+            email, key = f"{provider}-key-{len(out) + 1}", item
+        out.append(Account(provider, email.strip(), email.strip(), key.strip()))
+    return tuple(out)

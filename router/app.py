@@ -1,0 +1,266 @@
+"""aiohttp wiring: one catch-all handler dispatching through the snapshot's route table.
+
+This is the single error boundary: a GatewayError becomes an error body in the caller's dialect,
+anything unexpected is logged with its traceback and answered as a dialect-shaped 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from types import ModuleType
+from typing import Any, Awaitable, Callable
+
+import orjson
+from aiohttp import web
+
+from router import __version__
+from router.auth import presented_key
+from router.engine import Engine, Exchange
+from router.errors import BadRequest, GatewayError
+from router.gateway import Gateway, decoder_modules
+from router.snapshot import Snapshot
+
+log = logging.getLogger("router.app")
+
+GATEWAY = web.AppKey("gateway", Gateway)
+ENGINE = web.AppKey("engine", Engine)
+DISPATCH: web.AppKey["Dispatcher"] = web.AppKey("dispatch")
+
+Handler = Callable[[Exchange, web.Request, dict[str, Any]], Awaitable[web.StreamResponse]]
+
+
+def _dialects() -> dict[str, ModuleType]:
+    from router.dialects import (anthropic_messages, gemini_native, openai_chat, openai_completions,
+                                 openai_responses)
+
+    return {"openai.chat": openai_chat, "openai.completions": openai_completions,
+            "openai.responses": openai_responses, "anthropic.messages": anthropic_messages,
+            "anthropic.count_tokens": anthropic_messages, "gemini.generate": gemini_native,
+            "gemini.stream": gemini_native, "gemini.count_tokens": gemini_native}
+
+
+class Dispatcher:
+    """Route → auth → handler, with the error boundary around it."""
+
+    def __init__(self, gateway: Gateway, engine: Engine):
+        self.gateway = gateway
+        self.engine = engine
+        self.dialects = _dialects()
+        d = self.dialects
+        self.error_styles = {"openai": d["openai.chat"], "anthropic": d["anthropic.messages"],
+                             "gemini": d["gemini.generate"]}
+        self.handlers: dict[str, Handler] = {
+            "health": self.health, "models.list": self.models_list, "models.get": self.models_get,
+            "anthropic.models": self.anthropic_models, "gemini.models": self.gemini_models,
+            "anthropic.count_tokens": self.count_tokens, "gemini.count_tokens": self.count_tokens,
+            "admin.config": self.admin_config, "admin.reload": self.admin_reload,
+        }
+        for name in ("openai.chat", "openai.completions", "openai.responses", "anthropic.messages",
+                     "gemini.generate", "gemini.stream"):
+            self.handlers[name] = self.proxy
+
+    # --- dispatch -------------------------------------------------------------------------------
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        snap = self.gateway.current
+        path = request.path
+        m = snap.routes.match(request.method, path)
+        style = self._style_for_path(path)
+        rid = request.headers.get("X-Request-Id") or secrets.token_hex(8)
+        if m.route is None:
+            if m.allowed:
+                err = GatewayError("method_not_allowed", f"Method {request.method} is not allowed on {path}; "
+                                   f"allowed: {', '.join(sorted(m.allowed))}",
+                                   headers={"Allow": ", ".join(sorted(m.allowed))})
+            else:
+                err = GatewayError("not_found", f"No route for {request.method} {path}. Routes that exist: "
+                                   + "; ".join(snap.routes.describe()), code="unknown_url")
+            return self.error_response(style, err, rid)
+        route = m.route
+        style = self._style_for_handler(route.handler, style)
+        x = Exchange(request_id=rid, snapshot=snap, handler=route.handler, started=time.monotonic())
+        try:
+            self._authenticate(snap, route.handler, route.auth, request)
+            params: dict[str, Any] = {**request.query, **route.params, **m.params}
+            handler = self.handlers.get(route.handler)
+            if handler is None:
+                raise GatewayError("not_found", f"handler '{route.handler}' is not available")
+            return await handler(x, request, params)
+        except GatewayError as e:
+            return self.error_response(style, e, rid, x)
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception:  # noqa: BLE001 - the one boundary that turns surprises into a 500
+            log.exception("unhandled error", extra={"request_id": rid, "handler": route.handler})
+            return self.error_response(style, GatewayError("server", "internal gateway error"), rid, x)
+
+    def _authenticate(self, snap: Snapshot, handler: str, route_auth: str, request: web.Request) -> None:
+        if handler.startswith("admin."):
+            admin = snap.auth.admin_keys
+            if admin:
+                key = presented_key(request.headers)
+                if snap.auth.identify(key, admin) is None:
+                    raise GatewayError("authentication", "admin endpoints need a valid admin key",
+                                       code="invalid_api_key")
+                return
+        if not snap.auth.required(handler, route_auth):
+            return
+        key = presented_key(request.headers)
+        if key is None:
+            raise GatewayError("authentication", "Missing API key: send Authorization: Bearer <key>, "
+                               "x-api-key or x-goog-api-key", code="invalid_api_key")
+        if snap.auth.identify(key) is None:
+            raise GatewayError("authentication", "Incorrect API key provided", code="invalid_api_key")
+
+    @staticmethod
+    def _style_for_path(path: str) -> str:
+        if path.startswith("/v1beta") or path.startswith("/v1alpha"):
+            return "gemini"
+        if path.startswith("/v1/messages"):
+            return "anthropic"
+        return "openai"
+
+    @staticmethod
+    def _style_for_handler(handler: str, default: str) -> str:
+        family = handler.split(".", 1)[0]
+        return family if family in ("openai", "anthropic", "gemini") else default
+
+    def error_response(self, style: str, err: GatewayError, rid: str, x: Exchange | None = None
+                       ) -> web.Response:
+        body = self.error_styles[style].error_body(err)
+        headers = {"X-Request-Id": rid, **err.headers}
+        if x is not None and x.provider is not None:
+            from router.engine import response_headers
+
+            headers.update(response_headers(x))
+        if err.retry_after is not None:
+            headers["Retry-After"] = str(max(1, int(err.retry_after + 0.999)))
+        if x is not None:
+            x.status = err.status
+            x.error = err.message
+        return web.Response(status=err.status, body=orjson.dumps(body), content_type="application/json",
+                            headers=headers)
+
+    # --- request body -----------------------------------------------------------------------------
+
+    async def read_json(self, x: Exchange, request: web.Request) -> Any:
+        limit = x.snapshot.server.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise GatewayError("request_too_large", f"request body exceeds {limit} bytes")
+        body = await request.content.read(limit + 1)
+        if len(body) > limit:
+            raise GatewayError("request_too_large", f"request body exceeds {limit} bytes")
+        if not body:
+            raise BadRequest("request body is empty; expected a JSON object")
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as e:
+            raise BadRequest(f"request body is not valid JSON: {e}") from None
+
+    # --- handlers ---------------------------------------------------------------------------------
+
+    async def proxy(self, x: Exchange, request: web.Request, params: dict[str, Any]) -> web.StreamResponse:
+        dialect = self.dialects[x.handler]
+        body = await self.read_json(x, request)
+        x.dialect = dialect
+        x.canonical = dialect.decode_request(body, params)
+        x.client_model = x.canonical.model
+        prepare = getattr(dialect, "prepare", None)
+        if prepare is not None:
+            prepare(self.engine.stores, x.canonical)
+        return await self.engine.proxy(x, request)
+
+    async def count_tokens(self, x: Exchange, request: web.Request, params: dict[str, Any]) -> web.Response:
+        from router.dialects import anthropic_messages
+
+        dialect = self.dialects[x.handler]
+        body = await self.read_json(x, request)
+        if x.handler == "anthropic.count_tokens":
+            req = anthropic_messages.decode_count_tokens_request(body)
+            return _json({"input_tokens": anthropic_messages.count_tokens(req)})
+        req = dialect.decode_request(body, params)
+        return _json(dialect.count_tokens_response(anthropic_messages.count_tokens(req)))
+
+    async def health(self, x: Exchange, request: web.Request, params: dict[str, Any]) -> web.Response:
+        return _json({"status": "ok", "version": __version__, "config_generation": x.snapshot.generation})
+
+    def _model_ids(self, snap: Snapshot) -> list[tuple[str, str]]:
+        seen: dict[str, str] = {}
+        for name in snap.mapper.client_models():
+            target = snap.mapper.resolve(name)
+            seen.setdefault(name, target.provider if target else "gateway")
+        for p in snap.providers.values():
+            for model in p.models:
+                seen.setdefault(model, p.name)
+        return list(seen.items())
+
+    async def models_list(self, x: Exchange, request: web.Request, params: dict[str, Any]) -> web.Response:
+        created = int(x.snapshot.loaded_at)
+        return _json({"object": "list", "data": [
+            {"id": mid, "object": "model", "created": created, "owned_by": owner}
+            for mid, owner in self._model_ids(x.snapshot)]})
+
+    async def models_get(self, x: Exchange, request: web.Request, params: dict[str, Any]) -> web.Response:
+        mid = params.get("model") or params.get("id") or ""
+        known = dict(self._model_ids(x.snapshot))
+        if mid not in known and x.snapshot.mapper.resolve(mid) is None:
+            raise GatewayError("not_found", f"The model '{mid}' does not exist", code="model_not_found",
+                               param="model")
+        owner = known.get(mid) or x.snapshot.mapper.resolve(mid).provider  # type: ignore[union-attr]
+        return _json({"id": mid, "object": "model", "created": int(x.snapshot.loaded_at), "owned_by": owner})
+
+    async def anthropic_models(self, x: Exchange, request: web.Request, params: dict[str, Any]) -> web.Response:
+        from router.dialects import anthropic_messages
+
+        return _json(anthropic_messages.models_list([m for m, _ in self._model_ids(x.snapshot)]))
+
+    async def gemini_models(self, x: Exchange, request: web.Request, params: dict[str, Any]) -> web.Response:
+        from router.dialects import gemini_native
+
+        return _json(gemini_native.models_list([m for m, _ in self._model_ids(x.snapshot)]))
+
+    async def admin_config(self, x: Exchange, request: web.Request, params: dict[str, Any]) -> web.Response:
+        return _json(self.gateway.config_status())
+
+    async def admin_reload(self, x: Exchange, request: web.Request, params: dict[str, Any]) -> web.Response:
+        ok = await self.gateway.reload("admin")
+        status = self.gateway.config_status()
+        return _json({"reloaded": ok, **status}, status=200 if ok else 422)
+
+
+def _json(obj: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(obj), content_type="application/json")
+
+
+def create_app(gateway: Gateway, *, watch: bool = True) -> web.Application:
+    """The aiohttp application; the gateway is started and closed with it."""
+    app = web.Application(client_max_size=2**40)
+    app[GATEWAY] = gateway
+
+    async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
+        await gateway.start()
+        assert gateway.session is not None
+        engine = Engine(gateway.store, gateway.session, decoder_modules(), gateway.stores)
+        app[ENGINE] = engine
+        dispatcher = Dispatcher(gateway, engine)
+        app[DISPATCH] = dispatcher
+        watcher = None
+        if watch:
+            from router.watch import watch_config
+
+            watcher = asyncio.create_task(watch_config(gateway))
+        yield
+        if watcher is not None:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        await gateway.close()
+
+    async def catch_all(request: web.Request) -> web.StreamResponse:
+        return await request.app[DISPATCH](request)
+
+    app.cleanup_ctx.append(lifecycle)
+    app.router.add_route("*", "/{tail:.*}", catch_all)
+    return app

@@ -1,0 +1,203 @@
+"""The canonical request and response events: the one contract between dialects.
+
+Every inbound dialect decodes its request body into a :class:`CanonicalRequest`; every upstream
+dialect decodes its response (JSON or SSE stream) into a sequence of :data:`Event` objects; every
+inbound dialect encodes those events back into its own wire format. N + M codecs, not N x M.
+
+Canonical messages are OpenAI-chat-shaped dicts with the system prompt removed and content always a
+list of typed parts::
+
+    {"role": "user" | "assistant" | "tool", "content": [part, ...]}
+
+Parts:
+    {"type": "text", "text": str}
+    {"type": "image", "url": str | None, "media_type": str | None, "data": str | None}
+        (either ``url`` for http(s) images or ``data`` = base64 + ``media_type``)
+    {"type": "tool_call", "id": str, "name": str, "arguments": str}     (assistant; JSON string)
+    {"type": "tool_result", "tool_call_id": str, "name": str | None,
+     "content": str, "is_error": bool}                                   (role "tool")
+    {"type": "thinking", "text": str, "signature": str | None}         (assistant)
+
+Tools: ``[{"name": str, "description": str | None, "parameters": dict | None}]``.
+Tool choice: ``"auto" | "none" | "required"`` or ``{"name": str}`` (a named function).
+Response format: ``{"type": "text" | "json_object" | "json_schema", "schema": dict | None,
+"name": str | None, "strict": bool | None}``.
+Reasoning: ``{"effort": str | None, "budget": int | None}``.
+
+Usage semantics: ``input_tokens`` counts every prompt token (cached ones included, ``cached_tokens``
+is the cached subset); ``output_tokens`` counts every generated token (reasoning included,
+``reasoning_tokens`` is that subset).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter")
+
+
+@dataclass(slots=True)
+class CanonicalRequest:
+    """A client request, independent of the dialect it arrived in."""
+
+    model: str
+    messages: list[dict[str, Any]]
+    system: str | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    stop: list[str] | None = None
+    n: int | None = None
+    seed: int | None = None
+    response_format: dict[str, Any] | None = None
+    reasoning: dict[str, Any] | None = None
+    stream: bool = False
+    include_usage: bool = False
+    parallel_tool_calls: bool | None = None
+    user: str | None = None
+    metadata: dict[str, Any] | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+    inbound: str = ""
+
+
+# --- response events -------------------------------------------------------------------------
+# ``choice`` is the candidate index (n > 1); ``index`` on tool-call events numbers the tool calls
+# of one choice sequentially from 0.
+
+
+@dataclass(slots=True)
+class TextDelta:
+    text: str
+    choice: int = 0
+
+
+@dataclass(slots=True)
+class ReasoningDelta:
+    text: str
+    signature: str | None = None
+    choice: int = 0
+
+
+@dataclass(slots=True)
+class ToolCallStart:
+    index: int
+    id: str
+    name: str
+    choice: int = 0
+
+
+@dataclass(slots=True)
+class ToolCallDelta:
+    index: int
+    arguments: str
+    choice: int = 0
+
+
+@dataclass(slots=True)
+class Finish:
+    reason: str  # one of FINISH_REASONS
+    choice: int = 0
+
+
+@dataclass(slots=True)
+class Usage:
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(slots=True)
+class StreamError:
+    """An upstream failure after the response started (reset, malformed chunk, idle timeout)."""
+
+    status: int
+    kind: str  # an ErrorKind name, see router.errors
+    message: str
+
+
+Event = Union[TextDelta, ReasoningDelta, ToolCallStart, ToolCallDelta, Finish, Usage, StreamError]
+
+
+@dataclass(slots=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str = ""
+
+
+@dataclass(slots=True)
+class Choice:
+    """One aggregated candidate of a non-stream response."""
+
+    index: int = 0
+    text: str = ""
+    reasoning: str = ""
+    reasoning_signature: str | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    finish_reason: str | None = None
+
+
+@dataclass(slots=True)
+class Aggregate:
+    choices: list[Choice]
+    usage: Usage | None = None
+    error: StreamError | None = None
+
+
+def aggregate(events: list[Event]) -> Aggregate:
+    """Fold a complete event sequence into per-choice results (used by every non-stream encoder)."""
+    choices: dict[int, Choice] = {}
+    usage: Usage | None = None
+    error: StreamError | None = None
+
+    def get(i: int) -> Choice:
+        c = choices.get(i)
+        if c is None:
+            c = choices[i] = Choice(index=i)
+        return c
+
+    for ev in events:
+        if isinstance(ev, TextDelta):
+            get(ev.choice).text += ev.text
+        elif isinstance(ev, ReasoningDelta):
+            c = get(ev.choice)
+            c.reasoning += ev.text
+            if ev.signature:
+                c.reasoning_signature = (c.reasoning_signature or "") + ev.signature
+        elif isinstance(ev, ToolCallStart):
+            get(ev.choice).tool_calls.append(ToolCall(ev.id, ev.name))
+        elif isinstance(ev, ToolCallDelta):
+            calls = get(ev.choice).tool_calls
+            if 0 <= ev.index < len(calls):
+                calls[ev.index].arguments += ev.arguments
+        elif isinstance(ev, Finish):
+            get(ev.choice).finish_reason = ev.reason
+        elif isinstance(ev, Usage):
+            usage = ev
+        elif isinstance(ev, StreamError):
+            error = ev
+    if not choices:
+        choices[0] = Choice(index=0)
+    for c in choices.values():
+        if c.finish_reason is None:
+            c.finish_reason = "tool_calls" if c.tool_calls else "stop"
+    return Aggregate(choices=[choices[i] for i in sorted(choices)], usage=usage, error=error)
+
+
+@dataclass(slots=True, frozen=True)
+class ResponseContext:
+    """What an encoder needs besides the events: ids and the client-facing model name."""
+
+    id: str  # e.g. "chatcmpl-<hex>", generated once per request by the engine
+    model: str  # the model name the client asked for
+    created: int  # unix seconds
+    request: CanonicalRequest

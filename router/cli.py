@@ -1,0 +1,128 @@
+"""Command line: ``router serve``, ``router check DIR``, ``router sim``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from router import __version__
+from router.errors import ConfigErrors
+
+DEFAULT_CONFIG = "routes.d"
+
+
+def _config_dir(value: str | None) -> Path:
+    return Path(value or os.environ.get("ROUTER_CONFIG") or DEFAULT_CONFIG)
+
+
+def setup_logging(level: str = "info", fmt: str = "text") -> None:
+    from router.logs import configure
+
+    configure(level, fmt)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from router.filters import all_filters
+    from router.snapshot import check
+
+    directory = _config_dir(args.dir)
+    errors = check(directory, all_filters())
+    if errors:
+        for e in errors:
+            print(str(e), file=sys.stdout)
+        print(f"{len(errors)} error(s) in {directory}", file=sys.stderr)
+        return 1
+    print(f"{directory}: ok")
+    return 0
+
+
+def _install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from router.app import create_app
+    from router.config import load_dir
+    from router.filters import all_filters
+    from router.gateway import Gateway
+    from router.snapshot import BUILTIN_SIMULATOR, compile_config
+
+    directory = _config_dir(args.config)
+    loaded = load_dir(directory)
+    try:  # validate before binding; the simulator's real URL is filled in at start
+        snap = compile_config(loaded, 0, all_filters(), {BUILTIN_SIMULATOR: "http://127.0.0.1:0"})
+    except ConfigErrors as e:
+        for err in e.errors:
+            print(str(err), file=sys.stderr)
+        print(f"refusing to start: {len(e.errors)} config error(s) in {directory}", file=sys.stderr)
+        return 1
+    log_cfg = snap.logging
+    setup_logging(args.log_level or log_cfg.get("level", "info"), log_cfg.get("format", "text"))
+    host = args.host or snap.server.host
+    port = args.port if args.port is not None else snap.server.port
+    if args.workers and args.workers > 1:
+        from router.workers import serve_workers
+
+        return serve_workers(args.workers, directory, host, port, snap.server.shutdown_grace)
+    _install_uvloop()
+    app = create_app(Gateway(directory))
+    logging.getLogger("router").info("router %s listening on http://%s:%d (config %s)", __version__, host,
+                                     port, directory)
+    web.run_app(app, host=host, port=port, print=None, access_log=None, handler_cancellation=True,
+                shutdown_timeout=snap.server.shutdown_grace, reuse_port=args.reuse_port or None)
+    return 0
+
+
+def cmd_sim(args: argparse.Namespace) -> int:
+    from router.sim import run
+
+    setup_logging("info")
+    run(args.port, host=args.host, latency=args.latency, chunks=args.chunks, chunk_delay=args.chunk_delay)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="router", description="Declarative, config-driven LLM API gateway")
+    p.add_argument("--version", action="version", version=f"router {__version__}")
+    sub = p.add_subparsers(dest="command")
+    s = sub.add_parser("serve", help="run the gateway")
+    s.add_argument("--config", help=f"config dir (default $ROUTER_CONFIG or ./{DEFAULT_CONFIG})")
+    s.add_argument("--host", help="bind address (default from server.allow_lan_access)")
+    s.add_argument("--port", type=int, help="port (default server.port, 8045)")
+    s.add_argument("--workers", type=int, default=1, help="worker processes sharing the port")
+    s.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    s.set_defaults(func=cmd_serve)
+    c = sub.add_parser("check", help="validate a config dir offline (exit 1 on errors)")
+    c.add_argument("dir", nargs="?", help=f"config dir (default ./{DEFAULT_CONFIG})")
+    c.set_defaults(func=cmd_check)
+    m = sub.add_parser("sim", help="run the bundled upstream simulator")
+    m.add_argument("--port", type=int, default=8046)
+    m.add_argument("--host", default="127.0.0.1")
+    m.add_argument("--latency", type=float, default=0.0)
+    m.add_argument("--chunks", type=int, default=3)
+    m.add_argument("--chunk-delay", type=float, default=0.0)
+    m.set_defaults(func=cmd_sim)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        args = parser.parse_args(["serve", *(argv or [])])
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,219 @@
+"""Load the config dir: every ``*.yaml`` (sorted by name) parsed with line/column, env-resolved, merged.
+
+The result is a plain ``dict`` (what JSON Schema validates and the snapshot compiles) plus a
+location index mapping each JSON pointer to the file:line:column it came from, so every later error
+can be located. Problems are collected, never raised one at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from router.errors import ConfigError
+
+# Sections whose children are named entries: the same name in two files is an error, not a merge.
+NAMED_SECTIONS = frozenset({"providers", "templates", "retry_policies"})
+
+_VAR = re.compile(r"\$\{([^}]*)\}")
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+Pointer = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Location:
+    file: str
+    line: int
+    column: int
+
+
+@dataclass
+class LoadedConfig:
+    """The merged config, where each value came from, and what was read."""
+
+    data: dict[str, Any]
+    locations: dict[Pointer, Location]
+    files: list[tuple[str, str]]  # (file name, sha256)
+    errors: list[ConfigError] = field(default_factory=list)
+
+    def locate(self, pointer: Pointer, message: str) -> ConfigError:
+        """A ConfigError at the nearest located ancestor of ``pointer``."""
+        p = tuple(pointer)
+        while p and p not in self.locations:
+            p = p[:-1]
+        loc = self.locations.get(p)
+        text = pointer_text(pointer)
+        if loc is None:
+            first = self.files[0][0] if self.files else "<config>"
+            return ConfigError(first, 0, 0, text, message)
+        return ConfigError(loc.file, loc.line, loc.column, text, message)
+
+
+def pointer_text(pointer: Pointer) -> str:
+    """RFC 6901 JSON pointer text."""
+    return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in pointer)
+
+
+def resolve_env(text: str, env: Mapping[str, str]) -> str:
+    """Expand ``${VAR}``, ``${VAR:-default}`` and ``${file:PATH}``; raise ValueError when unresolvable."""
+
+    def one(m: re.Match[str]) -> str:
+        expr = m.group(1)
+        if expr.startswith("file:"):
+            path = Path(expr[5:]).expanduser()
+            try:
+                return path.read_text().strip()
+            except OSError as e:
+                raise ValueError(f"cannot read ${{file:{path}}}: {e.strerror}") from None
+        name, sep, default = expr.partition(":-")
+        if not _VAR_NAME.match(name):
+            raise ValueError(f"bad variable reference ${{{expr}}}")
+        value = env.get(name)
+        if value is None or (sep and value == ""):
+            if sep:
+                return default
+            raise ValueError(f"environment variable {name} is not set (use ${{{name}:-default}})")
+        return value
+
+    return _VAR.sub(one, text) if "${" in text else text
+
+
+class _Reader:
+    """Converts one file's ruamel tree into plain data, recording locations and env errors."""
+
+    def __init__(self, file: str, env: Mapping[str, str], locations: dict[Pointer, Location],
+                 errors: list[ConfigError]):
+        self.file = file
+        self.env = env
+        self.locations = locations
+        self.errors = errors
+
+    def at(self, pointer: Pointer, lc: tuple[int, int] | None) -> None:
+        if lc is not None:
+            self.locations[pointer] = Location(self.file, lc[0] + 1, lc[1] + 1)
+
+    def plain(self, node: Any, pointer: Pointer) -> Any:
+        if isinstance(node, CommentedMap):
+            out: dict[str, Any] = {}
+            for k, v in node.items():
+                key = str(k)
+                p = pointer + (key,)
+                self.at(p, _key_lc(node, k))
+                out[key] = self.plain(v, p)
+            return out
+        if isinstance(node, CommentedSeq):
+            items = []
+            for i, v in enumerate(node):
+                p = pointer + (i,)
+                self.at(p, _item_lc(node, i))
+                items.append(self.plain(v, p))
+            return items
+        if isinstance(node, str):
+            try:
+                return resolve_env(str(node), self.env)
+            except ValueError as e:
+                loc = self.locations.get(pointer)
+                line, col = (loc.line, loc.column) if loc else (0, 0)
+                self.errors.append(ConfigError(self.file, line, col, pointer_text(pointer), str(e)))
+                return ""
+        if isinstance(node, bool) or node is None:
+            return node
+        if isinstance(node, int):
+            return int(node)
+        if isinstance(node, float):
+            return float(node)
+        return str(node)
+
+
+def _key_lc(node: CommentedMap, key: Any) -> tuple[int, int] | None:
+    try:
+        line, col = node.lc.key(key)
+        return int(line), int(col)
+    except (KeyError, TypeError, AttributeError):
+        return None
+
+
+def _item_lc(node: CommentedSeq, i: int) -> tuple[int, int] | None:
+    try:
+        line, col = node.lc.item(i)
+        return int(line), int(col)
+    except (KeyError, TypeError, AttributeError, IndexError):
+        return None
+
+
+def _merge(dst: dict[str, Any], src: CommentedMap, reader: _Reader, pointer: Pointer,
+           owners: dict[Pointer, str]) -> None:
+    for k, v in src.items():
+        key = str(k)
+        p = pointer + (key,)
+        lc = _key_lc(src, k)
+        if key not in dst:
+            reader.at(p, lc)
+            owners[p] = reader.file
+            dst[key] = reader.plain(v, p)
+            continue
+        cur = dst[key]
+        named = len(p) == 2 and p[0] in NAMED_SECTIONS
+        if isinstance(cur, dict) and isinstance(v, CommentedMap) and not named:
+            _merge(cur, v, reader, p, owners)
+        elif isinstance(cur, list) and isinstance(v, CommentedSeq):
+            offset = len(cur)
+            for i, item in enumerate(v):
+                ip = p + (offset + i,)
+                reader.at(ip, _item_lc(v, i))
+                cur.append(reader.plain(item, ip))
+        else:
+            line, col = (lc[0] + 1, lc[1] + 1) if lc else (0, 0)
+            what = f"{p[0]} '{key}'" if named else f"'{pointer_text(p)}'"
+            reader.errors.append(ConfigError(
+                reader.file, line, col, pointer_text(p),
+                f"{what} is already defined in {owners.get(p, '?')}"))
+
+
+def config_files(directory: Path) -> list[Path]:
+    """The files a config dir contributes, in merge order (``..data`` symlink dirs are followed)."""
+    return sorted((p for p in directory.glob("*.yaml") if p.is_file()), key=lambda p: p.name)
+
+
+def load_dir(directory: str | Path, env: Mapping[str, str] | None = None) -> LoadedConfig:
+    """Read, resolve and merge every ``*.yaml`` in ``directory``. Never raises for config problems."""
+    directory = Path(directory)
+    env = os.environ if env is None else env
+    data: dict[str, Any] = {}
+    locations: dict[Pointer, Location] = {}
+    errors: list[ConfigError] = []
+    owners: dict[Pointer, str] = {}
+    files: list[tuple[str, str]] = []
+    if not directory.is_dir():
+        return LoadedConfig(data, locations, files,
+                            [ConfigError(str(directory), 0, 0, "", "config directory not found")])
+    yaml = YAML(typ="rt")
+    for path in config_files(directory):
+        raw = path.read_bytes()
+        files.append((path.name, hashlib.sha256(raw).hexdigest()))
+        try:
+            tree = yaml.load(raw)
+        except MarkedYAMLError as e:
+            mark = e.problem_mark or e.context_mark
+            line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+            errors.append(ConfigError(path.name, line, col, "", f"YAML syntax error: {e.problem or e}"))
+            continue
+        except YAMLError as e:
+            errors.append(ConfigError(path.name, 0, 0, "", f"YAML error: {e}"))
+            continue
+        if tree is None:
+            continue
+        if not isinstance(tree, CommentedMap):
+            errors.append(ConfigError(path.name, 1, 1, "", "the top level of a config file must be a mapping"))
+            continue
+        _merge(data, tree, _Reader(path.name, env, locations, errors), (), owners)
+    return LoadedConfig(data, locations, files, errors)

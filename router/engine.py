@@ -1,0 +1,320 @@
+"""The proxy pipeline over one per-request :class:`Exchange`.
+
+decode inbound dialect → map model → attempt loop [pick account → render template → send →
+classify → retry?] → decode upstream dialect → encode inbound dialect → client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from router.accounts import Account, StateStore
+from router.canonical import CanonicalRequest, Event, ResponseContext, StreamError, Usage
+from router.errors import GatewayError, kind_for_status
+from router.retry import decide
+from router.snapshot import Provider, Snapshot
+from router.upstream import SSEParser, UpstreamFailure, parse_failure, redact, render_request
+
+log = logging.getLogger("router.engine")
+
+ID_PREFIX = {"openai.chat": "chatcmpl-", "openai.completions": "cmpl-", "openai.responses": "resp_",
+             "anthropic.messages": "msg_", "gemini": ""}
+ERROR_BODY_LIMIT = 64 * 1024
+
+
+@dataclass(slots=True)
+class Attempt:
+    account: str
+    outcome: int | str
+    latency: float
+
+
+@dataclass(slots=True)
+class Exchange:
+    """Everything one request accumulates on its way through the pipeline."""
+
+    request_id: str
+    snapshot: Snapshot
+    handler: str
+    started: float
+    dialect: ModuleType | None = None
+    canonical: CanonicalRequest | None = None
+    client_model: str | None = None
+    provider: Provider | None = None
+    upstream_model: str | None = None
+    account: Account | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    status: int = 0
+    ttfb: float | None = None
+    usage: Any = None
+    error: str | None = None
+
+    def header_context(self) -> dict[str, Any]:
+        return {
+            "upstream_model": self.upstream_model, "client_model": self.client_model,
+            "provider": self.provider.public() if self.provider else None,
+            "account": self.account.public() if self.account else None,
+            "request_id": self.request_id, "attempts": len(self.attempts),
+        }
+
+
+def response_headers(x: Exchange) -> dict[str, str]:
+    """The snapshot's templated response headers (X-Mapped-Model, X-Account-Email...)."""
+    out = {"X-Request-Id": x.request_id}
+    ctx = None
+    for name, value in x.snapshot.response_headers:
+        if callable(value):
+            ctx = ctx or x.header_context()
+            value = value(ctx)
+        if value is not None and value != "":
+            text = str(value)
+            if "\r" not in text and "\n" not in text:
+                out[name] = text
+    return out
+
+
+def new_id(prefix: str) -> str:
+    return prefix + secrets.token_hex(12)
+
+
+class Engine:
+    """Runs requests through upstream providers; shared state is the store and the HTTP session."""
+
+    def __init__(self, store: StateStore, session: aiohttp.ClientSession,
+                 decoders: dict[str, ModuleType], stores: dict[str, Any] | None = None):
+        self.store = store
+        self.stores = stores or {}  # per-dialect server-side state, e.g. the Responses store
+        self.session = session
+        self.decoders = decoders
+
+    # --- the attempt loop ---------------------------------------------------------------------
+
+    async def proxy(self, x: Exchange, request: web.Request) -> web.StreamResponse:
+        req = x.canonical
+        assert req is not None and x.dialect is not None
+        target = x.snapshot.mapper.resolve(req.model)
+        if target is None:
+            raise GatewayError("not_found", f"The model '{req.model}' does not exist or is not mapped",
+                               param="model", code="model_not_found")
+        provider = x.snapshot.provider(target.provider)
+        if provider is None:
+            raise GatewayError("server", f"provider '{target.provider}' is not available")
+        x.provider, x.upstream_model = provider, target.model
+        if not provider.pool.accounts:
+            raise GatewayError("unavailable", f"provider '{provider.name}' has no account with a key")
+        policy = provider.retry
+        session = self._session_id(provider, request, req)
+        exclude: set[str] = set()
+        account: Account | None = None
+        failure: UpstreamFailure | None = None
+        for attempt in range(1, policy.max_attempts + 1):
+            if account is None:
+                pick = provider.pool.pick(self.store, target.model, session, exclude)
+                if pick.account is None and failure is None and 0 < pick.wait <= policy.max_wait:
+                    await asyncio.sleep(pick.wait)
+                    pick = provider.pool.pick(self.store, target.model, session, exclude)
+                if pick.account is None:
+                    if failure is None:
+                        raise GatewayError("rate_limit", f"every account of '{provider.name}' is cooling down",
+                                           retry_after=max(1.0, pick.wait))
+                    break
+                account = pick.account
+            x.account = account
+            t0 = time.monotonic()
+            result = await self._attempt(x, provider, account, request)
+            if not isinstance(result, UpstreamFailure):
+                x.attempts.append(Attempt(account.email, result.status, time.monotonic() - t0))
+                return result
+            failure = result
+            x.attempts.append(Attempt(account.email, failure.outcome, time.monotonic() - t0))
+            decision = decide(policy, attempt, failure.outcome, failure.retry_after)
+            log.info("upstream attempt failed", extra={"request_id": x.request_id, "provider": provider.name,
+                     "account": account.email, "outcome": failure.outcome, "retry": decision.retry})
+            if decision.cooldown is not None:
+                self.store.cool(account, decision.cooldown, target.model if failure.model_scoped else None,
+                                str(failure.outcome))
+            else:
+                self.store.record_failure(account, str(failure.outcome))
+            if not decision.retry:
+                break
+            if decision.rotate:
+                exclude.add(account.state_key)
+                account = None
+            if decision.wait > 0:
+                await asyncio.sleep(decision.wait)
+        assert failure is not None
+        raise GatewayError(kind_for_status(failure.status), failure.message, status=failure.status,
+                           retry_after=failure.retry_after)
+
+    @staticmethod
+    def _session_id(provider: Provider, request: web.Request, req: CanonicalRequest) -> str | None:
+        if provider.pool.scheduling != "sticky":
+            return None
+        sid = request.headers.get(provider.session_header)
+        if sid:
+            return sid
+        if req.user:
+            return req.user
+        md = req.metadata or {}
+        value = md.get("session_id") or md.get("user_id")
+        return str(value) if value else None
+
+    async def _attempt(self, x: Exchange, provider: Provider, account: Account, request: web.Request
+                       ) -> web.StreamResponse | UpstreamFailure:
+        req = x.canonical
+        assert req is not None
+        ctx = {"request": req, "model": x.upstream_model, "stream": req.stream,
+               "provider": {"name": provider.name, "base_url": provider.base_url},
+               "account": {"email": account.email, "id": account.id, "api_key": account.api_key}}
+        up = render_request(provider.template, ctx, provider.base_url)
+        t = provider.timeouts
+        secrets_ = (account.api_key,)
+        try:
+            async with asyncio.timeout(t.total):
+                try:
+                    async with asyncio.timeout(t.first_byte):
+                        resp = await self.session.request(
+                            up.method, up.url, params=up.params, headers=up.headers, data=up.body,
+                            timeout=aiohttp.ClientTimeout(total=None, sock_connect=t.connect))
+                except aiohttp.ClientConnectorError as e:
+                    return UpstreamFailure("connect_error", redact(f"cannot connect to upstream: {e.os_error}", secrets_))
+                except aiohttp.ClientError as e:
+                    return UpstreamFailure("reset", redact(f"upstream connection failed: {type(e).__name__}", secrets_))
+                async with resp:
+                    if resp.status >= 400:
+                        body = await resp.content.read(ERROR_BODY_LIMIT)
+                        return parse_failure(resp.status, resp.headers, body, secrets_)
+                    if req.stream:
+                        return await self._stream(x, provider, resp, request)
+                    return await self._json(x, provider, resp)
+        except TimeoutError:
+            return UpstreamFailure("timeout", "upstream timed out")
+
+    async def _json(self, x: Exchange, provider: Provider, resp: aiohttp.ClientResponse
+                    ) -> web.StreamResponse | UpstreamFailure:
+        try:
+            raw = await resp.read()
+        except aiohttp.ClientError:
+            return UpstreamFailure("reset", "upstream connection closed while reading the response")
+        x.ttfb = time.monotonic() - x.started
+        try:
+            events = self.decoders[provider.dialect].decode_response(orjson.loads(raw))
+        except ValueError as e:  # orjson.JSONDecodeError is a ValueError
+            return UpstreamFailure("malformed", f"upstream sent a malformed response: {str(e)[:200]}")
+        for ev in events:
+            if isinstance(ev, StreamError):
+                return UpstreamFailure(ev.status, ev.message)
+        x.usage = next((e for e in reversed(events) if isinstance(e, Usage)), None)
+        rctx = self._context(x)
+        body = x.dialect.encode_response(events, rctx)  # type: ignore[union-attr]
+        self.after_response(x, rctx, events)
+        return web.Response(body=orjson.dumps(body), content_type="application/json",
+                            headers=response_headers(x))
+
+    async def _stream(self, x: Exchange, provider: Provider, resp: aiohttp.ClientResponse,
+                      request: web.Request) -> web.StreamResponse | UpstreamFailure:
+        decoder = self.decoders[provider.dialect].StreamDecoder()
+        parser = SSEParser()
+        rctx = self._context(x)
+        encoder = x.dialect.StreamEncoder(rctx)  # type: ignore[union-attr]
+        out: web.StreamResponse | None = None
+        keep: list[Event] | None = [] if self.keeps_events(x) else None
+        idle = provider.timeouts.idle
+        content = resp.content
+        try:
+            while True:
+                async with asyncio.timeout(idle):
+                    chunk = await content.readany()
+                frames = parser.feed(chunk) if chunk else parser.close()
+                for name, data in frames:
+                    events = decoder.feed(name, data)
+                    if not events:
+                        continue
+                    for ev in events:
+                        if isinstance(ev, StreamError):
+                            if out is None:
+                                return UpstreamFailure(ev.status, ev.message)
+                            await out.write(encoder.error(ev))
+                            x.error = ev.message
+                            return out
+                    if out is None:
+                        out = await self._start_stream(x, request, encoder)
+                    if keep is not None:
+                        keep.extend(events)
+                    buf = b"".join([encoder.feed(ev) for ev in events])
+                    if buf:
+                        await out.write(buf)
+                if not chunk:
+                    break
+            tail = decoder.finish()
+        except TimeoutError:
+            return await self._stream_failure(x, out, encoder, "timeout", "upstream stream stalled (idle timeout)")
+        except aiohttp.ClientPayloadError:
+            return await self._stream_failure(x, out, encoder, "reset", "upstream connection reset mid-stream")
+        except aiohttp.ClientConnectionError:
+            return await self._stream_failure(x, out, encoder, "reset", "upstream connection lost mid-stream")
+        except ValueError as e:
+            return await self._stream_failure(x, out, encoder, "malformed",
+                                              f"upstream sent a malformed stream chunk: {str(e)[:200]}")
+        if out is None:
+            out = await self._start_stream(x, request, encoder)
+        if keep is not None:
+            keep.extend(tail)
+        buf = b"".join([encoder.feed(ev) for ev in tail])
+        x.usage = next((e for e in reversed(tail) if isinstance(e, Usage)), None)
+        await out.write(buf + encoder.finish())
+        if keep is not None:
+            self.after_response(x, rctx, keep)
+        await out.write_eof()
+        return out
+
+    async def _start_stream(self, x: Exchange, request: web.Request, encoder: Any) -> web.StreamResponse:
+        out = web.StreamResponse(status=200, headers=response_headers(x))
+        out.content_type = "text/event-stream"
+        out.headers["Cache-Control"] = "no-cache"
+        out.headers["X-Accel-Buffering"] = "no"
+        await out.prepare(request)
+        x.ttfb = time.monotonic() - x.started
+        start = encoder.start()
+        if start:
+            await out.write(start)
+        return out
+
+    async def _stream_failure(self, x: Exchange, out: web.StreamResponse | None, encoder: Any,
+                              outcome: str, message: str) -> web.StreamResponse | UpstreamFailure:
+        if out is None:
+            return UpstreamFailure(outcome, message)  # nothing reached the client yet: retryable
+        status = 504 if outcome == "timeout" else 502
+        log.warning("stream failed after the first byte", extra={"request_id": x.request_id,
+                    "outcome": outcome, "detail": message})
+        x.error = message
+        await out.write(encoder.error(StreamError(status, kind_for_status(status), message)))
+        return out
+
+    # --- hooks for dialects with server-side state (Responses API store) ----------------------
+
+    def _context(self, x: Exchange) -> ResponseContext:
+        assert x.canonical is not None
+        return ResponseContext(id=new_id(ID_PREFIX.get(x.dialect.NAME, "")),  # type: ignore[union-attr]
+                               model=x.client_model or x.canonical.model, created=int(time.time()),
+                               request=x.canonical)
+
+    @staticmethod
+    def keeps_events(x: Exchange) -> bool:
+        return hasattr(x.dialect, "remember")
+
+    def after_response(self, x: Exchange, rctx: ResponseContext, events: list[Event]) -> None:
+        """Lets a dialect with server-side state (``remember``) keep the finished exchange."""
+        remember = getattr(x.dialect, "remember", None)
+        if remember is not None and x.canonical is not None:
+            remember(self.stores, x.canonical, rctx, events)

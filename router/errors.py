@@ -1,0 +1,93 @@
+"""Errors with a status and a dialect-neutral kind; dialects render them in their own shape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# kind -> default HTTP status. Dialects map a kind to their own error type names.
+ERROR_KINDS: dict[str, int] = {
+    "invalid_request": 400,
+    "authentication": 401,
+    "permission": 403,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "request_too_large": 413,
+    "rate_limit": 429,
+    "server": 500,
+    "bad_gateway": 502,
+    "unavailable": 503,
+    "timeout": 504,
+    "overloaded": 529,
+}
+
+
+def kind_for_status(status: int) -> str:
+    """The error kind an upstream HTTP status maps to."""
+    for kind, st in ERROR_KINDS.items():
+        if st == status:
+            return kind
+    if status == 408:
+        return "timeout"
+    if 400 <= status < 500:
+        return "invalid_request"
+    return "server"
+
+
+@dataclass(frozen=True)
+class ConfigError:
+    """One located config problem: file:line:column, JSON pointer and a plain message."""
+
+    file: str
+    line: int  # 1-based; 0 when unknown
+    column: int  # 1-based; 0 when unknown
+    pointer: str
+    message: str
+
+    def __str__(self) -> str:
+        loc = f"{self.file}:{self.line}:{self.column}" if self.line else self.file
+        ptr = f" at {self.pointer}" if self.pointer else ""
+        return f"{loc}:{ptr} {self.message}" if ptr else f"{loc}: {self.message}"
+
+
+class ConfigErrors(Exception):
+    """Raised by the loader with every problem found, not only the first."""
+
+    def __init__(self, errors: list[ConfigError]):
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))
+
+
+class GatewayError(Exception):
+    """An error answered to the client in its own dialect.
+
+    ``kind`` is one of ERROR_KINDS; ``param`` names the offending request field when there is one;
+    ``code`` is an optional machine code (``model_not_found``, ``invalid_api_key``...);
+    ``retry_after`` (seconds) becomes a Retry-After header.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        status: int | None = None,
+        param: str | None = None,
+        code: str | None = None,
+        retry_after: float | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status = status if status is not None else ERROR_KINDS.get(kind, 500)
+        self.param = param
+        self.code = code
+        self.retry_after = retry_after
+        self.headers = headers or {}
+
+
+class BadRequest(GatewayError):
+    """A malformed client request; ``param`` names the field."""
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None):
+        super().__init__("invalid_request", message, param=param, code=code)

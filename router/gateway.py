@@ -1,0 +1,151 @@
+"""The running gateway's long-lived parts: the current snapshot, state store, HTTP session, reloads.
+
+A reload loads and compiles a whole new snapshot off the event loop and swaps it in only when it is
+fully good; a bad edit keeps the previous snapshot serving and is remembered as ``last_error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Mapping
+
+import aiohttp
+
+from router.accounts import StateStore
+from router.config import LoadedConfig, load_dir
+from router.errors import ConfigError, ConfigErrors
+from router.filters import all_filters
+from router.snapshot import BUILTIN_SIMULATOR, Snapshot, compile_config
+
+log = logging.getLogger("router.gateway")
+
+
+@dataclass
+class ReloadStatus:
+    ok: bool
+    generation: int
+    errors: list[ConfigError]
+    at: float
+    reason: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "generation": self.generation, "at": self.at, "reason": self.reason,
+                "errors": [{"file": e.file, "line": e.line, "column": e.column, "pointer": e.pointer,
+                            "message": e.message, "text": str(e)} for e in self.errors]}
+
+
+def decoder_modules() -> dict[str, ModuleType]:
+    from router.decoders import anthropic, gemini, openai
+
+    return {"gemini": gemini, "openai": openai, "anthropic": anthropic}
+
+
+def _uses_simulator(loaded: LoadedConfig) -> bool:
+    providers = loaded.data.get("providers")
+    if not isinstance(providers, dict):
+        return False
+    return any(isinstance(p, dict) and str(p.get("base_url", "")).rstrip("/") == BUILTIN_SIMULATOR
+               for p in providers.values())
+
+
+class Gateway:
+    """One per process: owns the snapshot, the state that outlives it and the upstream session."""
+
+    def __init__(self, config_dir: str | Path, env: Mapping[str, str] | None = None,
+                 sim_options: dict[str, Any] | None = None):
+        self.config_dir = Path(config_dir)
+        self.env = env
+        self.sim_options = sim_options or {}
+        self.filters = all_filters()
+        self.store = StateStore()
+        self.snapshot: Snapshot | None = None
+        self.generation = 0
+        self.last_reload: ReloadStatus | None = None
+        self.last_error: ReloadStatus | None = None
+        self.session: aiohttp.ClientSession | None = None
+        self.sim: Any = None
+        self.builtins: dict[str, str] = {}
+        self.stores: dict[str, Any] = {}
+        self._lock = asyncio.Lock()
+        self.reloads_ok = 0
+        self.reloads_failed = 0
+
+    @property
+    def current(self) -> Snapshot:
+        assert self.snapshot is not None, "gateway not started"
+        return self.snapshot
+
+    async def start(self) -> None:
+        """Load the first snapshot (raises ConfigErrors when invalid) and open the upstream session."""
+        if self.session is None:
+            connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300,
+                                             enable_cleanup_closed=True)
+            self.session = aiohttp.ClientSession(connector=connector, auto_decompress=True,
+                                                 skip_auto_headers=("User-Agent",))
+        ok = await self.reload("startup")
+        if not ok:
+            assert self.last_error is not None
+            raise ConfigErrors(self.last_error.errors)
+
+    async def close(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+        if self.sim is not None:
+            await self.sim.__aexit__(None, None, None)
+            self.sim = None
+
+    async def reload(self, reason: str = "manual") -> bool:
+        """Build and swap a new snapshot; on any problem keep the old one and record the errors."""
+        async with self._lock:
+            t0 = time.perf_counter()
+            loaded = await asyncio.to_thread(load_dir, self.config_dir, self.env)
+            if _uses_simulator(loaded) and BUILTIN_SIMULATOR not in self.builtins:
+                await self._start_simulator()
+            generation = self.generation + 1
+            try:
+                snap = await asyncio.to_thread(compile_config, loaded, generation, self.filters, self.builtins)
+            except ConfigErrors as e:
+                self.reloads_failed += 1
+                self.last_error = self.last_reload = ReloadStatus(False, self.generation, e.errors, time.time(), reason)
+                for err in e.errors:
+                    log.error("config rejected: %s", err, extra={"reason": reason})
+                if self.snapshot is not None:
+                    log.warning("keeping config generation %d after %d error(s)", self.generation, len(e.errors))
+                return False
+            self.snapshot = snap
+            self.generation = generation
+            self.reloads_ok += 1
+            self.last_reload = ReloadStatus(True, generation, [], time.time(), reason)
+            log.info("config generation %d loaded from %d file(s) in %.1f ms (%s)", generation,
+                     len(snap.files), (time.perf_counter() - t0) * 1000, reason)
+            return True
+
+    async def _start_simulator(self) -> None:
+        from router.sim import SimServer
+
+        self.sim = SimServer(port=0, **self.sim_options)
+        await self.sim.__aenter__()
+        self.builtins[BUILTIN_SIMULATOR] = self.sim.url
+        log.info("bundled upstream simulator serving at %s", self.sim.url)
+
+    def config_status(self) -> dict[str, Any]:
+        """What /admin/config shows: no secret, only names, hashes and errors."""
+        snap = self.current
+        return {
+            "generation": snap.generation,
+            "loaded_at": snap.loaded_at,
+            "config_dir": str(self.config_dir),
+            "files": [{"name": n, "sha256": h} for n, h in snap.files],
+            "last_reload": self.last_reload.as_dict() if self.last_reload else None,
+            "last_error": self.last_error.as_dict() if self.last_error else None,
+            "reloads": {"ok": self.reloads_ok, "failed": self.reloads_failed},
+            "routes": snap.routes.describe(),
+            "providers": {n: {**p.public(), "accounts": [a.public() for a in p.pool.accounts],
+                              "fallback": snap.fallbacks.get(n)} for n, p in snap.providers.items()},
+        }

@@ -1,0 +1,137 @@
+"""Retry policies: compiled from YAML, decided by a pure function the engine's loop calls.
+
+An outcome is an upstream HTTP status or a transport failure name (``connect_error``, ``timeout``,
+``reset``, ``malformed``). The first rule whose ``on`` list covers it decides: retry or not, rotate to
+another account or stay, how long to wait (Retry-After / Gemini ``retryDelay``, a fixed duration or
+exponential backoff with jitter) and how long the account cools down.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+_DURATION = re.compile(r"\A(\d+(?:\.\d+)?)(ms|s|m|h)?\Z")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any, default: float | None = None) -> float | None:
+    """Seconds from ``1.5``, ``"200ms"``, ``"2s"``, ``"1m"``; ``default`` for None."""
+    if value is None:
+        return default
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    m = _DURATION.match(str(value).strip())
+    if not m:
+        raise ValueError(f"bad duration {value!r}")
+    return float(m.group(1)) * _UNITS[m.group(2)]
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    initial: float = 0.5
+    factor: float = 2.0
+    max: float = 10.0
+    jitter: float = 0.2  # +/- fraction
+
+    def delay(self, attempt: int, rand: Callable[[], float]) -> float:
+        base = min(self.max, self.initial * self.factor ** max(0, attempt - 1))
+        return max(0.0, base * (1 + self.jitter * (2 * rand() - 1)))
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    on: frozenset[int | str]
+    retry: bool = True
+    rotate: bool = True
+    wait: float | str | None = None  # seconds | "retry_after" | None
+    backoff: Backoff | None = None
+    cooldown: float | str | None = None  # seconds | "retry_after" | None
+
+    def covers(self, outcome: int | str) -> bool:
+        if outcome in self.on:
+            return True
+        if isinstance(outcome, int):
+            return f"{outcome // 100}xx" in self.on
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    name: str
+    max_attempts: int
+    max_wait: float
+    rules: tuple[Rule, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    retry: bool
+    rotate: bool = False
+    wait: float = 0.0
+    cooldown: float | None = None  # seconds the failing account rests
+
+
+DEFAULT_COOLDOWN = 60.0
+
+DEFAULT_POLICY = Policy(
+    name="default",
+    max_attempts=3,
+    max_wait=30.0,
+    rules=(
+        Rule(frozenset({429}), rotate=True, wait="retry_after", cooldown="retry_after"),
+        Rule(frozenset({500, 502, 504, "connect_error", "timeout", "reset", "malformed"}), rotate=True, wait=0.2),
+        Rule(frozenset({503, 529}), rotate=False, backoff=Backoff(1.0, 2.0, 10.0)),
+    ),
+)
+
+
+def decide(policy: Policy, attempt: int, outcome: int | str, retry_after: float | None,
+           rand: Callable[[], float] = random.random) -> Decision:
+    """What to do after attempt number ``attempt`` (1-based) ended with ``outcome``."""
+    rule = next((r for r in policy.rules if r.covers(outcome)), None)
+    if rule is None or not rule.retry:
+        return Decision(retry=False)
+    cooldown: float | None = None
+    if rule.cooldown == "retry_after":
+        cooldown = retry_after if retry_after is not None else DEFAULT_COOLDOWN
+    elif isinstance(rule.cooldown, float):
+        cooldown = rule.cooldown
+    if rule.wait == "retry_after":
+        wait = retry_after if retry_after is not None else (
+            rule.backoff.delay(attempt, rand) if rule.backoff else 1.0)
+    elif isinstance(rule.wait, float):
+        wait = rule.wait
+    elif rule.backoff is not None:
+        wait = rule.backoff.delay(attempt, rand)
+    else:
+        wait = 0.0
+    # With rotation the next account need not wait for this one's Retry-After.
+    if rule.rotate and rule.wait == "retry_after":
+        wait = 0.0
+    retry = attempt < policy.max_attempts and wait <= policy.max_wait
+    return Decision(retry=retry, rotate=rule.rotate, wait=wait, cooldown=cooldown)
+
+
+def _wait_value(v: Any) -> float | str | None:
+    if v is None or v == "retry_after":
+        return v
+    return parse_duration(v)
+
+
+def compile_policy(name: str, section: dict[str, Any]) -> Policy:
+    rules = []
+    for r in section.get("rules") or []:
+        b = r.get("backoff")
+        backoff = None
+        if b is not None:
+            backoff = Backoff(parse_duration(b.get("initial"), 0.5) or 0.0, float(b.get("factor", 2.0)),
+                              parse_duration(b.get("max"), 10.0) or 0.0, float(b.get("jitter", 0.2)))
+        rules.append(Rule(
+            on=frozenset(r["on"]), retry=bool(r.get("retry", True)), rotate=bool(r.get("rotate", False)),
+            wait=_wait_value(r.get("wait")), backoff=backoff, cooldown=_wait_value(r.get("cooldown")),
+        ))
+    return Policy(name, int(section.get("max_attempts", 3)),
+                  parse_duration(section.get("max_wait"), 30.0) or 0.0, tuple(rules))

@@ -1,0 +1,95 @@
+"""The compiled route table: path templates with ``{param}``, methods and handler names.
+
+aiohttp's router freezes at start-up, so the app registers one catch-all handler and dispatches
+through this table, which a reload swaps with the rest of the snapshot.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(path))?\}")
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    path: str
+    methods: frozenset[str]
+    handler: str
+    auth: str = "inherit"  # inherit | none | required
+    params: dict[str, Any] = field(default_factory=dict)
+    pattern: re.Pattern[str] | None = None  # None for a static path
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    route: Route | None
+    params: dict[str, str]
+    allowed: frozenset[str] = frozenset()  # set when the path exists but the method does not
+
+
+def compile_path(path: str) -> re.Pattern[str] | None:
+    """A regex for a path template, or None when the path has no parameters.
+
+    ``{name}`` captures one segment (no ``/``); ``{name:path}`` captures the rest of the path.
+    """
+    if "{" not in path:
+        return None
+    out, pos = [], 0
+    for m in _PARAM.finditer(path):
+        out.append(re.escape(path[pos:m.start()]))
+        out.append(f"(?P<{m.group(1)}>.+?)" if m.group(2) else f"(?P<{m.group(1)}>[^/]+?)")
+        pos = m.end()
+    out.append(re.escape(path[pos:]))
+    return re.compile("".join(out))
+
+
+class RouteTable:
+    """Static paths by dict lookup, templated paths in declaration order."""
+
+    def __init__(self, routes: list[Route]):
+        self.routes = routes
+        self._static: dict[str, list[Route]] = {}
+        self._dynamic: list[Route] = []
+        for r in routes:
+            if r.pattern is None:
+                self._static.setdefault(r.path, []).append(r)
+            else:
+                self._dynamic.append(r)
+
+    def match(self, method: str, path: str) -> Match:
+        """The route for ``method path``; ``route`` is None for 404 (no ``allowed``) or 405."""
+        allowed: set[str] = set()
+        for r in self._static.get(path, ()):
+            if method in r.methods or (method == "HEAD" and "GET" in r.methods):
+                return Match(r, {})
+            allowed |= r.methods
+        for r in self._dynamic:
+            m = r.pattern.fullmatch(path)  # type: ignore[union-attr]
+            if m is None:
+                continue
+            if method in r.methods or (method == "HEAD" and "GET" in r.methods):
+                return Match(r, m.groupdict())
+            allowed |= r.methods
+        return Match(None, {}, frozenset(allowed))
+
+    def describe(self) -> list[str]:
+        """``METHOD path`` for every route, as listed in 404 messages."""
+        return [f"{'|'.join(sorted(r.methods))} {r.path}" for r in self.routes]
+
+
+def compile_routes(entries: list[dict[str, Any]]) -> RouteTable:
+    routes = [
+        Route(
+            path=e["path"],
+            methods=frozenset(e.get("methods") or ["GET"]),
+            handler=e["handler"],
+            auth=e.get("auth", "inherit"),
+            params=dict(e.get("params") or {}),
+            pattern=compile_path(e["path"]),
+        )
+        for e in entries
+    ]
+    return RouteTable(routes)

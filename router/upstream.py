@@ -1,0 +1,183 @@
+"""Talking to upstreams: rendering a template into a request, SSE framing, reading upstream errors."""
+
+from __future__ import annotations
+
+import email.utils
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import orjson
+
+from router.errors import GatewayError
+from router.snapshot import Template
+from router.templates import PRUNE, render_tree
+
+_CRLF = re.compile(r"[\r\n\x00]")
+_DELAY = re.compile(r"\A(\d+(?:\.\d+)?)s\Z")
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    method: str
+    url: str
+    params: dict[str, str] | None
+    headers: dict[str, str]
+    body: bytes
+
+
+def render_request(template: Template, ctx: dict[str, Any], base_url: str) -> UpstreamRequest:
+    """Render a provider template; refuses header injection and URLs that leave ``base_url``."""
+    url = render_tree(template.url, ctx)
+    if not isinstance(url, str) or not _inside(url, base_url):
+        raise GatewayError("server", "the rendered upstream URL leaves the provider's base_url", status=500)
+    params = None
+    if template.query is not None:
+        q = render_tree(template.query, ctx)
+        params = {str(k): _scalar(v) for k, v in q.items()} if isinstance(q, dict) and q else None
+    headers: dict[str, str] = {"Content-Type": "application/json"}
+    if template.headers is not None:
+        for k, v in render_tree(template.headers, ctx).items():
+            value = _scalar(v)
+            if _CRLF.search(value) or _CRLF.search(k):
+                raise GatewayError("server", f"rendered header '{k}' contains CR/LF; refused", status=500)
+            if value:
+                headers[k] = value
+    body = render_tree(template.body, ctx)
+    return UpstreamRequest(template.method, url, params, headers,
+                           b"" if body is PRUNE else orjson.dumps(body))
+
+
+def _scalar(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return v if isinstance(v, str) else orjson.dumps(v).decode()
+
+
+def _inside(url: str, base_url: str) -> bool:
+    if not url.startswith(base_url):
+        return False
+    rest = url[len(base_url):]
+    if rest and rest[0] not in "/?":
+        return False  # e.g. base http://h/v1 and url http://h/v1evil
+    path = rest.split("?", 1)[0]
+    if "#" in rest or "\\" in rest:
+        return False
+    segments = path.split("/")
+    return ".." not in segments and "." not in segments and "%2e%2e" not in path.lower()
+
+
+class SSEParser:
+    """Incremental Server-Sent Events framing (``\\n``, ``\\r\\n`` and mixed line ends)."""
+
+    __slots__ = ("_buf", "_event", "_data")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._event: str | None = None
+        self._data: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> list[tuple[str | None, bytes]]:
+        buf = self._buf + chunk if self._buf else chunk
+        out: list[tuple[str | None, bytes]] = []
+        start = 0
+        find = buf.find
+        while True:
+            nl = find(b"\n", start)
+            if nl < 0:
+                break
+            end = nl - 1 if nl > start and buf[nl - 1] == 13 else nl
+            line = buf[start:end]
+            start = nl + 1
+            if not line:
+                if self._data:
+                    out.append((self._event, self._data[0] if len(self._data) == 1 else b"\n".join(self._data)))
+                self._event = None
+                self._data = []
+            elif line.startswith(b"data:"):
+                self._data.append(line[6:] if line[5:6] == b" " else line[5:])
+            elif line.startswith(b"event:"):
+                self._event = line[6:].strip().decode("utf-8", "replace")
+        self._buf = buf[start:]
+        return out
+
+    def close(self) -> list[tuple[str | None, bytes]]:
+        """Events left when the stream ended without a final blank line."""
+        out = self.feed(b"\n\n") if (self._buf or self._data) else []
+        self._buf = b""
+        return out
+
+
+@dataclass(slots=True)
+class UpstreamFailure:
+    """One failed attempt: an HTTP status or a transport outcome name, plus what it told us."""
+
+    outcome: int | str  # status code, or connect_error | timeout | reset | malformed
+    message: str
+    retry_after: float | None = None
+    model_scoped: bool = False
+
+    @property
+    def status(self) -> int:
+        if isinstance(self.outcome, int):
+            return self.outcome
+        return {"timeout": 504, "connect_error": 502, "reset": 502, "malformed": 502}.get(self.outcome, 502)
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """``retry-after-ms``, then ``Retry-After`` (seconds or an HTTP date)."""
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    ra = headers.get("Retry-After")
+    if not ra:
+        return None
+    try:
+        return max(0.0, float(ra))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(ra)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+
+
+def parse_failure(status: int, headers: Mapping[str, str], body: bytes, secrets: tuple[str, ...] = ()
+                  ) -> UpstreamFailure:
+    """Read an upstream error response of any dialect: message, retry delay, quota scope."""
+    message = f"upstream returned HTTP {status}"
+    retry_after = retry_after_seconds(headers)
+    model_scoped = False
+    try:
+        doc = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        doc = None
+    err = doc.get("error") if isinstance(doc, dict) else None
+    if isinstance(err, dict):
+        if isinstance(err.get("message"), str) and err["message"]:
+            message = err["message"][:1000]
+        for d in err.get("details") or []:
+            if not isinstance(d, dict):
+                continue
+            kind = str(d.get("@type", ""))
+            if kind.endswith("RetryInfo") and retry_after is None:
+                m = _DELAY.match(str(d.get("retryDelay", "")))
+                if m:
+                    retry_after = float(m.group(1))
+            elif kind.endswith("QuotaFailure"):
+                model_scoped = True
+    elif isinstance(err, str) and err:
+        message = err[:1000]
+    return UpstreamFailure(status, redact(message, secrets), retry_after, model_scoped)
+
+
+def redact(text: str, secrets: tuple[str, ...]) -> str:
+    for s in secrets:
+        if s and s in text:
+            text = text.replace(s, "***")
+    return text

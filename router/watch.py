@@ -1,0 +1,52 @@
+"""Hot reload triggers: file changes in the config dir (debounced) and SIGHUP."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from watchfiles import awatch
+
+from router.gateway import Gateway
+
+log = logging.getLogger("router.watch")
+
+
+async def watch_config(gateway: Gateway) -> None:
+    """Reload on every burst of changes; a Kubernetes ``..data`` symlink swap counts as a change.
+
+    watchfiles groups the events of one burst (a ``git pull`` touching five files) into a single
+    set, so one burst is one reload. SIGHUP forces a reload too.
+    """
+    loop = asyncio.get_running_loop()
+    hup = asyncio.Event()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, hup.set)
+    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no SIGHUP
+        pass
+    debounce_ms = max(10, int(gateway.current.server.reload_debounce * 1000))
+    stop = asyncio.Event()
+    files = asyncio.create_task(_watch_files(gateway, debounce_ms, stop))
+    try:
+        while True:
+            await hup.wait()
+            hup.clear()
+            log.info("SIGHUP: reloading config")
+            await gateway.reload("sighup")
+    finally:
+        stop.set()
+        files.cancel()
+        await asyncio.gather(files, return_exceptions=True)
+        try:
+            loop.remove_signal_handler(signal.SIGHUP)
+        except (NotImplementedError, RuntimeError, ValueError):
+            pass
+
+
+async def _watch_files(gateway: Gateway, debounce_ms: int, stop: asyncio.Event) -> None:
+    async for changes in awatch(gateway.config_dir, debounce=debounce_ms, step=20, stop_event=stop,
+                                recursive=True, rust_timeout=1000):
+        names = sorted({c[1].rsplit("/", 1)[-1] for c in changes})
+        log.info("config dir changed (%s): reloading", ", ".join(names[:5]))
+        await gateway.reload("watch")
