@@ -169,8 +169,8 @@ class Dispatcher:
         x.canonical = dialect.decode_request(body, params)
         x.client_model = x.canonical.model
         prepare = getattr(dialect, "prepare", None)
-        if prepare is not None:
-            prepare(self.engine.stores, x.canonical)
+        if prepare is not None:  # dialects with server-side state (Responses API store)
+            x.canonical = prepare(self.engine.stores, x.canonical)
         return await self.engine.proxy(x, request)
 
     async def count_tokens(self, x: Exchange, request: web.Request, params: dict[str, Any]) -> web.Response:

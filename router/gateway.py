@@ -120,11 +120,24 @@ class Gateway:
                 return False
             self.snapshot = snap
             self.generation = generation
+            self._size_stores(snap)
             self.reloads_ok += 1
             self.last_reload = ReloadStatus(True, generation, [], time.time(), reason)
             log.info("config generation %d loaded from %d file(s) in %.1f ms (%s)", generation,
                      len(snap.files), (time.perf_counter() - t0) * 1000, reason)
             return True
+
+    def _size_stores(self, snap: Snapshot) -> None:
+        from router.response_store import ResponseStore
+
+        cur = self.stores.get("openai.responses")
+        want = (snap.server.response_store_items, snap.server.response_store_ttl)
+        if cur is None or getattr(self, "_store_size", None) != want:
+            if want[0] > 0:
+                self.stores["openai.responses"] = ResponseStore(want[0], want[1] or None)
+            else:
+                self.stores.pop("openai.responses", None)
+            self._store_size = want
 
     async def _start_simulator(self) -> None:
         from router.sim import SimServer

@@ -1,0 +1,151 @@
+"""The HTTP surface of the foundation: health, models, 404/405, auth modes, model mapping errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Harness, start_gateway
+
+
+async def test_healthz(gw: Harness) -> None:
+    r = await gw.request("GET", "/healthz")
+    body = await r.json()
+    assert r.status == 200
+    assert body["status"] == "ok" and body["config_generation"] == 1 and body["version"]
+
+
+async def test_models_list_and_get(gw: Harness) -> None:
+    r = await gw.request("GET", "/v1/models")
+    body = await r.json()
+    assert body["object"] == "list"
+    ids = [m["id"] for m in body["data"]]
+    assert "gpt-4o" in ids and "gemini-2.5-flash" in ids  # exact key and provider model
+    assert all(m["object"] == "model" and isinstance(m["created"], int) for m in body["data"])
+    one = await (await gw.request("GET", "/v1/models/gpt-4o")).json()
+    assert one == {"id": "gpt-4o", "object": "model", "created": one["created"], "owned_by": "gemini"}
+
+
+async def test_unknown_path_lists_routes(gw: Harness) -> None:
+    r = await gw.request("GET", "/v2/nothing")
+    body = await r.json()
+    assert r.status == 404
+    assert "/v1/chat/completions" in body["error"]["message"]
+    assert body["error"]["type"] == "not_found_error"
+
+
+async def test_wrong_method_is_405_with_allow(gw: Harness) -> None:
+    r = await gw.request("GET", "/v1/chat/completions")
+    assert r.status == 405
+    assert r.headers["Allow"] == "POST"
+    assert "POST" in (await r.json())["error"]["message"]
+
+
+@pytest.mark.parametrize("path,body,check", [
+    ("/v1/chat/completions", {"model": "m", "messages": []},
+     lambda b: b["error"]["type"] == "authentication_error"),
+    ("/v1/messages", {"model": "m", "max_tokens": 5, "messages": []},
+     lambda b: b["type"] == "error" and b["error"]["type"] == "authentication_error"),
+    ("/v1beta/models/gemini-2.5-flash:generateContent", {"contents": []},
+     lambda b: b["error"]["status"] == "UNAUTHENTICATED" and b["error"]["code"] == 401),
+], ids=["openai", "anthropic", "gemini"])
+async def test_401_in_callers_dialect(tmp_path: Path, config_dir: Path, path: str, body: dict, check) -> None:
+    (config_dir / "00-server.yaml").write_text(
+        "server: {port: 8045}\nauth:\n  mode: strict\n  api_keys:\n    - {name: a, key: sk-a}\n    - {name: b, key: sk-b}\n")
+    h = await start_gateway(config_dir)
+    try:
+        status, doc, _ = await h.post_json(path, body)
+        assert status == 401 and check(doc), doc
+        status, doc, _ = await h.post_json(path, body, headers={"Authorization": "Bearer wrong"})
+        assert status == 401 and check(doc), doc
+        r = await h.request("GET", "/healthz")
+        assert r.status == 401  # strict: health too
+    finally:
+        await h.close()
+
+
+@pytest.mark.parametrize("header", [
+    {"Authorization": "Bearer sk-b"}, {"x-api-key": "sk-b"}, {"x-goog-api-key": "sk-a"},
+], ids=["bearer", "x-api-key", "x-goog-api-key"])
+async def test_key_headers_accepted(config_dir: Path, header: dict) -> None:
+    (config_dir / "00-server.yaml").write_text(
+        "auth:\n  mode: all_except_health\n  api_keys:\n    - {name: a, key: sk-a}\n    - {name: b, key: sk-b}\n")
+    h = await start_gateway(config_dir)
+    try:
+        assert (await h.request("GET", "/healthz")).status == 200  # health exempt
+        assert (await h.request("GET", "/v1/models")).status == 401
+        assert (await h.request("GET", "/v1/models", headers=header)).status == 200
+    finally:
+        await h.close()
+
+
+async def test_auto_mode_is_off_on_loopback(gw: Harness) -> None:
+    assert (await gw.request("GET", "/v1/models")).status == 200
+
+
+@pytest.mark.parametrize("path,body,check", [
+    ("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user", "content": "x"}]},
+     lambda b: b["error"]["code"] == "model_not_found" and b["error"]["param"] == "model"),
+    ("/v1/messages", {"model": "nope", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]},
+     lambda b: b["error"]["type"] == "not_found_error" and "nope" in b["error"]["message"]),
+    ("/v1beta/models/nope:generateContent", {"contents": [{"role": "user", "parts": [{"text": "x"}]}]},
+     lambda b: b["error"]["status"] == "NOT_FOUND"),
+], ids=["openai", "anthropic", "gemini"])
+async def test_model_not_found_in_callers_dialect(config_dir: Path, path: str, body: dict, check) -> None:
+    (config_dir / "20-mapping.yaml").write_text("model_mapping:\n  exact: {gpt-4o: gemini/gemini-2.5-flash}\n")
+    h = await start_gateway(config_dir)
+    try:
+        status, doc, _ = await h.post_json(path, body)
+        assert status == 404 and check(doc), doc
+    finally:
+        await h.close()
+
+
+@pytest.mark.parametrize("model,mapped", [
+    ("gpt-4o", "gemini-2.5-flash"),          # exact
+    ("gemini-2.0-pro", "gemini-2.0-pro"),    # wildcard with * substitution
+    ("something-else", "gemini-2.5-flash"),  # default
+], ids=["exact", "wildcard", "default"])
+async def test_mapping_reaches_upstream(gw: Harness, model: str, mapped: str) -> None:
+    status, doc, headers = await gw.post_json(
+        "/v1/chat/completions", {"model": model, "messages": [{"role": "user", "content": "hi"}]})
+    assert status == 200, doc
+    assert headers["X-Mapped-Model"] == mapped
+    assert doc["model"] == model  # the client sees the name it asked for
+    seen = await gw.sim_requests()
+    assert seen[-1]["model"] == mapped
+
+
+async def test_bad_json_is_400_naming_the_problem(gw: Harness) -> None:
+    r = await gw.request("POST", "/v1/chat/completions", data=b"{nope")
+    body = await r.json()
+    assert r.status == 400 and "JSON" in body["error"]["message"]
+    status, doc, _ = await gw.post_json("/v1/chat/completions", {"model": "gpt-4o"})
+    assert status == 400 and doc["error"]["param"] == "messages"
+
+
+async def test_body_over_limit_is_413(config_dir: Path) -> None:
+    (config_dir / "00-server.yaml").write_text("server: {max_body_bytes: 1000}\n")
+    h = await start_gateway(config_dir)
+    try:
+        status, doc, _ = await h.post_json("/v1/chat/completions", {"model": "gpt-4o", "messages": [
+            {"role": "user", "content": "x" * 5000}]})
+        assert status == 413 and doc["error"]["message"].startswith("request body exceeds")
+    finally:
+        await h.close()
+
+
+async def test_admin_config_reports_files_without_secrets(config_dir: Path) -> None:
+    h = await start_gateway(config_dir, env={"GEMINI_API_KEY": "AIza-secret-value"})
+    try:
+        r = await h.request("GET", "/admin/config")
+        text = await r.text()
+        body = await r.json()
+        assert r.status == 200
+        assert body["generation"] == 1 and body["last_error"] is None
+        assert {f["name"] for f in body["files"]} >= {"10-providers.yaml", "30-routes.yaml"}
+        assert all(len(f["sha256"]) == 64 for f in body["files"])
+        assert "AIza-secret-value" not in text and "sim-key-a" not in text
+    finally:
+        await h.close()
