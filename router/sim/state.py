@@ -1,0 +1,83 @@
+"""The simulator's per-app state: default options, the fault book and the request log."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from aiohttp import web
+
+from router.sim.faults import FaultBook
+
+OPTION_HEADERS = {"latency": "x-sim-latency", "chunks": "x-sim-chunks", "chunk_delay": "x-sim-chunk-delay"}
+
+
+@dataclass(frozen=True, slots=True)
+class SimOptions:
+    """Timing and shape knobs; app defaults, overridable per request by ``x-sim-*`` headers."""
+
+    latency: float = 0.0
+    chunks: int = 3
+    chunk_delay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.latency < 0 or self.chunk_delay < 0:
+            raise ValueError("latency and chunk_delay must be >= 0")
+        if self.chunks < 1:
+            raise ValueError("chunks must be >= 1")
+
+    def with_headers(self, headers: Any) -> SimOptions:
+        """Apply ``x-sim-*`` overrides; raises ``ValueError`` on a malformed value."""
+        changes: dict[str, float | int] = {}
+        for name, header in OPTION_HEADERS.items():
+            raw = headers.get(header)
+            if raw is None:
+                continue
+            try:
+                changes[name] = int(raw) if name == "chunks" else float(raw)
+            except ValueError:
+                raise ValueError(f"header {header}: not a number: {raw!r}") from None
+        return replace(self, **changes) if changes else self
+
+
+@dataclass(slots=True)
+class LogEntry:
+    """One received request; ``status`` is filled in once the answer is decided."""
+
+    key: str | None
+    path: str
+    model: str | None
+    stream: bool
+    body: Any
+    dialect: str
+    status: int | None = None
+    fault: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"key": self.key, "path": self.path, "model": self.model, "stream": self.stream,
+                "status": self.status, "body": self.body, "dialect": self.dialect,
+                "fault": self.fault}
+
+
+@dataclass(slots=True)
+class SimState:
+    """Everything mutable in one simulator app."""
+
+    options: SimOptions
+    faults: FaultBook = field(default_factory=FaultBook)
+    log: list[LogEntry] = field(default_factory=list)
+
+    def record(self, entry: LogEntry) -> LogEntry:
+        self.log.append(entry)
+        return entry
+
+    def requests(self) -> list[dict[str, Any]]:
+        return [entry.to_json() for entry in self.log]
+
+    def reset(self) -> None:
+        """Forget every queued fault and every logged request."""
+        self.faults.clear()
+        self.log.clear()
+
+
+STATE: web.AppKey[SimState] = web.AppKey("sim_state", SimState)
