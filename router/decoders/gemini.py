@@ -1,0 +1,227 @@
+"""Upstream Gemini ``GenerateContentResponse`` (JSON or ``alt=sse`` chunks) → canonical events.
+
+Raises ``ValueError`` on malformed upstream data. Mapping:
+
+- ``text`` parts → TextDelta; ``thought: true`` parts → ReasoningDelta. A ``thoughtSignature``
+  becomes a ReasoningDelta's ``signature``; on a non-thought part (a ``functionCall`` or the last
+  text part) it is emitted as an empty-text ReasoningDelta just before that part, so an encoder
+  that replays thinking blocks puts it back in front of the call it belongs to.
+- ``functionCall`` → ToolCallStart (``functionCall.id`` or a synthesized ``call_<hex>``) plus one
+  ToolCallDelta with the compact JSON of ``args``. Tool calls are numbered per candidate across
+  chunks.
+- ``finishReason``: STOP → stop (tool_calls when the candidate made a function call), MAX_TOKENS →
+  length, safety-like reasons and a blocked prompt (``promptFeedback.blockReason``, no candidates)
+  → content_filter, anything else → stop.
+- ``usageMetadata`` (cumulative; the last one wins) → one Usage, after every other event, when the
+  upstream sent any.
+- A top-level ``error`` object → StreamError.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+
+from router.canonical import (
+    Event,
+    Finish,
+    ReasoningDelta,
+    StreamError,
+    TextDelta,
+    ToolCallDelta,
+    ToolCallStart,
+    Usage,
+)
+from router.errors import kind_for_status
+
+_FINISH: Mapping[str, str] = MappingProxyType(
+    {
+        "STOP": "stop",
+        "MAX_TOKENS": "length",
+        "SAFETY": "content_filter",
+        "RECITATION": "content_filter",
+        "BLOCKLIST": "content_filter",
+        "PROHIBITED_CONTENT": "content_filter",
+        "SPII": "content_filter",
+        "IMAGE_SAFETY": "content_filter",
+    }
+)
+
+
+def _obj(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError(f"malformed Gemini response: {what} is not an object")
+    return value
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ValueError(f"malformed Gemini response: {what} is not an array")
+    return value
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _str(obj: dict[str, Any], key: str) -> str:
+    value = obj.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValueError(f"malformed Gemini response: {key} is not a string")
+    return value
+
+
+def decode_usage(meta: Any) -> Usage | None:
+    """``usageMetadata`` → Usage; output counts thoughts too (canonical semantics)."""
+    if not isinstance(meta, dict):
+        return None
+    thoughts = _int(meta.get("thoughtsTokenCount"))
+    return Usage(
+        input_tokens=_int(meta.get("promptTokenCount")),
+        output_tokens=_int(meta.get("candidatesTokenCount")) + thoughts,
+        cached_tokens=_int(meta.get("cachedContentTokenCount")),
+        reasoning_tokens=thoughts,
+    )
+
+
+def error_event(error: Any) -> StreamError:
+    """A Google ``{"error": {"code", "message", "status"}}`` object → StreamError."""
+    err = error if isinstance(error, dict) else {"message": error}
+    status = _int(err.get("code")) or 500
+    message = err.get("message")
+    return StreamError(
+        status=status,
+        kind=kind_for_status(status),
+        message=message if isinstance(message, str) else "upstream error",
+    )
+
+
+def _new_call_id() -> str:
+    return "call_" + os.urandom(12).hex()
+
+
+class _Candidate:
+    """Per-candidate state: tool-call numbering and whether its finish was emitted."""
+
+    __slots__ = ("calls", "finished")
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.finished = False
+
+
+class StreamDecoder:
+    """Decodes one upstream Gemini SSE stream; each event's data is one GenerateContentResponse."""
+
+    __slots__ = ("_usage", "_candidates", "_failed")
+
+    def __init__(self) -> None:
+        self._usage: Usage | None = None
+        self._candidates: dict[int, _Candidate] = {}
+        self._failed = False
+
+    def feed(self, event: str | None, data: bytes) -> list[Event]:
+        if not data.strip() or data.strip() == b"[DONE]":
+            return []
+        return self.feed_object(orjson.loads(data))
+
+    def feed_object(self, body: Any) -> list[Event]:
+        """One already-parsed GenerateContentResponse."""
+        chunk = _obj(body, "the response")
+        if chunk.get("error") is not None:
+            self._failed = True
+            return [error_event(chunk["error"])]
+        if "usageMetadata" in chunk:
+            self._usage = decode_usage(chunk["usageMetadata"]) or self._usage
+        out: list[Event] = []
+        candidates = _list(chunk.get("candidates"), "candidates")
+        for position, cand in enumerate(candidates):
+            self._candidate(_obj(cand, "a candidate"), position, out)
+        if not candidates:
+            self._blocked_prompt(chunk.get("promptFeedback"), out)
+        return out
+
+    def finish(self) -> list[Event]:
+        """The last usage seen, once, after every other event (nothing after an error)."""
+        usage, self._usage = self._usage, None
+        return [usage] if usage is not None and not self._failed else []
+
+    def _state(self, c: int) -> _Candidate:
+        state = self._candidates.get(c)
+        if state is None:
+            state = self._candidates[c] = _Candidate()
+        return state
+
+    def _blocked_prompt(self, feedback: Any, out: list[Event]) -> None:
+        if isinstance(feedback, dict) and feedback.get("blockReason"):
+            state = self._state(0)
+            if not state.finished:
+                state.finished = True
+                out.append(Finish("content_filter", choice=0))
+
+    def _candidate(self, cand: dict[str, Any], position: int, out: list[Event]) -> None:
+        index = cand.get("index", position)
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise ValueError("malformed Gemini response: candidate index is not an integer")
+        state = self._state(index)
+        content = cand.get("content")
+        if content is not None:
+            for part in _list(_obj(content, "content").get("parts"), "parts"):
+                self._part(_obj(part, "a part"), index, state, out)
+        reason = cand.get("finishReason")
+        if reason is not None and not state.finished:
+            if not isinstance(reason, str):
+                raise ValueError("malformed Gemini response: finishReason is not a string")
+            state.finished = True
+            mapped = _FINISH.get(reason, "stop")
+            if mapped == "stop" and reason == "STOP" and state.calls:
+                mapped = "tool_calls"
+            out.append(Finish(mapped, choice=index))
+
+    def _part(self, part: dict[str, Any], c: int, state: _Candidate, out: list[Event]) -> None:
+        signature = _str(part, "thoughtSignature") or None
+        text = _str(part, "text")
+        if part.get("thought") is True:
+            if text or signature:
+                out.append(ReasoningDelta(text, signature=signature, choice=c))
+            return
+        if signature:
+            out.append(ReasoningDelta("", signature=signature, choice=c))
+        if text:
+            out.append(TextDelta(text, choice=c))
+        call = part.get("functionCall")
+        if call is not None:
+            self._call(_obj(call, "functionCall"), c, state, out)
+
+    def _call(self, call: dict[str, Any], c: int, state: _Candidate, out: list[Event]) -> None:
+        name = _str(call, "name")
+        if not name:
+            raise ValueError("malformed Gemini response: functionCall has no name")
+        args = call.get("args")
+        args = {} if args is None else _obj(args, "functionCall.args")
+        call_id = _str(call, "id") or _new_call_id()
+        index = state.calls
+        state.calls += 1
+        out.append(ToolCallStart(index, call_id, name, choice=c))
+        out.append(ToolCallDelta(index, orjson.dumps(args).decode(), choice=c))
+
+
+def decode_response(body: bytes | str | dict[str, Any]) -> list[Event]:
+    """A complete GenerateContentResponse → events (usage, when present, last).
+
+    A JSON array of responses (``streamGenerateContent`` without ``alt=sse``) is accepted too.
+    """
+    data = body if isinstance(body, (dict, list)) else orjson.loads(body)
+    decoder = StreamDecoder()
+    out: list[Event] = []
+    for chunk in data if isinstance(data, list) else [data]:
+        out.extend(decoder.feed_object(chunk))
+    return out + decoder.finish()
