@@ -1,0 +1,123 @@
+"""Typed field readers for Anthropic request bodies: each returns the value or raises BadRequest.
+
+Private to the Anthropic dialect (the leading underscore keeps dialect discovery off it). Every
+reader takes the field's dotted path so the error names exactly what was wrong.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from router.errors import BadRequest
+
+
+def type_name(value: Any) -> str:
+    """The JSON name of a value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def _wrong(path: str, expected: str, value: Any) -> BadRequest:
+    return BadRequest(f"{path}: expected {expected}, got {type_name(value)}", param=path)
+
+
+def _get(obj: dict[str, Any], key: str, path: str, required: bool) -> Any:
+    value = obj.get(key)
+    if value is None and required:
+        raise BadRequest(f"{path}: field required", param=path)
+    return value
+
+
+def obj(value: Any, path: str) -> dict[str, Any]:
+    """``value`` itself, which must be a JSON object."""
+    if not isinstance(value, dict):
+        raise _wrong(path, "an object", value)
+    return value
+
+
+def opt_str(o: dict[str, Any], key: str, path: str, *, required: bool = False) -> str | None:
+    value = _get(o, key, path, required)
+    if value is not None and not isinstance(value, str):
+        raise _wrong(path, "a string", value)
+    return value
+
+
+def req_str(o: dict[str, Any], key: str, path: str) -> str:
+    value = _get(o, key, path, True)
+    if not isinstance(value, str):
+        raise _wrong(path, "a string", value)
+    return value
+
+
+def opt_int(o: dict[str, Any], key: str, path: str, *, required: bool = False,
+            minimum: int | None = None) -> int | None:
+    value = _get(o, key, path, required)
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _wrong(path, "an integer", value)
+    if minimum is not None and value < minimum:
+        raise BadRequest(f"{path}: must be >= {minimum}", param=path)
+    return value
+
+
+def opt_num(o: dict[str, Any], key: str, path: str) -> float | None:
+    value = _get(o, key, path, False)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise _wrong(path, "a number", value)
+    return float(value)
+
+
+def opt_bool(o: dict[str, Any], key: str, path: str) -> bool | None:
+    value = _get(o, key, path, False)
+    if value is not None and not isinstance(value, bool):
+        raise _wrong(path, "a boolean", value)
+    return value
+
+
+def opt_obj(o: dict[str, Any], key: str, path: str) -> dict[str, Any] | None:
+    value = o.get(key)
+    return None if value is None else obj(value, path)
+
+
+def req_obj(o: dict[str, Any], key: str, path: str) -> dict[str, Any]:
+    return obj(_get(o, key, path, True), path)
+
+
+def req_list(o: dict[str, Any], key: str, path: str) -> list[Any]:
+    value = _get(o, key, path, True)
+    if not isinstance(value, list):
+        raise _wrong(path, "an array", value)
+    return value
+
+
+def opt_list(o: dict[str, Any], key: str, path: str) -> list[Any] | None:
+    value = o.get(key)
+    if value is not None and not isinstance(value, list):
+        raise _wrong(path, "an array", value)
+    return value
+
+
+def str_list(o: dict[str, Any], key: str, path: str) -> list[str] | None:
+    items = opt_list(o, key, path)
+    if items is None:
+        return None
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise _wrong(f"{path}.{i}", "a string", item)
+    return items
