@@ -197,19 +197,42 @@ class Dispatcher:
                 seen.setdefault(model, p.name)
         return list(seen.items())
 
+    @staticmethod
+    def _list_style(request: web.Request) -> str:
+        """Which family asks for the model list: one path (/v1/models) serves all three."""
+        if request.path.startswith("/v1beta"):
+            return "gemini"
+        if "anthropic-version" in request.headers:
+            return "anthropic"
+        if "x-goog-api-key" in request.headers or "x-goog-api-client" in request.headers \
+                or "key" in request.query:
+            return "gemini"
+        return "openai"
+
     async def models_list(self, x: Exchange, request: web.Request, params: dict[str, Any]) -> web.Response:
+        style = self._list_style(request)
+        if style != "openai":
+            return await (self.anthropic_models if style == "anthropic" else self.gemini_models)(x, request, params)
         created = int(x.snapshot.loaded_at)
         return _json({"object": "list", "data": [
             {"id": mid, "object": "model", "created": created, "owned_by": owner}
             for mid, owner in self._model_ids(x.snapshot)]})
 
     async def models_get(self, x: Exchange, request: web.Request, params: dict[str, Any]) -> web.Response:
-        mid = params.get("model") or params.get("id") or ""
+        from router.dialects import anthropic_messages, gemini_native
+
+        mid = str(params.get("model") or params.get("id") or "").removeprefix("models/")
         known = dict(self._model_ids(x.snapshot))
-        if mid not in known and x.snapshot.mapper.resolve(mid) is None:
+        target = x.snapshot.mapper.resolve(mid)
+        if mid not in known and target is None:
             raise GatewayError("not_found", f"The model '{mid}' does not exist", code="model_not_found",
                                param="model")
-        owner = known.get(mid) or x.snapshot.mapper.resolve(mid).provider  # type: ignore[union-attr]
+        owner = known.get(mid) or (target.provider if target else "gateway")
+        style = self._list_style(request)
+        if style == "gemini":
+            return _json(gemini_native.model_info(mid))
+        if style == "anthropic":
+            return _json(anthropic_messages.models_list([mid])["data"][0])
         return _json({"id": mid, "object": "model", "created": int(x.snapshot.loaded_at), "owned_by": owner})
 
     async def anthropic_models(self, x: Exchange, request: web.Request, params: dict[str, Any]) -> web.Response:

@@ -16,7 +16,8 @@ Parts:
     {"type": "tool_call", "id": str, "name": str, "arguments": str}     (assistant; JSON string)
     {"type": "tool_result", "tool_call_id": str, "name": str | None,
      "content": str, "is_error": bool}                                   (role "tool")
-    {"type": "thinking", "text": str, "signature": str | None}         (assistant)
+    {"type": "thinking", "text": str, "signature": str | None, "redacted"?: bool}   (assistant;
+        ``redacted`` marks an opaque Anthropic ``redacted_thinking`` payload kept in ``signature``)
 
 Tools: ``[{"name": str, "description": str | None, "parameters": dict | None}]``.
 Tool choice: ``"auto" | "none" | "required"`` or ``{"name": str}`` (a named function).
