@@ -83,6 +83,27 @@ def response_headers(x: Exchange) -> dict[str, str]:
     return out
 
 
+class ClientHeaders:
+    """The client's request headers as templates see them: credentials and cookies hidden."""
+
+    HIDDEN = frozenset({"authorization", "x-api-key", "x-goog-api-key", "cookie", "proxy-authorization"})
+    __slots__ = ("_headers",)
+
+    def __init__(self, headers: Any):
+        self._headers = headers
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        if name.lower() in self.HIDDEN:
+            return default
+        return self._headers.get(name, default)
+
+    def __getitem__(self, name: str) -> str | None:
+        return self.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() not in self.HIDDEN and name in self._headers
+
+
 def new_id(prefix: str) -> str:
     return prefix + secrets.token_hex(12)
 
@@ -174,9 +195,11 @@ class Engine:
         req = x.canonical
         assert req is not None
         ctx = {"request": req, "model": x.upstream_model, "stream": req.stream,
+               "client_headers": ClientHeaders(request.headers),
                "provider": {"name": provider.name, "base_url": provider.base_url},
                "account": {"email": account.email, "id": account.id, "api_key": account.api_key}}
-        up = render_request(provider.template, ctx, provider.base_url)
+        template = provider.inbound_templates.get(req.inbound, provider.template)
+        up = render_request(template, ctx, provider.base_url)
         t = provider.timeouts
         secrets_ = (account.api_key,)
         try:

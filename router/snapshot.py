@@ -60,6 +60,7 @@ class Provider:
     dialect: str
     base_url: str
     template: Template
+    inbound_templates: dict[str, Template]  # same-dialect passthrough etc., keyed by client dialect
     retry: Policy
     timeouts: Timeouts
     pool: Pool
@@ -168,8 +169,10 @@ def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, 
         accounts = compile_accounts(name, p)
         if not accounts and p.get("fallback"):
             fallbacks[name] = p["fallback"]
+        tspec = p["template"] if isinstance(p["template"], dict) else {"default": p["template"]}
         providers[name] = Provider(
-            name=name, dialect=p["dialect"], base_url=base_url, template=templates[p["template"]],
+            name=name, dialect=p["dialect"], base_url=base_url, template=templates[tspec["default"]],
+            inbound_templates={k: templates[v] for k, v in tspec.items() if k != "default"},
             retry=policies[p.get("retry", "default")], timeouts=_timeouts(p.get("timeouts")),
             pool=Pool(name, accounts, p.get("scheduling", "round_robin")),
             session_header=p.get("session_header", "x-session-id"), models=tuple(p.get("models") or ()),
