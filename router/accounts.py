@@ -66,10 +66,9 @@ class StateStore:
         while len(self.sticky) > self.STICKY_MAX:
             self.sticky.popitem(last=False)
 
-    def next_cursor(self, provider: str) -> int:
-        n = self.cursors.get(provider, 0)
-        self.cursors[provider] = n + 1
-        return n
+    def advance(self, provider: str, past: int) -> None:
+        """Round robin resumes after the account just used (so skipping a cooling one stays fair)."""
+        self.cursors[provider] = past + 1
 
     def cool(self, account: Account, seconds: float, model: str | None, reason: str) -> None:
         st = self.state(account.state_key)
@@ -84,11 +83,10 @@ class StateStore:
     def record_failure(self, account: Account, reason: str) -> None:
         self.state(account.state_key).failures.append((time.time(), reason))
 
-    def reset(self, key: str) -> bool:
-        if key not in self.accounts:
-            return False
-        self.accounts[key] = AccountState(requests=self.accounts[key].requests)
-        return True
+    def reset(self, key: str) -> None:
+        """Forget cooldowns and failures; keep the request count."""
+        old = self.accounts.get(key)
+        self.accounts[key] = AccountState(requests=old.requests if old else 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,14 +114,16 @@ class Pool:
         n = len(self.accounts)
         if n == 0:
             return Pick(None)
-        start = store.next_cursor(self.provider) % n
+        start = store.cursors.get(self.provider, 0) % n
         soonest: float | None = None
         for i in range(n):
-            acc = self.accounts[(start + i) % n]
+            index = (start + i) % n
+            acc = self.accounts[index]
             if acc.state_key in exclude:
                 continue
             wait = store.state(acc.state_key).cooling_for(model, now)
             if wait == 0.0:
+                store.advance(self.provider, index)
                 return self._use(store, acc, now, session)
             soonest = wait if soonest is None else min(soonest, wait)
         return Pick(None, soonest or 0.0)

@@ -21,9 +21,11 @@ from router.auth import presented_key
 from router.engine import Engine, Exchange
 from router.errors import BadRequest, GatewayError
 from router.gateway import Gateway, decoder_modules
+from router.metrics import CONTENT_TYPE, Metrics
 from router.snapshot import Snapshot
 
 log = logging.getLogger("router.app")
+access_log = logging.getLogger("router.access")
 
 GATEWAY = web.AppKey("gateway", Gateway)
 ENGINE = web.AppKey("engine", Engine)
@@ -45,9 +47,10 @@ def _dialects() -> dict[str, ModuleType]:
 class Dispatcher:
     """Route → auth → handler, with the error boundary around it."""
 
-    def __init__(self, gateway: Gateway, engine: Engine):
+    def __init__(self, gateway: Gateway, engine: Engine, metrics: Metrics):
         self.gateway = gateway
         self.engine = engine
+        self.metrics = metrics
         self.dialects = _dialects()
         d = self.dialects
         self.error_styles = {"openai": d["openai.chat"], "anthropic": d["anthropic.messages"],
@@ -57,6 +60,8 @@ class Dispatcher:
             "anthropic.models": self.anthropic_models, "gemini.models": self.gemini_models,
             "anthropic.count_tokens": self.count_tokens, "gemini.count_tokens": self.count_tokens,
             "admin.config": self.admin_config, "admin.reload": self.admin_reload,
+            "admin.accounts": self.admin_accounts, "admin.account_reset": self.admin_account_reset,
+            "metrics": self.metrics_handler,
         }
         for name in ("openai.chat", "openai.completions", "openai.responses", "anthropic.messages",
                      "gemini.generate", "gemini.stream"):
@@ -66,10 +71,31 @@ class Dispatcher:
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         snap = self.gateway.current
+        started = time.monotonic()
         path = request.path
         m = snap.routes.match(request.method, path)
-        style = self._style_for_path(path)
         rid = request.headers.get("X-Request-Id") or secrets.token_hex(8)
+        x = Exchange(request_id=rid, snapshot=snap, handler=m.route.handler if m.route else "",
+                     started=started)
+        route = m.route.path if m.route else "unmatched"
+        status = 500
+        try:
+            resp = await self._handle(x, request, m)
+            status = resp.status
+            if not resp.prepared:
+                resp.headers.setdefault("X-Request-Id", rid)
+            return resp
+        except (ConnectionResetError, asyncio.CancelledError):
+            status = 499  # the client went away
+            raise
+        finally:
+            x.status = status
+            self._finish(x, request, route, status, started)
+
+    async def _handle(self, x: Exchange, request: web.Request, m: Any) -> web.StreamResponse:
+        snap = x.snapshot
+        path = request.path
+        style = self._style_for_path(path)
         if m.route is None:
             if m.allowed:
                 err = GatewayError("method_not_allowed", f"Method {request.method} is not allowed on {path}; "
@@ -78,10 +104,9 @@ class Dispatcher:
             else:
                 err = GatewayError("not_found", f"No route for {request.method} {path}. Routes that exist: "
                                    + "; ".join(snap.routes.describe()), code="unknown_url")
-            return self.error_response(style, err, rid)
+            return self.error_response(style, err, x.request_id, x)
         route = m.route
         style = self._style_for_handler(route.handler, style)
-        x = Exchange(request_id=rid, snapshot=snap, handler=route.handler, started=time.monotonic())
         try:
             self._authenticate(snap, route.handler, route.auth, request)
             params: dict[str, Any] = {**request.query, **route.params, **m.params}
@@ -90,12 +115,32 @@ class Dispatcher:
                 raise GatewayError("not_found", f"handler '{route.handler}' is not available")
             return await handler(x, request, params)
         except GatewayError as e:
-            return self.error_response(style, e, rid, x)
+            return self.error_response(style, e, x.request_id, x)
         except (ConnectionResetError, asyncio.CancelledError):
             raise
         except Exception:  # noqa: BLE001 - the one boundary that turns surprises into a 500
-            log.exception("unhandled error", extra={"request_id": rid, "handler": route.handler})
-            return self.error_response(style, GatewayError("server", "internal gateway error"), rid, x)
+            log.exception("unhandled error", extra={"request_id": x.request_id, "handler": route.handler})
+            return self.error_response(style, GatewayError("server", "internal gateway error"), x.request_id, x)
+
+    def _finish(self, x: Exchange, request: web.Request, route: str, status: int, started: float) -> None:
+        latency = time.monotonic() - started
+        self.metrics.observe(x, route, status, latency)
+        if x.snapshot.logging.get("access_log", True) is False or not access_log.isEnabledFor(logging.INFO):
+            return
+        usage = x.usage
+        access_log.info("%s %s %d", request.method, request.path, status, extra={
+            "request_id": x.request_id, "method": request.method, "path": request.path, "route": route,
+            "handler": x.handler, "client_model": x.client_model, "upstream_model": x.upstream_model,
+            "provider": x.provider.name if x.provider else None,
+            "account": x.account.email if x.account else None,
+            "attempts": len(x.attempts), "outcomes": [a.outcome for a in x.attempts] or None,
+            "status": status, "latency_ms": round(latency * 1000, 2),
+            "ttfb_ms": round(x.ttfb * 1000, 2) if x.ttfb is not None else None,
+            "stream": x.canonical.stream if x.canonical else None,
+            "tokens_in": usage.input_tokens if usage else None,
+            "tokens_out": usage.output_tokens if usage else None,
+            "client": request.remote, "error": x.error,
+        })
 
     def _authenticate(self, snap: Snapshot, handler: str, route_auth: str, request: web.Request) -> None:
         if handler.startswith("admin."):
@@ -248,6 +293,21 @@ class Dispatcher:
     async def admin_config(self, x: Exchange, request: web.Request, params: dict[str, Any]) -> web.Response:
         return _json(self.gateway.config_status())
 
+    async def admin_accounts(self, x: Exchange, request: web.Request, params: dict[str, Any]) -> web.Response:
+        return _json({"accounts": self.gateway.accounts_status()})
+
+    async def admin_account_reset(self, x: Exchange, request: web.Request, params: dict[str, Any]
+                                  ) -> web.Response:
+        wanted = str(params.get("id", ""))
+        done = self.gateway.reset_accounts(wanted)
+        if not done:
+            raise GatewayError("not_found", f"no account '{wanted}' (use an id, an email or provider/id)")
+        return _json({"reset": done})
+
+    async def metrics_handler(self, x: Exchange, request: web.Request, params: dict[str, Any]) -> web.Response:
+        body = self.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
     async def admin_reload(self, x: Exchange, request: web.Request, params: dict[str, Any]) -> web.Response:
         ok = await self.gateway.reload("admin")
         status = self.gateway.config_status()
@@ -268,7 +328,7 @@ def create_app(gateway: Gateway, *, watch: bool = True) -> web.Application:
         assert gateway.session is not None
         engine = Engine(gateway.store, gateway.session, decoder_modules(), gateway.stores)
         app[ENGINE] = engine
-        dispatcher = Dispatcher(gateway, engine)
+        dispatcher = Dispatcher(gateway, engine, Metrics(gateway))
         app[DISPATCH] = dispatcher
         watcher = None
         if watch:

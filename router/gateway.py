@@ -74,6 +74,7 @@ class Gateway:
         self._lock = asyncio.Lock()
         self.reloads_ok = 0
         self.reloads_failed = 0
+        self._store_size: tuple[int, float] | None = None
 
     @property
     def current(self) -> Snapshot:
@@ -132,7 +133,7 @@ class Gateway:
 
         cur = self.stores.get("openai.responses")
         want = (snap.server.response_store_items, snap.server.response_store_ttl)
-        if cur is None or getattr(self, "_store_size", None) != want:
+        if cur is None or self._store_size != want:
             if want[0] > 0:
                 self.stores["openai.responses"] = ResponseStore(want[0], want[1] or None)
             else:
@@ -146,6 +147,40 @@ class Gateway:
         await self.sim.__aenter__()
         self.builtins[BUILTIN_SIMULATOR] = self.sim.url
         log.info("bundled upstream simulator serving at %s", self.sim.url)
+
+    def accounts_status(self) -> list[dict[str, Any]]:
+        """Per account: state, cooling until (wall clock), recent failures, requests. Never the key."""
+        snap = self.current
+        now_mono, now_wall = self.store.clock(), time.time()
+
+        def wall(t: float) -> float:
+            return round(now_wall + (t - now_mono), 3)
+
+        out = []
+        for p in snap.providers.values():
+            for acc in p.pool.accounts:
+                st = self.store.state(acc.state_key)
+                models = {m: wall(t) for m, t in st.model_cooling.items() if t > now_mono}
+                cooling = st.cooling_until > now_mono
+                out.append({
+                    **acc.public(), "key": acc.state_key,
+                    "state": "cooling" if cooling else ("cooling_some_models" if models else "ok"),
+                    "cooling_until": wall(st.cooling_until) if cooling else None,
+                    "cooling_models": models,
+                    "recent_failures": [{"at": round(at, 3), "reason": why} for at, why in st.failures],
+                    "requests": st.requests,
+                })
+        return out
+
+    def reset_accounts(self, wanted: str) -> list[str]:
+        """Clear cooldowns of the accounts matching an id, an email or ``provider/id``."""
+        done = []
+        for p in self.current.providers.values():
+            for acc in p.pool.accounts:
+                if wanted in (acc.id, acc.email, acc.state_key):
+                    self.store.reset(acc.state_key)
+                    done.append(acc.state_key)
+        return done
 
     def config_status(self) -> dict[str, Any]:
         """What /admin/config shows: no secret, only names, hashes and errors."""
