@@ -12,7 +12,9 @@ from router.schema import validator
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
-YAML_BLOCKS = re.findall(r"```yaml\n(.*?)```", README, re.DOTALL)
+YAML_BLOCKS = [b for b in re.findall(r"```yaml\n(.*?)```", README, re.DOTALL)
+               if not b.startswith("# prometheus.yml")]
+PY_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.DOTALL)
 
 
 def test_readme_has_the_two_commands_and_ci_runs_the_second() -> None:
@@ -37,3 +39,21 @@ def test_readme_sections_cover_every_config_section() -> None:
     root = validator().schema
     for section in root["properties"]:
         assert f"### {section}" in README, f"README documents no '{section}' section"
+
+
+async def test_client_snippets_run_against_the_gateway(gw) -> None:
+    """Every Python snippet of the README, run in order in one namespace, against a live gateway."""
+    import asyncio
+    import contextlib
+    import io
+
+    assert len(PY_BLOCKS) >= 4
+    code = "\n".join(PY_BLOCKS).replace("http://127.0.0.1:8045", gw.url)
+    out = io.StringIO()
+
+    def run() -> None:
+        with contextlib.redirect_stdout(out):
+            exec(compile(code, "README.md", "exec"), {})  # noqa: S102 - our own README
+
+    await asyncio.to_thread(run)
+    assert out.getvalue().count("Echo:") >= 6
