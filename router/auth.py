@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 MODES = ("off", "strict", "all_except_health", "auto")
 
@@ -47,12 +47,17 @@ class AuthPolicy:
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
     """The key a client sent: ``Authorization: Bearer``, then ``x-api-key``, then ``x-goog-api-key``."""
-    auth = headers.get("Authorization")
+    auth = _header(headers, "Authorization")
     if auth:
-        scheme, _, value = auth.partition(" ")
+        scheme, _, value = auth.strip().partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
-    return headers.get("x-api-key") or headers.get("x-goog-api-key") or None
+    return _header(headers, "x-api-key") or _header(headers, "x-goog-api-key") or None
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    # aiohttp's headers are case-insensitive; plain dicts (tests, other callers) usually are lower-case.
+    return headers.get(name) or headers.get(name.lower()) or headers.get(name.title())
 
 
 def compile_auth(section: dict | None, allow_lan_access: bool) -> AuthPolicy:

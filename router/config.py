@@ -10,13 +10,16 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
+from ruamel.yaml.scalarbool import ScalarBoolean
 
 from router.errors import ConfigError
 
@@ -125,6 +128,8 @@ class _Reader:
                 line, col = (loc.line, loc.column) if loc else (0, 0)
                 self.errors.append(ConfigError(self.file, line, col, pointer_text(pointer), str(e)))
                 return ""
+        if isinstance(node, ScalarBoolean):  # an anchored bool is an int subclass, not a bool
+            return bool(node)
         if isinstance(node, bool) or node is None:
             return node
         if isinstance(node, int):
@@ -156,7 +161,10 @@ def _merge(dst: dict[str, Any], src: CommentedMap, reader: _Reader, pointer: Poi
         key = str(k)
         p = pointer + (key,)
         lc = _key_lc(src, k)
-        if key not in dst:
+        # An empty section (all its entries commented out) neither conflicts nor adds anything.
+        if v is None and isinstance(dst.get(key), (dict, list)):
+            continue
+        if key not in dst or (dst[key] is None and isinstance(v, (CommentedMap, CommentedSeq))):
             reader.at(p, lc)
             owners[p] = reader.file
             dst[key] = reader.plain(v, p)
@@ -176,12 +184,62 @@ def _merge(dst: dict[str, Any], src: CommentedMap, reader: _Reader, pointer: Poi
             what = f"{p[0]} '{key}'" if named else f"'{pointer_text(p)}'"
             reader.errors.append(ConfigError(
                 reader.file, line, col, pointer_text(p),
-                f"{what} is already defined in {owners.get(p, '?')}"))
+                f"{what} is already defined in {_first_definition(p, reader.locations, owners)}"))
+
+
+def _first_definition(pointer: Pointer, locations: dict[Pointer, Location], owners: dict[Pointer, str]) -> str:
+    """``file:line`` where ``pointer`` was first defined (nested keys come from their ancestor's file)."""
+    loc = locations.get(pointer)
+    if loc is not None:
+        return f"{loc.file}:{loc.line}"
+    p = pointer
+    while p and p not in owners:
+        p = p[:-1]
+    return owners.get(p, "?")
 
 
 def config_files(directory: Path) -> list[Path]:
     """The files a config dir contributes, in merge order (``..data`` symlink dirs are followed)."""
     return sorted((p for p in directory.glob("*.yaml") if p.is_file()), key=lambda p: p.name)
+
+
+# ruamel's constructor raises plain Python errors for some bad explicit tags (``!!set`` on a scalar,
+# ``!!float x``, a sequence as a mapping key); they are config errors like any syntax error.
+_CONSTRUCT_ERRORS = (AttributeError, LookupError, TypeError, ValueError, RecursionError)
+
+
+def _parse(yaml: YAML, name: str, raw: bytes) -> Any:
+    """The file's ruamel tree, or a located ConfigError."""
+    try:
+        return yaml.load(raw)
+    except MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+        return ConfigError(name, line, col, "", f"YAML syntax error: {e.problem or e}")
+    except YAMLError as e:
+        return ConfigError(name, 0, 0, "", f"YAML error: {e}")
+    except _CONSTRUCT_ERRORS as e:
+        line, col = _unbuildable_node(raw)
+        return ConfigError(name, line, col, "", f"YAML error: cannot build this value ({type(e).__name__}: {e})")
+
+
+def _unbuildable_node(raw: bytes) -> tuple[int, int]:
+    """1-based line/column of the first node ruamel cannot construct (1:1 when none is found)."""
+    stack = [YAML(typ="rt").compose(raw)]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, MappingNode):
+            if any(not isinstance(k, ScalarNode) for k, _ in node.value):
+                return node.start_mark.line + 1, node.start_mark.column + 1
+            stack.extend(n for pair in reversed(node.value) for n in reversed(pair))
+        elif isinstance(node, SequenceNode):
+            stack.extend(reversed(node.value))
+        elif node is not None:
+            try:
+                YAML(typ="rt").constructor.construct_object(node, deep=True)
+            except _CONSTRUCT_ERRORS:
+                return node.start_mark.line + 1, node.start_mark.column + 1
+    return 1, 1
 
 
 def load_dir(directory: str | Path, env: Mapping[str, str] | None = None) -> LoadedConfig:
@@ -198,17 +256,15 @@ def load_dir(directory: str | Path, env: Mapping[str, str] | None = None) -> Loa
                             [ConfigError(str(directory), 0, 0, "", "config directory not found")])
     yaml = YAML(typ="rt")
     for path in config_files(directory):
-        raw = path.read_bytes()
-        files.append((path.name, hashlib.sha256(raw).hexdigest()))
         try:
-            tree = yaml.load(raw)
-        except MarkedYAMLError as e:
-            mark = e.problem_mark or e.context_mark
-            line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
-            errors.append(ConfigError(path.name, line, col, "", f"YAML syntax error: {e.problem or e}"))
+            raw = path.read_bytes()
+        except OSError as e:  # e.g. removed between listing and reading during a `git pull`
+            errors.append(ConfigError(path.name, 0, 0, "", f"cannot read: {e.strerror}"))
             continue
-        except YAMLError as e:
-            errors.append(ConfigError(path.name, 0, 0, "", f"YAML error: {e}"))
+        files.append((path.name, hashlib.sha256(raw).hexdigest()))
+        tree = _parse(yaml, path.name, raw)
+        if isinstance(tree, ConfigError):
+            errors.append(tree)
             continue
         if tree is None:
             continue

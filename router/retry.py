@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 _DURATION = re.compile(r"\A(\d+(?:\.\d+)?)(ms|s|m|h)?\Z")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -92,18 +93,20 @@ def decide(policy: Policy, attempt: int, outcome: int | str, retry_after: float 
            rand: Callable[[], float] = random.random) -> Decision:
     """What to do after attempt number ``attempt`` (1-based) ended with ``outcome``."""
     rule = next((r for r in policy.rules if r.covers(outcome)), None)
-    if rule is None or not rule.retry:
+    if rule is None:
         return Decision(retry=False)
     cooldown: float | None = None
     if rule.cooldown == "retry_after":
         cooldown = retry_after if retry_after is not None else DEFAULT_COOLDOWN
-    elif isinstance(rule.cooldown, float):
-        cooldown = rule.cooldown
+    elif _seconds(rule.cooldown):
+        cooldown = float(rule.cooldown)  # type: ignore[arg-type]
+    if not rule.retry:  # a rule may only cool the account down (e.g. a revoked key)
+        return Decision(retry=False, rotate=rule.rotate, cooldown=cooldown)
     if rule.wait == "retry_after":
         wait = retry_after if retry_after is not None else (
             rule.backoff.delay(attempt, rand) if rule.backoff else 1.0)
-    elif isinstance(rule.wait, float):
-        wait = rule.wait
+    elif _seconds(rule.wait):
+        wait = float(rule.wait)  # type: ignore[arg-type]
     elif rule.backoff is not None:
         wait = rule.backoff.delay(attempt, rand)
     else:
@@ -113,6 +116,10 @@ def decide(policy: Policy, attempt: int, outcome: int | str, retry_after: float 
         wait = 0.0
     retry = attempt < policy.max_attempts and wait <= policy.max_wait
     return Decision(retry=retry, rotate=rule.rotate, wait=wait, cooldown=cooldown)
+
+
+def _seconds(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _wait_value(v: Any) -> float | str | None:

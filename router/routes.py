@@ -34,16 +34,27 @@ def compile_path(path: str) -> re.Pattern[str] | None:
     """A regex for a path template, or None when the path has no parameters.
 
     ``{name}`` captures one segment (no ``/``); ``{name:path}`` captures the rest of the path.
+    Raises ValueError for a malformed template (stray brace, bad or repeated parameter name).
     """
-    if "{" not in path:
+    if "{" not in path and "}" not in path:
         return None
-    out, pos = [], 0
+    out, pos, names = [], 0, set()
     for m in _PARAM.finditer(path):
-        out.append(re.escape(path[pos:m.start()]))
-        out.append(f"(?P<{m.group(1)}>.+?)" if m.group(2) else f"(?P<{m.group(1)}>[^/]+?)")
+        out.append(_literal(path[pos:m.start()]))
+        name = m.group(1)
+        if name in names:
+            raise ValueError(f"path parameter {{{name}}} is used twice in {path}")
+        names.add(name)
+        out.append(f"(?P<{name}>.+?)" if m.group(2) else f"(?P<{name}>[^/]+?)")
         pos = m.end()
-    out.append(re.escape(path[pos:]))
+    out.append(_literal(path[pos:]))
     return re.compile("".join(out))
+
+
+def _literal(text: str) -> str:
+    if "{" in text or "}" in text:
+        raise ValueError(f"bad path parameter near {text!r}: use {{name}} or {{name:path}}")
+    return re.escape(text)
 
 
 class RouteTable:
@@ -73,6 +84,8 @@ class RouteTable:
             if method in r.methods or (method == "HEAD" and "GET" in r.methods):
                 return Match(r, m.groupdict())
             allowed |= r.methods
+        if "GET" in allowed:
+            allowed.add("HEAD")
         return Match(None, {}, frozenset(allowed))
 
     def describe(self) -> list[str]:

@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
+from jsonschema.exceptions import ValidationError, best_match
 from referencing import Registry, Resource
 
 from router.config import LoadedConfig, Pointer
 from router.errors import ConfigError
+from router.routes import compile_path
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 ROOT_SCHEMA = "config.schema.json"
@@ -37,44 +38,59 @@ def validator(schema_dir: str = str(SCHEMA_DIR)) -> Draft202012Validator:
 
 
 def _message(err: ValidationError) -> str:
-    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
-        allowed = sorted((err.schema.get("properties") or {}).keys())
-        extra = sorted(set(err.instance) - set(allowed))
-        hint = f" (allowed: {', '.join(allowed)})" if allowed else ""
-        return f"unknown field{'s' if len(extra) > 1 else ''} {', '.join(map(repr, extra))}{hint}"
     if err.validator in ("anyOf", "oneOf") and err.context:
-        best = min(err.context, key=lambda e: len(e.message))
-        return best.message
+        described = err.schema.get("description") if isinstance(err.schema, dict) else None
+        if described:
+            return f"{err.instance!r} is not valid: expected {described}"
+        return best_match(err.context).message
     return err.message
+
+
+def _located(loaded: LoadedConfig, err: ValidationError) -> list[ConfigError]:
+    """One error per problem; an unknown field is located at that field, not at its parent."""
+    pointer: Pointer = tuple(err.absolute_path)
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict) \
+            and isinstance(err.schema, dict) and isinstance(err.schema.get("properties"), dict):
+        allowed = sorted(err.schema["properties"])
+        extra = [k for k in err.instance if k not in allowed]
+        if extra:
+            hint = f" (allowed: {', '.join(allowed)})"
+            return [loaded.locate(pointer + (k,), f"unknown field {k!r}{hint}") for k in extra]
+    return [loaded.locate(pointer, _message(err))]
 
 
 def schema_errors(loaded: LoadedConfig) -> list[ConfigError]:
     """Every JSON Schema violation of the merged config, located."""
-    out = []
+    out: list[ConfigError] = []
     errors = sorted(validator().iter_errors(loaded.data), key=lambda e: list(map(str, e.absolute_path)))
     for err in errors:
-        pointer: Pointer = tuple(err.absolute_path)
-        out.append(loaded.locate(pointer, _message(err)))
-    return out
+        out.extend(_located(loaded, err))
+    return sorted(out, key=lambda e: (e.file, e.line, e.column))
 
 
 def cross_reference_errors(loaded: LoadedConfig, handlers: frozenset[str]) -> list[ConfigError]:
     """Names that must exist: handlers, providers, templates, retry policies; duplicate routes/keys."""
     data = loaded.data
     errs: list[ConfigError] = []
-    providers = data.get("providers") or {}
-    templates = data.get("templates") or {}
-    policies = data.get("retry_policies") or {}
+    providers = _section(data, "providers", dict)
+    templates = _section(data, "templates", dict)
+    policies = _section(data, "retry_policies", dict)
 
     seen: dict[tuple[str, str], int] = {}
-    for i, route in enumerate(data.get("routes") or []):
+    for i, route in enumerate(_section(data, "routes", list)):
         if not isinstance(route, dict):
             continue
+        if isinstance(route.get("path"), str):
+            try:
+                compile_path(route["path"])
+            except ValueError as e:
+                errs.append(loaded.locate(("routes", i, "path"), str(e)))
         handler = route.get("handler")
         if isinstance(handler, str) and handler not in handlers:
             errs.append(loaded.locate(("routes", i, "handler"),
                                       f"unknown handler '{handler}' (known: {', '.join(sorted(handlers))})"))
-        for method in route.get("methods") or ["GET"]:
+        methods = route.get("methods") if isinstance(route.get("methods"), list) else None
+        for method in methods or ["GET"]:
             key = (str(route.get("path")), str(method))
             if key in seen:
                 first = loaded.locate(("routes", seen[key]), "")
@@ -96,22 +112,28 @@ def cross_reference_errors(loaded: LoadedConfig, handlers: frozenset[str]) -> li
         if isinstance(fb, str) and fb not in providers:
             errs.append(loaded.locate(("providers", name, "fallback"), f"unknown provider '{fb}'"))
 
-    mapping = data.get("model_mapping") or {}
-    if isinstance(mapping, dict):
+    mapping = _section(data, "model_mapping", dict)
+    if mapping:
         for section in ("exact", "wildcard"):
-            for pattern, target in (mapping.get(section) or {}).items():
+            for pattern, target in _section(mapping, section, dict).items():
                 errs.extend(_target_errors(loaded, ("model_mapping", section, pattern), target, providers))
         if "default" in mapping:
             errs.extend(_target_errors(loaded, ("model_mapping", "default"), mapping["default"], providers))
 
     names: dict[str, int] = {}
-    for i, key in enumerate((data.get("auth") or {}).get("api_keys") or []):
+    for i, key in enumerate(_section(_section(data, "auth", dict), "api_keys", list)):
         if isinstance(key, dict) and isinstance(key.get("name"), str):
             if key["name"] in names:
                 errs.append(loaded.locate(("auth", "api_keys", i, "name"),
                                           f"api key name '{key['name']}' is used twice"))
             names[key["name"]] = i
     return errs
+
+
+def _section(data: dict[str, Any], name: str, kind: type) -> Any:
+    """``data[name]`` when it has the expected type, else an empty one (the schema reports the rest)."""
+    value = data.get(name)
+    return value if isinstance(value, kind) else kind()
 
 
 def _target_errors(loaded: LoadedConfig, pointer: Pointer, target: Any,

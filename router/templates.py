@@ -9,8 +9,9 @@ templates cannot reach Python internals or mutate the request.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 from urllib.parse import quote
 
 import orjson
@@ -77,7 +78,7 @@ def _none_if_undefined(value: Any) -> Any:
 
 def compile_leaf(env: ImmutableSandboxedEnvironment, text: str) -> Renderer | Any:
     """A renderer for a Jinja string leaf, or the constant itself when it holds no Jinja."""
-    if "{{" not in text and "{%" not in text:
+    if "{{" not in text and "{%" not in text and "{#" not in text:
         return text
     m = _LONE_EXPR.match(text)
     if m and "{{" not in m.group(1) and "}}" not in m.group(1):

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import email.utils
+import math
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from datetime import UTC
+from typing import Any
+from urllib.parse import unquote
 
 import orjson
 
@@ -56,22 +60,27 @@ def _scalar(v: Any) -> str:
 
 
 def _inside(url: str, base_url: str) -> bool:
+    """Whether ``url`` stays under ``base_url``: no dot segments (also percent-encoded), fragments or
+    backslashes, and no host change (``http://h/v1`` does not cover ``http://h/v1evil`` or ``http://h@x``)."""
     if not url.startswith(base_url):
         return False
     rest = url[len(base_url):]
     if rest and rest[0] not in "/?":
-        return False  # e.g. base http://h/v1 and url http://h/v1evil
-    path = rest.split("?", 1)[0]
+        return False
     if "#" in rest or "\\" in rest:
         return False
-    segments = path.split("/")
-    return ".." not in segments and "." not in segments and "%2e%2e" not in path.lower()
+    path = rest.split("?", 1)[0]
+    # Decode twice: an upstream (or a proxy in front of it) may decode %2F and %252F before resolving.
+    for text in (path, unquote(path), unquote(unquote(path))):
+        if "\\" in text or any(seg in (".", "..") for seg in text.split("/")):
+            return False
+    return True
 
 
 class SSEParser:
     """Incremental Server-Sent Events framing (``\\n``, ``\\r\\n`` and mixed line ends)."""
 
-    __slots__ = ("_buf", "_event", "_data")
+    __slots__ = ("_buf", "_data", "_event")
 
     def __init__(self) -> None:
         self._buf = b""
@@ -97,6 +106,8 @@ class SSEParser:
                 self._data = []
             elif line.startswith(b"data:"):
                 self._data.append(line[6:] if line[5:6] == b" " else line[5:])
+            elif line == b"data":  # a field name alone means an empty value
+                self._data.append(b"")
             elif line.startswith(b"event:"):
                 self._event = line[6:].strip().decode("utf-8", "replace")
         self._buf = buf[start:]
@@ -125,25 +136,37 @@ class UpstreamFailure:
         return {"timeout": 504, "connect_error": 502, "reset": 502, "malformed": 502}.get(self.outcome, 502)
 
 
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    return headers.get(name) or headers.get(name.lower())
+
+
+def _finite(value: str, scale: float = 1.0) -> float | None:
+    try:
+        seconds = float(value) * scale
+    except ValueError:
+        return None
+    return max(0.0, seconds) if math.isfinite(seconds) else None
+
+
 def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
     """``retry-after-ms``, then ``Retry-After`` (seconds or an HTTP date)."""
-    ms = headers.get("retry-after-ms")
+    ms = _header(headers, "retry-after-ms")
     if ms:
-        try:
-            return max(0.0, float(ms) / 1000)
-        except ValueError:
-            pass
-    ra = headers.get("Retry-After")
+        seconds = _finite(ms, 0.001)
+        if seconds is not None:
+            return seconds
+    ra = _header(headers, "Retry-After")
     if not ra:
         return None
-    try:
-        return max(0.0, float(ra))
-    except ValueError:
-        pass
+    seconds = _finite(ra)
+    if seconds is not None:
+        return seconds
     try:
         when = email.utils.parsedate_to_datetime(ra)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, IndexError):
         return None
+    if when.tzinfo is None:  # "-0000" means UTC with no stated offset
+        when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - (now if now is not None else time.time()))
 
 
@@ -157,11 +180,14 @@ def parse_failure(status: int, headers: Mapping[str, str], body: bytes, secrets:
         doc = orjson.loads(body) if body else None
     except orjson.JSONDecodeError:
         doc = None
+    if isinstance(doc, list) and doc:  # Gemini's non-SSE stream endpoint wraps errors in an array
+        doc = doc[0]
     err = doc.get("error") if isinstance(doc, dict) else None
     if isinstance(err, dict):
         if isinstance(err.get("message"), str) and err["message"]:
-            message = err["message"][:1000]
-        for d in err.get("details") or []:
+            message = err["message"]
+        details = err.get("details")
+        for d in details if isinstance(details, list) else ():
             if not isinstance(d, dict):
                 continue
             kind = str(d.get("@type", ""))
@@ -172,8 +198,11 @@ def parse_failure(status: int, headers: Mapping[str, str], body: bytes, secrets:
             elif kind.endswith("QuotaFailure"):
                 model_scoped = True
     elif isinstance(err, str) and err:
-        message = err[:1000]
-    return UpstreamFailure(status, redact(message, secrets), retry_after, model_scoped)
+        message = err
+    elif isinstance(doc, dict) and isinstance(doc.get("message"), str) and doc["message"]:
+        message = doc["message"]
+    # Redact before truncating so a secret cut in half cannot leak its first part.
+    return UpstreamFailure(status, redact(message, secrets)[:1000], retry_after, model_scoped)
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:

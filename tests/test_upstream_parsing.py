@@ -1,0 +1,280 @@
+"""router.upstream: SSE framing, reading upstream errors, Retry-After, and safe request rendering."""
+
+from __future__ import annotations
+
+import email.utils
+from typing import Any
+from urllib.parse import unquote
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from multidict import CIMultiDict
+
+from router.errors import GatewayError
+from router.filters import all_filters
+from router.snapshot import Template
+from router.templates import compile_tree, make_environment
+from router.upstream import (
+    SSEParser,
+    _inside,
+    parse_failure,
+    render_request,
+    retry_after_seconds,
+)
+
+Events = list[tuple[str | None, bytes]]
+
+
+def parse(*chunks: bytes) -> Events:
+    p = SSEParser()
+    out: Events = []
+    for c in chunks:
+        out += p.feed(c)
+    return out + p.close()
+
+
+@pytest.mark.parametrize(("stream", "events"), [
+    (b"data: {\"a\":1}\n\n", [(None, b'{"a":1}')]),
+    (b"data: one\r\n\r\ndata: two\r\n\r\n", [(None, b"one"), (None, b"two")]),
+    (b"data: a\r\n\ndata: b\n\r\n", [(None, b"a"), (None, b"b")]),
+    (b"data: line1\ndata: line2\n\n", [(None, b"line1\nline2")]),
+    (b"event: message_start\ndata: {}\n\nevent: ping\ndata: {}\n\n", [("message_start", b"{}"), ("ping", b"{}")]),
+    (b": keep-alive\n\ndata: x\n\n", [(None, b"x")]),
+    (b":comment\ndata: x\n: another\n\n", [(None, b"x")]),
+    (b"data:nospace\n\n", [(None, b"nospace")]),
+    (b"data:  two spaces\n\n", [(None, b" two spaces")]),
+    (b"event: only\n\ndata: x\n\n", [(None, b"x")]),
+    (b"id: 7\nretry: 100\ndata: x\n\n", [(None, b"x")]),
+    (b"data\ndata: x\n\n", [(None, b"\nx")]),
+    (b"data: [DONE]\n\n", [(None, b"[DONE]")]),
+    (b"data: tail-without-blank-line", [(None, b"tail-without-blank-line")]),
+    (b"data: tail\n", [(None, b"tail")]),
+    (b"", []),
+    (b"\n\n\n", []),
+], ids=["lf", "crlf", "mixed", "multi-line", "named-events", "comment-block", "comments-inline", "no-space",
+        "one-space-removed", "event-without-data", "id-retry-ignored", "bare-data-field", "done", "no-final-newline",
+        "no-final-blank", "empty", "blank-lines"])
+def test_sse_framing(stream: bytes, events: Events) -> None:
+    assert parse(stream) == events
+
+
+def test_sse_event_name_resets_after_each_event() -> None:
+    assert parse(b"event: a\ndata: 1\n\ndata: 2\n\n") == [("a", b"1"), (None, b"2")]
+
+
+def test_sse_crlf_split_between_chunks() -> None:
+    assert parse(b"data: a\r", b"\n\r", b"\ndata: b\r\n", b"\r\n") == [(None, b"a"), (None, b"b")]
+
+
+SAMPLE = (b"event: message_start\r\ndata: {\"type\":\"message_start\"}\r\n\r\n"
+          b": ping\n\ndata: {\"text\":\"h\xc3\xa9llo\"}\n\n"
+          b"data: part1\ndata: part2\r\n\n"
+          b"event: done\ndata: [DONE]\n\n")
+
+
+@settings(max_examples=200, deadline=None)
+@given(cuts=st.lists(st.integers(0, len(SAMPLE)), max_size=12))
+def test_sse_random_chunk_boundaries_give_the_same_events(cuts: list[int]) -> None:
+    points = sorted(set(cuts))
+    chunks = [SAMPLE[a:b] for a, b in zip([0, *points], [*points, len(SAMPLE)])]
+    assert parse(*chunks) == parse(SAMPLE) == [
+        ("message_start", b'{"type":"message_start"}'), (None, '{"text":"héllo"}'.encode()),
+        (None, b"part1\npart2"), ("done", b"[DONE]")]
+
+
+@settings(max_examples=100, deadline=None)
+@given(payloads=st.lists(st.binary(max_size=20).filter(lambda b: b"\n" not in b and b"\r" not in b),
+                         min_size=1, max_size=5),
+       crlf=st.booleans(), data=st.data())
+def test_sse_round_trips_random_payloads(payloads: list[bytes], crlf: bool, data: st.DataObject) -> None:
+    nl = b"\r\n" if crlf else b"\n"
+    stream = b"".join(b"data: " + p + nl + nl for p in payloads)
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=8))
+    points = sorted(set(cuts))
+    chunks = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)])]
+    assert parse(*chunks) == [(None, p) for p in payloads]
+
+
+# --- upstream error bodies ------------------------------------------------------------------------------
+
+GEMINI_429 = {"error": {"code": 429, "message": "Resource has been exhausted (e.g. check quota).",
+                        "status": "RESOURCE_EXHAUSTED", "details": [
+                            {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
+                             "violations": [{"quotaMetric": "generate_content_free_tier_requests"}]},
+                            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "12s"}]}}
+
+
+@pytest.mark.parametrize(("status", "headers", "body", "message", "retry_after", "model_scoped"), [
+    (429, {}, {"error": {"message": "Rate limit reached for gpt-4o", "type": "requests", "code": "rate_limit_exceeded"}},
+     "Rate limit reached for gpt-4o", None, False),
+    (529, {}, {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}},
+     "Overloaded", None, False),
+    (429, {}, GEMINI_429, "Resource has been exhausted (e.g. check quota).", 12.0, True),
+    (429, {}, [GEMINI_429], "Resource has been exhausted (e.g. check quota).", 12.0, True),
+    (503, {}, {"error": {"code": 503, "message": "busy", "details": [
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1.5s"}]}}, "busy", 1.5, False),
+    (429, {"Retry-After": "3"}, GEMINI_429, "Resource has been exhausted (e.g. check quota).", 3.0, True),
+    (429, {"retry-after-ms": "250"}, {"error": {"message": "slow down"}}, "slow down", 0.25, False),
+    (502, {}, b"<html>Bad Gateway</html>", "upstream returned HTTP 502", None, False),
+    (500, {}, b"", "upstream returned HTTP 500", None, False),
+    (400, {}, {"error": "plain string error"}, "plain string error", None, False),
+    (422, {}, {"message": "top-level message"}, "top-level message", None, False),
+    (500, {}, {"error": {"message": "", "details": 5}}, "upstream returned HTTP 500", None, False),
+    (500, {}, {"error": {"details": ["x", {"@type": "RetryInfo", "retryDelay": "soon"}]}},
+     "upstream returned HTTP 500", None, False),
+], ids=["openai", "anthropic", "gemini-retryinfo-quota", "gemini-array", "gemini-fractional-delay",
+        "header-beats-retryinfo", "retry-after-ms", "html", "empty", "string-error", "top-level-message",
+        "odd-details", "bad-retry-delay"])
+def test_parse_failure(status: int, headers: dict[str, str], body: Any, message: str, retry_after: float | None,
+                       model_scoped: bool) -> None:
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    f = parse_failure(status, CIMultiDict(headers), raw)
+    assert (f.outcome, f.status, f.message, f.retry_after, f.model_scoped) == (
+        status, status, message, retry_after, model_scoped)
+
+
+def test_parse_failure_redacts_secrets() -> None:
+    body = orjson.dumps({"error": {"message": "API key AIzaSECRET123 not valid; key=AIzaSECRET123"}})
+    f = parse_failure(400, {}, body, secrets=("AIzaSECRET123", ""))
+    assert f.message == "API key *** not valid; key=***"
+
+
+def test_parse_failure_redacts_before_truncating() -> None:
+    secret = "sk-" + "s" * 40
+    body = orjson.dumps({"error": {"message": "x" * 980 + secret}})
+    f = parse_failure(401, {}, body, secrets=(secret,))
+    assert "sk-" not in f.message and "sss" not in f.message and len(f.message) <= 1000
+
+
+@pytest.mark.parametrize(("outcome", "status"), [("timeout", 504), ("connect_error", 502), ("reset", 502),
+                                                 ("malformed", 502)], ids=["timeout", "connect", "reset", "malformed"])
+def test_transport_outcomes_have_statuses(outcome: str, status: int) -> None:
+    from router.upstream import UpstreamFailure
+    assert UpstreamFailure(outcome, "x").status == status
+
+
+NOW = 1_700_000_000.0
+
+
+@pytest.mark.parametrize(("headers", "seconds"), [
+    ({"Retry-After": "7"}, 7.0),
+    ({"retry-after": "2.5"}, 2.5),
+    ({"Retry-After": "-4"}, 0.0),
+    ({"Retry-After": email.utils.formatdate(NOW + 30, usegmt=True)}, 30.0),
+    ({"Retry-After": email.utils.formatdate(NOW - 30, usegmt=True)}, 0.0),
+    ({"Retry-After": "Tue, 14 Nov 2023 22:14:20 -0000"}, 60.0),
+    ({"retry-after-ms": "1500", "Retry-After": "9"}, 1.5),
+    ({"retry-after-ms": "junk", "Retry-After": "9"}, 9.0),
+    ({"Retry-After": "soon"}, None),
+    ({"Retry-After": "nan"}, None),
+    ({"Retry-After": "inf"}, None),
+    ({}, None),
+], ids=["seconds", "lowercase-fractional", "negative", "http-date", "past-date", "minus-zero-zone",
+        "ms-first", "bad-ms", "garbage", "nan", "inf", "absent"])
+def test_retry_after_seconds(headers: dict[str, str], seconds: float | None) -> None:
+    for h in (headers, CIMultiDict(headers)):
+        got = retry_after_seconds(h, now=NOW)
+        assert (got is None) if seconds is None else got == pytest.approx(seconds, abs=1.0)
+
+
+# --- rendering a request ----------------------------------------------------------------------------------
+
+ENV = make_environment(all_filters())
+BASE = "https://generativelanguage.googleapis.com"
+
+
+def template(url: str, headers: dict[str, str] | None = None, body: Any = None,
+             query: dict[str, str] | None = None) -> Template:
+    return Template("t", "POST", compile_tree(ENV, url), compile_tree(ENV, query) if query else None,
+                    compile_tree(ENV, headers) if headers else None, compile_tree(ENV, body or {"model": "{{ model }}"}))
+
+
+SAFE = template("{{ provider.base_url }}/v1beta/models/{{ model | path_segment }}:generateContent",
+                headers={"x-goog-api-key": "{{ account.api_key }}"}, query={"alt": "{{ 'sse' if stream else none }}"})
+NAIVE = template("{{ provider.base_url }}/v1beta/models/{{ model }}:generateContent")
+
+
+def ctx(model: str = "gemini-2.5-flash", key: str = "k", stream: bool = False) -> dict[str, Any]:
+    return {"model": model, "stream": stream, "provider": {"base_url": BASE}, "account": {"api_key": key}}
+
+
+def test_render_request() -> None:
+    req = render_request(SAFE, ctx(stream=True), BASE)
+    assert req.method == "POST"
+    assert req.url == BASE + "/v1beta/models/gemini-2.5-flash:generateContent"
+    assert req.params == {"alt": "sse"}
+    assert req.headers == {"Content-Type": "application/json", "x-goog-api-key": "k"}
+    assert orjson.loads(req.body) == {"model": "gemini-2.5-flash"}
+    assert render_request(SAFE, ctx(), BASE).params is None  # the pruned query leaves no params
+
+
+@pytest.mark.parametrize("value", ["k\r\nX-Injected: 1", "k\nX-Injected: 1", "k\rx", "k\x00"],
+                         ids=["crlf", "lf", "cr", "nul"])
+def test_header_value_with_cr_lf_is_refused(value: str) -> None:
+    with pytest.raises(GatewayError) as info:
+        render_request(SAFE, ctx(key=value), BASE)
+    assert info.value.status == 500 and "CR/LF" in info.value.message
+
+
+def test_header_name_with_cr_lf_is_refused() -> None:
+    t = template("{{ provider.base_url }}/x", headers={"X-A\r\nX-B": "v"})
+    with pytest.raises(GatewayError, match="CR/LF"):
+        render_request(t, ctx(), BASE)
+
+
+# ".." and "." are harmless there: the ":generateContent" suffix keeps them from being dot segments.
+NAIVE_REFUSED = {"../x", "a/../../b", "x#y", "a/./b", "..%2F..%2Fx", "a\\b"}
+
+
+@pytest.mark.parametrize("model", ["../x", "a/../../b", "x?y", "x#y", "a%2Fb", "..", ".", "%2e%2e", "a/./b",
+                                   "..%2F..%2Fx", "a\\b"],
+                         ids=["dotdot", "nested-dotdot", "query", "fragment", "encoded-slash", "bare-dotdot", "dot",
+                              "encoded-dotdot", "dot-segment", "encoded-traversal", "backslash"])
+def test_model_names_cannot_leave_base_url(model: str) -> None:
+    # With path_segment the model stays one segment under /v1beta/models/, or the URL is refused.
+    try:
+        req = render_request(SAFE, ctx(model), BASE)
+    except GatewayError as e:
+        assert e.status == 500 and "base_url" in e.message
+    else:
+        prefix = BASE + "/v1beta/models/"
+        assert req.url.startswith(prefix) and req.url.endswith(":generateContent")
+        segment = req.url[len(prefix):-len(":generateContent")]
+        assert "/" not in segment and "?" not in segment and "#" not in segment
+        assert unquote(segment) == model
+    # A template that forgets path_segment is still caught by the URL check for every traversal.
+    if model in NAIVE_REFUSED:
+        with pytest.raises(GatewayError, match="leaves the provider's base_url"):
+            render_request(NAIVE, ctx(model), BASE)
+
+
+@pytest.mark.parametrize(("url", "inside"), [
+    (BASE, True),
+    (BASE + "/v1beta/models/m:generateContent", True),
+    (BASE + "?key=1", True),
+    (BASE + "/a/b?x=../y", True),
+    (BASE + ".evil.com/x", False),
+    (BASE + "@evil.com/x", False),
+    ("https://evil.com/" + BASE, False),
+    ("http://generativelanguage.googleapis.com/x", False),
+    (BASE + "/../x", False),
+    (BASE + "/a/%2e%2E/x", False),
+    (BASE + "/a/.%2e/x", False),
+    (BASE + "/a/%252e%252e/x", False),
+    (BASE + "/a/..%2Fx", False),
+    (BASE + "/a%5c..%5cx", False),
+    (BASE + "/a#frag", False),
+    (BASE + "/a\\b", False),
+], ids=["exact", "path", "query", "dots-in-query", "host-suffix", "userinfo", "other-host", "scheme",
+        "dotdot", "encoded-dotdot", "half-encoded", "double-encoded", "encoded-slash-dotdot", "encoded-backslash",
+        "fragment", "backslash"])
+def test_inside(url: str, inside: bool) -> None:
+    assert _inside(url, BASE) is inside
+
+
+def test_rendered_url_must_be_a_string() -> None:
+    t = template("{{ [provider.base_url] }}")
+    with pytest.raises(GatewayError, match="base_url"):
+        render_request(t, ctx(), BASE)
