@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from types import ModuleType
 from typing import Any, Awaitable, Callable
@@ -18,14 +17,13 @@ from aiohttp import web
 
 from router import __version__
 from router.auth import presented_key
-from router.engine import Engine, Exchange
+from router.engine import Engine, Exchange, new_id
 from router.errors import BadRequest, GatewayError
 from router.gateway import Gateway, decoder_modules
 from router.metrics import CONTENT_TYPE, Metrics
 from router.snapshot import Snapshot
 
 log = logging.getLogger("router.app")
-access_log = logging.getLogger("router.access")
 
 GATEWAY = web.AppKey("gateway", Gateway)
 ENGINE = web.AppKey("engine", Engine)
@@ -74,7 +72,7 @@ class Dispatcher:
         started = time.monotonic()
         path = request.path
         m = snap.routes.match(request.method, path)
-        rid = request.headers.get("X-Request-Id") or secrets.token_hex(8)
+        rid = request.headers.get("X-Request-Id") or new_id("")[:16]
         x = Exchange(request_id=rid, snapshot=snap, handler=m.route.handler if m.route else "",
                      started=started)
         route = m.route.path if m.route else "unmatched"
@@ -125,10 +123,11 @@ class Dispatcher:
     def _finish(self, x: Exchange, request: web.Request, route: str, status: int, started: float) -> None:
         latency = time.monotonic() - started
         self.metrics.observe(x, route, status, latency)
-        if x.snapshot.logging.get("access_log", True) is False or not access_log.isEnabledFor(logging.INFO):
+        access = self.gateway.access_log
+        if not access.enabled:
             return
         usage = x.usage
-        access_log.info("%s %s %d", request.method, request.path, status, extra={
+        access.write({
             "request_id": x.request_id, "method": request.method, "path": request.path, "route": route,
             "handler": x.handler, "client_model": x.client_model, "upstream_model": x.upstream_model,
             "provider": x.provider.name if x.provider else None,
@@ -318,6 +317,12 @@ def _json(obj: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(obj), content_type="application/json")
 
 
+async def _flush_access_log(gateway: Gateway, every: float = 0.5) -> None:
+    while True:
+        await asyncio.sleep(every)
+        gateway.access_log.flush()
+
+
 def create_app(gateway: Gateway, *, watch: bool = True) -> web.Application:
     """The aiohttp application; the gateway is started and closed with it."""
     app = web.Application(client_max_size=2**40)
@@ -330,15 +335,18 @@ def create_app(gateway: Gateway, *, watch: bool = True) -> web.Application:
         app[ENGINE] = engine
         dispatcher = Dispatcher(gateway, engine, Metrics(gateway))
         app[DISPATCH] = dispatcher
+        flusher = asyncio.create_task(_flush_access_log(gateway))
         watcher = None
         if watch:
             from router.watch import watch_config
 
             watcher = asyncio.create_task(watch_config(gateway))
         yield
-        if watcher is not None:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
+        for task in (watcher, flusher):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        gateway.access_log.flush()
         await gateway.close()
 
     async def catch_all(request: web.Request) -> web.StreamResponse:

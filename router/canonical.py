@@ -194,7 +194,7 @@ def aggregate(events: list[Event]) -> Aggregate:
     return Aggregate(choices=[choices[i] for i in sorted(choices)], usage=usage, error=error)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class ResponseContext:
     """What an encoder needs besides the events: ids and the client-facing model name."""
 

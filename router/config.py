@@ -66,13 +66,18 @@ def pointer_text(pointer: Pointer) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in pointer)
 
 
-def resolve_env(text: str, env: Mapping[str, str]) -> str:
-    """Expand ``${VAR}``, ``${VAR:-default}`` and ``${file:PATH}``; raise ValueError when unresolvable."""
+def resolve_env(text: str, env: Mapping[str, str], base_dir: Path | None = None) -> str:
+    """Expand ``${VAR}``, ``${VAR:-default}`` and ``${file:PATH}``; raise ValueError when unresolvable.
+
+    A relative ``${file:...}`` path is taken relative to ``base_dir`` (the config dir).
+    """
 
     def one(m: re.Match[str]) -> str:
         expr = m.group(1)
         if expr.startswith("file:"):
             path = Path(expr[5:]).expanduser()
+            if not path.is_absolute() and base_dir is not None:
+                path = base_dir / path
             try:
                 return path.read_text().strip()
             except OSError as e:
@@ -94,9 +99,10 @@ class _Reader:
     """Converts one file's ruamel tree into plain data, recording locations and env errors."""
 
     def __init__(self, file: str, env: Mapping[str, str], locations: dict[Pointer, Location],
-                 errors: list[ConfigError]):
+                 errors: list[ConfigError], base_dir: Path | None = None):
         self.file = file
         self.env = env
+        self.base_dir = base_dir
         self.locations = locations
         self.errors = errors
 
@@ -122,7 +128,7 @@ class _Reader:
             return items
         if isinstance(node, str):
             try:
-                return resolve_env(str(node), self.env)
+                return resolve_env(str(node), self.env, self.base_dir)
             except ValueError as e:
                 loc = self.locations.get(pointer)
                 line, col = (loc.line, loc.column) if loc else (0, 0)
@@ -271,5 +277,5 @@ def load_dir(directory: str | Path, env: Mapping[str, str] | None = None) -> Loa
         if not isinstance(tree, CommentedMap):
             errors.append(ConfigError(path.name, 1, 1, "", "the top level of a config file must be a mapping"))
             continue
-        _merge(data, tree, _Reader(path.name, env, locations, errors), (), owners)
+        _merge(data, tree, _Reader(path.name, env, locations, errors, directory), (), owners)
     return LoadedConfig(data, locations, files, errors)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
+import random
 import time
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -21,8 +21,9 @@ from aiohttp import web
 from router.accounts import Account, StateStore
 from router.canonical import CanonicalRequest, Event, ResponseContext, StreamError, Usage
 from router.errors import GatewayError, kind_for_status
+from router.idle import IdleTimer
 from router.retry import decide
-from router.snapshot import Provider, Snapshot
+from router.snapshot import Provider, Snapshot, Timeouts
 from router.upstream import SSEParser, UpstreamFailure, parse_failure, redact, render_request
 
 log = logging.getLogger("router.engine")
@@ -105,7 +106,8 @@ class ClientHeaders:
 
 
 def new_id(prefix: str) -> str:
-    return prefix + secrets.token_hex(12)
+    """A unique response id; ids need no cryptographic randomness, just speed and uniqueness."""
+    return f"{prefix}{random.getrandbits(96):024x}"
 
 
 class Engine:
@@ -115,6 +117,7 @@ class Engine:
                  decoders: dict[str, ModuleType], stores: dict[str, Any] | None = None):
         self.store = store
         self.stores = stores or {}  # per-dialect server-side state, e.g. the Responses store
+        self._timeouts: dict[Timeouts, tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]] = {}
         self.session = session
         self.decoders = decoders
 
@@ -200,28 +203,43 @@ class Engine:
                "account": {"email": account.email, "id": account.id, "api_key": account.api_key}}
         template = provider.inbound_templates.get(req.inbound, provider.template)
         up = render_request(template, ctx, provider.base_url)
-        t = provider.timeouts
+        json_timeout, stream_timeout = self._client_timeouts(provider.timeouts)
         secrets_ = (account.api_key,)
         try:
-            async with asyncio.timeout(t.total):
-                try:
-                    async with asyncio.timeout(t.first_byte):
-                        resp = await self.session.request(
-                            up.method, up.url, params=up.params, headers=up.headers, data=up.body,
-                            timeout=aiohttp.ClientTimeout(total=None, sock_connect=t.connect))
-                except aiohttp.ClientConnectorError as e:
-                    return UpstreamFailure("connect_error", redact(f"cannot connect to upstream: {e.os_error}", secrets_))
-                except aiohttp.ClientError as e:
-                    return UpstreamFailure("reset", redact(f"upstream connection failed: {type(e).__name__}", secrets_))
-                async with resp:
-                    if resp.status >= 400:
-                        body = await resp.content.read(ERROR_BODY_LIMIT)
-                        return parse_failure(resp.status, resp.headers, body, secrets_)
-                    if req.stream:
-                        return await self._stream(x, provider, resp, request)
-                    return await self._json(x, provider, resp)
+            if req.stream:  # the first byte has its own limit; chunks are watched by an IdleTimer
+                async with asyncio.timeout(provider.timeouts.first_byte):
+                    resp = await self.session.request(up.method, up.url, params=up.params, headers=up.headers,
+                                                      data=up.body, timeout=stream_timeout)
+            else:  # sock_read covers the wait for the headers: no timeout context on this path
+                resp = await self.session.request(up.method, up.url, params=up.params, headers=up.headers,
+                                                  data=up.body, timeout=json_timeout)
+        except aiohttp.ConnectionTimeoutError:
+            return UpstreamFailure("connect_error", "timed out connecting to upstream")
         except TimeoutError:
-            return UpstreamFailure("timeout", "upstream timed out")
+            return UpstreamFailure("timeout", "upstream timed out before its first byte")
+        except aiohttp.ClientConnectorError as e:
+            return UpstreamFailure("connect_error", redact(f"cannot connect to upstream: {e.os_error}", secrets_))
+        except aiohttp.ClientError as e:
+            return UpstreamFailure("reset", redact(f"upstream connection failed: {type(e).__name__}", secrets_))
+        async with resp:
+            try:
+                if resp.status >= 400:
+                    body = await resp.content.read(ERROR_BODY_LIMIT)
+                    return parse_failure(resp.status, resp.headers, body, secrets_)
+                if req.stream:
+                    return await self._stream(x, provider, resp, request)
+                return await self._json(x, provider, resp)
+            except TimeoutError:
+                return UpstreamFailure("timeout", "upstream timed out")
+
+    def _client_timeouts(self, t: Timeouts) -> tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]:
+        """(non-stream, stream) aiohttp timeouts for a provider's settings, built once."""
+        pair = self._timeouts.get(t)
+        if pair is None:
+            pair = self._timeouts[t] = (
+                aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.first_byte),
+                aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect))
+        return pair
 
     async def _json(self, x: Exchange, provider: Provider, resp: aiohttp.ClientResponse
                     ) -> web.StreamResponse | UpstreamFailure:
@@ -252,33 +270,34 @@ class Engine:
         encoder = x.dialect.StreamEncoder(rctx)  # type: ignore[union-attr]
         out: web.StreamResponse | None = None
         keep: list[Event] | None = [] if self.keeps_events(x) else None
-        idle = provider.timeouts.idle
         content = resp.content
         try:
-            while True:
-                async with asyncio.timeout(idle):
+            with IdleTimer(provider.timeouts.idle) as idle:
+                while True:
                     chunk = await content.readany()
-                frames = parser.feed(chunk) if chunk else parser.close()
-                for name, data in frames:
-                    events = decoder.feed(name, data)
-                    if not events:
-                        continue
-                    for ev in events:
-                        if isinstance(ev, StreamError):
-                            if out is None:
-                                return UpstreamFailure(ev.status, ev.message)
-                            await out.write(encoder.error(ev))
-                            x.error = ev.message
-                            return out
-                    if out is None:
-                        out = await self._start_stream(x, request, encoder)
-                    if keep is not None:
-                        keep.extend(events)
-                    buf = b"".join([encoder.feed(ev) for ev in events])
-                    if buf:
-                        await out.write(buf)
-                if not chunk:
-                    break
+                    idle.touch()
+                    frames = parser.feed(chunk) if chunk else parser.close()
+                    for name, data in frames:
+                        events = decoder.feed(name, data)
+                        if not events:
+                            continue
+                        for ev in events:
+                            if isinstance(ev, StreamError):
+                                if out is None:
+                                    return UpstreamFailure(ev.status, ev.message)
+                                await out.write(encoder.error(ev))
+                                x.error = ev.message
+                                return out
+                        if out is None:
+                            out = await self._start_stream(x, request, encoder)
+                        if keep is not None:
+                            keep.extend(events)
+                        buf = b"".join([encoder.feed(ev) for ev in events])
+                        if buf:
+                            await out.write(buf)
+                            idle.touch()  # a slow client is not an idle upstream
+                    if not chunk:
+                        break
             tail = decoder.finish()
         except TimeoutError:
             return await self._stream_failure(x, out, encoder, "timeout", "upstream stream stalled (idle timeout)")

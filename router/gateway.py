@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 import aiohttp
 
+from router.access_log import AccessLog
 from router.accounts import StateStore
 from router.config import LoadedConfig, load_dir
 from router.errors import ConfigError, ConfigErrors
@@ -75,6 +76,7 @@ class Gateway:
         self.reloads_ok = 0
         self.reloads_failed = 0
         self._store_size: tuple[int, float] | None = None
+        self.access_log = AccessLog()
 
     @property
     def current(self) -> Snapshot:
@@ -122,6 +124,9 @@ class Gateway:
             self.snapshot = snap
             self.generation = generation
             self._size_stores(snap)
+            lg = snap.logging
+            self.access_log.configure(lg.get("format", "text"), lg.get("access_log", True) is not False
+                                      and lg.get("level", "info") in ("debug", "info"))
             self.reloads_ok += 1
             self.last_reload = ReloadStatus(True, generation, [], time.time(), reason)
             log.info("config generation %d loaded from %d file(s) in %.1f ms (%s)", generation,

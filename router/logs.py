@@ -38,6 +38,12 @@ class TextFormatter(logging.Formatter):
 
 
 def configure(level: str = "info", fmt: str = "text") -> None:
+    """Process-wide logging set-up, called once by the CLI (never by library code)."""
+    # The access log writes a record per request: skip the per-record work nobody reads.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None  # no caller lookup (file/line) per record
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from bisect import bisect_left
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
@@ -45,26 +47,44 @@ class _StateCollector(Collector):
         yield total
 
 
+class _Histogram:
+    """Bucket counts kept in a plain list; exported by the collector at scrape time."""
+
+    __slots__ = ("counts", "total", "n")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.total = 0.0
+        self.n = 0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(LATENCY_BUCKETS, value)] += 1
+        self.total += value
+        self.n += 1
+
+    def family_samples(self) -> tuple[list[tuple[str, float]], float]:
+        out, acc = [], 0
+        for bound, count in zip((*map(str, LATENCY_BUCKETS), "+Inf"), self.counts):
+            acc += count
+            out.append((bound, acc))
+        return out, self.total
+
+
 class Metrics:
-    """The gateway's collectors and the one call the dispatcher makes per request."""
+    """Per-request counters as plain dict increments (a request costs a few µs, no locks: one
+    event loop per process); prometheus-client renders them at scrape time."""
 
     def __init__(self, gateway: Gateway):
         self.registry = CollectorRegistry(auto_describe=False)
-        r = self.registry
-        self.requests = Counter("router_requests", "Requests by route, status, client model and provider",
-                                ["route", "status", "client_model", "provider"], registry=r)
-        self.latency = Histogram("router_request_duration_seconds", "Request latency (streams: until the end)",
-                                 ["route"], buckets=LATENCY_BUCKETS, registry=r)
-        self.ttfb = Histogram("router_time_to_first_byte_seconds", "Time until the first response byte",
-                              ["route"], buckets=LATENCY_BUCKETS, registry=r)
-        self.attempts = Counter("router_upstream_attempts", "Upstream attempts by provider and outcome",
-                                ["provider", "outcome"], registry=r)
-        self.retries = Counter("router_upstream_retries", "Attempts after the first", ["provider"], registry=r)
-        self.rotations = Counter("router_account_rotations", "Retries that moved to another account",
-                                 ["provider"], registry=r)
-        self.tokens = Counter("router_tokens", "Tokens by provider and direction", ["provider", "direction"],
-                              registry=r)
-        r.register(_StateCollector(gateway))
+        self.requests: dict[tuple[str, str, str, str], int] = defaultdict(int)
+        self.latency: dict[str, _Histogram] = defaultdict(_Histogram)
+        self.ttfb: dict[str, _Histogram] = defaultdict(_Histogram)
+        self.attempts: dict[tuple[str, str], int] = defaultdict(int)
+        self.retries: dict[str, int] = defaultdict(int)
+        self.rotations: dict[str, int] = defaultdict(int)
+        self.tokens: dict[tuple[str, str], int] = defaultdict(int)
+        self.registry.register(_StateCollector(gateway))
+        self.registry.register(_RequestCollector(self))
         self._models: set[str] = set()
 
     def _model_label(self, model: str | None) -> str:
@@ -79,23 +99,55 @@ class Metrics:
 
     def observe(self, x: Exchange, route: str, status: int, latency: float) -> None:
         provider = x.provider.name if x.provider else ""
-        self.requests.labels(route, str(status), self._model_label(x.client_model), provider).inc()
-        self.latency.labels(route).observe(latency)
+        self.requests[(route, str(status), self._model_label(x.client_model), provider)] += 1
+        self.latency[route].observe(latency)
         if x.ttfb is not None:
-            self.ttfb.labels(route).observe(x.ttfb)
+            self.ttfb[route].observe(x.ttfb)
         if not x.attempts:
             return
         prev = None
         for i, a in enumerate(x.attempts):
-            self.attempts.labels(provider, str(a.outcome)).inc()
+            self.attempts[(provider, str(a.outcome))] += 1
             if i:
-                self.retries.labels(provider).inc()
+                self.retries[provider] += 1
                 if a.account != prev:
-                    self.rotations.labels(provider).inc()
+                    self.rotations[provider] += 1
             prev = a.account
         if x.usage is not None:
-            self.tokens.labels(provider, "in").inc(x.usage.input_tokens)
-            self.tokens.labels(provider, "out").inc(x.usage.output_tokens)
+            self.tokens[(provider, "in")] += x.usage.input_tokens
+            self.tokens[(provider, "out")] += x.usage.output_tokens
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _RequestCollector(Collector):
+    def __init__(self, m: Metrics):
+        self.m = m
+
+    def collect(self) -> Iterator[Any]:
+        m = self.m
+        yield _counter("router_requests", "Requests by route, status, client model and provider",
+                       ["route", "status", "client_model", "provider"], m.requests)
+        yield _counter("router_upstream_attempts", "Upstream attempts by provider and outcome",
+                       ["provider", "outcome"], m.attempts)
+        yield _counter("router_upstream_retries", "Attempts after the first", ["provider"],
+                       {(k,): v for k, v in m.retries.items()})
+        yield _counter("router_account_rotations", "Retries that moved to another account", ["provider"],
+                       {(k,): v for k, v in m.rotations.items()})
+        yield _counter("router_tokens", "Tokens by provider and direction", ["provider", "direction"], m.tokens)
+        for name, doc, hists in (
+                ("router_request_duration_seconds", "Request latency (streams: until the end)", m.latency),
+                ("router_time_to_first_byte_seconds", "Time until the first response byte", m.ttfb)):
+            fam = HistogramMetricFamily(name, doc, labels=["route"])
+            for route, h in list(hists.items()):
+                buckets, total = h.family_samples()
+                fam.add_metric([route], buckets, total)
+            yield fam
+
+
+def _counter(name: str, doc: str, labels: list[str], values: dict[Any, int]) -> CounterMetricFamily:
+    fam = CounterMetricFamily(name, doc, labels=labels)
+    for key, value in list(values.items()):
+        fam.add_metric(list(key), value)
+    return fam

@@ -38,10 +38,12 @@ DEFAULT_PORT = 8045
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    connect: float = 20.0
-    first_byte: float = 300.0
-    total: float = 600.0
-    idle: float = 120.0
+    """Seconds; None (written as 0) means no limit."""
+
+    connect: float | None = 20.0
+    first_byte: float | None = 300.0
+    total: float | None = 600.0
+    idle: float | None = 120.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +127,7 @@ def _server(section: dict[str, Any]) -> Server:
 def _timeouts(section: dict[str, Any] | None) -> Timeouts:
     d = Timeouts()
     section = section or {}
-    return Timeouts(*(parse_duration(section.get(k), getattr(d, k)) or getattr(d, k)
+    return Timeouts(*(parse_duration(section.get(k), getattr(d, k)) or None
                       for k in ("connect", "first_byte", "total", "idle")))
 
 
@@ -134,9 +136,9 @@ def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, 
     """Validate and compile; raises ConfigErrors with every located problem."""
     errors: list[ConfigError] = list(loaded.errors)
     errors += schema_errors(loaded)
+    errors += cross_reference_errors(loaded, HANDLERS)  # tolerant of data the schema rejected
     if errors:
-        raise ConfigErrors(errors)
-    errors += cross_reference_errors(loaded, HANDLERS)
+        raise ConfigErrors(sorted(set(errors), key=lambda e: (e.file, e.line, e.column, e.message)))
     data = loaded.data
     env = make_environment(dict(filters))
     for name, tpl in (data.get("templates") or {}).items():
@@ -148,8 +150,10 @@ def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, 
     server = _server(data.get("server") or {})
     auth = compile_auth(data.get("auth"), server.allow_lan_access)
     if auth.mode != "off" and not auth.keys:
-        errors.append(loaded.locate(("auth", "mode"),
-                                    f"auth mode '{auth.mode}' needs at least one api key with a non-empty key"))
+        written = (data.get("auth") or {}).get("mode", "auto")
+        why = f"auth mode '{written}'" + (f" (= {auth.mode} with allow_lan_access)" if written == "auto" else "")
+        errors.append(loaded.locate(("auth", "mode") if data.get("auth") else ("server", "allow_lan_access"),
+                                    f"{why} needs at least one api key with a non-empty key"))
     if errors:
         raise ConfigErrors(errors)
 

@@ -18,6 +18,8 @@ import orjson
 from jinja2 import TemplateSyntaxError, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from router.template_fast import MISSING, compile_expr, compile_text, leaf_value, parse_expression
+
 _LONE_EXPR = re.compile(r"\A\s*\{\{(.*?)\}\}\s*\Z", re.DOTALL)
 
 Renderer = Callable[[dict[str, Any]], Any]
@@ -69,60 +71,79 @@ def make_environment(filters: dict[str, Callable[..., Any]]) -> ImmutableSandbox
                                         cache_size=0)
     env.filters.update(BASE_FILTERS)
     env.filters.update(filters)
+    env.fast_filters = frozenset(BASE_FILTERS) | frozenset(filters)  # type: ignore[attr-defined]
     return env
 
 
-def _none_if_undefined(value: Any) -> Any:
-    return None if isinstance(value, Undefined) else value
+
+def _leaf_fn(env: ImmutableSandboxedEnvironment, text: str) -> Renderer | None:
+    """The raw renderer of a Jinja leaf (may return MISSING/Undefined), None for plain text."""
+    if "{{" not in text and "{%" not in text and "{#" not in text:
+        return None
+    m = _LONE_EXPR.match(text)
+    if m and "{{" not in m.group(1) and "}}" not in m.group(1):
+        fast = compile_expr(env, parse_expression(env, m.group(1)))  # raises TemplateSyntaxError
+        if fast is not None:
+            return fast
+        expr = env.compile_expression(m.group(1), undefined_to_none=True)
+        return lambda ctx: expr(**ctx)
+    tpl = env.from_string(text)  # raises TemplateSyntaxError
+    fast_text = compile_text(env, text)
+    if fast_text is not None:
+        return fast_text
+    return lambda ctx: tpl.render(ctx)
 
 
 def compile_leaf(env: ImmutableSandboxedEnvironment, text: str) -> Renderer | Any:
-    """A renderer for a Jinja string leaf, or the constant itself when it holds no Jinja."""
-    if "{{" not in text and "{%" not in text and "{#" not in text:
+    """A renderer for a Jinja string leaf (none for undefined), or the text itself when it has no Jinja."""
+    fn = _leaf_fn(env, text)
+    if fn is None:
         return text
-    m = _LONE_EXPR.match(text)
-    if m and "{{" not in m.group(1) and "}}" not in m.group(1):
-        expr = env.compile_expression(m.group(1), undefined_to_none=True)
-        return lambda ctx: expr(**ctx)
-    tpl = env.from_string(text)
-    return lambda ctx: tpl.render(ctx)
+    return lambda ctx: leaf_value(fn(ctx))
 
 
 @dataclass(frozen=True, slots=True)
 class _Node:
-    kind: str  # "dict" | "list" | "fn" | "const"
-    value: Any
+    """A compiled structured template: one closure per node, built once per snapshot."""
+
+    render: Renderer  # returns PRUNE for a value that is left out
 
 
 def compile_tree(env: ImmutableSandboxedEnvironment, node: Any) -> _Node:
     """Compile a structured template; raises TemplateSyntaxError with the offending text."""
+    return _Node(_compile(env, node))
+
+
+def _compile(env: ImmutableSandboxedEnvironment, node: Any) -> Renderer:
     if isinstance(node, dict):
-        return _Node("dict", tuple((str(k), compile_tree(env, v)) for k, v in node.items()))
+        parts = tuple((str(k), _compile(env, v)) for k, v in node.items())
+
+        def render_dict(ctx: dict[str, Any]) -> Any:
+            out = {}
+            for key, fn in parts:
+                v = fn(ctx)
+                if v is not PRUNE:
+                    out[key] = v
+            return out
+
+        return render_dict
     if isinstance(node, list):
-        return _Node("list", tuple(compile_tree(env, v) for v in node))
+        items = tuple(_compile(env, v) for v in node)
+        return lambda ctx: [v for v in (fn(ctx) for fn in items) if v is not PRUNE]
     if isinstance(node, str):
-        leaf = compile_leaf(env, node)
-        return _Node("fn", leaf) if callable(leaf) else _Node("const", leaf)
-    return _Node("const", node)
+        leaf = _leaf_fn(env, node)
+        if leaf is not None:
+            def render_leaf(ctx: dict[str, Any]) -> Any:
+                v = leaf(ctx)
+                return PRUNE if v is None or v is MISSING or isinstance(v, Undefined) else v
+
+            return render_leaf
+    return lambda ctx: node
 
 
 def render_tree(node: _Node, ctx: dict[str, Any]) -> Any:
     """Render a compiled template; none/undefined values come back as PRUNE and are dropped."""
-    kind = node.kind
-    if kind == "const":
-        return node.value
-    if kind == "fn":
-        value = _none_if_undefined(node.value(ctx))
-        return PRUNE if value is None else value
-    if kind == "dict":
-        out = {}
-        for key, child in node.value:
-            v = render_tree(child, ctx)
-            if v is not PRUNE:
-                out[key] = v
-        return out
-    items = [render_tree(child, ctx) for child in node.value]
-    return [v for v in items if v is not PRUNE]
+    return node.render(ctx)
 
 
 def template_errors(env: ImmutableSandboxedEnvironment, node: Any, pointer: tuple[Any, ...]

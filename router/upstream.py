@@ -70,6 +70,8 @@ def _inside(url: str, base_url: str) -> bool:
     if "#" in rest or "\\" in rest:
         return False
     path = rest.split("?", 1)[0]
+    if "%" not in path and "/." not in path:
+        return True  # every segment follows a "/": none starts with a dot, and nothing is encoded
     # Decode twice: an upstream (or a proxy in front of it) may decode %2F and %252F before resolving.
     for text in (path, unquote(path), unquote(unquote(path))):
         if "\\" in text or any(seg in (".", "..") for seg in text.split("/")):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
 import os
@@ -24,19 +25,37 @@ SECRETS = ("sim-key-a", "sim-key-b", "sk-client-secret", "sk-admin-secret")
 
 
 async def test_access_log_line(gw: Harness, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="router.access")
+    caplog.set_level(logging.DEBUG)
+    sink = io.BytesIO()
+    gw.gateway.access_log.stream = sink
+    gw.gateway.access_log.configure("json", True)
     status, _, headers = await gw.post_json("/v1/chat/completions", {**CHAT, "stream": False},
                                             headers={"X-Request-Id": "req-123"})
     assert status == 200 and headers["X-Request-Id"] == "req-123"
-    rec = [r for r in caplog.records if r.name == "router.access"][-1]
-    line = json.loads(JsonFormatter().format(rec))
+    await asyncio.sleep(0.7)  # the periodic flush
+    line = json.loads(sink.getvalue().splitlines()[-1])
+    assert line["logger"] == "router.access" and line["ts"].endswith("Z")
     assert line["request_id"] == "req-123"
     assert line["route"] == "/v1/chat/completions" and line["status"] == 200
     assert line["client_model"] == "gpt-4o" and line["upstream_model"] == "gemini-2.5-flash"
     assert line["provider"] == "simulator" and line["account"].endswith("@simulator.local")
     assert line["attempts"] == 1 and line["latency_ms"] > 0 and line["ttfb_ms"] > 0
     assert line["tokens_in"] > 0 and line["tokens_out"] > 0 and line["client"] == "127.0.0.1"
-    assert not any(s in caplog.text for s in SECRETS)
+    assert not any(s in caplog.text or s in sink.getvalue().decode() for s in SECRETS)
+
+
+async def test_access_log_text_format_and_switch_off(gw: Harness) -> None:
+    sink = io.BytesIO()
+    gw.gateway.access_log.stream = sink
+    await gw.request("GET", "/healthz")
+    gw.gateway.access_log.flush()
+    text = sink.getvalue().decode()
+    assert " INFO router.access: GET /healthz 200  {" in text
+    (gw.config_dir / "00-server.yaml").write_text("logging: {access_log: false}\n")
+    assert await gw.gateway.reload("test")
+    await gw.request("GET", "/healthz")
+    gw.gateway.access_log.flush()
+    assert sink.getvalue().decode() == text
 
 
 async def test_every_response_has_a_request_id(gw: Harness) -> None:

@@ -131,13 +131,14 @@ def test_all_errors_are_reported_not_only_the_first(tmp_path: Path) -> None:
     with pytest.raises(ConfigErrors) as info:
         compile_config(load_dir(tmp_path, env={}), 1, all_filters())
     got = [str(e) for e in info.value.errors]
-    expected = [
-        "30-c.yaml:2:1: YAML syntax error",
+    expected = [  # schema and cross-reference errors together, in file:line order
         "10-a.yaml:2:3: at /server/port 'high' is not of type 'integer'",
         "10-a.yaml:3:3: at /server/colour unknown field 'colour'",
         "10-a.yaml:5:3: at /auth/mode 'sometimes' is not one of",
         "20-b.yaml:2:7: at /providers/p/dialect 'cobol' is not one of",
+        "20-b.yaml:2:43: at /providers/p/template unknown template 't'",
         "20-b.yaml:4:26: at /routes/0/methods/0 'FETCH' is not one of",
+        "30-c.yaml:2:1: YAML syntax error",
     ]
     assert len(got) == len(expected)
     for want, have in zip(expected, got):

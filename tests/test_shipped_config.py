@@ -79,4 +79,6 @@ def test_router_check_cli(tmp_path: Path) -> None:
     bad = run_check(broken)
     assert bad.returncode == 1
     assert f"20-mapping.yaml:{index + 1}:3: at /model_mapping/bogus unknown field 'bogus'" in bad.stdout
-    assert "1 error(s)" in bad.stderr
+    # the schema error and the cross-reference error are both reported in one run
+    assert f"20-mapping.yaml:{index + 2}:3: at /model_mapping/default mapping target 'nowhere/model'" in bad.stdout
+    assert "2 error(s)" in bad.stderr
