@@ -37,6 +37,10 @@ from typing import Any, Union
 
 FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter")
 
+# Integers in client requests must stay in the interoperable JSON range (RFC 7493, I-JSON): larger
+# ones would overflow when an upstream body is encoded (or summed, e.g. max_tokens + thinking budget).
+JSON_INT_MAX = 2**53 - 1
+
 
 @dataclass(slots=True)
 class CanonicalRequest:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import logging
 import math
 import re
 import time
@@ -13,11 +14,13 @@ from typing import Any
 from urllib.parse import unquote
 
 import orjson
+from jinja2 import TemplateError
 
-from router.errors import GatewayError
+from router.errors import BadRequest, GatewayError
 from router.snapshot import Template
 from router.templates import PRUNE, render_tree
 
+log = logging.getLogger("router.upstream")
 _CRLF = re.compile(r"[\r\n\x00]")
 _DELAY = re.compile(r"\A(\d+(?:\.\d+)?)s\Z")
 
@@ -32,7 +35,23 @@ class UpstreamRequest:
 
 
 def render_request(template: Template, ctx: dict[str, Any], base_url: str) -> UpstreamRequest:
-    """Render a provider template; refuses header injection and URLs that leave ``base_url``."""
+    """Render a provider template; refuses header injection and URLs that leave ``base_url``.
+
+    A template that fails at run time (sandbox refusal, a filter choking on odd input) becomes a
+    500 naming the template; a body that cannot be encoded as JSON (integers beyond 64 bits) a 400.
+    """
+    try:
+        return _render(template, ctx, base_url)
+    except TemplateError as e:
+        log.error("template %r failed: %s", template.name, e)
+        raise GatewayError("server", f"upstream request template '{template.name}' failed: {e}") from None
+    except (TypeError, ValueError) as e:
+        log.error("template %r failed: %s: %s", template.name, type(e).__name__, e)
+        raise GatewayError("server", f"upstream request template '{template.name}' failed on this "
+                                     f"request: {type(e).__name__}") from None
+
+
+def _render(template: Template, ctx: dict[str, Any], base_url: str) -> UpstreamRequest:
     url = render_tree(template.url, ctx)
     if not isinstance(url, str) or not _inside(url, base_url):
         raise GatewayError("server", "the rendered upstream URL leaves the provider's base_url", status=500)
@@ -49,8 +68,11 @@ def render_request(template: Template, ctx: dict[str, Any], base_url: str) -> Up
             if value:
                 headers[k] = value
     body = render_tree(template.body, ctx)
-    return UpstreamRequest(template.method, url, params, headers,
-                           b"" if body is PRUNE else orjson.dumps(body))
+    try:
+        data = b"" if body is PRUNE else orjson.dumps(body)
+    except orjson.JSONEncodeError as e:
+        raise BadRequest(f"the request cannot be encoded for the upstream: {e}") from None
+    return UpstreamRequest(template.method, url, params, headers, data)
 
 
 def _scalar(v: Any) -> str:

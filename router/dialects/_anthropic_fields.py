@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from router.canonical import JSON_INT_MAX
 from router.errors import BadRequest
 
 
@@ -71,6 +72,8 @@ def opt_int(o: dict[str, Any], key: str, path: str, *, required: bool = False,
         raise _wrong(path, "an integer", value)
     if minimum is not None and value < minimum:
         raise BadRequest(f"{path}: must be >= {minimum}", param=path)
+    if abs(value) > JSON_INT_MAX:
+        raise BadRequest(f"{path}: must be at most {JSON_INT_MAX} in magnitude", param=path)
     return value
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from router.canonical import JSON_INT_MAX
 from router.errors import BadRequest
 
 _CAMEL_HUMP = re.compile(r"(?<!^)(?=[A-Z])")
@@ -98,6 +99,8 @@ def opt_int(obj: dict[str, Any], key: str, prefix: str = "", minimum: int | None
         raise wrong(path, "an integer", value)
     if minimum is not None and value < minimum:
         raise BadRequest(f"{path}: must be >= {minimum}", param=path)
+    if abs(value) > JSON_INT_MAX:
+        raise BadRequest(f"{path}: must be at most {JSON_INT_MAX} in magnitude", param=path)
     return value
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from router.canonical import JSON_INT_MAX
 from router.errors import BadRequest
 
 
@@ -44,6 +45,8 @@ def opt_int(body: Mapping[str, Any], key: str, minimum: int | None = None) -> in
         raise BadRequest(f"'{key}' must be an integer", param=key)
     if minimum is not None and value < minimum:
         raise BadRequest(f"'{key}' must be at least {minimum}", param=key)
+    if abs(value) > JSON_INT_MAX:
+        raise BadRequest(f"'{key}' must be at most {JSON_INT_MAX} in magnitude", param=key)
     return value
 
 

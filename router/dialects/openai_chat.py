@@ -164,7 +164,7 @@ def _response_format(body: Mapping[str, Any]) -> dict[str, Any] | None:
     if fmt is None:
         return None
     kind = fmt.get("type")
-    if kind not in _RESPONSE_FORMAT_TYPES:
+    if not isinstance(kind, str) or kind not in _RESPONSE_FORMAT_TYPES:
         raise BadRequest(
             "response_format.type must be 'text', 'json_object' or 'json_schema'",
             param="response_format.type",

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from router.canonical import CanonicalRequest, Choice, Event, ResponseContext, aggregate
+from router.canonical import JSON_INT_MAX, CanonicalRequest, Choice, Event, ResponseContext, aggregate
 from router.dialects.openai_responses_stream import (
     StreamEncoder,
     error_object,
@@ -98,6 +98,8 @@ def _opt_positive_int(obj: Mapping[str, Any], key: str) -> int | None:
     value = _opt(obj, key, "", int, "an integer")
     if value is not None and value < 1:
         raise BadRequest(f"'{key}' must be at least 1", param=key)
+    if value is not None and value > JSON_INT_MAX:
+        raise BadRequest(f"'{key}' must be at most {JSON_INT_MAX}", param=key)
     return value
 
 
