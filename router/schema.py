@@ -103,8 +103,11 @@ def cross_reference_errors(loaded: LoadedConfig, handlers: frozenset[str]) -> li
         if not isinstance(prov, dict):
             continue
         tpl = prov.get("template")
-        if isinstance(tpl, str) and tpl not in templates:
-            errs.append(loaded.locate(("providers", name, "template"), f"unknown template '{tpl}'"))
+        named = {(): tpl} if isinstance(tpl, str) else (
+            {(k,): v for k, v in tpl.items() if isinstance(v, str)} if isinstance(tpl, dict) else {})
+        for sub, tname in named.items():
+            if tname not in templates:
+                errs.append(loaded.locate(("providers", name, "template", *sub), f"unknown template '{tname}'"))
         pol = prov.get("retry", "default")
         if isinstance(pol, str) and pol not in policies and pol != "default":
             errs.append(loaded.locate(("providers", name, "retry"), f"unknown retry policy '{pol}'"))
