@@ -24,6 +24,7 @@ from router.errors import GatewayError, kind_for_status
 from router.idle import IdleTimer
 from router.retry import decide
 from router.snapshot import Provider, Snapshot, Timeouts
+from router.templates import PRUNE
 from router.upstream import SSEParser, UpstreamFailure, parse_failure, redact, render_request
 
 log = logging.getLogger("router.engine")
@@ -72,13 +73,12 @@ class Exchange:
 def response_headers(x: Exchange) -> dict[str, str]:
     """The snapshot's templated response headers (X-Mapped-Model, X-Account-Email...)."""
     out = {"X-Request-Id": x.request_id}
-    ctx = None
-    for name, value in x.snapshot.response_headers:
-        if callable(value):
-            ctx = ctx or x.header_context()
-            value = value(ctx)
-        if value is not None and value != "":
-            text = str(value)
+    rendered = x.snapshot.response_headers.render(x.header_context())
+    if rendered is PRUNE:
+        return out
+    for name, value in rendered.items():
+        if value != "":
+            text = value if isinstance(value, str) else str(value)
             if "\r" not in text and "\n" not in text:
                 out[name] = text
     return out

@@ -21,7 +21,7 @@ from router.mapping import ModelMapper, compile_mapping
 from router.retry import DEFAULT_POLICY, Policy, compile_policy, parse_duration
 from router.routes import RouteTable, compile_routes
 from router.schema import cross_reference_errors, schema_errors
-from router.templates import _Node, compile_leaf, compile_tree, make_environment, template_errors
+from router.templates import _Node, compile_tree, make_environment, template_errors
 
 # The handler names a route may name; the app implements each one.
 HANDLERS = frozenset({
@@ -96,7 +96,7 @@ class Snapshot:
     mapper: ModelMapper
     providers: dict[str, Provider]
     fallbacks: dict[str, str]
-    response_headers: tuple[tuple[str, Callable[[dict[str, Any]], Any] | str], ...]
+    response_headers: _Node  # renders {header: value}; none/undefined values are left out
     logging: dict[str, Any] = field(default_factory=dict)
     uses_simulator: bool = False
 
@@ -181,7 +181,7 @@ def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, 
             pool=Pool(name, accounts, p.get("scheduling", "round_robin")),
             session_header=p.get("session_header", "x-session-id"), models=tuple(p.get("models") or ()),
         )
-    headers = tuple((h, compile_leaf(env, text)) for h, text in (data.get("response_headers") or {}).items())
+    headers = compile_tree(env, dict(data.get("response_headers") or {}), "response_headers")
     return Snapshot(
         generation=generation, loaded_at=time.time(), files=tuple(loaded.files), server=server, auth=auth,
         routes=compile_routes(data.get("routes") or []), mapper=compile_mapping(data.get("model_mapping")),
@@ -193,10 +193,10 @@ def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, 
 def _template(env: Any, name: str, t: dict[str, Any]) -> Template:
     try:
         return Template(
-            name=name, method=str(t.get("method", "POST")).upper(), url=compile_tree(env, t["url"]),
-            query=compile_tree(env, t["query"]) if t.get("query") else None,
-            headers=compile_tree(env, t["headers"]) if t.get("headers") else None,
-            body=compile_tree(env, t["body"]),
+            name=name, method=str(t.get("method", "POST")).upper(), url=compile_tree(env, t["url"], f"{name}.url"),
+            query=compile_tree(env, t["query"], f"{name}.query") if t.get("query") else None,
+            headers=compile_tree(env, t["headers"], f"{name}.headers") if t.get("headers") else None,
+            body=compile_tree(env, t["body"], f"{name}.body"),
         )
     except TemplateSyntaxError as e:  # already reported by template_errors; keep a clear message
         raise ConfigErrors([ConfigError("<templates>", 0, 0, f"/templates/{name}", str(e))]) from None

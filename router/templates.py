@@ -18,6 +18,7 @@ import orjson
 from jinja2 import TemplateSyntaxError, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from router.template_codegen import compile_structure
 from router.template_fast import MISSING, compile_expr, compile_text, leaf_value, parse_expression
 
 _LONE_EXPR = re.compile(r"\A\s*\{\{(.*?)\}\}\s*\Z", re.DOTALL)
@@ -109,36 +110,16 @@ class _Node:
     render: Renderer  # returns PRUNE for a value that is left out
 
 
-def compile_tree(env: ImmutableSandboxedEnvironment, node: Any) -> _Node:
-    """Compile a structured template; raises TemplateSyntaxError with the offending text."""
-    return _Node(_compile(env, node))
+def compile_tree(env: ImmutableSandboxedEnvironment, node: Any, name: str = "template") -> _Node:
+    """Compile a structured template into one generated function (see ``template_codegen``);
+    raises TemplateSyntaxError with the offending text."""
+    fn = compile_structure(env, node, lambda text: _leaf_fn(env, text), name)
 
+    def render(ctx: dict[str, Any]) -> Any:
+        v = fn(ctx)
+        return PRUNE if v is None or v is MISSING else v
 
-def _compile(env: ImmutableSandboxedEnvironment, node: Any) -> Renderer:
-    if isinstance(node, dict):
-        parts = tuple((str(k), _compile(env, v)) for k, v in node.items())
-
-        def render_dict(ctx: dict[str, Any]) -> Any:
-            out = {}
-            for key, fn in parts:
-                v = fn(ctx)
-                if v is not PRUNE:
-                    out[key] = v
-            return out
-
-        return render_dict
-    if isinstance(node, list):
-        items = tuple(_compile(env, v) for v in node)
-        return lambda ctx: [v for v in (fn(ctx) for fn in items) if v is not PRUNE]
-    if isinstance(node, str):
-        leaf = _leaf_fn(env, node)
-        if leaf is not None:
-            def render_leaf(ctx: dict[str, Any]) -> Any:
-                v = leaf(ctx)
-                return PRUNE if v is None or v is MISSING or isinstance(v, Undefined) else v
-
-            return render_leaf
-    return lambda ctx: node
+    return _Node(render)
 
 
 def render_tree(node: _Node, ctx: dict[str, Any]) -> Any:

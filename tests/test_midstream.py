@@ -48,8 +48,10 @@ async def gw_fast(config_dir):
     from tests.conftest import start_gateway
 
     p = config_dir / "10-providers.yaml"
-    p.write_text(p.read_text().replace("builtin:simulator\n    template: gemini\n",
-                                       "builtin:simulator\n    template: gemini\n    timeouts: {idle: 0.5}\n", 1))
+    anchor = "  simulator:\n    dialect: gemini\n    base_url: builtin:simulator\n"
+    text = p.read_text()
+    assert anchor in text, "the shipped simulator provider changed shape: update this fixture"
+    p.write_text(text.replace(anchor, anchor + "    timeouts: {idle: 0.5}\n", 1))
     h = await start_gateway(config_dir, sim_options={"chunks": 6})
     try:
         yield h
