@@ -1,0 +1,77 @@
+"""The generated-function template compiler: same results as Jinja, and template text never becomes code."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from jinja2.runtime import Undefined
+
+from router.canonical import CanonicalRequest
+from router.filters import all_filters
+from router.templates import PRUNE, compile_tree, make_environment, render_tree
+
+ENV = make_environment(all_filters())
+REQ = CanonicalRequest(model="m", messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+                       system="sys", temperature=0.5, stop=["x"], raw={"model": "m"})
+CTX: dict[str, Any] = {"request": REQ, "model": "gemini-2.5-flash", "stream": True,
+                       "provider": {"name": "p", "base_url": "http://h"}, "account": {"api_key": "k"}}
+
+
+def reference(node: Any) -> Any:
+    """Render with plain Jinja, leaf by leaf (the behaviour the compiler must keep)."""
+    if isinstance(node, dict):
+        out = {k: reference(v) for k, v in node.items()}
+        return {k: v for k, v in out.items() if v is not PRUNE}
+    if isinstance(node, list):
+        return [v for v in (reference(x) for x in node) if v is not PRUNE]
+    if isinstance(node, str) and "{{" in node:
+        stripped = node.strip()
+        if stripped.startswith("{{") and stripped.endswith("}}") and stripped.count("{{") == 1:
+            v = ENV.compile_expression(stripped[2:-2], undefined_to_none=True)(**CTX)
+            return PRUNE if v is None or isinstance(v, Undefined) else v
+        return ENV.from_string(node).render(CTX)
+    return node
+
+
+TREES = {
+    "gemini-like": {"contents": "{{ request.messages | gemini_contents }}",
+                    "systemInstruction": "{{ request.system | gemini_system }}",
+                    "generationConfig": {"temperature": "{{ request.temperature }}", "topK": "{{ request.top_k }}",
+                                         "stopSequences": "{{ request.stop | gemini_stop }}"}},
+    "text-and-cond": {"url": "{{ provider.base_url }}/v1/{{ model | path_segment }}:{{ 'a' if stream else 'b' }}",
+                      "alt": "{{ 'sse' if stream else none }}", "auth": "Bearer {{ account.api_key }}"},
+    "lists-and-literals": {"l": ["{{ request.top_p }}", "x", 3, None, "{{ model }}"], "n": None, "f": False},
+    "jinja-fallback": {"upper": "{{ model | upper }}", "dflt": "{{ nothing | default('d') }}",
+                       "loop": "{% for m in request.stop %}[{{ m }}]{% endfor %}"},
+}
+
+
+@pytest.mark.parametrize("name", list(TREES))
+def test_same_result_as_jinja(name: str) -> None:
+    assert render_tree(compile_tree(ENV, TREES[name]), CTX) == reference(TREES[name])
+
+
+@pytest.mark.parametrize("evil", [
+    "'] = 1\nimport os\nx['", "\\\"; raise SystemExit #", "{{ '__import__(\"os\")' }}", "\n\n}}{{", "a'b\"c",
+])
+def test_template_text_never_becomes_code(evil: str) -> None:
+    tree = {evil: "literal " + evil.replace("{", "(").replace("}", ")"),
+            "k": "{{ '" + evil.replace("'", "").replace("{", "").replace("}", "") + "' }}",
+            "lst": [evil.replace("{", "(")]}
+    out = render_tree(compile_tree(ENV, tree), CTX)
+    assert out[evil] == "literal " + evil.replace("{", "(").replace("}", ")")
+    assert out["lst"] == [evil.replace("{", "(")]
+    assert isinstance(out["k"], str)
+
+
+def test_sandbox_still_guards_attribute_access() -> None:
+    """Unsafe attributes come out undefined (so the leaf is pruned), never the Python object."""
+
+    class Thing:
+        def method(self) -> None: ...
+
+    node = compile_tree(ENV, {"x": "{{ thing.method.__func__ }}", "y": "{{ type.mro }}",
+                              "z": "{{ thing.method.__globals__ }}", "t": "x{{ thing.method.__func__ }}"})
+    out = render_tree(node, {**CTX, "thing": Thing(), "type": type})
+    assert out == {"t": "x"}
