@@ -15,13 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
-from ruamel.yaml.nodes import MappingNode, ScalarNode, SequenceNode
-from ruamel.yaml.scalarbool import ScalarBoolean
 
 from router.errors import ConfigError
+from router.yaml_tree import LocMap, LocSeq, TreeReader, YamlNodeError
 
 # Sections whose children are named entries: the same name in two files is an error, not a merge.
 NAMED_SECTIONS = frozenset({"providers", "templates", "retry_policies"})
@@ -111,7 +108,7 @@ class _Reader:
             self.locations[pointer] = Location(self.file, lc[0] + 1, lc[1] + 1)
 
     def plain(self, node: Any, pointer: Pointer) -> Any:
-        if isinstance(node, CommentedMap):
+        if isinstance(node, LocMap):
             out: dict[str, Any] = {}
             for k, v in node.items():
                 key = str(k)
@@ -119,7 +116,7 @@ class _Reader:
                 self.at(p, _key_lc(node, k))
                 out[key] = self.plain(v, p)
             return out
-        if isinstance(node, CommentedSeq):
+        if isinstance(node, LocSeq):
             items = []
             for i, v in enumerate(node):
                 p = pointer + (i,)
@@ -134,8 +131,6 @@ class _Reader:
                 line, col = (loc.line, loc.column) if loc else (0, 0)
                 self.errors.append(ConfigError(self.file, line, col, pointer_text(pointer), str(e)))
                 return ""
-        if isinstance(node, ScalarBoolean):  # an anchored bool is an int subclass, not a bool
-            return bool(node)
         if isinstance(node, bool) or node is None:
             return node
         if isinstance(node, int):
@@ -145,23 +140,15 @@ class _Reader:
         return str(node)
 
 
-def _key_lc(node: CommentedMap, key: Any) -> tuple[int, int] | None:
-    try:
-        line, col = node.lc.key(key)
-        return int(line), int(col)
-    except (KeyError, TypeError, AttributeError):
-        return None
+def _key_lc(node: LocMap, key: Any) -> tuple[int, int] | None:
+    return node.pos.get(key)
 
 
-def _item_lc(node: CommentedSeq, i: int) -> tuple[int, int] | None:
-    try:
-        line, col = node.lc.item(i)
-        return int(line), int(col)
-    except (KeyError, TypeError, AttributeError, IndexError):
-        return None
+def _item_lc(node: LocSeq, i: int) -> tuple[int, int] | None:
+    return node.pos[i] if 0 <= i < len(node.pos) else None
 
 
-def _merge(dst: dict[str, Any], src: CommentedMap, reader: _Reader, pointer: Pointer,
+def _merge(dst: dict[str, Any], src: LocMap, reader: _Reader, pointer: Pointer,
            owners: dict[Pointer, str]) -> None:
     for k, v in src.items():
         key = str(k)
@@ -170,16 +157,16 @@ def _merge(dst: dict[str, Any], src: CommentedMap, reader: _Reader, pointer: Poi
         # An empty section (all its entries commented out) neither conflicts nor adds anything.
         if v is None and isinstance(dst.get(key), (dict, list)):
             continue
-        if key not in dst or (dst[key] is None and isinstance(v, (CommentedMap, CommentedSeq))):
+        if key not in dst or (dst[key] is None and isinstance(v, (LocMap, LocSeq))):
             reader.at(p, lc)
             owners[p] = reader.file
             dst[key] = reader.plain(v, p)
             continue
         cur = dst[key]
         named = len(p) == 2 and p[0] in NAMED_SECTIONS
-        if isinstance(cur, dict) and isinstance(v, CommentedMap) and not named:
+        if isinstance(cur, dict) and isinstance(v, LocMap) and not named:
             _merge(cur, v, reader, p, owners)
-        elif isinstance(cur, list) and isinstance(v, CommentedSeq):
+        elif isinstance(cur, list) and isinstance(v, LocSeq):
             offset = len(cur)
             for i, item in enumerate(v):
                 ip = p + (offset + i,)
@@ -209,43 +196,19 @@ def config_files(directory: Path) -> list[Path]:
     return sorted((p for p in directory.glob("*.yaml") if p.is_file()), key=lambda p: p.name)
 
 
-# ruamel's constructor raises plain Python errors for some bad explicit tags (``!!set`` on a scalar,
-# ``!!float x``, a sequence as a mapping key); they are config errors like any syntax error.
-_CONSTRUCT_ERRORS = (AttributeError, LookupError, TypeError, ValueError, RecursionError)
-
-
-def _parse(yaml: YAML, name: str, raw: bytes) -> Any:
-    """The file's ruamel tree, or a located ConfigError."""
+def _parse(reader: TreeReader, name: str, raw: bytes) -> Any:
+    """The file's located tree, or a located ConfigError."""
     try:
-        return yaml.load(raw)
+        return reader.read(raw)
     except MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
         return ConfigError(name, line, col, "", f"YAML syntax error: {e.problem or e}")
+    except YamlNodeError as e:
+        prefix = "YAML syntax error" if str(e).startswith("found duplicate key") else "YAML error"
+        return ConfigError(name, e.line, e.column, "", f"{prefix}: {e}")
     except YAMLError as e:
         return ConfigError(name, 0, 0, "", f"YAML error: {e}")
-    except _CONSTRUCT_ERRORS as e:
-        line, col = _unbuildable_node(raw)
-        return ConfigError(name, line, col, "", f"YAML error: cannot build this value ({type(e).__name__}: {e})")
-
-
-def _unbuildable_node(raw: bytes) -> tuple[int, int]:
-    """1-based line/column of the first node ruamel cannot construct (1:1 when none is found)."""
-    stack = [YAML(typ="rt").compose(raw)]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, MappingNode):
-            if any(not isinstance(k, ScalarNode) for k, _ in node.value):
-                return node.start_mark.line + 1, node.start_mark.column + 1
-            stack.extend(n for pair in reversed(node.value) for n in reversed(pair))
-        elif isinstance(node, SequenceNode):
-            stack.extend(reversed(node.value))
-        elif node is not None:
-            try:
-                YAML(typ="rt").constructor.construct_object(node, deep=True)
-            except _CONSTRUCT_ERRORS:
-                return node.start_mark.line + 1, node.start_mark.column + 1
-    return 1, 1
 
 
 def load_dir(directory: str | Path, env: Mapping[str, str] | None = None) -> LoadedConfig:
@@ -260,7 +223,7 @@ def load_dir(directory: str | Path, env: Mapping[str, str] | None = None) -> Loa
     if not directory.is_dir():
         return LoadedConfig(data, locations, files,
                             [ConfigError(str(directory), 0, 0, "", "config directory not found")])
-    yaml = YAML(typ="rt")
+    yaml = TreeReader()
     for path in config_files(directory):
         try:
             raw = path.read_bytes()
@@ -274,7 +237,7 @@ def load_dir(directory: str | Path, env: Mapping[str, str] | None = None) -> Loa
             continue
         if tree is None:
             continue
-        if not isinstance(tree, CommentedMap):
+        if not isinstance(tree, LocMap):
             errors.append(ConfigError(path.name, 1, 1, "", "the top level of a config file must be a mapping"))
             continue
         _merge(data, tree, _Reader(path.name, env, locations, errors, directory), (), owners)

@@ -7,7 +7,6 @@ ties go to the one declared first. Each ``*`` in a target is replaced by what th
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,10 +21,29 @@ class Target:
 @dataclass(frozen=True, slots=True)
 class _Wildcard:
     pattern: str
-    regex: re.Pattern[str]
+    parts: tuple[str, ...]  # the literal pieces between the stars
     target: str
     literal: int
     order: int
+
+    def match(self, model: str) -> tuple[str, ...] | None:
+        """What each ``*`` matched (shortest, leftmost: like a lazy ``(.*?)`` regex), or None."""
+        parts = self.parts
+        if len(parts) == 1:  # no star: a literal pattern
+            return () if model == parts[0] else None
+        head, tail = parts[0], parts[-1]
+        end = len(model) - len(tail)
+        if end < len(head) or not model.startswith(head) or not model.endswith(tail):
+            return None
+        pos, captures = len(head), []
+        for piece in parts[1:-1]:
+            at = model.find(piece, pos, end)
+            if at < 0:
+                return None
+            captures.append(model[pos:at])
+            pos = at + len(piece)
+        captures.append(model[pos:end])
+        return tuple(captures)
 
 
 def split_target(target: str) -> tuple[str, str]:
@@ -44,12 +62,13 @@ def substitute(target: str, captures: tuple[str, ...]) -> str:
     return "".join(out)
 
 
-def wildcard_regex(pattern: str) -> re.Pattern[str]:
-    return re.compile("(.*?)".join(re.escape(p) for p in pattern.split("*")) , re.DOTALL)
-
-
 class ModelMapper:
-    """Resolves a client model name; results are memoised (the mapping is pure per snapshot)."""
+    """Resolves a client model name; results are memoised (the mapping is pure per snapshot).
+
+    Wildcards are indexed by their literal prefix (the text before the first ``*``): a lookup
+    checks the model's prefixes of the few lengths that occur, so its cost follows the length of
+    the name and the number of patterns sharing a prefix, not the number of rules.
+    """
 
     CACHE_MAX = 4096
 
@@ -57,10 +76,14 @@ class ModelMapper:
         self.exact = dict(exact)
         self.default = default
         rules = [
-            _Wildcard(p, wildcard_regex(p), t, len(p.replace("*", "")), i)
+            _Wildcard(p, tuple(p.split("*")), t, len(p.replace("*", "")), i)
             for i, (p, t) in enumerate(wildcard.items())
         ]
         self.wildcards = sorted(rules, key=lambda w: (-w.literal, w.order))
+        self._by_prefix: dict[str, list[_Wildcard]] = {}
+        for w in self.wildcards:  # each bucket stays in precedence order
+            self._by_prefix.setdefault(w.parts[0], []).append(w)
+        self._prefix_lengths = sorted({len(p) for p in self._by_prefix})
         self._cache: dict[str, Target | None] = {}
 
     def resolve(self, model: str) -> Target | None:
@@ -77,10 +100,20 @@ class ModelMapper:
         target = self.exact.get(model)
         if target is not None:
             return Target(*split_target(target), rule=f"exact:{model}")
-        for w in self.wildcards:
-            m = w.regex.fullmatch(model)
-            if m is not None:
-                return Target(*split_target(substitute(w.target, m.groups())), rule=f"wildcard:{w.pattern}")
+        best: tuple[_Wildcard, tuple[str, ...]] | None = None
+        for length in self._prefix_lengths:
+            if length > len(model):
+                break
+            for w in self._by_prefix.get(model[:length], ()):
+                if best is not None and (w.literal, -w.order) <= (best[0].literal, -best[0].order):
+                    break  # the bucket is in precedence order: nothing after this can win
+                captures = w.match(model)
+                if captures is not None:
+                    best = (w, captures)
+                    break
+        if best is not None:
+            w, captures = best
+            return Target(*split_target(substitute(w.target, captures)), rule=f"wildcard:{w.pattern}")
         if self.default:
             return Target(*split_target(self.default), rule="default")
         return None

@@ -57,18 +57,30 @@ def _literal(text: str) -> str:
     return re.escape(text)
 
 
+def _first_segment(path: str) -> str | None:
+    """The first path segment when it is literal (None when it holds a parameter)."""
+    seg = path[1:].split("/", 1)[0]
+    return None if "{" in seg else seg
+
+
 class RouteTable:
-    """Static paths by dict lookup, templated paths in declaration order."""
+    """Static paths by dict lookup; templated paths bucketed by their literal first segment and
+    tried in declaration order, so matching cost does not grow with unrelated routes."""
 
     def __init__(self, routes: list[Route]):
         self.routes = routes
         self._static: dict[str, list[Route]] = {}
-        self._dynamic: list[Route] = []
-        for r in routes:
+        self._dynamic: dict[str | None, list[tuple[int, Route]]] = {}
+        for i, r in enumerate(routes):
             if r.pattern is None:
                 self._static.setdefault(r.path, []).append(r)
             else:
-                self._dynamic.append(r)
+                self._dynamic.setdefault(_first_segment(r.path), []).append((i, r))
+
+    def _candidates(self, path: str) -> list[tuple[int, Route]]:
+        own = self._dynamic.get(path[1:].split("/", 1)[0], [])
+        loose = self._dynamic.get(None)
+        return sorted(own + loose, key=lambda ir: ir[0]) if loose else own
 
     def match(self, method: str, path: str) -> Match:
         """The route for ``method path``; ``route`` is None for 404 (no ``allowed``) or 405."""
@@ -77,7 +89,7 @@ class RouteTable:
             if method in r.methods or (method == "HEAD" and "GET" in r.methods):
                 return Match(r, {})
             allowed |= r.methods
-        for r in self._dynamic:
+        for _, r in self._candidates(path):
             m = r.pattern.fullmatch(path)  # type: ignore[union-attr]
             if m is None:
                 continue

@@ -188,7 +188,7 @@ def test_same_route_in_two_files_names_both(tmp_path: Path) -> None:
     ("a:\n\t- b\n", "00.yaml:2:1: YAML syntax error"),
     ("a: 1\nb: !!set\n", "00.yaml:2:4: YAML error: cannot build this value"),
     ("a:\n  b: [1, !!float x]\n", "00.yaml:2:10: YAML error: cannot build this value"),
-    ("? - ? \n", "00.yaml:1:1: YAML error: cannot build this value"),
+    ("? - ? \n", "00.yaml:1:3: YAML error: cannot build this value"),  # located at the key itself
     ("---\na: 1\n---\nb: 2\n", "00.yaml:3:1: YAML syntax error"),
     ("- a\n- b\n", "00.yaml:1:1: the top level of a config file must be a mapping"),
     ("just text\n", "00.yaml:1:1: the top level of a config file must be a mapping"),

@@ -104,3 +104,17 @@ def test_malformed_templates_raise_value_error(path: str, message: str) -> None:
     with pytest.raises(ValueError, match=None) as info:
         compile_path(path)
     assert message in str(info.value)
+
+
+def test_declaration_order_holds_across_segment_buckets() -> None:
+    """Templated routes are bucketed by first segment, but the first declared match still wins."""
+    table = compile_routes([
+        {"path": "/{tenant}/v1/x", "methods": ["GET"], "handler": "health"},
+        {"path": "/a/v1/{y}", "methods": ["GET"], "handler": "models.list"},
+        {"path": "/b/{y}", "methods": ["GET"], "handler": "models.get"},
+    ])
+    assert table.match("GET", "/a/v1/x").route.handler == "health"
+    assert table.match("GET", "/a/v1/z").route.handler == "models.list"
+    assert table.match("GET", "/b/q").route.handler == "models.get"
+    assert table.match("GET", "/c/v1/x").params == {"tenant": "c"}
+    assert table.match("GET", "/c/nothing").route is None
