@@ -1,0 +1,149 @@
+"""Turn a run's results into ``latest.json``, ``latest.md`` (Markdown tables) and ``latency.png``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import config_scale
+
+# summary key → (column title, format); ratios are taken for the same keys.
+COLUMNS = {
+    "rps": ("req/s @32", "{:.0f}"),
+    "cpu_us_per_req": ("CPU µs/req @32", "{:.0f}"),
+    "added_p50_ms": ("added p50 ms", "{:.3f}"),
+    "added_p99_ms": ("added p99 ms", "{:.3f}"),
+    "ttfb_ms": ("stream TTFB ms", "{:.2f}"),
+    "per_chunk_us": ("per-chunk µs", "{:.1f}"),
+    "peak_rss_mib": ("peak RSS MiB", "{:.1f}"),
+    "rss_growth_pct": ("RSS growth %", "{:+.2f}"),
+    "errors": ("errors", "{:d}"),
+}
+RATIO_KEYS = ("rps", "cpu_us_per_req", "added_p50_ms", "added_p99_ms", "ttfb_ms", "per_chunk_us", "peak_rss_mib", "rss_growth_pct")
+# At or below these a denominator is noise, not a baseline (an added latency below zero is jitter
+# in the direct baseline): the ratio is reported as n/a.
+# RSS growth below half a percent is flat, and a ratio of two flat values says nothing.
+RATIO_FLOOR = {"added_p50_ms": 0.005, "added_p99_ms": 0.005, "per_chunk_us": 0.5, "rss_growth_pct": 0.5}
+
+
+def ratio(num: float | None, den: float | None, key: str) -> float | None:
+    if num is None or den is None or den <= RATIO_FLOOR.get(key, 1e-9):
+        return None
+    return num / den
+
+
+def ratios(summaries: dict[str, dict[str, Any]], reference: str = "bare") -> dict[str, dict[str, float | None]]:
+    """``<target>/bare`` for every measured target other than the reference."""
+    base = summaries.get(reference)
+    if not base:
+        return {}
+    return {f"{name}/{reference}": {k: ratio(s.get(k), base.get(k), k) for k in RATIO_KEYS if k in s}
+            for name, s in summaries.items() if name != reference}
+
+
+def _cell(value: Any, fmt: str) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float) and fmt == "{:d}":
+        value = int(value)
+    return fmt.format(value)
+
+
+def _ratio_cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}×"
+
+
+def main_table(summaries: dict[str, dict[str, Any]], table_ratios: dict[str, dict[str, float | None]]) -> str:
+    head = "| target | " + " | ".join(title for title, _ in COLUMNS.values()) + " |"
+    rows = [head, "|---|" + "---:|" * len(COLUMNS)]
+    for name, s in summaries.items():
+        rows.append(f"| {name} | " + " | ".join(_cell(s.get(k), fmt) for k, (_, fmt) in COLUMNS.items()) + " |")
+    for name, r in table_ratios.items():
+        cells = [_ratio_cell(r.get(k)) if k in RATIO_KEYS else "" for k in COLUMNS]
+        rows.append(f"| **{name}** | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def curve_table(curves: dict[str, dict[str, Any]]) -> str:
+    levels = sorted({int(c) for points in curves.values() for c in points})
+    rows = ["| target | " + " | ".join(f"c={c} p50 / p99 ms (req/s)" for c in levels) + " |",
+            "|---|" + "---:|" * len(levels)]
+    for name, points in curves.items():
+        cells = []
+        for c in levels:
+            p = points.get(str(c))
+            cells.append("–" if p is None else
+                         f"{p['latency_ms']['p50']:.2f} / {p['latency_ms']['p99']:.2f} ({p['rps']:.0f})")
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"
+
+
+def markdown(results: dict[str, Any]) -> str:
+    meta = results["meta"]
+    parts = [
+        "# Benchmark results\n",
+        f"Mode `{meta['mode']}`, {meta['timestamp']}, Python {meta['python']}, {meta['cpus']} CPU(s), "
+        f"load generator: {meta['load_tool']}. Everything on 127.0.0.1 in the same run: the simulator "
+        f"(`router sim`), the gateway, the bare reference proxy (`bench/bare_proxy.py`)"
+        + (f", LiteLLM {results['targets']['litellm'].get('version', '')}" if "litellm" in results["targets"]
+           else "") + ".\n",
+        ("Added latency = p50/p99 through the proxy at concurrency 1 minus the same for the simulator "
+         "called directly. Per-chunk overhead = (proxy stream time − direct stream time) / upstream "
+         f"chunks ({meta.get('upstream_chunks', '?')} per stream). RSS growth is from request "
+         f"{meta['memory_requests'][0]:,} to {meta['memory_requests'][1]:,} at concurrency "
+         f"{meta['memory_concurrency']}. Ratios are against the bare proxy measured in the same run.\n"),
+        main_table(results["summaries"], results["ratios"]),
+        "## Latency vs concurrency\n",
+        curve_table(results["curves"]),
+    ]
+    if results.get("notes"):
+        parts += ["## Notes\n", "\n".join(f"- {n}" for n in results["notes"]) + "\n"]
+    if results.get("config_scale"):
+        parts += ["## Config scale (reload and matching cost)\n", config_scale.markdown(results["config_scale"])]
+    return "\n".join(parts)
+
+
+def chart(curves: dict[str, dict[str, Any]], path: Path) -> str | None:
+    """Latency p50 vs concurrency, one line per target; returns why not when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "matplotlib is not installed (pip install matplotlib): latency.png not drawn"
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name, points in curves.items():
+        levels = sorted(int(c) for c in points)
+        style = "--" if name == "direct" else "-"
+        ax.plot(levels, [points[str(c)]["latency_ms"]["p50"] for c in levels], style, marker="o", label=name)
+    levels = sorted({int(c) for points in curves.values() for c in points})
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")  # LiteLLM sits orders of magnitude above the others
+    ax.set_xticks(levels, [str(c) for c in levels])
+    ax.set_xlabel("concurrent connections")
+    ax.set_ylabel("latency p50 (ms, log scale)")
+    ax.set_title("Non-stream chat latency vs concurrency")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+def write(results: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """Write the three result files; a missing matplotlib becomes a note, not a failure."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = out_dir / "latency.png"
+    problem = chart(results["curves"], png)
+    if problem:
+        results.setdefault("notes", []).append(problem)
+    paths = {"json": out_dir / "latest.json", "md": out_dir / "latest.md"}
+    paths["json"].write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS))
+    paths["md"].write_text(markdown(results))
+    if not problem:
+        paths["png"] = png
+    return paths
