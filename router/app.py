@@ -10,15 +10,15 @@ import asyncio
 import logging
 import time
 from types import ModuleType
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Coroutine
 
 import orjson
 from aiohttp import web
 
 from router import __version__
 from router.auth import presented_key
-from router.engine import Engine, Exchange, new_id
-from router.errors import BadRequest, GatewayError
+from router.engine import Engine, Exchange, new_id, read_json
+from router.errors import GatewayError
 from router.gateway import Gateway, decoder_modules
 from router.metrics import CONTENT_TYPE, Metrics
 from router.snapshot import Snapshot
@@ -45,9 +45,9 @@ def _dialects() -> dict[str, ModuleType]:
 class Dispatcher:
     """Route → auth → handler, with the error boundary around it."""
 
-    def __init__(self, gateway: Gateway, engine: Engine, metrics: Metrics):
+    def __init__(self, gateway: Gateway, metrics: Metrics):
         self.gateway = gateway
-        self.engine = engine
+        self.engine: Engine = None  # type: ignore[assignment]  # set at start-up with the HTTP session
         self.metrics = metrics
         self.dialects = _dialects()
         d = self.dialects
@@ -68,17 +68,34 @@ class Dispatcher:
     # --- dispatch -------------------------------------------------------------------------------
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
+        """Route, authenticate, run the handler; the single error boundary (kept flat on purpose:
+        every coroutine level is paid again at each suspension of the request)."""
         snap = self.gateway.current
         started = time.monotonic()
-        path = request.path
-        m = snap.routes.match(request.method, path)
+        m = snap.routes.match(request.method, request.path)
         rid = request.headers.get("X-Request-Id") or new_id("")[:16]
-        x = Exchange(request_id=rid, snapshot=snap, handler=m.route.handler if m.route else "",
-                     started=started)
-        route = m.route.path if m.route else "unmatched"
+        route = m.route
+        x = Exchange(request_id=rid, snapshot=snap, handler=route.handler if route else "", started=started)
         status = 500
         try:
-            resp = await self._handle(x, request, m)
+            if route is None:
+                resp: web.StreamResponse = self._no_route(x, request, m.allowed)
+            else:
+                style = self._style_for_handler(route.handler, self._style_for_path(request.path))
+                try:
+                    self._authenticate(snap, route.handler, route.auth, request)
+                    handler = self.handlers.get(route.handler)
+                    if handler is None:
+                        raise GatewayError("not_found", f"handler '{route.handler}' is not available")
+                    params: dict[str, Any] = {**request.query, **route.params, **m.params}
+                    resp = await handler(x, request, params)
+                except GatewayError as e:
+                    resp = self.error_response(style, e, rid, x)
+                except (ConnectionResetError, asyncio.CancelledError):
+                    raise
+                except Exception:  # noqa: BLE001 - the one boundary that turns surprises into a 500
+                    log.exception("unhandled error", extra={"request_id": rid, "handler": route.handler})
+                    resp = self.error_response(style, GatewayError("server", "internal gateway error"), rid, x)
             status = resp.status
             if not resp.prepared:
                 resp.headers.setdefault("X-Request-Id", rid)
@@ -88,37 +105,17 @@ class Dispatcher:
             raise
         finally:
             x.status = status
-            self._finish(x, request, route, status, started)
+            self._finish(x, request, route.path if route else "unmatched", status, started)
 
-    async def _handle(self, x: Exchange, request: web.Request, m: Any) -> web.StreamResponse:
-        snap = x.snapshot
+    def _no_route(self, x: Exchange, request: web.Request, allowed: frozenset[str]) -> web.Response:
         path = request.path
-        style = self._style_for_path(path)
-        if m.route is None:
-            if m.allowed:
-                err = GatewayError("method_not_allowed", f"Method {request.method} is not allowed on {path}; "
-                                   f"allowed: {', '.join(sorted(m.allowed))}",
-                                   headers={"Allow": ", ".join(sorted(m.allowed))})
-            else:
-                err = GatewayError("not_found", f"No route for {request.method} {path}. Routes that exist: "
-                                   + "; ".join(snap.routes.describe()), code="unknown_url")
-            return self.error_response(style, err, x.request_id, x)
-        route = m.route
-        style = self._style_for_handler(route.handler, style)
-        try:
-            self._authenticate(snap, route.handler, route.auth, request)
-            params: dict[str, Any] = {**request.query, **route.params, **m.params}
-            handler = self.handlers.get(route.handler)
-            if handler is None:
-                raise GatewayError("not_found", f"handler '{route.handler}' is not available")
-            return await handler(x, request, params)
-        except GatewayError as e:
-            return self.error_response(style, e, x.request_id, x)
-        except (ConnectionResetError, asyncio.CancelledError):
-            raise
-        except Exception:  # noqa: BLE001 - the one boundary that turns surprises into a 500
-            log.exception("unhandled error", extra={"request_id": x.request_id, "handler": route.handler})
-            return self.error_response(style, GatewayError("server", "internal gateway error"), x.request_id, x)
+        if allowed:
+            err = GatewayError("method_not_allowed", f"Method {request.method} is not allowed on {path}; "
+                               f"allowed: {', '.join(sorted(allowed))}", headers={"Allow": ", ".join(sorted(allowed))})
+        else:
+            err = GatewayError("not_found", f"No route for {request.method} {path}. Routes that exist: "
+                               + "; ".join(x.snapshot.routes.describe()), code="unknown_url")
+        return self.error_response(self._style_for_path(path), err, x.request_id, x)
 
     def _finish(self, x: Exchange, request: web.Request, route: str, status: int, started: float) -> None:
         latency = time.monotonic() - started
@@ -190,38 +187,19 @@ class Dispatcher:
 
     # --- request body -----------------------------------------------------------------------------
 
-    async def read_json(self, x: Exchange, request: web.Request) -> Any:
-        limit = x.snapshot.server.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            raise GatewayError("request_too_large", f"request body exceeds {limit} bytes")
-        body = await request.content.read(limit + 1)
-        if len(body) > limit:
-            raise GatewayError("request_too_large", f"request body exceeds {limit} bytes")
-        if not body:
-            raise BadRequest("request body is empty; expected a JSON object")
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as e:
-            raise BadRequest(f"request body is not valid JSON: {e}") from None
-
     # --- handlers ---------------------------------------------------------------------------------
 
-    async def proxy(self, x: Exchange, request: web.Request, params: dict[str, Any]) -> web.StreamResponse:
-        dialect = self.dialects[x.handler]
-        body = await self.read_json(x, request)
-        x.dialect = dialect
-        x.canonical = dialect.decode_request(body, params)
-        x.client_model = x.canonical.model
-        prepare = getattr(dialect, "prepare", None)
-        if prepare is not None:  # dialects with server-side state (Responses API store)
-            x.canonical = prepare(self.engine.stores, x.canonical)
-        return await self.engine.proxy(x, request)
+    def proxy(self, x: Exchange, request: web.Request, params: dict[str, Any]
+              ) -> Coroutine[Any, Any, web.StreamResponse]:
+        """Not a coroutine itself: hands back the engine's, one await level fewer per suspension."""
+        x.dialect = self.dialects[x.handler]
+        return self.engine.proxy(x, request, params)
 
     async def count_tokens(self, x: Exchange, request: web.Request, params: dict[str, Any]) -> web.Response:
         from router.dialects import anthropic_messages
 
         dialect = self.dialects[x.handler]
-        body = await self.read_json(x, request)
+        body = await read_json(request, x.snapshot.server.max_body_bytes)
         if x.handler == "anthropic.count_tokens":
             req = anthropic_messages.decode_count_tokens_request(body)
             return _json({"input_tokens": anthropic_messages.count_tokens(req)})
@@ -327,14 +305,13 @@ def create_app(gateway: Gateway, *, watch: bool = True) -> web.Application:
     """The aiohttp application; the gateway is started and closed with it."""
     app = web.Application(client_max_size=2**40)
     app[GATEWAY] = gateway
+    dispatcher = Dispatcher(gateway, Metrics(gateway))
+    app[DISPATCH] = dispatcher
 
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         await gateway.start()
         assert gateway.session is not None
-        engine = Engine(gateway.store, gateway.session, decoder_modules(), gateway.stores)
-        app[ENGINE] = engine
-        dispatcher = Dispatcher(gateway, engine, Metrics(gateway))
-        app[DISPATCH] = dispatcher
+        dispatcher.engine = app[ENGINE] = Engine(gateway.store, gateway.session, decoder_modules(), gateway.stores)
         flusher = asyncio.create_task(_flush_access_log(gateway))
         watcher = None
         if watch:
@@ -349,9 +326,7 @@ def create_app(gateway: Gateway, *, watch: bool = True) -> web.Application:
         gateway.access_log.flush()
         await gateway.close()
 
-    async def catch_all(request: web.Request) -> web.StreamResponse:
-        return await request.app[DISPATCH](request)
-
     app.cleanup_ctx.append(lifecycle)
-    app.router.add_route("*", "/{tail:.*}", catch_all)
+    # aiohttp's router freezes at start-up: one catch-all, our own compiled table dispatches.
+    app.router.add_route("*", "/{tail:.*}", dispatcher.__call__)
     return app

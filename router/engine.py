@@ -20,7 +20,7 @@ from aiohttp import web
 
 from router.accounts import Account, StateStore
 from router.canonical import CanonicalRequest, Event, ResponseContext, StreamError, Usage
-from router.errors import GatewayError, kind_for_status
+from router.errors import BadRequest, GatewayError, kind_for_status
 from router.idle import IdleTimer
 from router.retry import decide
 from router.snapshot import Provider, Snapshot, Timeouts
@@ -105,6 +105,21 @@ class ClientHeaders:
         return isinstance(name, str) and name.lower() not in self.HIDDEN and name in self._headers
 
 
+async def read_json(request: web.Request, limit: int) -> Any:
+    """The request body as JSON: 413 over ``limit`` bytes, 400 when empty or not JSON."""
+    if request.content_length is not None and request.content_length > limit:
+        raise GatewayError("request_too_large", f"request body exceeds {limit} bytes")
+    body = await request.content.read(limit + 1)
+    if len(body) > limit:
+        raise GatewayError("request_too_large", f"request body exceeds {limit} bytes")
+    if not body:
+        raise BadRequest("request body is empty; expected a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as e:
+        raise BadRequest(f"request body is not valid JSON: {e}") from None
+
+
 def new_id(prefix: str) -> str:
     """A unique response id; ids need no cryptographic randomness, just speed and uniqueness."""
     return f"{prefix}{random.getrandbits(96):024x}"
@@ -123,9 +138,16 @@ class Engine:
 
     # --- the attempt loop ---------------------------------------------------------------------
 
-    async def proxy(self, x: Exchange, request: web.Request) -> web.StreamResponse:
-        req = x.canonical
-        assert req is not None and x.dialect is not None
+    async def proxy(self, x: Exchange, request: web.Request, params: dict[str, Any]) -> web.StreamResponse:
+        """Decode the client's request in ``x.dialect``, then run the attempt loop."""
+        dialect = x.dialect
+        assert dialect is not None
+        body = await read_json(request, x.snapshot.server.max_body_bytes)
+        req = x.canonical = dialect.decode_request(body, params)
+        x.client_model = req.model
+        prepare = getattr(dialect, "prepare", None)
+        if prepare is not None:  # dialects with server-side state (Responses API store)
+            req = x.canonical = prepare(self.stores, req)
         target = x.snapshot.mapper.resolve(req.model)
         if target is None:
             raise GatewayError("not_found", f"The model '{req.model}' does not exist or is not mapped",
@@ -277,6 +299,7 @@ class Engine:
                     chunk = await content.readany()
                     idle.touch()
                     frames = parser.feed(chunk) if chunk else parser.close()
+                    pending: list[bytes] = []  # one write per upstream read, however many events
                     for name, data in frames:
                         events = decoder.feed(name, data)
                         if not events:
@@ -285,17 +308,18 @@ class Engine:
                             if isinstance(ev, StreamError):
                                 if out is None:
                                     return UpstreamFailure(ev.status, ev.message)
-                                await out.write(encoder.error(ev))
+                                pending.append(encoder.error(ev))
+                                await out.write(b"".join(pending))
                                 x.error = ev.message
                                 return out
                         if out is None:
                             out = await self._start_stream(x, request, encoder)
                         if keep is not None:
                             keep.extend(events)
-                        buf = b"".join([encoder.feed(ev) for ev in events])
-                        if buf:
-                            await out.write(buf)
-                            idle.touch()  # a slow client is not an idle upstream
+                        pending.extend([encoder.feed(ev) for ev in events])
+                    if pending and out is not None:
+                        await out.write(b"".join(pending))
+                        idle.touch()  # a slow client is not an idle upstream
                     if not chunk:
                         break
             tail = decoder.finish()
