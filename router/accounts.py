@@ -150,8 +150,11 @@ def compile_accounts(provider: str, section: dict[str, Any]) -> tuple[Account, .
         item = item.strip()
         if not item:
             continue
-        email, sep, key = item.partition("=")
-        if not sep:
+        # "label=key" only when the label looks like an email: a key may itself contain "=" (base64)
+        label, sep, rest = item.partition("=")
+        if sep and "@" in label and rest:
+            email, key = label, rest
+        else:
             email, key = f"{provider}-key-{len(out) + 1}", item
         out.append(Account(provider, email.strip(), email.strip(), key.strip()))
     return tuple(out)

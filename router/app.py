@@ -83,7 +83,7 @@ class Dispatcher:
             else:
                 style = self._style_for_handler(route.handler, self._style_for_path(request.path))
                 try:
-                    self._authenticate(snap, route.handler, route.auth, request)
+                    x.client_key = self._authenticate(snap, route.handler, route.auth, request)
                     handler = self.handlers.get(route.handler)
                     if handler is None:
                         raise GatewayError("not_found", f"handler '{route.handler}' is not available")
@@ -95,6 +95,8 @@ class Dispatcher:
                     raise
                 except Exception:  # noqa: BLE001 - the one boundary that turns surprises into a 500
                     log.exception("unhandled error", extra={"request_id": rid, "handler": route.handler})
+                    if x.response is not None and x.response.prepared:
+                        return x.response  # a stream already started: no second status line
                     resp = self.error_response(style, GatewayError("server", "internal gateway error"), rid, x)
             status = resp.status
             if not resp.prepared:
@@ -138,23 +140,27 @@ class Dispatcher:
             "client": request.remote, "error": x.error,
         })
 
-    def _authenticate(self, snap: Snapshot, handler: str, route_auth: str, request: web.Request) -> None:
+    def _authenticate(self, snap: Snapshot, handler: str, route_auth: str, request: web.Request
+                      ) -> str | None:
+        """The name of the key the request authenticated with (None when none was needed)."""
         if handler.startswith("admin."):
             admin = snap.auth.admin_keys
             if admin:
-                key = presented_key(request.headers)
-                if snap.auth.identify(key, admin) is None:
+                found = snap.auth.identify(presented_key(request.headers), admin)
+                if found is None:
                     raise GatewayError("authentication", "admin endpoints need a valid admin key",
                                        code="invalid_api_key")
-                return
+                return found.name
         if not snap.auth.required(handler, route_auth):
-            return
+            return None
         key = presented_key(request.headers)
         if key is None:
             raise GatewayError("authentication", "Missing API key: send Authorization: Bearer <key>, "
                                "x-api-key or x-goog-api-key", code="invalid_api_key")
-        if snap.auth.identify(key) is None:
+        found = snap.auth.identify(key)
+        if found is None:
             raise GatewayError("authentication", "Incorrect API key provided", code="invalid_api_key")
+        return found.name
 
     @staticmethod
     def _style_for_path(path: str) -> str:

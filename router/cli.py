@@ -60,7 +60,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     directory = _config_dir(args.config)
     loaded = load_dir(directory)
     try:  # validate before binding; the simulator's real URL is filled in at start
-        snap = compile_config(loaded, 0, all_filters(), {BUILTIN_SIMULATOR: "http://127.0.0.1:0"})
+        snap = compile_config(loaded, 0, all_filters(), {BUILTIN_SIMULATOR: "http://127.0.0.1:0"}, args.host)
     except ConfigErrors as e:
         for err in e.errors:
             print(str(err), file=sys.stderr)
@@ -73,9 +73,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers and args.workers > 1:
         from router.workers import serve_workers
 
-        return serve_workers(args.workers, directory, host, port, snap.server.shutdown_grace)
+        extra = ["--log-level", args.log_level] if args.log_level else []
+        return serve_workers(args.workers, directory, host, port, snap.server.shutdown_grace, extra)
     _install_uvloop()
-    app = create_app(Gateway(directory))
+    app = create_app(Gateway(directory, bind_host=host, manage_logging=args.log_level is None))
     logging.getLogger("router").info("router %s listening on http://%s:%d (config %s)", __version__, host,
                                      port, directory)
     web.run_app(app, host=host, port=port, print=None, access_log=None, handler_cancellation=True,

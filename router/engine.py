@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
+import hashlib
+import os
 import time
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -32,6 +33,7 @@ log = logging.getLogger("router.engine")
 ID_PREFIX = {"openai.chat": "chatcmpl-", "openai.completions": "cmpl-", "openai.responses": "resp_",
              "anthropic.messages": "msg_", "gemini": ""}
 ERROR_BODY_LIMIT = 64 * 1024
+MAX_NAME = 256  # longest model name or sticky session id taken from a client
 
 
 @dataclass(slots=True)
@@ -60,6 +62,8 @@ class Exchange:
     ttfb: float | None = None
     usage: Any = None
     error: str | None = None
+    response: web.StreamResponse | None = None  # set once a stream's headers are going out
+    client_key: str | None = None  # the name of the API key that authenticated the request
 
     def header_context(self) -> dict[str, Any]:
         return {
@@ -105,12 +109,30 @@ class ClientHeaders:
         return isinstance(name, str) and name.lower() not in self.HIDDEN and name in self._headers
 
 
+async def read_limited(stream: Any, limit: int) -> bytes | None:
+    """The whole body of an aiohttp stream, or None once it passes ``limit`` bytes.
+
+    ``StreamReader.read(n)`` returns what is buffered (at most n bytes), not the whole body: a large
+    or chunked upload arrives in pieces, so read until EOF.
+    """
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await stream.read(limit + 1 - size)
+        if not chunk:
+            return b"".join(parts)
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            return None
+
+
 async def read_json(request: web.Request, limit: int) -> Any:
     """The request body as JSON: 413 over ``limit`` bytes, 400 when empty or not JSON."""
     if request.content_length is not None and request.content_length > limit:
         raise GatewayError("request_too_large", f"request body exceeds {limit} bytes")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
+    body = await read_limited(request.content, limit)
+    if body is None:
         raise GatewayError("request_too_large", f"request body exceeds {limit} bytes")
     if not body:
         raise BadRequest("request body is empty; expected a JSON object")
@@ -121,8 +143,8 @@ async def read_json(request: web.Request, limit: int) -> Any:
 
 
 def new_id(prefix: str) -> str:
-    """A unique response id; ids need no cryptographic randomness, just speed and uniqueness."""
-    return f"{prefix}{random.getrandbits(96):024x}"
+    """An unguessable id: a Responses id is the key to a stored conversation."""
+    return prefix + os.urandom(12).hex()
 
 
 class Engine:
@@ -131,7 +153,7 @@ class Engine:
     def __init__(self, store: StateStore, session: aiohttp.ClientSession,
                  decoders: dict[str, ModuleType], stores: dict[str, Any] | None = None):
         self.store = store
-        self.stores = stores or {}  # per-dialect server-side state, e.g. the Responses store
+        self.stores = stores if stores is not None else {}  # per-dialect state: the Responses store
         self._timeouts: dict[Timeouts, tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]] = {}
         self.session = session
         self.decoders = decoders
@@ -144,10 +166,12 @@ class Engine:
         assert dialect is not None
         body = await read_json(request, x.snapshot.server.max_body_bytes)
         req = x.canonical = dialect.decode_request(body, params)
+        if len(req.model) > MAX_NAME:  # names become cache keys and metric labels: bound them
+            raise BadRequest(f"model name longer than {MAX_NAME} characters", param="model")
         x.client_model = req.model
         prepare = getattr(dialect, "prepare", None)
         if prepare is not None:  # dialects with server-side state (Responses API store)
-            req = x.canonical = prepare(self.stores, req)
+            req = x.canonical = prepare(self.stores, req, x.client_key)
         target = x.snapshot.mapper.resolve(req.model)
         if target is None:
             raise GatewayError("not_found", f"The model '{req.model}' does not exist or is not mapped",
@@ -196,6 +220,8 @@ class Engine:
             if decision.rotate:
                 exclude.add(account.state_key)
                 account = None
+            elif decision.cooldown is not None:
+                account = None  # it is resting now: pick again (another account, or wait for it)
             if decision.wait > 0:
                 await asyncio.sleep(decision.wait)
         assert failure is not None
@@ -206,14 +232,13 @@ class Engine:
     def _session_id(provider: Provider, request: web.Request, req: CanonicalRequest) -> str | None:
         if provider.pool.scheduling != "sticky":
             return None
-        sid = request.headers.get(provider.session_header)
-        if sid:
-            return sid
-        if req.user:
-            return req.user
         md = req.metadata or {}
-        value = md.get("session_id") or md.get("user_id")
-        return str(value) if value else None
+        sid = request.headers.get(provider.session_header) or req.user or md.get("session_id") \
+            or md.get("user_id")
+        if not sid:
+            return None
+        sid = str(sid)
+        return sid if len(sid) <= MAX_NAME else hashlib.sha256(sid.encode()).hexdigest()
 
     async def _attempt(self, x: Exchange, provider: Provider, account: Account, request: web.Request
                        ) -> web.StreamResponse | UpstreamFailure:
@@ -246,7 +271,7 @@ class Engine:
         async with resp:
             try:
                 if resp.status >= 400:
-                    body = await resp.content.read(ERROR_BODY_LIMIT)
+                    body = await read_limited(resp.content, ERROR_BODY_LIMIT) or b""
                     return parse_failure(resp.status, resp.headers, body, secrets_)
                 if req.stream:
                     return await self._stream(x, provider, resp, request)
@@ -276,7 +301,7 @@ class Engine:
             return UpstreamFailure("malformed", f"upstream sent a malformed response: {str(e)[:200]}")
         for ev in events:
             if isinstance(ev, StreamError):
-                return UpstreamFailure(ev.status, ev.message)
+                return UpstreamFailure(ev.status, redact(ev.message, (x.account.api_key,) if x.account else ()))
         x.usage = next((e for e in reversed(events) if isinstance(e, Usage)), None)
         rctx = self._context(x)
         body = x.dialect.encode_response(events, rctx)  # type: ignore[union-attr]
@@ -306,6 +331,7 @@ class Engine:
                             continue
                         for ev in events:
                             if isinstance(ev, StreamError):
+                                ev.message = redact(ev.message, (x.account.api_key,) if x.account else ())
                                 if out is None:
                                     return UpstreamFailure(ev.status, ev.message)
                                 pending.append(encoder.error(ev))
@@ -318,11 +344,13 @@ class Engine:
                             keep.extend(events)
                         pending.extend([encoder.feed(ev) for ev in events])
                     if pending and out is not None:
-                        await out.write(b"".join(pending))
-                        idle.touch()  # a slow client is not an idle upstream
+                        with idle.paused():  # a slow client is not an idle upstream
+                            await out.write(b"".join(pending))
                     if not chunk:
                         break
             tail = decoder.finish()
+        except ConnectionResetError:
+            raise  # our own client went away (a write to it failed): not an upstream failure
         except TimeoutError:
             return await self._stream_failure(x, out, encoder, "timeout", "upstream stream stalled (idle timeout)")
         except aiohttp.ClientPayloadError:
@@ -345,7 +373,7 @@ class Engine:
         return out
 
     async def _start_stream(self, x: Exchange, request: web.Request, encoder: Any) -> web.StreamResponse:
-        out = web.StreamResponse(status=200, headers=response_headers(x))
+        out = x.response = web.StreamResponse(status=200, headers=response_headers(x))
         out.content_type = "text/event-stream"
         out.headers["Cache-Control"] = "no-cache"
         out.headers["X-Accel-Buffering"] = "no"
@@ -383,4 +411,4 @@ class Engine:
         """Lets a dialect with server-side state (``remember``) keep the finished exchange."""
         remember = getattr(x.dialect, "remember", None)
         if remember is not None and x.canonical is not None:
-            remember(self.stores, x.canonical, rctx, events)
+            remember(self.stores, x.canonical, rctx, events, x.client_key)

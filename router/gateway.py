@@ -58,8 +58,11 @@ class Gateway:
     """One per process: owns the snapshot, the state that outlives it and the upstream session."""
 
     def __init__(self, config_dir: str | Path, env: Mapping[str, str] | None = None,
-                 sim_options: dict[str, Any] | None = None):
+                 sim_options: dict[str, Any] | None = None, bind_host: str | None = None,
+                 manage_logging: bool = False):
         self.config_dir = Path(config_dir)
+        self.manage_logging = manage_logging  # the CLI owns process logging: re-apply logging.level
+        self.bind_host = bind_host  # the listener's address when given on the command line
         self.env = env
         self.sim_options = sim_options or {}
         self.filters = all_filters()
@@ -75,7 +78,6 @@ class Gateway:
         self._lock = asyncio.Lock()
         self.reloads_ok = 0
         self.reloads_failed = 0
-        self._store_size: tuple[int, float] | None = None
         self.access_log = AccessLog()
 
     @property
@@ -112,7 +114,8 @@ class Gateway:
                 await self._start_simulator()
             generation = self.generation + 1
             try:
-                snap = await asyncio.to_thread(compile_config, loaded, generation, self.filters, self.builtins)
+                snap = await asyncio.to_thread(compile_config, loaded, generation, self.filters, self.builtins,
+                                               self.bind_host)
             except ConfigErrors as e:
                 self.reloads_failed += 1
                 self.last_error = self.last_reload = ReloadStatus(False, self.generation, e.errors, time.time(), reason)
@@ -125,6 +128,8 @@ class Gateway:
             self.generation = generation
             self._size_stores(snap)
             lg = snap.logging
+            if self.manage_logging:
+                logging.getLogger().setLevel(str(lg.get("level", "info")).upper())
             self.access_log.configure(lg.get("format", "text"), lg.get("access_log", True) is not False
                                       and lg.get("level", "info") in ("debug", "info"))
             self.reloads_ok += 1
@@ -134,16 +139,17 @@ class Gateway:
             return True
 
     def _size_stores(self, snap: Snapshot) -> None:
+        """Create, resize or drop the Responses store; resizing keeps the stored conversations."""
         from router.response_store import ResponseStore
 
+        items, ttl = snap.server.response_store_items, snap.server.response_store_ttl or None
         cur = self.stores.get("openai.responses")
-        want = (snap.server.response_store_items, snap.server.response_store_ttl)
-        if cur is None or self._store_size != want:
-            if want[0] > 0:
-                self.stores["openai.responses"] = ResponseStore(want[0], want[1] or None)
-            else:
-                self.stores.pop("openai.responses", None)
-            self._store_size = want
+        if items <= 0:
+            self.stores.pop("openai.responses", None)
+        elif cur is None:
+            self.stores["openai.responses"] = ResponseStore(items, ttl)
+        else:
+            cur.resize(items, ttl)
 
     async def _start_simulator(self) -> None:
         from router.sim import SimServer

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterator
 from types import TracebackType
 
 
@@ -13,12 +15,13 @@ class IdleTimer:
     is turned into TimeoutError at exit. ``idle`` None (or 0) disables it.
     """
 
-    __slots__ = ("idle", "fired", "_loop", "_task", "_last", "_handle")
+    __slots__ = ("idle", "fired", "_loop", "_task", "_last", "_handle", "_paused")
 
     def __init__(self, idle: float | None):
         self.idle = idle or None
         self.fired = False
         self._handle: asyncio.TimerHandle | None = None
+        self._paused = False
 
     def __enter__(self) -> IdleTimer:
         if self.idle:
@@ -32,9 +35,21 @@ class IdleTimer:
         if self._handle is not None:
             self._last = self._loop.time()
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """No expiry while inside (e.g. writing to a slow client); the clock restarts after."""
+        self._paused = True
+        try:
+            yield
+        finally:
+            self._paused = False
+            self.touch()
+
     def _check(self) -> None:
         due = self._last + self.idle  # type: ignore[operator]
-        if self._loop.time() >= due:
+        if self._paused:
+            self._handle = self._loop.call_at(self._loop.time() + self.idle, self._check)  # type: ignore[operator]
+        elif self._loop.time() >= due:
             self.fired = True
             self._handle = None
             if self._task is not None:

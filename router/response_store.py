@@ -21,31 +21,51 @@ Conversation = tuple[str | None, list[dict[str, Any]]]  # (system prompt, canoni
 
 
 class ResponseStore:
-    """response id -> conversation, least recently used evicted first, optional time to live."""
+    """response id -> conversation, least recently used evicted first, optional time to live.
+
+    Bounded twice: by entries and by stored bytes (a conversation can be as large as a request
+    body, and a chain of ``previous_response_id`` calls stores the growing history each time).
+    """
 
     def __init__(
         self,
         max_items: int = 1000,
         ttl: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        max_bytes: int = 256 * 1024 * 1024,
     ):
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._bytes = 0
+        self.resize(max_items, ttl, max_bytes)
+
+    def resize(self, max_items: int, ttl: float | None, max_bytes: int = 256 * 1024 * 1024) -> None:
+        """New bounds, keeping what still fits (a reload changes settings, not conversations)."""
         if max_items < 1:
             raise ValueError("max_items must be at least 1")
         if ttl is not None and ttl <= 0:
             raise ValueError("ttl must be positive")
         self._max_items = max_items
         self._ttl = ttl
-        self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
+        self._max_bytes = max_bytes
+        self._evict()
+
+    def _evict(self) -> None:
+        while self._entries and (len(self._entries) > self._max_items or self._bytes > self._max_bytes):
+            _, (_, blob) = self._entries.popitem(last=False)
+            self._bytes -= len(blob)
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def put(self, response_id: str, system: str | None, messages: list[dict[str, Any]]) -> None:
-        self._entries[response_id] = (self._clock(), orjson.dumps([system, messages]))
-        self._entries.move_to_end(response_id)
-        while len(self._entries) > self._max_items:
-            self._entries.popitem(last=False)
+        old = self._entries.pop(response_id, None)
+        if old is not None:
+            self._bytes -= len(old[1])
+        blob = orjson.dumps([system, messages])
+        self._entries[response_id] = (self._clock(), blob)
+        self._bytes += len(blob)
+        self._evict()
 
     def get(self, response_id: str) -> Conversation | None:
         """The stored (system, messages), or None when unknown or expired."""
@@ -55,6 +75,7 @@ class ResponseStore:
         stored_at, blob = entry
         if self._ttl is not None and self._clock() - stored_at >= self._ttl:
             del self._entries[response_id]
+            self._bytes -= len(blob)
             return None
         self._entries.move_to_end(response_id)
         system, messages = orjson.loads(blob)

@@ -37,7 +37,21 @@ def validator(schema_dir: str = str(SCHEMA_DIR)) -> Draft202012Validator:
     return Draft202012Validator(root, registry=registry)
 
 
+# Where resolved values may be secrets (keys from ${VAR} / ${file:}): messages never quote them.
+SECRET_FIELDS = frozenset({"api_keys", "admin_keys", "accounts", "key_list", "api_key", "key"})
+
+
+def _redacted(err: ValidationError) -> str:
+    if err.validator in ("required", "additionalProperties"):
+        return err.message  # names fields, never values
+    if err.validator == "type":
+        return f"the value is not of type {err.validator_value!r} (value not shown: it may be a secret)"
+    return f"the value fails the '{err.validator}' check (value not shown: it may be a secret)"
+
+
 def _message(err: ValidationError) -> str:
+    if any(p in SECRET_FIELDS for p in err.absolute_path if isinstance(p, str)):
+        return _redacted(err)
     if err.validator in ("anyOf", "oneOf") and err.context:
         described = err.schema.get("description") if isinstance(err.schema, dict) else None
         if described:

@@ -7,6 +7,7 @@ good one is swapped in; a request keeps the snapshot it started with until it en
 from __future__ import annotations
 
 import time
+from urllib.parse import urlsplit, urlunsplit
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -70,7 +71,13 @@ class Provider:
     models: tuple[str, ...]
 
     def public(self) -> dict[str, Any]:
-        return {"name": self.name, "dialect": self.dialect, "base_url": self.base_url}
+        """Safe to show: the base URL without userinfo or query (either may carry a credential)."""
+        u = urlsplit(self.base_url)
+        netloc = u.hostname or ""
+        if u.port:
+            netloc += f":{u.port}"
+        return {"name": self.name, "dialect": self.dialect,
+                "base_url": urlunsplit((u.scheme, netloc, u.path, "", "")) if u.scheme else self.base_url}
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +105,6 @@ class Snapshot:
     fallbacks: dict[str, str]
     response_headers: _Node  # renders {header: value}; none/undefined values are left out
     logging: dict[str, Any] = field(default_factory=dict)
-    uses_simulator: bool = False
 
     def provider(self, name: str) -> Provider | None:
         """The provider serving ``name``, following ``fallback`` while it has no account."""
@@ -131,9 +137,16 @@ def _timeouts(section: dict[str, Any] | None) -> Timeouts:
                       for k in ("connect", "first_byte", "total", "idle")))
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
 def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, Callable[..., Any]],
-                   builtins: Mapping[str, str] | None = None) -> Snapshot:
-    """Validate and compile; raises ConfigErrors with every located problem."""
+                   builtins: Mapping[str, str] | None = None, bind_host: str | None = None) -> Snapshot:
+    """Validate and compile; raises ConfigErrors with every located problem.
+
+    ``bind_host`` is the address actually listened on (``--host``), when it differs from the config:
+    ``auth.mode: auto`` protects any listener that is not loopback-only.
+    """
     errors: list[ConfigError] = list(loaded.errors)
     errors += schema_errors(loaded)
     errors += cross_reference_errors(loaded, HANDLERS)  # tolerant of data the schema rejected
@@ -148,10 +161,11 @@ def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, 
         for ptr, msg in template_errors(env, text, ("response_headers", hname)):
             errors.append(loaded.locate(ptr, msg))
     server = _server(data.get("server") or {})
-    auth = compile_auth(data.get("auth"), server.allow_lan_access)
+    exposed = server.allow_lan_access or (bind_host or server.host) not in LOOPBACK_HOSTS
+    auth = compile_auth(data.get("auth"), exposed)
     if auth.mode != "off" and not auth.keys:
         written = (data.get("auth") or {}).get("mode", "auto")
-        why = f"auth mode '{written}'" + (f" (= {auth.mode} with allow_lan_access)" if written == "auto" else "")
+        why = f"auth mode '{written}'" + (f" (= {auth.mode} on a non-loopback listener)" if written == "auto" else "")
         errors.append(loaded.locate(("auth", "mode") if data.get("auth") else ("server", "allow_lan_access"),
                                     f"{why} needs at least one api key with a non-empty key"))
     if errors:
@@ -164,11 +178,9 @@ def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, 
     providers: dict[str, Provider] = {}
     fallbacks: dict[str, str] = {}
     builtins = builtins or {}
-    uses_sim = False
     for name, p in (data.get("providers") or {}).items():
         base_url = p["base_url"].rstrip("/")
         if base_url == BUILTIN_SIMULATOR:
-            uses_sim = True
             base_url = builtins.get(BUILTIN_SIMULATOR, base_url)
         accounts = compile_accounts(name, p)
         if not accounts and p.get("fallback"):
@@ -186,7 +198,7 @@ def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, 
         generation=generation, loaded_at=time.time(), files=tuple(loaded.files), server=server, auth=auth,
         routes=compile_routes(data.get("routes") or []), mapper=compile_mapping(data.get("model_mapping")),
         providers=providers, fallbacks=fallbacks, response_headers=headers,
-        logging=dict(data.get("logging") or {}), uses_simulator=uses_sim,
+        logging=dict(data.get("logging") or {}),
     )
 
 

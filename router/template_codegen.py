@@ -2,8 +2,10 @@
 
 Rendering through a closure per node cost ~100 Python calls per request for the shipped Gemini
 template. Here the whole tree becomes a single function: dict/list construction and pruning inline,
-fast-subset expressions (see ``template_fast``) as inline Python expressions, attribute access through
-one checked helper, filters called directly. Leaves outside the fast subset call their Jinja renderer.
+expressions in a fast subset (names, attribute/item lookups, constants, the gateway's own filters,
+``a if b else c``, ``and``/``or``/``not``, text with such ``{{ }}`` parts) as inline Python
+expressions, attribute access through one checked helper, filters called directly. Any other leaf
+(Jinja's own filters, loops, ...) calls its regular Jinja renderer.
 
 Safety: the generated source only ever contains identifiers we make up and ``repr()`` of constants
 taken from the parsed template (strings, numbers, booleans, None); template text never becomes code.
@@ -13,18 +15,56 @@ plain dict or one of our plain data records.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable
 from itertools import count
 from typing import Any
 
 from jinja2 import nodes
+from jinja2.exceptions import TemplateSyntaxError
+from jinja2.parser import Parser
 from jinja2.runtime import Undefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from router.template_fast import MISSING, PLAIN_RECORDS, parse_expression
+from router.canonical import CanonicalRequest
 
 Renderer = Callable[[dict[str, Any]], Any]
+
+
+class _Missing:
+    """An undefined value inside a generated expression (renders as "" in text, None at a leaf)."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False
+
+
+MISSING: Any = _Missing()
+
+# Plain data records the templates read (no methods reachable through their fields): their field
+# names are their whole attribute surface, so reading one needs no sandbox check.
+PLAIN_RECORDS: dict[type, frozenset[str]] = {
+    CanonicalRequest: frozenset(f.name for f in dataclasses.fields(CanonicalRequest)),
+}
+
+
+def parse_expression(env: SandboxedEnvironment, source: str) -> nodes.Expr:
+    """Jinja's own parse of one ``{{ }}`` expression; raises TemplateSyntaxError."""
+    parser = Parser(env, source, state="variable")
+    expr = parser.parse_expression()
+    if not parser.stream.eos:
+        raise TemplateSyntaxError("chunk after expression", parser.stream.current.lineno, None, None)
+    return expr
+
+
 _LITERALS = (str, int, float, bool, type(None))
+
+
+def _is_literal(value: Any) -> bool:
+    """Whether ``repr(value)`` is valid source for the value (inf/nan are not)."""
+    return isinstance(value, _LITERALS) and not (isinstance(value, float) and not math.isfinite(value))
 
 
 def make_getter(env: SandboxedEnvironment) -> Callable[[Any, Any], Any]:
@@ -68,7 +108,7 @@ class _Gen:
     def expr(self, node: nodes.Node) -> str | None:
         """Python source for a fast-subset expression (value may be MISSING), or None."""
         if isinstance(node, nodes.Const):
-            return repr(node.value) if isinstance(node.value, _LITERALS) else self.bind(node.value)
+            return repr(node.value) if _is_literal(node.value) else self.bind(node.value)
         if isinstance(node, nodes.Name) and node.ctx == "load" and not node.name.startswith("_"):
             local = self.names.get(node.name)
             if local is None:
@@ -169,7 +209,7 @@ class _Gen:
             if src is not None:
                 self.lines.append(f"{indent}{out} = {src}")
                 return out, True
-        literal = repr(value) if isinstance(value, _LITERALS) else self.bind(value, "c")
+        literal = repr(value) if _is_literal(value) else self.bind(value, "c")
         self.lines.append(f"{indent}{out} = {literal}")
         return out, False
 

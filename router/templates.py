@@ -18,8 +18,7 @@ import orjson
 from jinja2 import TemplateSyntaxError, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from router.template_codegen import compile_structure
-from router.template_fast import MISSING, compile_expr, compile_text, leaf_value, parse_expression
+from router.template_codegen import MISSING, compile_structure
 
 _LONE_EXPR = re.compile(r"\A\s*\{\{(.*?)\}\}\s*\Z", re.DOTALL)
 
@@ -78,29 +77,30 @@ def make_environment(filters: dict[str, Callable[..., Any]]) -> ImmutableSandbox
 
 
 def _leaf_fn(env: ImmutableSandboxedEnvironment, text: str) -> Renderer | None:
-    """The raw renderer of a Jinja leaf (may return MISSING/Undefined), None for plain text."""
+    """A Jinja renderer for a string leaf (its value may be Undefined), None for plain text.
+
+    The code generator (``template_codegen``) handles the common expressions itself and only
+    falls back to this for the rest."""
     if "{{" not in text and "{%" not in text and "{#" not in text:
         return None
     m = _LONE_EXPR.match(text)
     if m and "{{" not in m.group(1) and "}}" not in m.group(1):
-        fast = compile_expr(env, parse_expression(env, m.group(1)))  # raises TemplateSyntaxError
-        if fast is not None:
-            return fast
-        expr = env.compile_expression(m.group(1), undefined_to_none=True)
+        expr = env.compile_expression(m.group(1), undefined_to_none=True)  # raises TemplateSyntaxError
         return lambda ctx: expr(**ctx)
     tpl = env.from_string(text)  # raises TemplateSyntaxError
-    fast_text = compile_text(env, text)
-    if fast_text is not None:
-        return fast_text
     return lambda ctx: tpl.render(ctx)
 
 
 def compile_leaf(env: ImmutableSandboxedEnvironment, text: str) -> Renderer | Any:
-    """A renderer for a Jinja string leaf (none for undefined), or the text itself when it has no Jinja."""
+    """A renderer for one Jinja string leaf (none for undefined), or the text when it has no Jinja."""
     fn = _leaf_fn(env, text)
     if fn is None:
         return text
-    return lambda ctx: leaf_value(fn(ctx))
+    return lambda ctx: _none_if_undefined(fn(ctx))
+
+
+def _none_if_undefined(value: Any) -> Any:
+    return None if isinstance(value, Undefined) else value
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,9 @@ def render_request(template: Template, ctx: dict[str, Any], base_url: str) -> Up
 def _render(template: Template, ctx: dict[str, Any], base_url: str) -> UpstreamRequest:
     url = render_tree(template.url, ctx)
     if not isinstance(url, str) or not _inside(url, base_url):
-        raise GatewayError("server", "the rendered upstream URL leaves the provider's base_url", status=500)
+        # templates put client input (the model) in the path: refused as the client's error
+        raise BadRequest("the request would make the upstream URL leave the provider's base_url "
+                         "(check the model name)", param="model")
     params = None
     if template.query is not None:
         q = render_tree(template.query, ctx)

@@ -33,7 +33,7 @@ async def watch_config(gateway: Gateway) -> None:
             await hup.wait()
             hup.clear()
             log.info("SIGHUP: reloading config")
-            await gateway.reload("sighup")
+            await _reload(gateway, "sighup")
     finally:
         stop.set()
         files.cancel()
@@ -49,4 +49,12 @@ async def _watch_files(gateway: Gateway, debounce_ms: int, stop: asyncio.Event) 
                                 recursive=True, rust_timeout=1000):
         names = sorted({c[1].rsplit("/", 1)[-1] for c in changes})
         log.info("config dir changed (%s): reloading", ", ".join(names[:5]))
-        await gateway.reload("watch")
+        await _reload(gateway, "watch")
+
+
+async def _reload(gateway: Gateway, reason: str) -> None:
+    """A reload that fails unexpectedly is logged; the watcher itself must never die."""
+    try:
+        await gateway.reload(reason)
+    except Exception:  # noqa: BLE001 - a task boundary: log and keep watching
+        log.exception("reload (%s) failed unexpectedly; keeping the current config", reason)

@@ -9,10 +9,15 @@ import time
 from pathlib import Path
 
 
-def serve_workers(n: int, config_dir: Path, host: str, port: int, grace: float) -> int:
-    """Start ``n`` single-worker gateways on ``host:port``; forward SIGTERM/SIGINT; wait for all."""
+def serve_workers(n: int, config_dir: Path, host: str, port: int, grace: float,
+                  extra: list[str] | None = None) -> int:
+    """Start ``n`` single-worker gateways on ``host:port``; forward SIGTERM/SIGINT; wait for all.
+
+    Each worker is a whole gateway with its own state store: cooldowns and round-robin positions
+    are per worker (a shared store is future work).
+    """
     cmd = [sys.executable, "-m", "router", "serve", "--config", str(config_dir), "--host", host,
-           "--port", str(port), "--workers", "1", "--reuse-port"]
+           "--port", str(port), "--workers", "1", "--reuse-port", *(extra or [])]
     procs = [subprocess.Popen(cmd) for _ in range(n)]
 
     def forward(signum: int, _frame: object) -> None:

@@ -31,7 +31,7 @@ def test_shipped_config_validates(env: dict[str, str]) -> None:
 
 def test_without_keys_everything_falls_back_to_the_simulator() -> None:
     snap, _ = build(ROUTES, 1, all_filters(), env={})
-    assert snap.uses_simulator
+    assert any(p.base_url == "builtin:simulator" for p in snap.providers.values())
     assert snap.provider("gemini").name == "simulator"  # type: ignore[union-attr]
     assert snap.auth.mode == "off" and snap.server.port == 8045
 

@@ -383,13 +383,19 @@ def error_body(err: GatewayError) -> dict[str, Any]:
 STORE_KEY = "openai.responses"
 
 
-def prepare(stores: Mapping[str, Any], request: CanonicalRequest) -> CanonicalRequest:
+def _stored_id(owner: str | None, response_id: str) -> str:
+    """Conversations are kept per API key: another key cannot continue (or read) them."""
+    return f"{owner or ''}\x00{response_id}"
+
+
+def prepare(stores: Mapping[str, Any], request: CanonicalRequest, owner: str | None = None
+            ) -> CanonicalRequest:
     """Continue a stored conversation when ``previous_response_id`` is set (404 when unknown)."""
     previous = request.raw.get("previous_response_id")
     if not previous:
         return request
     store = stores.get(STORE_KEY)
-    stored = store.get(previous) if store is not None else None
+    stored = store.get(_stored_id(owner, str(previous))) if store is not None else None
     if stored is None:
         raise GatewayError("not_found", f"Previous response with id '{previous}' not found.",
                            param="previous_response_id", code="previous_response_not_found")
@@ -397,8 +403,8 @@ def prepare(stores: Mapping[str, Any], request: CanonicalRequest) -> CanonicalRe
 
 
 def remember(stores: Mapping[str, Any], request: CanonicalRequest, ctx: ResponseContext,
-             events: list[Event]) -> None:
+             events: list[Event], owner: str | None = None) -> None:
     """Keep the finished exchange for a later ``previous_response_id`` unless ``store`` is false."""
     store = stores.get(STORE_KEY)
     if store is not None and request.raw.get("store", True) is not False:
-        store.put(ctx.id, request.system, conversation_after(request, events))
+        store.put(_stored_id(owner, ctx.id), request.system, conversation_after(request, events))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -59,13 +60,17 @@ class LogEntry:
                 "fault": self.fault}
 
 
+LOG_MAX = 10_000
+
+
 @dataclass(slots=True)
 class SimState:
     """Everything mutable in one simulator app."""
 
     options: SimOptions
     faults: FaultBook = field(default_factory=FaultBook)
-    log: list[LogEntry] = field(default_factory=list)
+    # bounded: the simulator may serve a long-running gateway in-process
+    log: deque[LogEntry] = field(default_factory=lambda: deque(maxlen=LOG_MAX))
 
     def record(self, entry: LogEntry) -> LogEntry:
         self.log.append(entry)
