@@ -17,7 +17,8 @@ from aiohttp import web
 
 from router import __version__
 from router.auth import presented_key
-from router.engine import Engine, Exchange, new_id, read_json
+from router.engine import Engine, Exchange, read_json
+from router.ids import IdGenerator
 from router.errors import GatewayError
 from router.gateway import Gateway, decoder_modules
 from router.metrics import CONTENT_TYPE, Metrics
@@ -49,6 +50,7 @@ class Dispatcher:
         self.gateway = gateway
         self.engine: Engine = None  # type: ignore[assignment]  # set at start-up with the HTTP session
         self.metrics = metrics
+        self.ids = IdGenerator()
         self.dialects = _dialects()
         d = self.dialects
         self.error_styles = {"openai": d["openai.chat"], "anthropic": d["anthropic.messages"],
@@ -73,7 +75,7 @@ class Dispatcher:
         snap = self.gateway.current
         started = time.monotonic()
         m = snap.routes.match(request.method, request.path)
-        rid = request.headers.get("X-Request-Id") or new_id("")[:16]
+        rid = request.headers.get("X-Request-Id") or self.ids.new("", 8)
         route = m.route
         x = Exchange(request_id=rid, snapshot=snap, handler=route.handler if route else "", started=started)
         status = 500
@@ -317,7 +319,8 @@ def create_app(gateway: Gateway, *, watch: bool = True) -> web.Application:
     async def lifecycle(app: web.Application):  # type: ignore[no-untyped-def]
         await gateway.start()
         assert gateway.session is not None
-        dispatcher.engine = app[ENGINE] = Engine(gateway.store, gateway.session, decoder_modules(), gateway.stores)
+        dispatcher.engine = app[ENGINE] = Engine(gateway.store, gateway.session, decoder_modules(), gateway.stores,
+                                                 dispatcher.ids)
         flusher = asyncio.create_task(_flush_access_log(gateway))
         watcher = None
         if watch:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import hashlib
-import os
 import time
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -23,6 +22,7 @@ from router.accounts import Account, StateStore
 from router.canonical import CanonicalRequest, Event, ResponseContext, StreamError, Usage
 from router.errors import BadRequest, GatewayError, kind_for_status
 from router.idle import IdleTimer
+from router.ids import IdGenerator
 from router.retry import decide
 from router.snapshot import Provider, Snapshot, Timeouts
 from router.templates import PRUNE
@@ -142,16 +142,13 @@ async def read_json(request: web.Request, limit: int) -> Any:
         raise BadRequest(f"request body is not valid JSON: {e}") from None
 
 
-def new_id(prefix: str) -> str:
-    """An unguessable id: a Responses id is the key to a stored conversation."""
-    return prefix + os.urandom(12).hex()
-
-
 class Engine:
     """Runs requests through upstream providers; shared state is the store and the HTTP session."""
 
     def __init__(self, store: StateStore, session: aiohttp.ClientSession,
-                 decoders: dict[str, ModuleType], stores: dict[str, Any] | None = None):
+                 decoders: dict[str, ModuleType], stores: dict[str, Any] | None = None,
+                 ids: IdGenerator | None = None):
+        self.ids = ids or IdGenerator()
         self.store = store
         self.stores = stores if stores is not None else {}  # per-dialect state: the Responses store
         self._timeouts: dict[Timeouts, tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]] = {}
@@ -344,8 +341,9 @@ class Engine:
                             keep.extend(events)
                         pending.extend([encoder.feed(ev) for ev in events])
                     if pending and out is not None:
-                        with idle.paused():  # a slow client is not an idle upstream
-                            await out.write(b"".join(pending))
+                        idle.pause()  # a slow client is not an idle upstream
+                        await out.write(b"".join(pending))
+                        idle.resume()
                     if not chunk:
                         break
             tail = decoder.finish()
@@ -399,7 +397,7 @@ class Engine:
 
     def _context(self, x: Exchange) -> ResponseContext:
         assert x.canonical is not None
-        return ResponseContext(id=new_id(ID_PREFIX.get(x.dialect.NAME, "")),  # type: ignore[union-attr]
+        return ResponseContext(id=self.ids.new(ID_PREFIX.get(x.dialect.NAME, "")),  # type: ignore[union-attr]
                                model=x.client_model or x.canonical.model, created=int(time.time()),
                                request=x.canonical)
 

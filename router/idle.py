@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Iterator
 from types import TracebackType
 
 
@@ -35,15 +33,14 @@ class IdleTimer:
         if self._handle is not None:
             self._last = self._loop.time()
 
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        """No expiry while inside (e.g. writing to a slow client); the clock restarts after."""
+    def pause(self) -> None:
+        """No expiry until ``resume()`` (e.g. while writing to a slow client)."""
         self._paused = True
-        try:
-            yield
-        finally:
-            self._paused = False
-            self.touch()
+
+    def resume(self) -> None:
+        """Expiry again, the clock restarting now."""
+        self._paused = False
+        self.touch()
 
     def _check(self) -> None:
         due = self._last + self.idle  # type: ignore[operator]

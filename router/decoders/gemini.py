@@ -124,7 +124,7 @@ class StreamDecoder:
     __slots__ = ("_usage", "_candidates", "_failed")
 
     def __init__(self) -> None:
-        self._usage: Usage | None = None
+        self._usage: Any = None  # the latest usageMetadata, decoded once at finish()
         self._candidates: dict[int, _Candidate] = {}
         self._failed = False
 
@@ -136,11 +136,14 @@ class StreamDecoder:
     def feed_object(self, body: Any) -> list[Event]:
         """One already-parsed GenerateContentResponse."""
         chunk = _obj(body, "the response")
+        fast = self._plain_text(chunk)
+        if fast is not None:
+            return fast
         if chunk.get("error") is not None:
             self._failed = True
             return [error_event(chunk["error"])]
         if "usageMetadata" in chunk:
-            self._usage = decode_usage(chunk["usageMetadata"]) or self._usage
+            self._usage = chunk["usageMetadata"] if chunk["usageMetadata"] is not None else self._usage
         out: list[Event] = []
         candidates = _list(chunk.get("candidates"), "candidates")
         for position, cand in enumerate(candidates):
@@ -149,9 +152,34 @@ class StreamDecoder:
             self._blocked_prompt(chunk.get("promptFeedback"), out)
         return out
 
+    def _plain_text(self, chunk: dict[str, Any]) -> list[Event] | None:
+        """The common mid-stream chunk (one candidate, text parts only, no finish) without the
+        general walk; None when the chunk has anything else in it."""
+        cands = chunk.get("candidates")
+        if type(cands) is not list or len(cands) != 1 or "error" in chunk:
+            return None
+        cand = cands[0]
+        if type(cand) is not dict or "finishReason" in cand or cand.get("index", 0) != 0:
+            return None
+        content = cand.get("content")
+        parts = content.get("parts") if type(content) is dict else None
+        if type(parts) is not list:
+            return None
+        out: list[Event] = []
+        for part in parts:
+            if type(part) is not dict or len(part) != 1 or type(part.get("text")) is not str:
+                return None
+            if part["text"]:
+                out.append(TextDelta(part["text"]))
+        self._state(0)
+        if "usageMetadata" in chunk and chunk["usageMetadata"] is not None:
+            self._usage = chunk["usageMetadata"]
+        return out
+
     def finish(self) -> list[Event]:
         """The last usage seen, once, after every other event (nothing after an error)."""
-        usage, self._usage = self._usage, None
+        raw, self._usage = self._usage, None
+        usage = decode_usage(raw) if raw is not None else None
         return [usage] if usage is not None and not self._failed else []
 
     def _state(self, c: int) -> _Candidate:
