@@ -57,3 +57,12 @@ async def test_client_snippets_run_against_the_gateway(gw) -> None:
 
     await asyncio.to_thread(run)
     assert out.getvalue().count("Echo:") >= 6
+
+
+def test_readme_performance_numbers_are_the_harness_output() -> None:
+    """The tables in the README's performance section are copied from bench/results/latest.md."""
+    latest = (ROOT / "bench" / "results" / "latest.md").read_text()
+    for heading in ("| target | req/s", "| config | rules"):
+        table = latest[latest.index(heading):].split("\n\n", 1)[0].strip()
+        assert table in README, f"README table starting {heading!r} differs from bench/results/latest.md"
+    assert (ROOT / "bench" / "results" / "latency.png").stat().st_size > 1000

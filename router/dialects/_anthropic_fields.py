@@ -9,28 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from router.canonical import JSON_INT_MAX
+from router.dialects._json_types import type_name, wrong as _wrong  # noqa: F401 - re-exported
 from router.errors import BadRequest
-
-
-def type_name(value: Any) -> str:
-    """The JSON name of a value's type, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
-def _wrong(path: str, expected: str, value: Any) -> BadRequest:
-    return BadRequest(f"{path}: expected {expected}, got {type_name(value)}", param=path)
 
 
 def _get(obj: dict[str, Any], key: str, path: str, required: bool) -> Any:

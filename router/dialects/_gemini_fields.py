@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 from router.canonical import JSON_INT_MAX
+from router.dialects._json_types import type_name, wrong  # noqa: F401 - re-exported
 from router.errors import BadRequest
 
 _CAMEL_HUMP = re.compile(r"(?<!^)(?=[A-Z])")
@@ -19,27 +20,6 @@ _CAMEL_HUMP = re.compile(r"(?<!^)(?=[A-Z])")
 def snake(key: str) -> str:
     """``maxOutputTokens`` → ``max_output_tokens``."""
     return _CAMEL_HUMP.sub("_", key).lower()
-
-
-def type_name(value: Any) -> str:
-    """The JSON name of a value's type, for error messages."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
-
-
-def wrong(path: str, expected: str, value: Any) -> BadRequest:
-    return BadRequest(f"{path}: expected {expected}, got {type_name(value)}", param=path)
 
 
 def join(prefix: str, key: str) -> str:
