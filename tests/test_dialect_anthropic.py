@@ -6,7 +6,10 @@ import copy
 from typing import Any
 
 import anthropic
-import httpx2 as httpx  # the installed SDKs use the httpx2 fork
+try:  # recent SDK releases are built on the httpx2 fork, older ones on httpx
+    import httpx2 as httpx
+except ImportError:  # pragma: no cover - depends on the installed SDK
+    import httpx  # type: ignore[no-redef]
 import orjson
 import pytest
 from anthropic.types import Message, ModelInfo

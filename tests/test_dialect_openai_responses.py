@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx2 as httpx  # the installed openai SDK is built on httpx2
+try:  # recent SDK releases are built on the httpx2 fork, older ones on httpx
+    import httpx2 as httpx
+except ImportError:  # pragma: no cover - depends on the installed SDK
+    import httpx  # type: ignore[no-redef]
 import openai
 import orjson
 import pytest
