@@ -32,6 +32,7 @@ is the cached subset); ``output_tokens`` counts every generated token (reasoning
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -40,6 +41,11 @@ FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter")
 # Integers in client requests must stay in the interoperable JSON range (RFC 7493, I-JSON): larger
 # ones would overflow when an upstream body is encoded (or summed, e.g. max_tokens + thinking budget).
 JSON_INT_MAX = 2**53 - 1
+
+
+def new_call_id() -> str:
+    """A tool-call id for an upstream that gives none (Gemini may omit them)."""
+    return "call_" + os.urandom(12).hex()
 
 
 @dataclass(slots=True)

@@ -149,3 +149,13 @@ async def test_admin_config_reports_files_without_secrets(config_dir: Path) -> N
         assert "AIza-secret-value" not in text and "sim-key-a" not in text
     finally:
         await h.close()
+
+
+def test_every_handler_name_a_route_may_use_is_implemented() -> None:
+    from router.app import Dispatcher
+    from router.gateway import Gateway
+    from router.metrics import Metrics
+    from router.snapshot import HANDLERS
+
+    gw = Gateway("unused")
+    assert set(Dispatcher(gw, Metrics(gw)).handlers) == set(HANDLERS)

@@ -19,7 +19,6 @@ Raises ``ValueError`` on malformed upstream data. Mapping:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -35,6 +34,7 @@ from router.canonical import (
     ToolCallDelta,
     ToolCallStart,
     Usage,
+    new_call_id,
 )
 from router.errors import kind_for_status
 
@@ -102,10 +102,6 @@ def error_event(error: Any) -> StreamError:
         kind=kind_for_status(status),
         message=message if isinstance(message, str) else "upstream error",
     )
-
-
-def _new_call_id() -> str:
-    return "call_" + os.urandom(12).hex()
 
 
 class _Candidate:
@@ -235,7 +231,7 @@ class StreamDecoder:
             raise ValueError("malformed Gemini response: functionCall has no name")
         args = call.get("args")
         args = {} if args is None else _obj(args, "functionCall.args")
-        call_id = _str(call, "id") or _new_call_id()
+        call_id = _str(call, "id") or new_call_id()
         index = state.calls
         state.calls += 1
         out.append(ToolCallStart(index, call_id, name, choice=c))

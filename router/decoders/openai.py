@@ -8,7 +8,6 @@ call unless a new ``id`` appears), missing tool-call ids (synthesized), usage se
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -24,6 +23,7 @@ from router.canonical import (
     ToolCallDelta,
     ToolCallStart,
     Usage,
+    new_call_id,
 )
 from router.errors import kind_for_status
 
@@ -132,10 +132,6 @@ def _reasoning(obj: dict[str, Any]) -> str:
     return text if text else (obj.get("reasoning") if isinstance(obj.get("reasoning"), str) else "")
 
 
-def _new_call_id() -> str:
-    return "call_" + os.urandom(12).hex()
-
-
 def _choice_index(choice: dict[str, Any]) -> int:
     index = choice.get("index", 0)
     if isinstance(index, bool) or not isinstance(index, int):
@@ -161,7 +157,7 @@ def _message_events(message: dict[str, Any], c: int, out: list[Event]) -> None:
     for k, call in enumerate(calls):
         fn = _obj(_obj(call, "a tool call").get("function"), "a tool call function")
         call_id = call.get("id")
-        out.append(ToolCallStart(k, call_id if isinstance(call_id, str) and call_id else _new_call_id(),
+        out.append(ToolCallStart(k, call_id if isinstance(call_id, str) and call_id else new_call_id(),
                                  _str_field(fn, "name"), choice=c))
         args = _str_field(fn, "arguments")
         if args:
@@ -303,7 +299,7 @@ class StreamDecoder:
             if up is not None:
                 state.by_index[up] = index
             state.last_id = call_id
-            out.append(ToolCallStart(index, call_id or _new_call_id(), _str_field(fn, "name"), choice=c))
+            out.append(ToolCallStart(index, call_id or new_call_id(), _str_field(fn, "name"), choice=c))
         state.last = index
         args = _str_field(fn, "arguments")
         if args:
