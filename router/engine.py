@@ -109,11 +109,12 @@ class ClientHeaders:
         return isinstance(name, str) and name.lower() not in self.HIDDEN and name in self._headers
 
 
-async def read_limited(stream: Any, limit: int) -> bytes | None:
+async def read_limited(stream: Any, limit: int, expected: int | None = None) -> bytes | None:
     """The whole body of an aiohttp stream, or None once it passes ``limit`` bytes.
 
     ``StreamReader.read(n)`` returns what is buffered (at most n bytes), not the whole body: a large
-    or chunked upload arrives in pieces, so read until EOF.
+    or chunked upload arrives in pieces, so read until EOF (or until ``expected`` bytes, the
+    Content-Length, arrived).
     """
     parts: list[bytes] = []
     size = 0
@@ -125,13 +126,15 @@ async def read_limited(stream: Any, limit: int) -> bytes | None:
         size += len(chunk)
         if size > limit:
             return None
+        if size == expected:
+            return chunk if len(parts) == 1 else b"".join(parts)
 
 
 async def read_json(request: web.Request, limit: int) -> Any:
     """The request body as JSON: 413 over ``limit`` bytes, 400 when empty or not JSON."""
     if request.content_length is not None and request.content_length > limit:
         raise GatewayError("request_too_large", f"request body exceeds {limit} bytes")
-    body = await read_limited(request.content, limit)
+    body = await read_limited(request.content, limit, request.content_length)
     if body is None:
         raise GatewayError("request_too_large", f"request body exceeds {limit} bytes")
     if not body:
