@@ -159,3 +159,16 @@ def test_every_handler_name_a_route_may_use_is_implemented() -> None:
 
     gw = Gateway("unused")
     assert set(Dispatcher(gw, Metrics(gw)).handlers) == set(HANDLERS)
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/chat/completions", {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}),
+    ("/v1/chat/completions/responses", {"model": "gpt-4o", "input": "hi"}),
+    ("/responses", {"model": "gpt-4o", "input": "hi"}),
+    ("/completions", {"model": "gpt-4o", "prompt": "hi"}),
+    ("/messages", {"model": "gpt-4o", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}),
+], ids=["no-v1-chat", "stacked-responses", "no-v1-responses", "no-v1-completions", "no-v1-messages"])
+async def test_shipped_aliases_for_clients_that_stack_or_drop_path_parts(gw: Harness, path: str, body: dict) -> None:
+    status, doc, _ = await gw.post_json(path, body)
+    assert status == 200, doc
+    assert (await gw.request("GET", "/models")).status == 200
