@@ -50,6 +50,9 @@ PLAIN_RECORDS: dict[type, frozenset[str]] = {
 }
 
 
+_REQUEST_FIELDS = PLAIN_RECORDS[CanonicalRequest]
+
+
 def parse_expression(env: SandboxedEnvironment, source: str) -> nodes.Expr:
     """Jinja's own parse of one ``{{ }}`` expression; raises TemplateSyntaxError."""
     parser = Parser(env, source, state="variable")
@@ -91,7 +94,8 @@ class _Gen:
     def __init__(self, env: SandboxedEnvironment):
         self.env = env
         self.lines: list[str] = []
-        self.ns: dict[str, Any] = {"MISSING": MISSING, "_get": make_getter(env), "Undefined": Undefined}
+        self.ns: dict[str, Any] = {"MISSING": MISSING, "_get": make_getter(env), "Undefined": Undefined,
+                                   "_CR": CanonicalRequest}
         self.names: dict[str, str] = {}  # template variable -> local
         self._ids = count()
 
@@ -116,7 +120,12 @@ class _Gen:
             return local
         if isinstance(node, nodes.Getattr) and not node.attr.startswith("_"):
             base = self.expr(node.node)
-            return None if base is None else f"_get({base}, {node.attr!r})"
+            if base is None:
+                return None
+            if node.attr in _REQUEST_FIELDS:  # the canonical request: a plain attribute read inline
+                t = self.tmp("r")
+                return f"({t}.{node.attr} if type({t} := {base}) is _CR else _get({t}, {node.attr!r}))"
+            return f"_get({base}, {node.attr!r})"
         if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const) \
                 and isinstance(node.arg.value, (str, int)) \
                 and not (isinstance(node.arg.value, str) and node.arg.value.startswith("_")):

@@ -149,17 +149,18 @@ class StreamDecoder:
         return out
 
     def _plain_text(self, chunk: dict[str, Any]) -> list[Event] | None:
-        """The common mid-stream chunk (one candidate, text parts only, no finish) without the
-        general walk; None when the chunk has anything else in it."""
+        """The common chunk (one candidate, text parts only) without the general walk; None when
+        the chunk has anything else in it (tool calls, thoughts, several candidates, an error)."""
         cands = chunk.get("candidates")
         if type(cands) is not list or len(cands) != 1 or "error" in chunk:
             return None
         cand = cands[0]
-        if type(cand) is not dict or "finishReason" in cand or cand.get("index", 0) != 0:
+        if type(cand) is not dict or cand.get("index", 0) != 0:
             return None
         content = cand.get("content")
         parts = content.get("parts") if type(content) is dict else None
-        if type(parts) is not list:
+        reason = cand.get("finishReason")
+        if type(parts) is not list or (reason is not None and type(reason) is not str):
             return None
         out: list[Event] = []
         for part in parts:
@@ -167,7 +168,10 @@ class StreamDecoder:
                 return None
             if part["text"]:
                 out.append(TextDelta(part["text"]))
-        self._state(0)
+        state = self._state(0)
+        if reason is not None and not state.finished:
+            state.finished = True
+            out.append(Finish("tool_calls" if reason == "STOP" and state.calls else _FINISH.get(reason, "stop")))
         if "usageMetadata" in chunk and chunk["usageMetadata"] is not None:
             self._usage = chunk["usageMetadata"]
         return out
