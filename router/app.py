@@ -17,7 +17,7 @@ from aiohttp import web
 
 from router import __version__
 from router.auth import presented_key
-from router.engine import Engine, Exchange, read_json
+from router.engine import Engine, Exchange, read_json, response_headers
 from router.ids import IdGenerator
 from router.errors import GatewayError
 from router.gateway import Gateway, decoder_modules
@@ -182,18 +182,13 @@ class Dispatcher:
         body = self.error_styles[style].error_body(err)
         headers = {"X-Request-Id": rid, **err.headers}
         if x is not None and x.provider is not None:
-            from router.engine import response_headers
-
             headers.update(response_headers(x))
         if err.retry_after is not None:
             headers["Retry-After"] = str(max(1, int(err.retry_after + 0.999)))
         if x is not None:
-            x.status = err.status
-            x.error = err.message
+            x.error = err.message  # x.status is set once, where the response is returned
         return web.Response(status=err.status, body=orjson.dumps(body), content_type="application/json",
                             headers=headers)
-
-    # --- request body -----------------------------------------------------------------------------
 
     # --- handlers ---------------------------------------------------------------------------------
 
