@@ -20,14 +20,18 @@ class Account:
     id: str
     email: str
     api_key: str = field(repr=False)
+    # derived once (a request reads them on every attempt); not part of equality
+    state_key: str = field(init=False, repr=False, compare=False)
+    _public: dict[str, str] = field(init=False, repr=False, compare=False)
 
-    @property
-    def state_key(self) -> str:
-        return f"{self.provider}/{self.id}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state_key", f"{self.provider}/{self.id}")
+        object.__setattr__(self, "_public", {"id": self.id, "email": self.email, "provider": self.provider})
 
     def public(self) -> dict[str, str]:
-        """What templates of response headers and admin output may see: never the key."""
-        return {"id": self.id, "email": self.email, "provider": self.provider}
+        """What templates of response headers and admin output may see: never the key. Shared, built
+        once: callers copy it before changing it (templates cannot: their environment is immutable)."""
+        return self._public
 
 
 @dataclass(slots=True)

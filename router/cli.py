@@ -40,18 +40,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _install_uvloop() -> None:
+def _new_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
     except ImportError:
-        return
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
-    from router.app import create_app
+    from router.app import run, serve
     from router.config import load_dir
     from router.filters import all_filters
     from router.gateway import Gateway
@@ -75,12 +73,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
         extra = ["--log-level", args.log_level] if args.log_level else []
         return serve_workers(args.workers, directory, host, port, snap.server.shutdown_grace, extra)
-    _install_uvloop()
-    app = create_app(Gateway(directory, bind_host=host, manage_logging=args.log_level is None))
+    gateway = Gateway(directory, bind_host=host, manage_logging=args.log_level is None)
     logging.getLogger("router").info("router %s listening on http://%s:%d (config %s)", __version__, host,
                                      port, directory)
-    web.run_app(app, host=host, port=port, print=None, access_log=None, handler_cancellation=True,
-                shutdown_timeout=snap.server.shutdown_grace, reuse_port=args.reuse_port or None)
+    run(serve(gateway, host, port, shutdown_timeout=snap.server.shutdown_grace, reuse_port=args.reuse_port),
+        _new_loop())
     return 0
 
 

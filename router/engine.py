@@ -130,11 +130,12 @@ async def read_limited(stream: Any, limit: int, expected: int | None = None) -> 
             return chunk if len(parts) == 1 else b"".join(parts)
 
 
-async def read_json(request: web.Request, limit: int) -> Any:
+async def read_json(request: web.BaseRequest, limit: int) -> Any:
     """The request body as JSON: 413 over ``limit`` bytes, 400 when empty or not JSON."""
-    if request.content_length is not None and request.content_length > limit:
+    length = request.content_length  # parsed from the header on every access: read once
+    if length is not None and length > limit:
         raise GatewayError("request_too_large", f"request body exceeds {limit} bytes")
-    body = await read_limited(request.content, limit, request.content_length)
+    body = await read_limited(request.content, limit, length)
     if body is None:
         raise GatewayError("request_too_large", f"request body exceeds {limit} bytes")
     if not body:
@@ -160,7 +161,7 @@ class Engine:
 
     # --- the attempt loop ---------------------------------------------------------------------
 
-    async def proxy(self, x: Exchange, request: web.Request, params: dict[str, Any]) -> web.StreamResponse:
+    async def proxy(self, x: Exchange, request: web.BaseRequest, params: dict[str, Any]) -> web.StreamResponse:
         """Decode the client's request in ``x.dialect``, then run the attempt loop."""
         dialect = x.dialect
         assert dialect is not None
@@ -229,7 +230,7 @@ class Engine:
                            retry_after=failure.retry_after)
 
     @staticmethod
-    def _session_id(provider: Provider, request: web.Request, req: CanonicalRequest) -> str | None:
+    def _session_id(provider: Provider, request: web.BaseRequest, req: CanonicalRequest) -> str | None:
         if provider.pool.scheduling != "sticky":
             return None
         md = req.metadata or {}
@@ -240,7 +241,7 @@ class Engine:
         sid = str(sid)
         return sid if len(sid) <= MAX_NAME else hashlib.sha256(sid.encode()).hexdigest()
 
-    async def _attempt(self, x: Exchange, provider: Provider, account: Account, request: web.Request
+    async def _attempt(self, x: Exchange, provider: Provider, account: Account, request: web.BaseRequest
                        ) -> web.StreamResponse | UpstreamFailure:
         req = x.canonical
         assert req is not None
@@ -310,7 +311,7 @@ class Engine:
                             headers=response_headers(x))
 
     async def _stream(self, x: Exchange, provider: Provider, resp: aiohttp.ClientResponse,
-                      request: web.Request) -> web.StreamResponse | UpstreamFailure:
+                      request: web.BaseRequest) -> web.StreamResponse | UpstreamFailure:
         decoder = self.decoders[provider.dialect].StreamDecoder()
         parser = SSEParser()
         rctx = self._context(x)
@@ -373,7 +374,7 @@ class Engine:
         await out.write_eof()
         return out
 
-    async def _start_stream(self, x: Exchange, request: web.Request, encoder: Any) -> web.StreamResponse:
+    async def _start_stream(self, x: Exchange, request: web.BaseRequest, encoder: Any) -> web.StreamResponse:
         out = x.response = web.StreamResponse(status=200, headers=response_headers(x))
         out.content_type = "text/event-stream"
         out.headers["Cache-Control"] = "no-cache"

@@ -69,15 +69,21 @@ class Provider:
     pool: Pool
     session_header: str
     models: tuple[str, ...]
+    _public: dict[str, Any] = field(init=False, repr=False, compare=False)
 
-    def public(self) -> dict[str, Any]:
-        """Safe to show: the base URL without userinfo or query (either may carry a credential)."""
-        u = urlsplit(self.base_url)
+    def __post_init__(self) -> None:
+        u = urlsplit(self.base_url)  # safe to show: no userinfo or query (either may carry a credential)
         netloc = u.hostname or ""
         if u.port:
             netloc += f":{u.port}"
-        return {"name": self.name, "dialect": self.dialect,
-                "base_url": urlunsplit((u.scheme, netloc, u.path, "", "")) if u.scheme else self.base_url}
+        object.__setattr__(self, "_public", {
+            "name": self.name, "dialect": self.dialect,
+            "base_url": urlunsplit((u.scheme, netloc, u.path, "", "")) if u.scheme else self.base_url})
+
+    def public(self) -> dict[str, Any]:
+        """Name, dialect and the base URL without credentials. Shared, built once: callers copy it
+        before changing it (templates cannot: their environment is immutable)."""
+        return self._public
 
 
 @dataclass(frozen=True, slots=True)

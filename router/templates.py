@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -33,9 +34,14 @@ PRUNE = _Prune()
 
 
 def _path_segment(value: Any) -> str:
+    return _segment(value if type(value) is str else str(value))
+
+
+@lru_cache(maxsize=4096)  # model names repeat: quote once per name, not per request
+def _segment(text: str) -> str:
     # Encodes '/', '?', '#', '%' and '.', so a model name can never leave its path segment.
-    text = quote(str(value), safe="")
-    return text.replace(".", "%2E") if text in (".", "..") else text
+    quoted = quote(text, safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
 
 
 def _tojson(value: Any) -> str:

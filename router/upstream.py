@@ -16,6 +16,7 @@ from urllib.parse import unquote
 import orjson
 from jinja2 import TemplateError
 
+from router import __version__
 from router.errors import BadRequest, GatewayError
 from router.snapshot import Template
 from router.templates import PRUNE, render_tree
@@ -23,6 +24,8 @@ from router.templates import PRUNE, render_tree
 log = logging.getLogger("router.upstream")
 _CRLF = re.compile(r"[\r\n\x00]")
 _DELAY = re.compile(r"\A(\d+(?:\.\d+)?)s\Z")
+USER_AGENT = f"router/{__version__}"  # sent upstream unless a template sets its own
+_DEFAULT_HEADERS = {"content-type": "Content-Type", "user-agent": "User-Agent"}
 
 
 @dataclass(slots=True)
@@ -61,12 +64,15 @@ def _render(template: Template, ctx: dict[str, Any], base_url: str) -> UpstreamR
     if template.query is not None:
         q = render_tree(template.query, ctx)
         params = {str(k): _scalar(v) for k, v in q.items()} if isinstance(q, dict) and q else None
-    headers: dict[str, str] = {"Content-Type": "application/json"}
+    headers: dict[str, str] = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
     if template.headers is not None:
         for k, v in render_tree(template.headers, ctx).items():
             value = _scalar(v)
             if _CRLF.search(value) or _CRLF.search(k):
                 raise GatewayError("server", f"rendered header '{k}' contains CR/LF; refused", status=500)
+            default = _DEFAULT_HEADERS.get(k.lower())
+            if default is not None:  # the template's own spelling replaces the default
+                headers.pop(default, None)
             if value:
                 headers[k] = value
     body = render_tree(template.body, ctx)

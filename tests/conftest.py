@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from router.app import create_app
+from router.app import GatewayRunner
 from router.gateway import Gateway
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,7 +20,7 @@ ROUTES = ROOT / "routes.d"
 class Harness:
     """A running gateway (real TCP on 127.0.0.1) plus handles on its config dir and simulator."""
 
-    def __init__(self, runner: web.AppRunner, site: web.TCPSite, gateway: Gateway, config_dir: Path):
+    def __init__(self, runner: GatewayRunner, site: web.TCPSite, gateway: Gateway, config_dir: Path):
         self.runner = runner
         self.site = site
         self.gateway = gateway
@@ -72,8 +72,7 @@ def copy_routes(dst: Path) -> Path:
 async def start_gateway(config_dir: Path, env: dict[str, str] | None = None, watch: bool = False,
                         sim_options: dict[str, Any] | None = None) -> Harness:
     gateway = Gateway(config_dir, env=env if env is not None else {}, sim_options=sim_options)
-    app = create_app(gateway, watch=watch)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    runner = GatewayRunner(gateway, watch=watch)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -172,3 +172,17 @@ async def test_shipped_aliases_for_clients_that_stack_or_drop_path_parts(gw: Har
     status, doc, _ = await gw.post_json(path, body)
     assert status == 200, doc
     assert (await gw.request("GET", "/models")).status == 200
+
+
+async def test_a_config_that_does_not_load_leaves_nothing_open(config_dir: Path) -> None:
+    from router.app import GatewayRunner
+    from router.errors import ConfigErrors
+    from router.gateway import Gateway
+
+    (config_dir / "20-mapping.yaml").write_text("model_mapping: [not, a, mapping]\n")
+    gateway = Gateway(config_dir, env={})
+    runner = GatewayRunner(gateway, watch=False)
+    with pytest.raises(ConfigErrors):
+        await runner.setup()
+    assert gateway.session is None and gateway.sim is None  # closed, not leaked
+    await runner.cleanup()  # still safe to call

@@ -20,6 +20,7 @@ from router.upstream import (
     SSEParser,
     _inside,
     parse_failure,
+    USER_AGENT,
     render_request,
     retry_after_seconds,
 )
@@ -205,7 +206,7 @@ def test_render_request() -> None:
     assert req.method == "POST"
     assert req.url == BASE + "/v1beta/models/gemini-2.5-flash:generateContent"
     assert req.params == {"alt": "sse"}
-    assert req.headers == {"Content-Type": "application/json", "x-goog-api-key": "k"}
+    assert req.headers == {"Content-Type": "application/json", "User-Agent": USER_AGENT, "x-goog-api-key": "k"}
     assert orjson.loads(req.body) == {"model": "gemini-2.5-flash"}
     assert render_request(SAFE, ctx(), BASE).params is None  # the pruned query leaves no params
 
@@ -216,6 +217,13 @@ def test_header_value_with_cr_lf_is_refused(value: str) -> None:
     with pytest.raises(GatewayError) as info:
         render_request(SAFE, ctx(key=value), BASE)
     assert info.value.status == 500 and "CR/LF" in info.value.message
+
+
+def test_template_headers_replace_the_defaults_whatever_their_case() -> None:
+    t = template("{{ provider.base_url }}/x", headers={"user-agent": "mine/1", "content-type": "text/plain"})
+    req = render_request(t, ctx(), BASE)
+    assert req.headers == {"user-agent": "mine/1", "content-type": "text/plain"}  # one of each, not two
+    assert USER_AGENT.startswith("router/")
 
 
 def test_header_name_with_cr_lf_is_refused() -> None:
