@@ -1,7 +1,7 @@
 """The compiled route table: path templates with ``{param}``, methods and handler names.
 
-aiohttp's router freezes at start-up, so the app registers one catch-all handler and dispatches
-through this table, which a reload swaps with the rest of the snapshot.
+aiohttp's router freezes at start-up, so the gateway runs aiohttp's low-level server with one handler
+that dispatches through this table, which a reload swaps with the rest of the snapshot.
 """
 
 from __future__ import annotations
