@@ -67,3 +67,23 @@ def test_wrk_script_quotes_bodies_safely() -> None:
     script = drive.wrk_script(target)
     assert '[==[{"a":"]=]"}]==]' in script  # a level the body cannot close
     assert 'wrk.headers[ [=[x-key]=] ] = [=[v]=]' in script
+
+
+def test_instructions_reads_the_callgrind_total(tmp_path: Path) -> None:
+    from bench.instructions import counted_instructions
+
+    dump = tmp_path / "gateway.callgrind.1"
+    dump.write_text("version: 1\ncreator: callgrind-3.19.0\nevents: Ir\nfn=(1) main\n0 5\nsummary: 123456789\n")
+    assert counted_instructions(dump) == 123456789
+    (tmp_path / "empty").write_text("events: Ir\n")
+    with pytest.raises(RuntimeError, match="no instruction total"):
+        counted_instructions(tmp_path / "empty")
+
+
+def test_instructions_says_what_it_needs_when_valgrind_is_missing(monkeypatch: pytest.MonkeyPatch,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    from bench import instructions
+
+    monkeypatch.setattr(instructions.shutil, "which", lambda name: None)
+    assert instructions.main([]) == 2
+    assert "valgrind" in capsys.readouterr().err
