@@ -23,10 +23,13 @@ class Account:
     # derived once (a request reads them on every attempt); not part of equality
     state_key: str = field(init=False, repr=False, compare=False)
     _public: dict[str, str] = field(init=False, repr=False, compare=False)
+    # what request templates see as ``account`` (the key included); shared, never shown
+    template_view: dict[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state_key", f"{self.provider}/{self.id}")
         object.__setattr__(self, "_public", {"id": self.id, "email": self.email, "provider": self.provider})
+        object.__setattr__(self, "template_view", {"email": self.email, "id": self.id, "api_key": self.api_key})
 
     def public(self) -> dict[str, str]:
         """What templates of response headers and admin output may see: never the key. Shared, built

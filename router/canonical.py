@@ -176,9 +176,13 @@ def aggregate(events: list[Event]) -> Aggregate:
             c = choices[i] = Choice(index=i)
         return c
 
-    for ev in events:
+    for ev in events:  # the common kinds first: text, finish, usage
         if isinstance(ev, TextDelta):
             get(ev.choice).text += ev.text
+        elif isinstance(ev, Finish):
+            get(ev.choice).finish_reason = ev.reason
+        elif isinstance(ev, Usage):
+            usage = ev
         elif isinstance(ev, ReasoningDelta):
             c = get(ev.choice)
             c.reasoning += ev.text
@@ -190,10 +194,6 @@ def aggregate(events: list[Event]) -> Aggregate:
             calls = get(ev.choice).tool_calls
             if 0 <= ev.index < len(calls):
                 calls[ev.index].arguments += ev.arguments
-        elif isinstance(ev, Finish):
-            get(ev.choice).finish_reason = ev.reason
-        elif isinstance(ev, Usage):
-            usage = ev
         elif isinstance(ev, StreamError):
             error = ev
     if not choices:

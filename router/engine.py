@@ -155,7 +155,7 @@ class Engine:
         self.ids = ids or IdGenerator()
         self.store = store
         self.stores = stores if stores is not None else {}  # per-dialect state: the Responses store
-        self._timeouts: dict[Timeouts, tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]] = {}
+        self._timeouts: dict[int, tuple[Timeouts, tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]]] = {}
         self.session = session
         self.decoders = decoders
 
@@ -247,8 +247,7 @@ class Engine:
         assert req is not None
         ctx = {"request": req, "model": x.upstream_model, "stream": req.stream,
                "client_headers": ClientHeaders(request.headers),
-               "provider": {"name": provider.name, "base_url": provider.base_url},
-               "account": {"email": account.email, "id": account.id, "api_key": account.api_key}}
+               "provider": provider.template_view, "account": account.template_view}
         template = provider.inbound_templates.get(req.inbound, provider.template)
         up = render_request(template, ctx, provider.base_url)
         json_timeout, stream_timeout = self._client_timeouts(provider.timeouts)
@@ -281,13 +280,16 @@ class Engine:
                 return UpstreamFailure("timeout", "upstream timed out")
 
     def _client_timeouts(self, t: Timeouts) -> tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]:
-        """(non-stream, stream) aiohttp timeouts for a provider's settings, built once."""
-        pair = self._timeouts.get(t)
-        if pair is None:
-            pair = self._timeouts[t] = (
+        """(non-stream, stream) aiohttp timeouts for a provider's settings, built once per snapshot's
+        Timeouts object (looked up by identity: hashing the dataclass costs more than building)."""
+        entry = self._timeouts.get(id(t))
+        if entry is None or entry[0] is not t:
+            if len(self._timeouts) > 1024:  # reloads leave old snapshots' entries behind
+                self._timeouts.clear()
+            entry = self._timeouts[id(t)] = (t, (
                 aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.first_byte),
-                aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect))
-        return pair
+                aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect)))
+        return entry[1]
 
     async def _json(self, x: Exchange, provider: Provider, resp: aiohttp.ClientResponse
                     ) -> web.StreamResponse | UpstreamFailure:

@@ -70,8 +70,10 @@ class Provider:
     session_header: str
     models: tuple[str, ...]
     _public: dict[str, Any] = field(init=False, repr=False, compare=False)
+    template_view: dict[str, str] = field(init=False, repr=False, compare=False)  # ``provider`` in templates
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "template_view", {"name": self.name, "base_url": self.base_url})
         u = urlsplit(self.base_url)  # safe to show: no userinfo or query (either may carry a credential)
         netloc = u.hostname or ""
         if u.port:
