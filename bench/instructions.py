@@ -44,11 +44,17 @@ def _control(pid: int, *args: str) -> None:
 
 
 def counted_instructions(path: Path) -> int:
-    """The ``summary:``/``totals:`` line of a callgrind dump (instructions executed, event Ir)."""
+    """The instructions (event Ir) a callgrind dump counted: its ``totals:`` line, else ``summary:``
+    (after ``--zero`` callgrind writes ``summary: 0`` and the real count under ``totals:``)."""
+    found: dict[str, int] = {}
     for line in path.read_text(errors="replace").splitlines():
         if line.startswith(("summary:", "totals:")):
-            return int(line.split()[1])
-    raise RuntimeError(f"no instruction total in {path}")
+            key, _, value = line.partition(":")
+            found[key] = int(value.split()[0])
+    total = found.get("totals") or found.get("summary")
+    if total is None:
+        raise RuntimeError(f"no instruction total in {path}")
+    return total
 
 
 def measure(name: str, cmd: list[str], env: dict[str, str], work: Path, seconds: float, wrk: str) -> dict[str, Any]:
@@ -65,8 +71,10 @@ def measure(name: str, cmd: list[str], env: dict[str, str], work: Path, seconds:
         _control(server.proc.pid, "--instr=off")
         _control(server.proc.pid, "--dump")
         time.sleep(0.5)
-        dumps = sorted(work.glob(f"{name}.callgrind*"), key=lambda p: p.stat().st_size)
-        total = counted_instructions(dumps[-1])
+        dumps = sorted(work.glob(f"{name}.callgrind.*"))  # ".1": the requested dump, not the one at exit
+        if not dumps:
+            raise RuntimeError(f"{name}: callgrind wrote no dump")
+        total = counted_instructions(dumps[0])
     finally:
         server.stop()
     if load["errors"] or not load["requests"]:

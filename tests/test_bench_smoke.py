@@ -75,6 +75,8 @@ def test_instructions_reads_the_callgrind_total(tmp_path: Path) -> None:
     dump = tmp_path / "gateway.callgrind.1"
     dump.write_text("version: 1\ncreator: callgrind-3.19.0\nevents: Ir\nfn=(1) main\n0 5\nsummary: 123456789\n")
     assert counted_instructions(dump) == 123456789
+    dump.write_text("events: Ir\nsummary: 0\nfn=(1) main\n0 5\ntotals: 279899158\n")  # after --zero
+    assert counted_instructions(dump) == 279899158
     (tmp_path / "empty").write_text("events: Ir\n")
     with pytest.raises(RuntimeError, match="no instruction total"):
         counted_instructions(tmp_path / "empty")
