@@ -108,7 +108,9 @@ class Dispatcher:
             raise
         finally:
             x.status = status
-            self._finish(x, request, route.path if route else "unmatched", status, started)
+            # metrics and the access line once the response is on its way, not before it
+            asyncio.get_running_loop().call_soon(self._finish, x, request, route.path if route else "unmatched",
+                                                 status, started)
 
     def _no_route(self, x: Exchange, request: web.BaseRequest, allowed: frozenset[str]) -> web.Response:
         path = request.path

@@ -57,7 +57,8 @@ class Exchange:
     provider: Provider | None = None
     upstream_model: str | None = None
     account: Account | None = None
-    attempts: list[Attempt] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)  # finished attempts
+    attempt: int = 0  # the number of the attempt in progress (1-based)
     status: int = 0
     ttfb: float | None = None
     usage: Any = None
@@ -70,13 +71,35 @@ class Exchange:
             "upstream_model": self.upstream_model, "client_model": self.client_model,
             "provider": self.provider.public() if self.provider else None,
             "account": self.account.public() if self.account else None,
-            "request_id": self.request_id, "attempts": len(self.attempts),
+            "request_id": self.request_id, "attempts": max(len(self.attempts), self.attempt),
         }
 
 
+HEADER_CACHE_NAMES = frozenset({"upstream_model", "client_model", "provider", "account"})
+HEADER_CACHE_MAX = 4096
+
+
 def response_headers(x: Exchange) -> dict[str, str]:
-    """The snapshot's templated response headers (X-Mapped-Model, X-Account-Email...)."""
-    out = {"X-Request-Id": x.request_id}
+    """The snapshot's templated response headers (X-Mapped-Model, X-Account-Email...).
+
+    A template that reads only the models, the provider and the account (the shipped one) renders
+    once per combination of them: the result is kept in the snapshot's ``header_cache``.
+    """
+    template = x.snapshot.response_headers
+    if not (template.pure and template.names <= HEADER_CACHE_NAMES):
+        return {"X-Request-Id": x.request_id, **_render_headers(x)}
+    cache = x.snapshot.header_cache
+    key = (x.upstream_model, x.client_model, id(x.provider), id(x.account))  # both live in the snapshot
+    fixed = cache.get(key)
+    if fixed is None:
+        if len(cache) >= HEADER_CACHE_MAX:  # client model names are client input: bound the cache
+            cache.clear()
+        fixed = cache[key] = _render_headers(x)
+    return {"X-Request-Id": x.request_id, **fixed}
+
+
+def _render_headers(x: Exchange) -> dict[str, str]:
+    out: dict[str, str] = {}
     rendered = x.snapshot.response_headers.render(x.header_context())
     if rendered is PRUNE:
         return out
@@ -200,7 +223,7 @@ class Engine:
                                            retry_after=max(1.0, pick.wait))
                     break
                 account = pick.account
-            x.account = account
+            x.account, x.attempt = account, attempt
             t0 = time.monotonic()
             result = await self._attempt(x, provider, account, request)
             if not isinstance(result, UpstreamFailure):

@@ -97,6 +97,7 @@ class _Gen:
         self.ns: dict[str, Any] = {"MISSING": MISSING, "_get": make_getter(env), "Undefined": Undefined,
                                    "_CR": CanonicalRequest}
         self.names: dict[str, str] = {}  # template variable -> local
+        self.pure = True  # only names, attributes, constants and operators: no filter, no Jinja fallback
         self._ids = count()
 
     def tmp(self, prefix: str = "v") -> str:
@@ -159,6 +160,7 @@ class _Gen:
         if any(p is None for p in parts):
             return None
         fname = self.bind(func, "f")
+        self.pure = False
         args = []
         for p in parts:  # filters take None for a missing value
             t = self.tmp("a")
@@ -182,6 +184,7 @@ class _Gen:
             return src
         slow = fallback(text)
         assert slow is not None
+        self.pure = False
         return f"_defined({self.bind(slow, 'slow')}(ctx))"
 
     def _text(self, text: str) -> str | None:
@@ -245,4 +248,6 @@ def compile_structure(env: SandboxedEnvironment, tree: Any, fallback: Callable[[
     exec(code, gen.ns)  # noqa: S102 - generated from a whitelisted AST, see the module docstring
     fn: Renderer = gen.ns["render"]
     fn.__source__ = source  # type: ignore[attr-defined]  # for debugging and tests
+    fn.__names__ = frozenset(gen.names)  # type: ignore[attr-defined]  # the context variables it reads
+    fn.__pure__ = gen.pure  # type: ignore[attr-defined]  # its result depends on those variables alone
     return fn

@@ -114,6 +114,8 @@ class _Node:
     """A compiled structured template: one closure per node, built once per snapshot."""
 
     render: Renderer  # returns PRUNE for a value that is left out
+    names: frozenset[str] = frozenset()  # the context variables the template reads
+    pure: bool = False  # True: the result depends on those variables alone (no filters, no Jinja)
 
 
 def compile_tree(env: ImmutableSandboxedEnvironment, node: Any, name: str = "template") -> _Node:
@@ -125,7 +127,7 @@ def compile_tree(env: ImmutableSandboxedEnvironment, node: Any, name: str = "tem
         v = fn(ctx)
         return PRUNE if v is None or v is MISSING else v
 
-    return _Node(render)
+    return _Node(render, fn.__names__, fn.__pure__)  # type: ignore[attr-defined]
 
 
 def render_tree(node: _Node, ctx: dict[str, Any]) -> Any:

@@ -75,3 +75,17 @@ def test_sandbox_still_guards_attribute_access() -> None:
                               "z": "{{ thing.method.__globals__ }}", "t": "x{{ thing.method.__func__ }}"})
     out = render_tree(node, {**CTX, "thing": Thing(), "type": type})
     assert out == {"t": "x"}
+
+
+@pytest.mark.parametrize(("tree", "names", "pure"), [
+    ({"X-Mapped-Model": "{{ upstream_model }}", "X-Account-Email": "{{ account.email }}"},
+     {"upstream_model", "account"}, True),
+    ({"X-A": "{{ provider.name }}-{{ client_model if client_model else 'none' }}"}, {"provider", "client_model"}, True),
+    ({"X-A": "{{ upstream_model | path_segment }}"}, {"upstream_model"}, False),  # a filter: not known to be pure
+    ({"X-A": "{{ upstream_model | upper }}"}, set(), False),  # not a fast filter: a Jinja fallback leaf
+    ({"X-A": "{% for i in [1] %}{{ i }}{% endfor %}"}, set(), False),  # a Jinja fallback leaf
+    ({"X-A": "fixed"}, set(), True),
+])
+def test_templates_know_what_they_read(tree: Any, names: set[str], pure: bool) -> None:
+    node = compile_tree(ENV, tree, "t")
+    assert node.names == names and node.pure is pure

@@ -84,15 +84,17 @@ def _stop(body: Mapping[str, Any]) -> list[str] | None:
 
 def common_params(body: Mapping[str, Any]) -> dict[str, Any]:
     """The sampling/stream fields chat and legacy completions share, as CanonicalRequest kwargs."""
-    options = opt_dict(body, "stream_options") or {}
+    # A reader runs only for a field that is present (most requests carry two or three of these).
+    options = (opt_dict(body, "stream_options") or {}) if "stream_options" in body else {}
     return {
-        "temperature": opt_number(body, "temperature", 0.0, 2.0),
-        "top_p": opt_number(body, "top_p", 0.0, 1.0),
-        "stop": _stop(body),
-        "n": opt_int(body, "n", 1),
-        "seed": opt_int(body, "seed"),
-        "user": opt_str(body, "user"),
-        "metadata": opt_dict(body, "metadata"),
-        "stream": bool(opt_bool(body, "stream")),
-        "include_usage": bool(opt_bool(options, "include_usage", "stream_options.include_usage")),
+        "temperature": opt_number(body, "temperature", 0.0, 2.0) if "temperature" in body else None,
+        "top_p": opt_number(body, "top_p", 0.0, 1.0) if "top_p" in body else None,
+        "stop": _stop(body) if "stop" in body else None,
+        "n": opt_int(body, "n", 1) if "n" in body else None,
+        "seed": opt_int(body, "seed") if "seed" in body else None,
+        "user": opt_str(body, "user") if "user" in body else None,
+        "metadata": opt_dict(body, "metadata") if "metadata" in body else None,
+        "stream": bool(opt_bool(body, "stream")) if "stream" in body else False,
+        "include_usage": bool(opt_bool(options, "include_usage", "stream_options.include_usage"))
+        if options else False,
     }

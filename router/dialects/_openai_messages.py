@@ -34,6 +34,14 @@ def decode_messages(messages: list[Any]) -> tuple[str | None, list[Message]]:
     out: list[Message] = []
     state = _State()
     for i, msg in enumerate(messages):
+        if type(msg) is dict and type(content := msg.get("content")) is str:  # the common plain-text turn
+            role = msg.get("role")
+            if role == "user":
+                out.append({"role": "user", "content": [{"type": "text", "text": content}]})
+                continue
+            if role in ("system", "developer"):
+                system.append(content)
+                continue
         p = f"messages[{i}]"
         if not isinstance(msg, dict):
             raise BadRequest("each message must be an object", param=p)

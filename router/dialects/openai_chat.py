@@ -79,17 +79,18 @@ def decode_request(body: Any, params: Mapping[str, Any] | None = None) -> Canoni
     if not isinstance(messages, list) or not messages:
         raise BadRequest("'messages' must be a non-empty array", param="messages")
     system, canonical_messages = decode_messages(messages)
-    effort = opt_str(body, "reasoning_effort")
+    # each reader runs only when its field is present
+    effort = opt_str(body, "reasoning_effort") if "reasoning_effort" in body else None
     return CanonicalRequest(
         model=model,
         messages=canonical_messages,
         system=system,
-        tools=_tools(body),
-        tool_choice=_tool_choice(body),
-        max_tokens=_max_tokens(body),
-        response_format=_response_format(body),
+        tools=_tools(body) if "tools" in body or "functions" in body else None,
+        tool_choice=_tool_choice(body) if "tool_choice" in body or "function_call" in body else None,
+        max_tokens=_max_tokens(body) if "max_tokens" in body or "max_completion_tokens" in body else None,
+        response_format=_response_format(body) if "response_format" in body else None,
         reasoning={"effort": effort, "budget": None} if effort else None,
-        parallel_tool_calls=opt_bool(body, "parallel_tool_calls"),
+        parallel_tool_calls=opt_bool(body, "parallel_tool_calls") if "parallel_tool_calls" in body else None,
         raw=body,
         inbound=NAME,
         **common_params(body),
