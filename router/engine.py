@@ -193,7 +193,7 @@ class Engine:
         if len(req.model) > MAX_NAME:  # names become cache keys and metric labels: bound them
             raise BadRequest(f"model name longer than {MAX_NAME} characters", param="model")
         x.client_model = req.model
-        prepare = getattr(dialect, "prepare", None)
+        prepare = dialect.__dict__.get("prepare")  # not getattr(..., None): a miss would build an AttributeError
         if prepare is not None:  # dialects with server-side state (Responses API store)
             req = x.canonical = prepare(self.stores, req, x.client_key)
         target = x.snapshot.mapper.resolve(req.model)
@@ -432,10 +432,10 @@ class Engine:
 
     @staticmethod
     def keeps_events(x: Exchange) -> bool:
-        return hasattr(x.dialect, "remember")
+        return x.dialect is not None and "remember" in x.dialect.__dict__
 
     def after_response(self, x: Exchange, rctx: ResponseContext, events: list[Event]) -> None:
         """Lets a dialect with server-side state (``remember``) keep the finished exchange."""
-        remember = getattr(x.dialect, "remember", None)
+        remember = x.dialect.__dict__.get("remember") if x.dialect is not None else None
         if remember is not None and x.canonical is not None:
             remember(self.stores, x.canonical, rctx, events, x.client_key)
