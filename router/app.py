@@ -74,7 +74,7 @@ class Dispatcher:
         m = snap.routes.match(request.method, request.path)
         rid = request.headers.get("X-Request-Id") or self.ids.new("", 8)
         route = m.route
-        x = Exchange(request_id=rid, snapshot=snap, handler=route.handler if route else "", started=started)
+        x = Exchange(rid, snap, route.handler if route else "", started)  # positional: keywords cost more
         status = 500
         try:
             if route is None:

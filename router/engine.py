@@ -426,9 +426,8 @@ class Engine:
 
     def _context(self, x: Exchange) -> ResponseContext:
         assert x.canonical is not None
-        return ResponseContext(id=self.ids.new(ID_PREFIX.get(x.dialect.NAME, "")),  # type: ignore[union-attr]
-                               model=x.client_model or x.canonical.model, created=int(time.time()),
-                               request=x.canonical)
+        return ResponseContext(self.ids.new(ID_PREFIX.get(x.dialect.NAME, "")),  # type: ignore[union-attr]
+                               x.client_model or x.canonical.model, int(time.time()), x.canonical)
 
     @staticmethod
     def keeps_events(x: Exchange) -> bool:

@@ -236,14 +236,17 @@ def _str(value: Any) -> str:
 
 
 def compile_structure(env: SandboxedEnvironment, tree: Any, fallback: Callable[[str], Renderer | None],
-                      name: str = "template") -> Renderer:
-    """One function rendering ``tree``; its result may be MISSING/None for an omitted value."""
+                      name: str = "template", prune: Any = None) -> Renderer:
+    """One function rendering ``tree``; an omitted value (none/undefined) comes back as ``prune``."""
     gen = _Gen(env)
+    gen.ns["PRUNE"] = prune
     gen.ns["_str"] = _str
     gen.ns["_defined"] = _defined
     result, _ = gen.node(tree, fallback, "    ")
     head = [f"def render(ctx):"] + [f"    {local} = ctx.get({var!r}, MISSING)" for var, local in gen.names.items()]
-    source = "\n".join(head + gen.lines + [f"    return {result}"])
+    # an omitted value (none or undefined) comes back as PRUNE
+    tail = [f"    return PRUNE if {result} is None or {result} is MISSING else {result}"]
+    source = "\n".join(head + gen.lines + tail)
     code = compile(source, f"<template {name}>", "exec")
     exec(code, gen.ns)  # noqa: S102 - generated from a whitelisted AST, see the module docstring
     fn: Renderer = gen.ns["render"]

@@ -19,7 +19,7 @@ import orjson
 from jinja2 import TemplateSyntaxError, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from router.template_codegen import MISSING, compile_structure
+from router.template_codegen import compile_structure
 
 _LONE_EXPR = re.compile(r"\A\s*\{\{(.*?)\}\}\s*\Z", re.DOTALL)
 
@@ -121,13 +121,8 @@ class _Node:
 def compile_tree(env: ImmutableSandboxedEnvironment, node: Any, name: str = "template") -> _Node:
     """Compile a structured template into one generated function (see ``template_codegen``);
     raises TemplateSyntaxError with the offending text."""
-    fn = compile_structure(env, node, lambda text: _leaf_fn(env, text), name)
-
-    def render(ctx: dict[str, Any]) -> Any:
-        v = fn(ctx)
-        return PRUNE if v is None or v is MISSING else v
-
-    return _Node(render, fn.__names__, fn.__pure__)  # type: ignore[attr-defined]
+    fn = compile_structure(env, node, lambda text: _leaf_fn(env, text), name, PRUNE)
+    return _Node(fn, fn.__names__, fn.__pure__)  # type: ignore[attr-defined]
 
 
 def render_tree(node: _Node, ctx: dict[str, Any]) -> Any:

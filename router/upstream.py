@@ -19,7 +19,7 @@ from jinja2 import TemplateError
 from router import __version__
 from router.errors import BadRequest, GatewayError
 from router.snapshot import Template
-from router.templates import PRUNE, render_tree
+from router.templates import PRUNE
 
 log = logging.getLogger("router.upstream")
 _CRLF = re.compile(r"[\r\n\x00]")
@@ -55,18 +55,18 @@ def render_request(template: Template, ctx: dict[str, Any], base_url: str) -> Up
 
 
 def _render(template: Template, ctx: dict[str, Any], base_url: str) -> UpstreamRequest:
-    url = render_tree(template.url, ctx)
+    url = template.url.render(ctx)  # (render_tree(node, ctx) is node.render(ctx), one call fewer)
     if not isinstance(url, str) or not _inside(url, base_url):
         # templates put client input (the model) in the path: refused as the client's error
         raise BadRequest("the request would make the upstream URL leave the provider's base_url "
                          "(check the model name)", param="model")
     params = None
     if template.query is not None:
-        q = render_tree(template.query, ctx)
+        q = template.query.render(ctx)
         params = {str(k): _scalar(v) for k, v in q.items()} if isinstance(q, dict) and q else None
     headers: dict[str, str] = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
     if template.headers is not None:
-        for k, v in render_tree(template.headers, ctx).items():
+        for k, v in template.headers.render(ctx).items():
             value = _scalar(v)
             if _CRLF.search(value) or _CRLF.search(k):
                 raise GatewayError("server", f"rendered header '{k}' contains CR/LF; refused", status=500)
@@ -75,7 +75,7 @@ def _render(template: Template, ctx: dict[str, Any], base_url: str) -> UpstreamR
                 headers.pop(default, None)
             if value:
                 headers[k] = value
-    body = render_tree(template.body, ctx)
+    body = template.body.render(ctx)
     try:
         data = b"" if body is PRUNE else orjson.dumps(body)
     except orjson.JSONEncodeError as e:
