@@ -12,7 +12,8 @@ hundred requests.
     python bench/instructions.py              # gateway and bare, ~1.5 min; needs valgrind and wrk
     python bench/instructions.py --seconds 15 --out bench/results
 
-Writes ``instructions.json`` to ``--out`` (default: the run's temporary work dir) and prints a table.
+Writes ``instructions.json`` and ``instructions.md`` (the table it prints) to ``--out`` (default: the
+run's temporary work dir, deleted at the end).
 """
 
 from __future__ import annotations
@@ -109,11 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or work
         out.mkdir(parents=True, exist_ok=True)
         (out / "instructions.json").write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2))
-    print("| target | requests counted | instructions / request |")
-    print("|---|---:|---:|")
-    for name, r in results.items():
-        print(f"| {name} | {r['requests']} | {r['per_request']:,.0f} |")
-    print(f"| **gateway/bare** | | {ratio:.2f}× |")
+    table = "\n".join(["| target | requests counted | instructions / request |", "|---|---:|---:|",
+                        *(f"| {name} | {r['requests']} | {r['per_request']:,.0f} |" for name, r in results.items()),
+                        f"| **gateway/bare** | | {ratio:.2f}× |"])
+    if args.out:
+        (out / "instructions.md").write_text(table + "\n")
+    print(table)
     return 0
 
 

@@ -66,3 +66,5 @@ def test_readme_performance_numbers_are_the_harness_output() -> None:
         table = latest[latest.index(heading):].split("\n\n", 1)[0].strip()
         assert table in README, f"README table starting {heading!r} differs from bench/results/latest.md"
     assert (ROOT / "bench" / "results" / "latency.png").stat().st_size > 1000
+    instructions = (ROOT / "bench" / "results" / "instructions.md").read_text().strip()
+    assert instructions in README, "README instructions table differs from bench/results/instructions.md"
