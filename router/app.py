@@ -96,6 +96,7 @@ class Dispatcher:
                 except Exception:  # noqa: BLE001 - the one boundary that turns surprises into a 500
                     log.exception("unhandled error", extra={"request_id": rid, "handler": route.handler})
                     if x.response is not None and x.response.prepared:
+                        status = x.response.status  # what the client got (its error went in-band)
                         return x.response  # a stream already started: no second status line
                     resp = self.error_response(self._error_style(route.handler, request),
                                                GatewayError("server", "internal gateway error"), rid, x)
@@ -109,8 +110,11 @@ class Dispatcher:
         finally:
             x.status = status
             # metrics and the access line once the response is on its way, not before it
-            asyncio.get_running_loop().call_soon(self._finish, x, request, route.path if route else "unmatched",
-                                                 status, started)
+            route_path = route.path if route else "unmatched"
+            try:
+                asyncio.get_running_loop().call_soon(self._finish, x, request, route_path, status, started)
+            except RuntimeError:  # no running loop (a coroutine closed at shutdown): record it now
+                self._finish(x, request, route_path, status, started)
 
     def _no_route(self, x: Exchange, request: web.BaseRequest, allowed: frozenset[str]) -> web.Response:
         path = request.path
@@ -300,6 +304,9 @@ def _json(obj: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(obj), content_type="application/json")
 
 
+KEEPALIVE_TIMEOUT = 75.0  # seconds an idle client connection stays open (web.run_app's default)
+
+
 async def _flush_access_log(gateway: Gateway, every: float = 0.5) -> None:
     while True:
         await asyncio.sleep(every)
@@ -338,7 +345,8 @@ class GatewayRunner(web.BaseRunner):
             from router.watch import watch_config
 
             self._tasks.append(asyncio.create_task(watch_config(gateway)))
-        return web.Server(self.dispatcher.__call__, access_log=None, handler_cancellation=True)
+        return web.Server(self.dispatcher.__call__, access_log=None, handler_cancellation=True,
+                          keepalive_timeout=KEEPALIVE_TIMEOUT)
 
     async def shutdown(self) -> None:
         """Nothing to announce before the server drains."""
@@ -388,5 +396,9 @@ def run(main: Coroutine[Any, Any, None], loop: asyncio.AbstractEventLoop) -> Non
                 t.cancel()
             if rest:
                 loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
+            for t in rest:  # what a leftover task raised on its way out is reported, not dropped
+                if not t.cancelled() and t.exception() is not None:
+                    loop.call_exception_handler({"message": "task failed during shutdown",
+                                                 "exception": t.exception(), "task": t})
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()

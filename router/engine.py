@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from router.accounts import Account, StateStore
 from router.canonical import CanonicalRequest, Event, ResponseContext, StreamError, Usage
@@ -153,11 +153,25 @@ async def read_limited(stream: Any, limit: int, expected: int | None = None) -> 
             return chunk if len(parts) == 1 else b"".join(parts)
 
 
+async def expect_continue(request: web.BaseRequest) -> None:
+    """Answer ``Expect: 100-continue`` before reading a body (curl sends it with large uploads and
+    waits a second for the interim response); any other expectation is a 417."""
+    expect = request.headers.get("Expect")
+    if expect is None or request.version != HttpVersion11:
+        return
+    if expect.lower() != "100-continue":
+        raise GatewayError("invalid_request", f"unsupported Expect header: {expect[:100]!r}", status=417)
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the interim response is not part of the response body
+
+
 async def read_json(request: web.BaseRequest, limit: int) -> Any:
     """The request body as JSON: 413 over ``limit`` bytes, 400 when empty or not JSON."""
     length = request.content_length  # parsed from the header on every access: read once
     if length is not None and length > limit:
         raise GatewayError("request_too_large", f"request body exceeds {limit} bytes")
+    if "Expect" in request.headers:  # only once the size is acceptable: a 413 instead of a 100
+        await expect_continue(request)
     body = await read_limited(request.content, limit, length)
     if body is None:
         raise GatewayError("request_too_large", f"request body exceeds {limit} bytes")

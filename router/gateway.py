@@ -90,7 +90,8 @@ class Gateway:
         if self.session is None:
             connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300,
                                              enable_cleanup_closed=True)
-            # User-Agent comes from render_request (router/<version>), so aiohttp adds none of its own
+            # render_request always sends a User-Agent (router/<version> unless a template sets a
+            # non-empty one), so aiohttp never adds its own
             self.session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
         ok = await self.reload("startup")
         if not ok:

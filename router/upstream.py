@@ -70,10 +70,10 @@ def _render(template: Template, ctx: dict[str, Any], base_url: str) -> UpstreamR
             value = _scalar(v)
             if _CRLF.search(value) or _CRLF.search(k):
                 raise GatewayError("server", f"rendered header '{k}' contains CR/LF; refused", status=500)
-            default = _DEFAULT_HEADERS.get(k.lower())
-            if default is not None:  # the template's own spelling replaces the default
-                headers.pop(default, None)
             if value:
+                default = _DEFAULT_HEADERS.get(k.lower())
+                if default is not None:  # the template's own spelling replaces the default
+                    headers.pop(default, None)
                 headers[k] = value
     body = template.body.render(ctx)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -186,3 +187,40 @@ async def test_a_config_that_does_not_load_leaves_nothing_open(config_dir: Path)
         await runner.setup()
     assert gateway.session is None and gateway.sim is None  # closed, not leaked
     await runner.cleanup()  # still safe to call
+
+
+async def _raw_exchange(h: Harness, head: bytes) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    port = int(h.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(head)
+    await writer.drain()
+    return reader, writer
+
+
+async def test_expect_100_continue_is_answered_before_the_body(gw: Harness) -> None:
+    body = b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}'
+    reader, writer = await _raw_exchange(gw, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                                             b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
+                                             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+    try:
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)  # curl waits 1 s for this
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(body)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200 ")
+    finally:
+        writer.close()
+
+
+async def test_an_unknown_expectation_is_417_in_the_callers_dialect(gw: Harness) -> None:
+    status, doc, _ = await gw.post_json("/v1/chat/completions", {"model": "gpt-4o", "messages": []},
+                                        headers={"Expect": "something-else"})
+    assert status == 417 and "Expect" in doc["error"]["message"]
+
+
+async def test_idle_client_connections_close_after_75_seconds(gw: Harness) -> None:
+    from router.app import KEEPALIVE_TIMEOUT
+
+    assert KEEPALIVE_TIMEOUT == 75.0
+    assert gw.runner.server is not None
+    assert gw.runner.server().keepalive_timeout == KEEPALIVE_TIMEOUT  # not aiohttp's 3630 s default

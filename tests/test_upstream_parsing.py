@@ -224,6 +224,8 @@ def test_template_headers_replace_the_defaults_whatever_their_case() -> None:
     req = render_request(t, ctx(), BASE)
     assert req.headers == {"user-agent": "mine/1", "content-type": "text/plain"}  # one of each, not two
     assert USER_AGENT.startswith("router/")
+    empty = template("{{ provider.base_url }}/x", headers={"user-agent": "", "content-type": "{{ none }}"})
+    assert render_request(empty, ctx(), BASE).headers == {"Content-Type": "application/json", "User-Agent": USER_AGENT}
 
 
 def test_header_name_with_cr_lf_is_refused() -> None:
