@@ -18,7 +18,8 @@ from aiohttp import web
 
 from router import __version__
 from router.auth import presented_key
-from router.engine import Engine, Exchange, read_json, response_headers
+from router.bodies import read_json
+from router.engine import Engine, Exchange, response_headers
 from router.ids import IdGenerator
 from router.errors import GatewayError
 from router.gateway import Gateway, decoder_modules

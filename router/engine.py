@@ -16,9 +16,10 @@ from typing import Any
 
 import aiohttp
 import orjson
-from aiohttp import HttpVersion11, web
+from aiohttp import web
 
 from router.accounts import Account, StateStore
+from router.bodies import read_json, read_limited
 from router.canonical import CanonicalRequest, Event, ResponseContext, StreamError, Usage
 from router.errors import BadRequest, GatewayError, kind_for_status
 from router.idle import IdleTimer
@@ -130,57 +131,6 @@ class ClientHeaders:
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and name.lower() not in self.HIDDEN and name in self._headers
-
-
-async def read_limited(stream: Any, limit: int, expected: int | None = None) -> bytes | None:
-    """The whole body of an aiohttp stream, or None once it passes ``limit`` bytes.
-
-    ``StreamReader.read(n)`` returns what is buffered (at most n bytes), not the whole body: a large
-    or chunked upload arrives in pieces, so read until EOF (or until ``expected`` bytes, the
-    Content-Length, arrived).
-    """
-    parts: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await stream.read(limit + 1 - size)
-        if not chunk:
-            return b"".join(parts)
-        parts.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            return None
-        if size == expected:
-            return chunk if len(parts) == 1 else b"".join(parts)
-
-
-async def expect_continue(request: web.BaseRequest) -> None:
-    """Answer ``Expect: 100-continue`` before reading a body (curl sends it with large uploads and
-    waits a second for the interim response); any other expectation is a 417."""
-    expect = request.headers.get("Expect")
-    if expect is None or request.version != HttpVersion11:
-        return
-    if expect.lower() != "100-continue":
-        raise GatewayError("invalid_request", f"unsupported Expect header: {expect[:100]!r}", status=417)
-    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-    request.writer.output_size = 0  # the interim response is not part of the response body
-
-
-async def read_json(request: web.BaseRequest, limit: int) -> Any:
-    """The request body as JSON: 413 over ``limit`` bytes, 400 when empty or not JSON."""
-    length = request.content_length  # parsed from the header on every access: read once
-    if length is not None and length > limit:
-        raise GatewayError("request_too_large", f"request body exceeds {limit} bytes")
-    if "Expect" in request.headers:  # only once the size is acceptable: a 413 instead of a 100
-        await expect_continue(request)
-    body = await read_limited(request.content, limit, length)
-    if body is None:
-        raise GatewayError("request_too_large", f"request body exceeds {limit} bytes")
-    if not body:
-        raise BadRequest("request body is empty; expected a JSON object")
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as e:
-        raise BadRequest(f"request body is not valid JSON: {e}") from None
 
 
 class Engine:
