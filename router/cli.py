@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
@@ -40,16 +39,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from router.app import run, serve
+    from router.loops import new_event_loop
     from router.config import load_dir
     from router.filters import all_filters
     from router.gateway import Gateway
@@ -77,7 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.getLogger("router").info("router %s listening on http://%s:%d (config %s)", __version__, host,
                                      port, directory)
     run(serve(gateway, host, port, shutdown_timeout=snap.server.shutdown_grace, reuse_port=args.reuse_port),
-        _new_loop())
+        new_event_loop())
     return 0
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import importlib
 from types import TracebackType
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from router.loops import new_event_loop
 from router.sim import anthropic, gemini, openai
 from router.sim.exchange import serve
 from router.sim.faults import Fault, parse_fault
@@ -144,16 +143,7 @@ class SimServer:
         await self.stop()
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        uvloop = importlib.import_module("uvloop")
-    except ImportError:
-        return asyncio.new_event_loop()
-    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
-    return loop
-
-
 def run(port: int, host: str = "127.0.0.1", **options: Any) -> None:
     """Serve the simulator until interrupted (``router sim --port N``); uses uvloop if present."""
-    web.run_app(create_app(**options), host=host, port=port, loop=_new_loop(), access_log=None,
+    web.run_app(create_app(**options), host=host, port=port, loop=new_event_loop(), access_log=None,
                 print=lambda *_: print(f"router sim listening on http://{host}:{port}", flush=True))
