@@ -142,7 +142,7 @@ class Engine:
         self.ids = ids or IdGenerator()
         self.store = store
         self.stores = stores if stores is not None else {}  # per-dialect state: the Responses store
-        self._timeouts: dict[int, tuple[Timeouts, tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]]] = {}
+        self._timeouts: dict[Timeouts, tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]] = {}
         self.session = session
         self.decoders = decoders
 
@@ -267,16 +267,13 @@ class Engine:
                 return UpstreamFailure("timeout", "upstream timed out")
 
     def _client_timeouts(self, t: Timeouts) -> tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]:
-        """(non-stream, stream) aiohttp timeouts for a provider's settings, built once per snapshot's
-        Timeouts object (looked up by identity: hashing the dataclass costs more than building)."""
-        entry = self._timeouts.get(id(t))
-        if entry is None or entry[0] is not t:
-            if len(self._timeouts) > 1024:  # reloads leave old snapshots' entries behind
-                self._timeouts.clear()
-            entry = self._timeouts[id(t)] = (t, (
+        """(non-stream, stream) aiohttp timeouts for a provider's settings, built once."""
+        pair = self._timeouts.get(t)
+        if pair is None:
+            pair = self._timeouts[t] = (
                 aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect, sock_read=t.first_byte),
-                aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect)))
-        return entry[1]
+                aiohttp.ClientTimeout(total=t.total, sock_connect=t.connect))
+        return pair
 
     async def _json(self, x: Exchange, provider: Provider, resp: aiohttp.ClientResponse
                     ) -> web.StreamResponse | UpstreamFailure:
