@@ -17,6 +17,33 @@ ROOT = Path(__file__).resolve().parent.parent
 ROUTES = ROOT / "routes.d"
 
 
+# A minimal valid config (one provider, template and route), for tests of loading and validation.
+MINIMAL_CONFIG = """\
+providers:
+  p:
+    dialect: openai
+    base_url: http://up.example
+    template: t
+    accounts: [{email: a@x, api_key: k}]
+templates:
+  t: {url: "{{ provider.base_url }}/v1/chat", body: {model: "{{ model }}"}}
+routes:
+  - {path: /v1/chat/completions, methods: [POST], handler: openai.chat}
+"""
+
+# Fast retries, so fault tests spend their time on the faults, not on waits.
+FAST_RETRY = """
+retry_policies:
+  default:
+    max_attempts: 3
+    max_wait: 5s
+    rules:
+      - {on: [429], rotate: true, wait: retry_after, cooldown: retry_after}
+      - {on: [500, 502, 504, connect_error, timeout, reset, malformed], rotate: true, wait: 10ms}
+      - {on: [503, 529], rotate: false, backoff: {initial: 10ms, factor: 2, max: 50ms}}
+"""
+
+
 class Harness:
     """A running gateway (real TCP on 127.0.0.1) plus handles on its config dir and simulator."""
 

@@ -13,19 +13,7 @@ from router.config import Location, load_dir, pointer_text, resolve_env
 from router.errors import ConfigError, ConfigErrors
 from router.filters import all_filters
 from router.snapshot import Snapshot, check, compile_config
-
-MINIMAL = """\
-providers:
-  p:
-    dialect: openai
-    base_url: http://up.example
-    template: t
-    accounts: [{email: a@x, api_key: k}]
-templates:
-  t: {url: "{{ provider.base_url }}/v1/chat", body: {model: "{{ model }}"}}
-routes:
-  - {path: /v1/chat/completions, methods: [POST], handler: openai.chat}
-"""
+from tests.conftest import MINIMAL_CONFIG
 
 
 def write(directory: Path, files: dict[str, str]) -> Path:
@@ -171,7 +159,7 @@ def test_an_empty_section_neither_conflicts_nor_adds(tmp_path: Path) -> None:
 
 def test_same_route_in_two_files_names_both(tmp_path: Path) -> None:
     write(tmp_path, {
-        "10-a.yaml": MINIMAL,
+        "10-a.yaml": MINIMAL_CONFIG,
         "20-b.yaml": "routes:\n  - {path: /healthz, handler: health}\n"
                      "  - {path: /v1/chat/completions, methods: [GET, POST], handler: openai.chat}\n",
     })

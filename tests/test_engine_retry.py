@@ -9,7 +9,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.conftest import Harness, start_gateway
+from tests.conftest import FAST_RETRY, Harness, start_gateway
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 A, B, C = "sim-key-a", "sim-key-b", "sim-key-c"
@@ -38,21 +38,10 @@ providers:
     template: anthropic
     accounts: [{{email: an@simulator.local, api_key: sim-key-anthropic}}]
 """
-RETRY = """
-retry_policies:
-  default:
-    max_attempts: 3
-    max_wait: 5s
-    rules:
-      - {on: [429], rotate: true, wait: retry_after, cooldown: retry_after}
-      - {on: [500, 502, 504, connect_error, timeout, reset, malformed], rotate: true, wait: 10ms}
-      - {on: [503, 529], rotate: false, backoff: {initial: 10ms, factor: 2, max: 50ms}}
-"""
-
 
 async def _harness(config_dir: Path, scheduling: str = "round_robin") -> Harness:
     (config_dir / "10-providers.yaml").write_text(PROVIDERS.format(scheduling=scheduling))
-    (config_dir / "40-retry.yaml").write_text(RETRY)
+    (config_dir / "40-retry.yaml").write_text(FAST_RETRY)
     return await start_gateway(config_dir)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import ROUTES, Harness, start_gateway
+from tests.conftest import FAST_RETRY, ROUTES, Harness, start_gateway
 
 A, B = "sim-key-a", "sim-key-b"
 EMAIL = {A: "sim-a@simulator.local", B: "sim-b@simulator.local"}
@@ -27,18 +27,6 @@ DIALECTS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "anthropic.messages": ("/v1/messages", "anthropic", {"model": "gpt-4o", "max_tokens": 50, "messages": USER_MSG}),
     "gemini": ("/v1beta/models/gemini-2.5-flash:generateContent", "gemini", GEMINI_BODY),
 }
-
-# fast retries so the tests spend their time on the faults, not on waits
-RETRY = """
-retry_policies:
-  default:
-    max_attempts: 3
-    max_wait: 5s
-    rules:
-      - {on: [429], rotate: true, wait: retry_after, cooldown: retry_after}
-      - {on: [500, 502, 504, connect_error, timeout, reset, malformed], rotate: true, wait: 10ms}
-      - {on: [503, 529], rotate: false, backoff: {initial: 10ms, factor: 2, max: 50ms}}
-"""
 
 
 def request_for(dialect: str, stream: bool) -> tuple[str, dict[str, Any]]:
@@ -78,7 +66,7 @@ async def keys_seen(h: Harness) -> list[str]:
 
 @pytest.fixture
 async def h(config_dir: Path) -> AsyncIterator[Harness]:
-    (config_dir / "40-retry.yaml").write_text(RETRY)
+    (config_dir / "40-retry.yaml").write_text(FAST_RETRY)
     harness = await start_gateway(config_dir)
     try:
         yield harness
@@ -167,7 +155,7 @@ async def test_first_byte_timeout_on_every_account_is_504(config_dir: Path) -> N
     assert anchor in providers
     (config_dir / "10-providers.yaml").write_text(
         providers.replace(anchor, anchor + "    timeouts: {first_byte: 0.2}\n"))
-    (config_dir / "40-retry.yaml").write_text(RETRY)
+    (config_dir / "40-retry.yaml").write_text(FAST_RETRY)
     h = await start_gateway(config_dir)
     try:
         for dialect, stream in [(d, False) for d in DIALECTS] + [("anthropic.messages", True)]:

@@ -13,25 +13,13 @@ from router.errors import ConfigError, ConfigErrors
 from router.filters import all_filters
 from router.schema import SCHEMA_DIR, cross_reference_errors, schema_errors, validator
 from router.snapshot import HANDLERS, check, compile_config
+from tests.conftest import MINIMAL_CONFIG
 
 SECTIONS = ["server", "auth", "providers", "model_mapping", "routes", "retry_policies", "templates",
             "response_headers", "logging"]
 
-BASE = """\
-providers:
-  p:
-    dialect: openai
-    base_url: http://up.example
-    template: t
-    accounts: [{email: a@x, api_key: k}]
-templates:
-  t: {url: "{{ provider.base_url }}/v1/chat", body: {model: "{{ model }}"}}
-routes:
-  - {path: /v1/chat/completions, methods: [POST], handler: openai.chat}
-"""
 
-
-def errors_for(tmp_path: Path, extra: str, base: str = BASE) -> list[str]:
+def errors_for(tmp_path: Path, extra: str, base: str = MINIMAL_CONFIG) -> list[str]:
     (tmp_path / "00-base.yaml").write_text(base)
     (tmp_path / "50-extra.yaml").write_text(extra)
     return [str(e) for e in check(tmp_path, all_filters(), env={})]

@@ -17,10 +17,10 @@ from router.filters import all_filters
 from router.snapshot import Template
 from router.templates import compile_tree, make_environment
 from router.upstream import (
+    USER_AGENT,
     SSEParser,
     _inside,
     parse_failure,
-    USER_AGENT,
     render_request,
     retry_after_seconds,
 )
