@@ -19,7 +19,7 @@ from router.config import LoadedConfig, Pointer
 from router.errors import ConfigError
 from router.routes import compile_path
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"  # package data (root schemas/ links here)
 ROOT_SCHEMA = "config.schema.json"
 
 
