@@ -1,10 +1,11 @@
-"""Command line: ``router serve``, ``router check DIR``, ``router sim``."""
+"""Command line: ``router serve``, ``router check DIR``, ``router init DIR``, ``router sim``."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -15,7 +16,19 @@ DEFAULT_CONFIG = "routes.d"
 
 
 def _config_dir(value: str | None) -> Path:
-    return Path(value or os.environ.get("ROUTER_CONFIG") or DEFAULT_CONFIG)
+    """--config/DIR, else $ROUTER_CONFIG, else ./routes.d, else the packaged default (said on stderr)."""
+    chosen = value or os.environ.get("ROUTER_CONFIG")
+    if chosen:
+        return Path(chosen)
+    if Path(DEFAULT_CONFIG).exists():  # a checkout, or a dir made by `router init routes.d`
+        return Path(DEFAULT_CONFIG)
+    from router.resources import default_config_dir
+
+    packaged = default_config_dir()
+    print(f"router: no --config, $ROUTER_CONFIG or ./{DEFAULT_CONFIG}: using the packaged default config "
+          f"{packaged} (served by the bundled simulator until a provider key is set); "
+          "`router init DIR` writes an editable copy", file=sys.stderr)
+    return packaged
 
 
 def setup_logging(level: str = "info", fmt: str = "text") -> None:
@@ -73,6 +86,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    from router.resources import write_starter_config
+
+    target = Path(args.dir)
+    if target.exists() and not target.is_dir():
+        print(f"router init: {target} exists and is not a directory", file=sys.stderr)
+        return 1
+    if target.is_dir() and any(target.iterdir()) and not args.force:
+        print(f"router init: {target} is not empty; name a new or empty dir, or add --force to "
+              "overwrite the starter files in it", file=sys.stderr)
+        return 1
+    try:
+        written = write_starter_config(target)
+    except OSError as e:
+        print(f"router init: cannot write {e.filename or target}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    schemas = [p for p in written if p.suffix == ".json"]
+    for path in written:
+        if path not in schemas:
+            print(f"wrote {path}")
+    if schemas:
+        print(f"wrote {schemas[0].parent}/ ({len(schemas)} JSON Schemas, used by the files' modelines)")
+    quoted = shlex.quote(str(target))
+    print(f"next: router check {quoted} && router serve --config {quoted}")
+    return 0
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
     from router.sim import run
 
@@ -86,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"router {__version__}")
     sub = p.add_subparsers(dest="command")
     s = sub.add_parser("serve", help="run the gateway")
-    s.add_argument("--config", help=f"config dir (default $ROUTER_CONFIG or ./{DEFAULT_CONFIG})")
+    s.add_argument("--config", help=f"config dir (default $ROUTER_CONFIG, else ./{DEFAULT_CONFIG}, "
+                                    "else the packaged default)")
     s.add_argument("--host", help="bind address (default from server.allow_lan_access)")
     s.add_argument("--port", type=int, help="port (default server.port, 8045)")
     s.add_argument("--workers", type=int, default=1, help="worker processes sharing the port")
@@ -94,8 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     s.set_defaults(func=cmd_serve)
     c = sub.add_parser("check", help="validate a config dir offline (exit 1 on errors)")
-    c.add_argument("dir", nargs="?", help=f"config dir (default ./{DEFAULT_CONFIG})")
+    c.add_argument("dir", nargs="?", help=f"config dir (default $ROUTER_CONFIG, else ./{DEFAULT_CONFIG}, "
+                                          "else the packaged default)")
     c.set_defaults(func=cmd_check)
+    i = sub.add_parser("init", help="write a starter config dir (the default config plus its schemas)")
+    i.add_argument("dir", help="the dir to create (refused when it is not empty, unless --force)")
+    i.add_argument("--force", action="store_true", help="write into a non-empty dir, replacing same-named files")
+    i.set_defaults(func=cmd_init)
     m = sub.add_parser("sim", help="run the bundled upstream simulator")
     m.add_argument("--port", type=int, default=8046)
     m.add_argument("--host", default="127.0.0.1")

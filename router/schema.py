@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -17,22 +16,25 @@ from referencing import Registry, Resource
 
 from router.config import LoadedConfig, Pointer
 from router.errors import ConfigError
+from router.resources import ROOT_SCHEMA, schema_files
 from router.routes import compile_path
 
-SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"  # package data (root schemas/ links here)
-ROOT_SCHEMA = "config.schema.json"
 
+@lru_cache(maxsize=1)
+def validator() -> Draft202012Validator:
+    """The root validator with every section schema registered for ``$ref`` (built once).
 
-@lru_cache(maxsize=4)
-def validator(schema_dir: str = str(SCHEMA_DIR)) -> Draft202012Validator:
-    """The root validator with every section schema registered for ``$ref`` (built once)."""
+    The schemas are package data, so an installed wheel validates exactly like a checkout.
+    """
     resources = []
     root: dict[str, Any] = {}
-    for path in sorted(Path(schema_dir).glob("*.schema.json")):
-        doc = json.loads(path.read_text())
+    for path in schema_files():
+        doc = json.loads(path.read_text(encoding="utf-8"))
         resources.append((path.name, Resource.from_contents(doc)))
         if path.name == ROOT_SCHEMA:
             root = doc
+    if not root:  # a broken install must not validate nothing and call every config valid
+        raise RuntimeError(f"the package's JSON Schema {ROOT_SCHEMA} is missing: reinstall the package")
     registry: Registry = Registry().with_resources(resources)
     return Draft202012Validator(root, registry=registry)
 

@@ -11,7 +11,8 @@ from jsonschema import Draft202012Validator
 from router.config import load_dir
 from router.errors import ConfigError, ConfigErrors
 from router.filters import all_filters
-from router.schema import SCHEMA_DIR, cross_reference_errors, schema_errors, validator
+from router.resources import schema_files
+from router.schema import cross_reference_errors, schema_errors, validator
 from router.snapshot import HANDLERS, check, compile_config
 from tests.conftest import MINIMAL_CONFIG
 
@@ -26,7 +27,7 @@ def errors_for(tmp_path: Path, extra: str, base: str = MINIMAL_CONFIG) -> list[s
 
 
 def test_every_schema_file_is_valid_draft_2020_12() -> None:
-    files = sorted(SCHEMA_DIR.glob("*.schema.json"))
+    files = schema_files()
     assert {f.name for f in files} >= {f"{s}.schema.json" for s in SECTIONS} | {"config.schema.json"}
     for f in files:
         doc = json.loads(f.read_text())
@@ -35,7 +36,7 @@ def test_every_schema_file_is_valid_draft_2020_12() -> None:
 
 
 def test_root_schema_references_one_schema_per_section() -> None:
-    root = json.loads((SCHEMA_DIR / "config.schema.json").read_text())
+    root = json.loads(next(f for f in schema_files() if f.name == "config.schema.json").read_text())
     assert root["additionalProperties"] is False
     assert {k: v["$ref"] for k, v in root["properties"].items()} == {s: f"{s}.schema.json" for s in SECTIONS}
     assert isinstance(validator(), Draft202012Validator)
