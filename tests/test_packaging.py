@@ -105,6 +105,7 @@ def test_the_wheel_carries_the_schemas_the_default_config_and_py_typed(installed
     metadata = zipfile.ZipFile(installed.wheel).read(f"{DISTRIBUTION}-0.1.0.dist-info/METADATA").decode()
     assert "License-Expression: Apache-2.0" in metadata
     assert f"{DISTRIBUTION}-0.1.0.dist-info/licenses/LICENSE" in names
+    assert f"pip install dist/{installed.wheel.name}" in (ROOT / "README.md").read_text()  # the README's line
 
 
 def test_router_is_imported_from_the_venv_not_the_checkout(installed: Installed) -> None:
