@@ -8,8 +8,13 @@ import pytest
 
 from router.cli import main
 from router.filters import all_filters
-from router.resources import (STARTER_MODELINE, default_config_dir, default_config_files, schema_files,
-                              with_starter_modeline)
+from router.resources import (
+    STARTER_MODELINE,
+    default_config_dir,
+    default_config_files,
+    schema_files,
+    with_starter_modeline,
+)
 from router.snapshot import check
 from tests.conftest import start_gateway
 
