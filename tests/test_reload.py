@@ -224,3 +224,32 @@ async def test_files_that_disappear_keep_the_old_config_serving(live: Harness, r
         (h.config_dir / name).write_text(text)
     await eventually(lambda: _async(h.gateway.generation > gen))
     assert await mapped(h) == "gemini-2.5-flash"
+
+
+async def test_config_dir_removed_and_recreated(live: Harness) -> None:
+    """A branch switch or deploy that removes the whole dir: rejected while it is gone, and the
+    re-created dir is watched again (its files are loaded without a SIGHUP)."""
+    h = live
+    gen = h.gateway.generation
+    saved = {f.name: f.read_text() for f in h.config_dir.glob("*.yaml")}
+    shutil.rmtree(h.config_dir)
+    await eventually(lambda: _async(h.gateway.reloads_failed >= 1))
+    assert "config directory not found" in h.gateway.last_error.errors[0].message  # type: ignore[union-attr]
+    health = await h.request("GET", "/healthz")
+    assert health.status == 200 and (await health.json())["config_generation"] == gen
+    assert await mapped(h) == "gemini-2.5-flash"
+    h.config_dir.mkdir()
+    for name, text in saved.items():
+        (h.config_dir / name).write_text(text.replace("gemini/gemini-2.5-flash", "gemini/gemini-recreated")
+                                         if name == "20-mapping.yaml" else text)
+
+    async def recreated() -> bool:
+        return await mapped(h) == "gemini-recreated"
+
+    await eventually(recreated)
+    (h.config_dir / "20-mapping.yaml").write_text(MAPPING.format(target="gemini/gemini-watched-again"))
+
+    async def watched() -> bool:
+        return await mapped(h) == "gemini-watched-again"
+
+    await eventually(watched)
