@@ -228,17 +228,16 @@ def is_config_name(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(CONFIG_SUFFIXES)
 
 
-def config_files(directory: Path) -> list[Path]:
+def config_files(directory: Path) -> tuple[list[Path], list[str]]:
     """The files a config dir contributes, in one merge order by file name, ``*.yaml`` and ``*.yml``
-    alike (the visible symlinks of a ConfigMap's ``..data`` dir are followed). A dangling symlink or
-    an unreadable file is listed too: reading it fails loudly instead of the file being skipped."""
-    return sorted((p for p in directory.iterdir() if is_config_name(p.name)), key=lambda p: p.name)
-
-
-def ignored_files(directory: Path) -> list[str]:
-    """Names that look like YAML but are not read (``.x.yaml``, ``x.yaml~``, ``x.yml.bak``), for a notice."""
-    return sorted(p.name for p in directory.iterdir()
-                  if not is_config_name(p.name) and _YAMLISH.search(p.name) and not p.name.startswith(".."))
+    alike (the visible symlinks of a ConfigMap's ``..data`` dir are followed), and the names that look
+    like YAML but are not read (``.x.yaml``, ``x.yaml~``, ``x.yml.bak``), for a notice. A dangling
+    symlink or an unreadable file is listed: reading it fails loudly instead of being skipped."""
+    entries = list(directory.iterdir())
+    files = sorted((p for p in entries if is_config_name(p.name)), key=lambda p: p.name)
+    ignored = sorted(p.name for p in entries
+                     if not is_config_name(p.name) and _YAMLISH.search(p.name) and not p.name.startswith(".."))
+    return files, ignored
 
 
 def _read(path: Path) -> bytes | str:
@@ -285,8 +284,7 @@ def load_dir(directory: str | Path, env: Mapping[str, str] | None = None, placeh
     files: list[tuple[str, str]] = []
     sources: dict[Pointer, str] = {}
     try:
-        paths = config_files(directory)
-        ignored = ignored_files(directory)
+        paths, ignored = config_files(directory)
     except OSError as e:
         why = "config directory not found" if not directory.exists() else f"cannot list: {e.strerror}"
         return LoadedConfig(data, locations, files, [ConfigError(str(directory), 0, 0, "", why)])
