@@ -94,3 +94,34 @@ def test_usage_errors_exit_2() -> None:
                         str(ROUTES)], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
                        env={"PATH": "/usr/bin:/bin"})
     assert r.returncode == 1 and len(json.loads(r.stdout)["errors"]) == 3
+
+
+def test_serve_require_keys_refuses_to_start_without_keys(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "router", "serve", "--config", str(ROUTES), "--port", "0",
+                        "--require-keys"], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert r.returncode == 1, r.stderr
+    assert "provider 'openai' has no account with a key (api_key is empty: set OPENAI_API_KEY)" in r.stderr
+    assert "refusing to start: 3 config error(s)" in r.stderr
+
+
+async def test_gateway_require_keys_applies_to_every_reload(tmp_path: Path) -> None:
+    from router.errors import ConfigErrors
+    from router.gateway import Gateway
+    from tests.conftest import copy_routes
+
+    config = copy_routes(tmp_path / "routes.d")
+    keys = {"GEMINI_API_KEY": "g", "OPENAI_API_KEY": "o", "ANTHROPIC_API_KEY": "a"}
+    strict = Gateway(config, env={}, require_keys=True)
+    with pytest.raises(ConfigErrors) as info:
+        await strict.start()
+    await strict.close()
+    assert len(info.value.errors) == 3
+    gw = Gateway(config, env=dict(keys), require_keys=True)
+    await gw.start()
+    try:
+        gw.env = {**keys, "OPENAI_API_KEY": ""}  # a key removed from the environment of a later reload
+        assert await gw.reload("test") is False and gw.generation == 1
+        assert "provider 'openai'" in gw.last_error.errors[0].message  # type: ignore[union-attr]
+    finally:
+        await gw.close()
