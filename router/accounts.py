@@ -146,14 +146,28 @@ class Pool:
 
 
 def compile_accounts(provider: str, section: dict[str, Any]) -> tuple[Account, ...]:
-    """Accounts with a non-empty key, from ``accounts`` and the comma-separated ``key_list``."""
+    """The usable accounts of a provider, from ``accounts`` and the comma-separated ``key_list``.
+
+    An account without an ``api_key`` field is keyless (a local OpenAI-compatible server: its
+    templates send no credential); one whose ``api_key`` is present but empty (an unset
+    ``${VAR:-}``) is left out, so the provider uses its ``fallback``. A provider with neither
+    ``accounts`` nor ``key_list`` gets one implicit keyless account labelled with its own name.
+    Tolerant of data the schema rejected (it is only called on such data to explain other errors).
+    """
+    listed = section.get("accounts")
+    if "accounts" not in section and "key_list" not in section:
+        return (Account(provider, provider, provider, ""),)
     out: list[Account] = []
-    for a in section.get("accounts") or []:
-        key = a.get("api_key") or ""
-        if key:
-            email = a.get("email") or f"{provider}-{len(out) + 1}"
-            out.append(Account(provider, a.get("id") or email, email, key))
-    for item in (section.get("key_list") or "").split(","):
+    for a in listed if isinstance(listed, list) else []:
+        if not isinstance(a, dict):
+            continue
+        key = a.get("api_key", None)
+        if key is not None and (not isinstance(key, str) or not key):
+            continue
+        email = a.get("email") or f"{provider}-{len(out) + 1}"
+        out.append(Account(provider, str(a.get("id") or email), str(email), key or ""))
+    key_list = section.get("key_list")
+    for item in (key_list if isinstance(key_list, str) else "").split(","):
         item = item.strip()
         if not item:
             continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
@@ -38,17 +39,30 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """Exit 0 when valid, 1 with every error (text: one ``file:line:col: ...`` line each; json: one
+    document on stdout). Argument errors exit 2, as argparse does."""
     from router.filters import all_filters
-    from router.snapshot import check
+    from router.snapshot import check_dir
 
     directory = _config_dir(args.dir)
-    errors = check(directory, all_filters())
+    loaded, errors = check_dir(directory, all_filters(), require_keys=args.require_keys,
+                               placeholders=args.placeholder_secrets)
+    if args.format == "json":
+        print(json.dumps({
+            "ok": not errors, "dir": str(directory),
+            "files": [{"name": n, "sha256": h} for n, h in loaded.files],
+            "ignored": loaded.ignored,
+            "errors": [e.as_dict() for e in errors],
+        }, indent=2))
+        return 1 if errors else 0
+    for name in loaded.ignored:
+        print(f"note: {name} is not read (hidden or backup file)", file=sys.stderr)
     if errors:
         for e in errors:
             print(str(e), file=sys.stdout)
         print(f"{len(errors)} error(s) in {directory}", file=sys.stderr)
         return 1
-    print(f"{directory}: ok")
+    print(f"{directory}: ok ({len(loaded.files)} file(s))")
     return 0
 
 
@@ -63,7 +77,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     directory = _config_dir(args.config)
     loaded = load_dir(directory)
     try:  # validate before binding; the simulator's real URL is filled in at start
-        snap = compile_config(loaded, 0, all_filters(), {BUILTIN_SIMULATOR: "http://127.0.0.1:0"}, args.host)
+        snap = compile_config(loaded, 0, all_filters(), {BUILTIN_SIMULATOR: "http://127.0.0.1:0"}, args.host,
+                              args.require_keys)
     except ConfigErrors as e:
         for err in e.errors:
             print(str(err), file=sys.stderr)
@@ -76,9 +91,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers and args.workers > 1:
         from router.workers import serve_workers
 
-        extra = ["--log-level", args.log_level] if args.log_level else []
+        extra = (["--log-level", args.log_level] if args.log_level else []) + \
+            (["--require-keys"] if args.require_keys else [])
         return serve_workers(args.workers, directory, host, port, snap.server.shutdown_grace, extra)
-    gateway = Gateway(directory, bind_host=host, manage_logging=args.log_level is None)
+    gateway = Gateway(directory, bind_host=host, manage_logging=args.log_level is None,
+                      require_keys=args.require_keys)
     logging.getLogger("router").info("router %s listening on http://%s:%d (config %s)", __version__, host,
                                      port, directory)
     run(serve(gateway, host, port, shutdown_timeout=snap.server.shutdown_grace, reuse_port=args.reuse_port),
@@ -121,6 +138,10 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+REQUIRE_KEYS_HELP = ("a provider whose accounts have no key is a config error instead of a silent "
+                     "fallback (e.g. to the simulator); same as server.require_keys: true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="router", description="Declarative, config-driven LLM API gateway")
     p.add_argument("--version", action="version", version=f"router {__version__}")
@@ -133,10 +154,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="worker processes sharing the port")
     s.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    s.add_argument("--require-keys", action="store_true", help=REQUIRE_KEYS_HELP)
     s.set_defaults(func=cmd_serve)
-    c = sub.add_parser("check", help="validate a config dir offline (exit 1 on errors)")
+    c = sub.add_parser("check", help="validate a config dir offline (exit 0 valid, 1 errors, 2 usage)")
     c.add_argument("dir", nargs="?", help=f"config dir (default $ROUTER_CONFIG, else ./{DEFAULT_CONFIG}, "
                                           "else the packaged default)")
+    c.add_argument("--require-keys", action="store_true", help=REQUIRE_KEYS_HELP)
+    c.add_argument("--placeholder-secrets", action="store_true",
+                   help="for CI without the runtime secrets: an unset ${VAR} (no default or an empty one) "
+                        "resolves to 'placeholder-VAR', an unreadable ${file:...} to 'placeholder-file'")
+    c.add_argument("--format", choices=["text", "json"], default="text",
+                   help="json: one document {ok, dir, files, ignored, errors[file, line, column, pointer, "
+                        "message, text]} on stdout")
     c.set_defaults(func=cmd_check)
     i = sub.add_parser("init", help="write a starter config dir (the default config plus its schemas)")
     i.add_argument("dir", help="the dir to create (refused when it is not empty, unless --force)")

@@ -1,4 +1,4 @@
-"""Load the config dir: every ``*.yaml`` (sorted by name) parsed with line/column, env-resolved, merged.
+"""Load the config dir: every ``*.yaml``/``*.yml`` (sorted by name) parsed with line/column, env-resolved, merged.
 
 The result is a plain ``dict`` (what JSON Schema validates and the snapshot compiles) plus a
 location index mapping each JSON pointer to the file:line:column it came from, so every later error
@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,13 @@ NAMED_SECTIONS = frozenset({"providers", "templates", "retry_policies"})
 
 _VAR = re.compile(r"\$\{([^}]*)\}")
 _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+# Config file names: any letter case, so ``A.YAML`` is never silently skipped.
+CONFIG_SUFFIXES = (".yaml", ".yml")
+# A name that mentions YAML but is not a config file: editor backups/swaps (``x.yaml~``,
+# ``x.yaml.swp``, ``x.yaml.bak``) and hidden files (``.#x.yaml`` Emacs locks, ConfigMap internals).
+_YAMLISH = re.compile(r"\.ya?ml", re.IGNORECASE)
+PLACEHOLDER_PREFIX = "placeholder-"
 
 Pointer = tuple[str | int, ...]
 
@@ -44,6 +52,10 @@ class LoadedConfig:
     locations: dict[Pointer, Location]
     files: list[tuple[str, str]]  # (file name, sha256)
     errors: list[ConfigError] = field(default_factory=list)
+    # the unresolved text of every value that used ${...} (variable names and paths, never values),
+    # so an empty key can be explained as "set GEMINI_API_KEY"
+    sources: dict[Pointer, str] = field(default_factory=dict)
+    ignored: list[str] = field(default_factory=list)  # YAML-looking names that are not config files
 
     def locate(self, pointer: Pointer, message: str) -> ConfigError:
         """A ConfigError at the nearest located ancestor of ``pointer``."""
@@ -63,10 +75,20 @@ def pointer_text(pointer: Pointer) -> str:
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in pointer)
 
 
-def resolve_env(text: str, env: Mapping[str, str], base_dir: Path | None = None) -> str:
+def variables(text: str) -> list[str]:
+    """The environment variable names a ``${...}`` text refers to (``${file:...}`` excluded)."""
+    names = (m.group(1).partition(":-")[0] for m in _VAR.finditer(text) if not m.group(1).startswith("file:"))
+    return [n for n in names if _VAR_NAME.match(n)]
+
+
+def resolve_env(text: str, env: Mapping[str, str], base_dir: Path | None = None,
+                placeholders: bool = False) -> str:
     """Expand ``${VAR}``, ``${VAR:-default}`` and ``${file:PATH}``; raise ValueError when unresolvable.
 
-    A relative ``${file:...}`` path is taken relative to ``base_dir`` (the config dir).
+    A relative ``${file:...}`` path is taken relative to ``base_dir`` (the config dir). With
+    ``placeholders`` (``router check --placeholder-secrets``, for CI without the runtime secrets) a
+    variable that is unset or empty, with no default or an empty one, becomes ``placeholder-VAR``
+    and an unreadable file ``placeholder-file``: non-empty, so keys count as set.
     """
 
     def one(m: re.Match[str]) -> str:
@@ -78,11 +100,15 @@ def resolve_env(text: str, env: Mapping[str, str], base_dir: Path | None = None)
             try:
                 return path.read_text().strip()
             except OSError as e:
+                if placeholders:
+                    return PLACEHOLDER_PREFIX + "file"
                 raise ValueError(f"cannot read ${{file:{path}}}: {e.strerror}") from None
         name, sep, default = expr.partition(":-")
         if not _VAR_NAME.match(name):
             raise ValueError(f"bad variable reference ${{{expr}}}")
         value = env.get(name)
+        if placeholders and not value and not default:
+            return PLACEHOLDER_PREFIX + name
         if value is None or (sep and value == ""):
             if sep:
                 return default
@@ -96,12 +122,15 @@ class _Reader:
     """Converts one file's ruamel tree into plain data, recording locations and env errors."""
 
     def __init__(self, file: str, env: Mapping[str, str], locations: dict[Pointer, Location],
-                 errors: list[ConfigError], base_dir: Path | None = None):
+                 errors: list[ConfigError], base_dir: Path | None = None, placeholders: bool = False,
+                 sources: dict[Pointer, str] | None = None):
         self.file = file
         self.env = env
         self.base_dir = base_dir
         self.locations = locations
         self.errors = errors
+        self.placeholders = placeholders
+        self.sources = {} if sources is None else sources
 
     def at(self, pointer: Pointer, lc: tuple[int, int] | None) -> None:
         if lc is not None:
@@ -124,8 +153,11 @@ class _Reader:
                 items.append(self.plain(v, p))
             return items
         if isinstance(node, str):
+            text = str(node)
+            if "${" in text:
+                self.sources[pointer] = text
             try:
-                return resolve_env(str(node), self.env, self.base_dir)
+                return resolve_env(text, self.env, self.base_dir, self.placeholders)
             except ValueError as e:
                 loc = self.locations.get(pointer)
                 line, col = (loc.line, loc.column) if loc else (0, 0)
@@ -191,9 +223,35 @@ def _first_definition(pointer: Pointer, locations: dict[Pointer, Location], owne
     return owners.get(p, "?")
 
 
-def config_files(directory: Path) -> list[Path]:
-    """The files a config dir contributes, in merge order (``..data`` symlink dirs are followed)."""
-    return sorted((p for p in directory.glob("*.yaml") if p.is_file()), key=lambda p: p.name)
+def is_config_name(name: str) -> bool:
+    """``*.yaml`` and ``*.yml`` in any letter case, except hidden files (editor locks, ConfigMap internals)."""
+    return not name.startswith(".") and name.lower().endswith(CONFIG_SUFFIXES)
+
+
+def config_files(directory: Path) -> tuple[list[Path], list[str]]:
+    """The files a config dir contributes, in one merge order by file name, ``*.yaml`` and ``*.yml``
+    alike (the visible symlinks of a ConfigMap's ``..data`` dir are followed), and the names that look
+    like YAML but are not read (``.x.yaml``, ``x.yaml~``, ``x.yml.bak``), for a notice. A dangling
+    symlink or an unreadable file is listed: reading it fails loudly instead of being skipped."""
+    entries = list(directory.iterdir())
+    files = sorted((p for p in entries if is_config_name(p.name)), key=lambda p: p.name)
+    ignored = sorted(p.name for p in entries
+                     if not is_config_name(p.name) and _YAMLISH.search(p.name) and not p.name.startswith(".."))
+    return files, ignored
+
+
+def _read(path: Path) -> bytes | str:
+    """The file's bytes, or why it cannot be read (a FIFO or device would block: refused)."""
+    try:
+        st = path.stat()
+        if stat.S_ISDIR(st.st_mode):
+            return "is a directory, not a config file"
+        if not stat.S_ISREG(st.st_mode):
+            return "is not a regular file"
+        return path.read_bytes()
+    except OSError as e:  # removed between listing and reading (`git pull`), a dangling link, no permission
+        dangling = path.is_symlink() and not path.exists()
+        return f"cannot read: {e.strerror}" + (" (a dangling symlink)" if dangling else "")
 
 
 def _parse(reader: TreeReader, name: str, raw: bytes) -> Any:
@@ -211,8 +269,12 @@ def _parse(reader: TreeReader, name: str, raw: bytes) -> Any:
         return ConfigError(name, 0, 0, "", f"YAML error: {e}")
 
 
-def load_dir(directory: str | Path, env: Mapping[str, str] | None = None) -> LoadedConfig:
-    """Read, resolve and merge every ``*.yaml`` in ``directory``. Never raises for config problems."""
+def load_dir(directory: str | Path, env: Mapping[str, str] | None = None, placeholders: bool = False
+             ) -> LoadedConfig:
+    """Read, resolve and merge every config file in ``directory``. Never raises for config problems.
+
+    ``placeholders``: unset secrets resolve to placeholders (see :func:`resolve_env`).
+    """
     directory = Path(directory)
     env = os.environ if env is None else env
     data: dict[str, Any] = {}
@@ -220,15 +282,20 @@ def load_dir(directory: str | Path, env: Mapping[str, str] | None = None) -> Loa
     errors: list[ConfigError] = []
     owners: dict[Pointer, str] = {}
     files: list[tuple[str, str]] = []
-    if not directory.is_dir():
-        return LoadedConfig(data, locations, files,
-                            [ConfigError(str(directory), 0, 0, "", "config directory not found")])
+    sources: dict[Pointer, str] = {}
+    try:
+        paths, ignored = config_files(directory)
+    except OSError as e:
+        why = "config directory not found" if not directory.exists() else f"cannot list: {e.strerror}"
+        return LoadedConfig(data, locations, files, [ConfigError(str(directory), 0, 0, "", why)])
+    if not paths:
+        return LoadedConfig(data, locations, files, [ConfigError(
+            str(directory), 0, 0, "", f"no config files (*.yaml, *.yml) in {directory}")], ignored=ignored)
     yaml = TreeReader()
-    for path in config_files(directory):
-        try:
-            raw = path.read_bytes()
-        except OSError as e:  # e.g. removed between listing and reading during a `git pull`
-            errors.append(ConfigError(path.name, 0, 0, "", f"cannot read: {e.strerror}"))
+    for path in paths:
+        raw = _read(path)
+        if isinstance(raw, str):
+            errors.append(ConfigError(path.name, 0, 0, "", raw))
             continue
         files.append((path.name, hashlib.sha256(raw).hexdigest()))
         tree = _parse(yaml, path.name, raw)
@@ -240,5 +307,5 @@ def load_dir(directory: str | Path, env: Mapping[str, str] | None = None) -> Loa
         if not isinstance(tree, LocMap):
             errors.append(ConfigError(path.name, 1, 1, "", "the top level of a config file must be a mapping"))
             continue
-        _merge(data, tree, _Reader(path.name, env, locations, errors, directory), (), owners)
-    return LoadedConfig(data, locations, files, errors)
+        _merge(data, tree, _Reader(path.name, env, locations, errors, directory, placeholders, sources), (), owners)
+    return LoadedConfig(data, locations, files, errors, sources, ignored)

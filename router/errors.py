@@ -48,6 +48,11 @@ class ConfigError:
         ptr = f" at {self.pointer}" if self.pointer else ""
         return f"{loc}:{ptr} {self.message}" if ptr else f"{loc}: {self.message}"
 
+    def as_dict(self) -> dict[str, str | int]:
+        """The machine-readable form (``router check --format json``, ``/admin/config``)."""
+        return {"file": self.file, "line": self.line, "column": self.column, "pointer": self.pointer,
+                "message": self.message, "text": str(self)}
+
 
 class ConfigErrors(Exception):
     """Raised by the loader with every problem found, not only the first."""

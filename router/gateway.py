@@ -36,8 +36,7 @@ class ReloadStatus:
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "generation": self.generation, "at": self.at, "reason": self.reason,
-                "errors": [{"file": e.file, "line": e.line, "column": e.column, "pointer": e.pointer,
-                            "message": e.message, "text": str(e)} for e in self.errors]}
+                "errors": [e.as_dict() for e in self.errors]}
 
 
 def decoder_modules() -> dict[str, ModuleType]:
@@ -59,10 +58,11 @@ class Gateway:
 
     def __init__(self, config_dir: str | Path, env: Mapping[str, str] | None = None,
                  sim_options: dict[str, Any] | None = None, bind_host: str | None = None,
-                 manage_logging: bool = False):
+                 manage_logging: bool = False, require_keys: bool = False):
         self.config_dir = Path(config_dir)
         self.manage_logging = manage_logging  # the CLI owns process logging: re-apply logging.level
         self.bind_host = bind_host  # the listener's address when given on the command line
+        self.require_keys = require_keys  # --require-keys: a provider without a key is a config error
         self.env = env
         self.sim_options = sim_options or {}
         self.filters = all_filters()
@@ -111,12 +111,14 @@ class Gateway:
         async with self._lock:
             t0 = time.perf_counter()
             loaded = await asyncio.to_thread(load_dir, self.config_dir, self.env)
+            if loaded.ignored:
+                log.warning("not read as config (hidden or backup files): %s", ", ".join(loaded.ignored[:10]))
             if _uses_simulator(loaded) and BUILTIN_SIMULATOR not in self.builtins:
                 await self._start_simulator()
             generation = self.generation + 1
             try:
                 snap = await asyncio.to_thread(compile_config, loaded, generation, self.filters, self.builtins,
-                                               self.bind_host)
+                                               self.bind_host, self.require_keys)
             except ConfigErrors as e:
                 self.reloads_failed += 1
                 self.last_error = self.last_reload = ReloadStatus(False, self.generation, e.errors, time.time(), reason)

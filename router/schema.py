@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from functools import lru_cache
+from collections.abc import Iterable
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -103,8 +104,7 @@ def cross_reference_errors(loaded: LoadedConfig, handlers: frozenset[str]) -> li
                 errs.append(loaded.locate(("routes", i, "path"), str(e)))
         handler = route.get("handler")
         if isinstance(handler, str) and handler not in handlers:
-            errs.append(loaded.locate(("routes", i, "handler"),
-                                      f"unknown handler '{handler}' (known: {', '.join(sorted(handlers))})"))
+            errs.append(loaded.locate(("routes", i, "handler"), f"unknown handler '{handler}' {known(handlers)}"))
         methods = route.get("methods") if isinstance(route.get("methods"), list) else None
         for method in methods or ["GET"]:
             key = (str(route.get("path")), str(method))
@@ -123,13 +123,15 @@ def cross_reference_errors(loaded: LoadedConfig, handlers: frozenset[str]) -> li
             {(k,): v for k, v in tpl.items() if isinstance(v, str)} if isinstance(tpl, dict) else {})
         for sub, tname in named.items():
             if tname not in templates:
-                errs.append(loaded.locate(("providers", name, "template", *sub), f"unknown template '{tname}'"))
+                errs.append(loaded.locate(("providers", name, "template", *sub),
+                                          f"unknown template '{tname}' {known(templates)}"))
         pol = prov.get("retry", "default")
         if isinstance(pol, str) and pol not in policies and pol != "default":
-            errs.append(loaded.locate(("providers", name, "retry"), f"unknown retry policy '{pol}'"))
+            errs.append(loaded.locate(("providers", name, "retry"),
+                                      f"unknown retry policy '{pol}' {known({'default', *policies})}"))
         fb = prov.get("fallback")
         if isinstance(fb, str) and fb not in providers:
-            errs.append(loaded.locate(("providers", name, "fallback"), f"unknown provider '{fb}'"))
+            errs.append(loaded.locate(("providers", name, "fallback"), f"unknown provider '{fb}' {known(providers)}"))
 
     mapping = _section(data, "model_mapping", dict)
     if mapping:
@@ -149,6 +151,18 @@ def cross_reference_errors(loaded: LoadedConfig, handlers: frozenset[str]) -> li
     return errs
 
 
+KNOWN_SHOWN = 30  # a config with thousands of providers does not get a thousand-name message
+
+
+def known(names: Iterable[str]) -> str:
+    """``(known: a, b)``: the names an unknown reference could have meant, sorted, at most KNOWN_SHOWN."""
+    ordered = sorted(names)
+    if not ordered:
+        return "(none defined)"
+    more = f", ... {len(ordered) - KNOWN_SHOWN} more" if len(ordered) > KNOWN_SHOWN else ""
+    return f"(known: {', '.join(ordered[:KNOWN_SHOWN])}{more})"
+
+
 def _section(data: dict[str, Any], name: str, kind: type) -> Any:
     """``data[name]`` when it has the expected type, else an empty one (the schema reports the rest)."""
     value = data.get(name)
@@ -161,5 +175,6 @@ def _target_errors(loaded: LoadedConfig, pointer: Pointer, target: Any,
         return []
     provider = target.split("/", 1)[0]
     if provider not in providers:
-        return [loaded.locate(pointer, f"mapping target '{target}' names unknown provider '{provider}'")]
+        return [loaded.locate(pointer, f"mapping target '{target}' names unknown provider '{provider}' "
+                                       f"{known(providers)}")]
     return []

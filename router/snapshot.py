@@ -16,9 +16,10 @@ from jinja2 import TemplateSyntaxError
 
 from router.accounts import Pool, compile_accounts
 from router.auth import AuthPolicy, compile_auth
-from router.config import LoadedConfig, load_dir
+from router.config import LoadedConfig, Pointer, load_dir, pointer_text
 from router.errors import ConfigError, ConfigErrors
 from router.mapping import ModelMapper, compile_mapping
+from router.reachability import provider_errors
 from router.retry import DEFAULT_POLICY, Policy, compile_policy, parse_duration
 from router.routes import RouteTable, compile_routes
 from router.schema import cross_reference_errors, schema_errors
@@ -98,6 +99,7 @@ class Server:
     reload_debounce: float
     response_store_items: int
     response_store_ttl: float
+    require_keys: bool = False  # a provider without a key is a config error, not a silent fallback
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,15 @@ def _server(section: dict[str, Any]) -> Server:
         reload_debounce=parse_duration(section.get("reload_debounce"), 0.3) or 0.0,
         response_store_items=int(store.get("max_items", 1000)),
         response_store_ttl=parse_duration(store.get("ttl"), 3600.0) or 0.0,
+        require_keys=section.get("require_keys") is True,
     )
+
+
+def _listener(data: dict[str, Any], bind_host: str | None) -> tuple[Server, AuthPolicy]:
+    """The server settings and the auth policy in effect on the address actually listened on."""
+    server = _server(data.get("server") or {})
+    exposed = server.allow_lan_access or (bind_host or server.host) not in LOOPBACK_HOSTS
+    return server, compile_auth(data.get("auth"), exposed)
 
 
 def _timeouts(section: dict[str, Any] | None) -> Timeouts:
@@ -152,36 +162,20 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, Callable[..., Any]],
-                   builtins: Mapping[str, str] | None = None, bind_host: str | None = None) -> Snapshot:
+                   builtins: Mapping[str, str] | None = None, bind_host: str | None = None,
+                   require_keys: bool = False) -> Snapshot:
     """Validate and compile; raises ConfigErrors with every located problem.
 
     ``bind_host`` is the address actually listened on (``--host``), when it differs from the config:
-    ``auth.mode: auto`` protects any listener that is not loopback-only.
+    ``auth.mode: auto`` protects any listener that is not loopback-only. ``require_keys``
+    (``--require-keys``, or ``server.require_keys``) makes a provider without a key an error.
     """
-    errors: list[ConfigError] = list(loaded.errors)
-    errors += schema_errors(loaded)
-    errors += cross_reference_errors(loaded, HANDLERS)  # tolerant of data the schema rejected
-    if errors:
-        raise ConfigErrors(sorted(set(errors), key=lambda e: (e.file, e.line, e.column, e.message)))
-    data = loaded.data
     env = make_environment(dict(filters))
-    for name, tpl in (data.get("templates") or {}).items():
-        for ptr, msg in template_errors(env, tpl, ("templates", name)):
-            errors.append(loaded.locate(ptr, msg))
-    for hname, text in (data.get("response_headers") or {}).items():
-        for ptr, msg in template_errors(env, text, ("response_headers", hname)):
-            errors.append(loaded.locate(ptr, msg))
-    server = _server(data.get("server") or {})
-    exposed = server.allow_lan_access or (bind_host or server.host) not in LOOPBACK_HOSTS
-    auth = compile_auth(data.get("auth"), exposed)
-    if auth.mode != "off" and not auth.keys:
-        written = (data.get("auth") or {}).get("mode", "auto")
-        why = f"auth mode '{written}'" + (f" (= {auth.mode} on a non-loopback listener)" if written == "auto" else "")
-        errors.append(loaded.locate(("auth", "mode") if data.get("auth") else ("server", "allow_lan_access"),
-                                    f"{why} needs at least one api key with a non-empty key"))
+    errors = config_errors(loaded, env, bind_host, require_keys)
     if errors:
         raise ConfigErrors(errors)
-
+    data = loaded.data
+    server, auth = _listener(data, bind_host)
     policies = {"default": DEFAULT_POLICY}
     for name, section in (data.get("retry_policies") or {}).items():
         policies[name] = compile_policy(name, section)
@@ -213,6 +207,70 @@ def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, 
     )
 
 
+def config_errors(loaded: LoadedConfig, env: Any, bind_host: str | None = None, require_keys: bool = False
+                  ) -> list[ConfigError]:
+    """Every problem of a loaded config in one pass, sorted by location: files, schema, cross
+    references, template syntax, auth keys, completeness and providers that cannot serve. Later
+    checks skip the data the schema rejected instead of tripping over it."""
+    schema = schema_errors(loaded)
+    rejected = _rejected([*schema, *loaded.errors])
+    data = loaded.data
+    errors = [*loaded.errors, *schema, *cross_reference_errors(loaded, HANDLERS)]
+    errors += _template_syntax_errors(loaded, env)
+    errors += _completeness_errors(loaded, rejected)
+    if not rejected(("auth",)) and not rejected(("server",)):
+        errors += _auth_errors(loaded, bind_host)
+    server = data.get("server") if isinstance(data.get("server"), dict) else {}
+    require = require_keys or server.get("require_keys") is True
+    errors += provider_errors(loaded, require, rejected)
+    return sorted(set(errors), key=lambda e: (e.file, e.line, e.column, e.message))
+
+
+def _rejected(found: list[ConfigError]) -> Callable[[Pointer], bool]:
+    """Whether the schema (or ``${...}`` resolution) rejected the data at, above or under a pointer."""
+    bad = [e.pointer for e in found if e.pointer]
+
+    def rejected(pointer: Pointer) -> bool:
+        text = pointer_text(pointer)
+        return any(b == text or b.startswith(text + "/") or text.startswith(b + "/") for b in bad)
+
+    return rejected
+
+
+def _template_syntax_errors(loaded: LoadedConfig, env: Any) -> list[ConfigError]:
+    errors: list[ConfigError] = []
+    for section in ("templates", "response_headers"):
+        entries = loaded.data.get(section)
+        for name, tpl in (entries.items() if isinstance(entries, dict) else ()):
+            errors += [loaded.locate(ptr, msg) for ptr, msg in template_errors(env, tpl, (section, name))]
+    return errors
+
+
+def _completeness_errors(loaded: LoadedConfig, rejected: Callable[[Pointer], bool]) -> list[ConfigError]:
+    """A config with no routes answers nothing, one with no providers serves no model. Not reported
+    when a file could not be read or parsed: its routes may be the missing ones."""
+    if any(not e.pointer for e in loaded.errors):
+        return []
+    errors = []
+    for section, what in (("routes", "no routes: the gateway would answer nothing (add a 'routes' list)"),
+                          ("providers", "no providers: no model could be served (add a 'providers' section)")):
+        if not loaded.data.get(section) and not rejected((section,)):
+            errors.append(loaded.locate((section,), what))
+    return errors
+
+
+def _auth_errors(loaded: LoadedConfig, bind_host: str | None) -> list[ConfigError]:
+    """A mode that needs keys with none defined: a LAN-exposed gateway never runs open by accident."""
+    data = loaded.data
+    _, auth = _listener(data, bind_host)
+    if auth.mode == "off" or auth.keys:
+        return []
+    written = (data.get("auth") or {}).get("mode", "auto")
+    why = f"auth mode '{written}'" + (f" (= {auth.mode} on a non-loopback listener)" if written == "auto" else "")
+    return [loaded.locate(("auth", "mode") if data.get("auth") else ("server", "allow_lan_access"),
+                          f"{why} needs at least one api key with a non-empty key")]
+
+
 def _template(env: Any, name: str, t: dict[str, Any]) -> Template:
     try:
         return Template(
@@ -226,18 +284,27 @@ def _template(env: Any, name: str, t: dict[str, Any]) -> Template:
 
 
 def build(directory: str | Path, generation: int, filters: Mapping[str, Callable[..., Any]],
-          env: Mapping[str, str] | None = None, builtins: Mapping[str, str] | None = None
-          ) -> tuple[Snapshot, LoadedConfig]:
+          env: Mapping[str, str] | None = None, builtins: Mapping[str, str] | None = None,
+          require_keys: bool = False, placeholders: bool = False) -> tuple[Snapshot, LoadedConfig]:
     """Load and compile a config dir in one step."""
-    loaded = load_dir(directory, env)
-    return compile_config(loaded, generation, filters, builtins), loaded
+    loaded = load_dir(directory, env, placeholders)
+    return compile_config(loaded, generation, filters, builtins, require_keys=require_keys), loaded
 
 
 def check(directory: str | Path, filters: Mapping[str, Callable[..., Any]],
-          env: Mapping[str, str] | None = None) -> list[ConfigError]:
-    """Every problem in a config dir (empty when valid); used by ``router check``."""
+          env: Mapping[str, str] | None = None, require_keys: bool = False, placeholders: bool = False
+          ) -> list[ConfigError]:
+    """Every problem in a config dir (empty when valid)."""
+    return check_dir(directory, filters, env, require_keys, placeholders)[1]
+
+
+def check_dir(directory: str | Path, filters: Mapping[str, Callable[..., Any]],
+              env: Mapping[str, str] | None = None, require_keys: bool = False, placeholders: bool = False
+              ) -> tuple[LoadedConfig, list[ConfigError]]:
+    """What ``router check`` reports: the files read and every problem (empty when valid)."""
+    loaded = load_dir(directory, env, placeholders)
     try:
-        build(directory, 0, filters, env)
+        compile_config(loaded, 0, filters, require_keys=require_keys)
     except ConfigErrors as e:
-        return e.errors
-    return []
+        return loaded, e.errors
+    return loaded, []

@@ -63,7 +63,13 @@ def _without(body: Any, *keys: str) -> Any:
     return {k: v for k, v in body.items() if k not in keys}
 
 
+def _bearer(key: Any) -> str | None:
+    """``Bearer <key>``, or none for a keyless account, so the header is left out (never ``Bearer ``)."""
+    return f"Bearer {key}" if key else None
+
+
 BASE_FILTERS: dict[str, Callable[..., Any]] = {
+    "bearer": _bearer,
     "path_segment": _path_segment,
     "urlencode": _path_segment,
     "tojson": _tojson,

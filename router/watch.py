@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import stat
+from pathlib import Path
 
 from watchfiles import awatch
 
@@ -45,11 +47,41 @@ async def watch_config(gateway: Gateway) -> None:
 
 
 async def _watch_files(gateway: Gateway, debounce_ms: int, stop: asyncio.Event) -> None:
-    async for changes in awatch(gateway.config_dir, debounce=debounce_ms, step=20, stop_event=stop,
-                                recursive=True, rust_timeout=1000):
-        names = sorted({c[1].rsplit("/", 1)[-1] for c in changes})
-        log.info("config dir changed (%s): reloading", ", ".join(names[:5]))
-        await _reload(gateway, "watch")
+    """Watch the config dir; when the dir itself goes away (``rm -rf`` and re-create by a branch
+    switch or a deploy), its watch is dead: wait for the dir to be back, reload, and watch it anew."""
+    while not stop.is_set():
+        identity = _identity(gateway.config_dir)
+        if identity is not None:
+            async for changes in awatch(gateway.config_dir, debounce=debounce_ms, step=20, stop_event=stop,
+                                        recursive=True, rust_timeout=1000):
+                names = sorted({c[1].rsplit("/", 1)[-1] for c in changes})
+                log.info("config dir changed (%s): reloading", ", ".join(names[:5]))
+                await _reload(gateway, "watch")
+                if _identity(gateway.config_dir) != identity:
+                    log.warning("config dir %s was removed or replaced: watching for it", gateway.config_dir)
+                    break
+            else:
+                return  # stopped
+        while _identity(gateway.config_dir) is None and not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), DIR_POLL)
+            except asyncio.TimeoutError:
+                pass
+        if not stop.is_set():
+            log.info("config dir %s is back: reloading", gateway.config_dir)
+            await _reload(gateway, "watch")
+
+
+DIR_POLL = 0.5  # seconds between looks for a config dir that went away
+
+
+def _identity(directory: Path) -> tuple[int, int] | None:
+    """(device, inode) of the dir, None when it is gone: a re-created dir is a new one to watch."""
+    try:
+        st = directory.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
 
 
 async def _reload(gateway: Gateway, reason: str) -> None:

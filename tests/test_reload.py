@@ -193,3 +193,63 @@ async def test_cooldown_survives_reload(gw: Harness) -> None:
     for _ in range(3):
         _, _, headers = await gw.post_json("/v1/chat/completions", CHAT)
         assert headers["X-Account-Email"] == "sim-b@simulator.local"
+
+
+@pytest.mark.parametrize(("remove", "why"), [
+    ("*.yaml", "no config files (*.yaml, *.yml) in"),
+    ("30-routes.yaml", "no routes: the gateway would answer nothing"),
+], ids=["all-files", "routes-file"])
+async def test_files_that_disappear_keep_the_old_config_serving(live: Harness, remove: str, why: str) -> None:
+    """A half-applied ConfigMap, an rsync --delete, a branch switch: the reload is rejected (by the file
+    watcher and by POST /admin/reload) and the previous snapshot keeps serving."""
+    h = live
+    gen = h.gateway.generation
+    saved = {f.name: f.read_text() for f in h.config_dir.glob(remove)}
+    assert saved
+    for name in saved:
+        (h.config_dir / name).unlink()
+    await eventually(lambda: _async(h.gateway.reloads_failed >= 1))  # the watcher's reload
+    r = await h.request("POST", "/admin/reload")
+    body = await r.json()
+    assert r.status == 422 and body["reloaded"] is False and body["generation"] == gen
+    assert any(why in e["message"] for e in body["last_error"]["errors"]), body["last_error"]
+    health = await h.request("GET", "/healthz")
+    assert health.status == 200 and (await health.json())["config_generation"] == gen
+    assert await mapped(h) == "gemini-2.5-flash"  # the routes still answer
+    status = await (await h.request("GET", "/admin/config")).json()
+    assert status["generation"] == gen and len(status["routes"]) > 5
+    assert any(why in e["text"] for e in status["last_error"]["errors"])
+    assert h.gateway.generation == gen
+    for name, text in saved.items():  # the files come back: the next reload applies them
+        (h.config_dir / name).write_text(text)
+    await eventually(lambda: _async(h.gateway.generation > gen))
+    assert await mapped(h) == "gemini-2.5-flash"
+
+
+async def test_config_dir_removed_and_recreated(live: Harness) -> None:
+    """A branch switch or deploy that removes the whole dir: rejected while it is gone, and the
+    re-created dir is watched again (its files are loaded without a SIGHUP)."""
+    h = live
+    gen = h.gateway.generation
+    saved = {f.name: f.read_text() for f in h.config_dir.glob("*.yaml")}
+    shutil.rmtree(h.config_dir)
+    await eventually(lambda: _async(h.gateway.reloads_failed >= 1))
+    assert "config directory not found" in h.gateway.last_error.errors[0].message  # type: ignore[union-attr]
+    health = await h.request("GET", "/healthz")
+    assert health.status == 200 and (await health.json())["config_generation"] == gen
+    assert await mapped(h) == "gemini-2.5-flash"
+    h.config_dir.mkdir()
+    for name, text in saved.items():
+        (h.config_dir / name).write_text(text.replace("gemini/gemini-2.5-flash", "gemini/gemini-recreated")
+                                         if name == "20-mapping.yaml" else text)
+
+    async def recreated() -> bool:
+        return await mapped(h) == "gemini-recreated"
+
+    await eventually(recreated)
+    (h.config_dir / "20-mapping.yaml").write_text(MAPPING.format(target="gemini/gemini-watched-again"))
+
+    async def watched() -> bool:
+        return await mapped(h) == "gemini-watched-again"
+
+    await eventually(watched)

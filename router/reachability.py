@@ -1,0 +1,110 @@
+"""Can the config serve? Every mapping target must reach a provider with a usable account.
+
+A provider without a usable account (every ``api_key`` empty, an empty ``key_list``, an empty
+``accounts`` list) hands its requests to its ``fallback``; a mapping target whose chain of fallbacks
+ends without an account could only ever answer 503, so it is a config error located at the mapping
+entry. With ``require_keys`` (``server.require_keys`` or ``--require-keys``) a provider without a
+usable account is an error itself: a production config never silently serves from its fallback (the
+simulator). Each message names the provider and what to set, never a value.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from router.accounts import compile_accounts
+from router.config import LoadedConfig, Pointer, variables
+from router.errors import ConfigError
+
+Rejected = Callable[[Pointer], bool]  # whether the schema already rejected data at or under a pointer
+
+
+def provider_errors(loaded: LoadedConfig, require_keys: bool, rejected: Rejected) -> list[ConfigError]:
+    """Mapping targets without a usable account at the end of their fallbacks; with ``require_keys``
+    also every provider without a usable account."""
+    providers = _providers(loaded, rejected)
+    missing = {name: _why(loaded, name, section) for name, section in providers.items()
+               if not compile_accounts(name, section)}
+    errors: list[ConfigError] = []
+    if require_keys:
+        errors += [_require_keys_error(loaded, name, providers[name], why) for name, why in missing.items()]
+    for pointer, target in _targets(loaded.data.get("model_mapping")):
+        name = target.split("/", 1)[0]
+        if rejected(pointer) or name not in missing:
+            continue  # unknown providers are cross-reference errors; rejected data is reported already
+        problem = _chain_problem(name, providers, missing, loaded, rejected)
+        if problem:
+            errors.append(loaded.locate(pointer, f"mapping target '{target}': {problem}"))
+    return errors
+
+
+def _providers(loaded: LoadedConfig, rejected: Rejected) -> dict[str, dict[str, Any]]:
+    section = loaded.data.get("providers")
+    if not isinstance(section, dict):
+        return {}
+    return {name: p for name, p in section.items() if isinstance(p, dict) and not rejected(("providers", name))}
+
+
+def _targets(mapping: Any) -> list[tuple[Pointer, str]]:
+    """(pointer, target) of every exact, wildcard and default entry."""
+    if not isinstance(mapping, dict):
+        return []
+    out: list[tuple[Pointer, str]] = []
+    for kind in ("exact", "wildcard"):
+        entries = mapping.get(kind)
+        if isinstance(entries, dict):
+            out += [(("model_mapping", kind, str(k)), v) for k, v in entries.items() if isinstance(v, str)]
+    if isinstance(mapping.get("default"), str):
+        out.append((("model_mapping", "default"), mapping["default"]))
+    return out
+
+
+def _chain_problem(name: str, providers: dict[str, dict[str, Any]], missing: dict[str, str],
+                   loaded: LoadedConfig, rejected: Rejected) -> str | None:
+    """Why following ``name``'s fallbacks ends without an account, or None when it reaches one."""
+    text = f"provider '{name}' has no usable account ({missing[name]})"
+    seen = [name]
+    while True:
+        fallback = providers[name].get("fallback")
+        if not isinstance(fallback, str):
+            return text + " and no fallback"
+        if fallback not in providers or rejected(("providers", name, "fallback")):
+            return None  # an unknown or rejected fallback is reported on its own
+        if fallback in seen:
+            return text + f"; the fallbacks loop ({' -> '.join([*seen, fallback])})"
+        if fallback not in missing:
+            return None
+        text += f", nor has its fallback '{fallback}' ({missing[fallback]})"
+        seen.append(fallback)
+        name = fallback
+
+
+def _why(loaded: LoadedConfig, name: str, section: dict[str, Any]) -> str:
+    """What is empty and what to set, e.g. ``api_key and key_list are empty: set GEMINI_API_KEY or
+    GEMINI_API_KEYS``. Names variables and fields, never values."""
+    accounts = section.get("accounts") if isinstance(section.get("accounts"), list) else []
+    empty = [("accounts", i, "api_key") for i, a in enumerate(accounts)
+             if isinstance(a, dict) and "api_key" in a]
+    if "key_list" in section:
+        empty.append(("key_list",))
+    if not empty:
+        return "it lists no accounts"
+    fields = sorted({"api_key" if p[0] == "accounts" else "key_list" for p in empty})
+    names: list[str] = []
+    for p in empty:
+        for var in variables(loaded.sources.get(("providers", name, *p), "")):
+            if var not in names:
+                names.append(var)
+    what = " and ".join(fields) + (" is" if len(fields) == 1 else " are") + " empty"
+    hint = " or ".join(names) if names else " or ".join(f"providers.{name}.{f}" for f in fields)
+    return f"{what}: set {hint}"
+
+
+def _require_keys_error(loaded: LoadedConfig, name: str, section: dict[str, Any], why: str) -> ConfigError:
+    where = next((k for k in ("accounts", "key_list") if k in section), None)
+    pointer: Pointer = ("providers", name, where) if where else ("providers", name)
+    fallback = section.get("fallback")
+    instead = f"; it would fall back to '{fallback}'" if isinstance(fallback, str) else ""
+    return loaded.locate(pointer, f"provider '{name}' has no account with a key ({why}) and require_keys "
+                                  f"is on{instead}")
