@@ -44,6 +44,9 @@ class LoadedConfig:
     locations: dict[Pointer, Location]
     files: list[tuple[str, str]]  # (file name, sha256)
     errors: list[ConfigError] = field(default_factory=list)
+    # what each string value was read from: ``VAR`` for ``${VAR...}``, ``file:PATH`` for ``${file:PATH}``
+    # (the names only, never the values: the start-up log says which variable would make a provider live)
+    sources: dict[Pointer, tuple[str, ...]] = field(default_factory=dict)
 
     def locate(self, pointer: Pointer, message: str) -> ConfigError:
         """A ConfigError at the nearest located ancestor of ``pointer``."""
@@ -96,8 +99,10 @@ class _Reader:
     """Converts one file's ruamel tree into plain data, recording locations and env errors."""
 
     def __init__(self, file: str, env: Mapping[str, str], locations: dict[Pointer, Location],
-                 errors: list[ConfigError], base_dir: Path | None = None):
+                 errors: list[ConfigError], base_dir: Path | None = None,
+                 sources: dict[Pointer, tuple[str, ...]] | None = None):
         self.file = file
+        self.sources = sources if sources is not None else {}
         self.env = env
         self.base_dir = base_dir
         self.locations = locations
@@ -124,6 +129,8 @@ class _Reader:
                 items.append(self.plain(v, p))
             return items
         if isinstance(node, str):
+            if "${" in node:
+                self.sources[pointer] = tuple(m.group(1).partition(":-")[0] for m in _VAR.finditer(node))
             try:
                 return resolve_env(str(node), self.env, self.base_dir)
             except ValueError as e:
@@ -220,6 +227,7 @@ def load_dir(directory: str | Path, env: Mapping[str, str] | None = None) -> Loa
     errors: list[ConfigError] = []
     owners: dict[Pointer, str] = {}
     files: list[tuple[str, str]] = []
+    sources: dict[Pointer, tuple[str, ...]] = {}
     if not directory.is_dir():
         return LoadedConfig(data, locations, files,
                             [ConfigError(str(directory), 0, 0, "", "config directory not found")])
@@ -240,5 +248,5 @@ def load_dir(directory: str | Path, env: Mapping[str, str] | None = None) -> Loa
         if not isinstance(tree, LocMap):
             errors.append(ConfigError(path.name, 1, 1, "", "the top level of a config file must be a mapping"))
             continue
-        _merge(data, tree, _Reader(path.name, env, locations, errors, directory), (), owners)
-    return LoadedConfig(data, locations, files, errors)
+        _merge(data, tree, _Reader(path.name, env, locations, errors, directory, sources), (), owners)
+    return LoadedConfig(data, locations, files, errors, sources)
