@@ -44,9 +44,9 @@ class LoadedConfig:
     locations: dict[Pointer, Location]
     files: list[tuple[str, str]]  # (file name, sha256)
     errors: list[ConfigError] = field(default_factory=list)
-    # what each string value was read from: ``VAR`` for ``${VAR...}``, ``file:PATH`` for ``${file:PATH}``
-    # (the names only, never the values: the start-up log says which variable would make a provider live)
-    sources: dict[Pointer, tuple[str, ...]] = field(default_factory=dict)
+    # the unresolved text of every value that used ${...} (variable names and paths, never values),
+    # so an empty key can be explained as "set GEMINI_API_KEY"
+    sources: dict[Pointer, str] = field(default_factory=dict)
 
     def locate(self, pointer: Pointer, message: str) -> ConfigError:
         """A ConfigError at the nearest located ancestor of ``pointer``."""
@@ -64,6 +64,12 @@ class LoadedConfig:
 def pointer_text(pointer: Pointer) -> str:
     """RFC 6901 JSON pointer text."""
     return "".join("/" + str(p).replace("~", "~0").replace("/", "~1") for p in pointer)
+
+
+def variables(text: str) -> list[str]:
+    """The environment variable names a ``${...}`` text refers to (``${file:...}`` excluded)."""
+    names = (m.group(1).partition(":-")[0] for m in _VAR.finditer(text) if not m.group(1).startswith("file:"))
+    return [n for n in names if _VAR_NAME.match(n)]
 
 
 def resolve_env(text: str, env: Mapping[str, str], base_dir: Path | None = None) -> str:
@@ -100,13 +106,13 @@ class _Reader:
 
     def __init__(self, file: str, env: Mapping[str, str], locations: dict[Pointer, Location],
                  errors: list[ConfigError], base_dir: Path | None = None,
-                 sources: dict[Pointer, tuple[str, ...]] | None = None):
+                 sources: dict[Pointer, str] | None = None):
         self.file = file
-        self.sources = sources if sources is not None else {}
         self.env = env
         self.base_dir = base_dir
         self.locations = locations
         self.errors = errors
+        self.sources = {} if sources is None else sources
 
     def at(self, pointer: Pointer, lc: tuple[int, int] | None) -> None:
         if lc is not None:
@@ -129,10 +135,11 @@ class _Reader:
                 items.append(self.plain(v, p))
             return items
         if isinstance(node, str):
-            if "${" in node:
-                self.sources[pointer] = tuple(m.group(1).partition(":-")[0] for m in _VAR.finditer(node))
+            text = str(node)
+            if "${" in text:
+                self.sources[pointer] = text
             try:
-                return resolve_env(str(node), self.env, self.base_dir)
+                return resolve_env(text, self.env, self.base_dir)
             except ValueError as e:
                 loc = self.locations.get(pointer)
                 line, col = (loc.line, loc.column) if loc else (0, 0)
@@ -227,7 +234,7 @@ def load_dir(directory: str | Path, env: Mapping[str, str] | None = None) -> Loa
     errors: list[ConfigError] = []
     owners: dict[Pointer, str] = {}
     files: list[tuple[str, str]] = []
-    sources: dict[Pointer, tuple[str, ...]] = {}
+    sources: dict[Pointer, str] = {}
     if not directory.is_dir():
         return LoadedConfig(data, locations, files,
                             [ConfigError(str(directory), 0, 0, "", "config directory not found")])

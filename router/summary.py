@@ -10,11 +10,14 @@ hosts and counts are shown, never a value that came from a variable.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from router.config import LoadedConfig
+from router.config import LoadedConfig, variables
 from router.snapshot import BUILTIN_SIMULATOR, LOOPBACK_HOSTS, Provider, Snapshot
+
+_FILE = re.compile(r"\$\{file:([^}]*)\}")  # a key read from a file: the hint names the file
 
 
 @dataclass(frozen=True)
@@ -64,10 +67,10 @@ def _no_key_reason(name: str, loaded: LoadedConfig) -> str:
     section = (loaded.data.get("providers") or {}).get(name) or {}
     pointers = [("providers", name, "accounts", i, "api_key") for i in range(len(section.get("accounts") or []))]
     pointers.append(("providers", name, "key_list"))
-    names = list(dict.fromkeys(s for ptr in pointers for s in loaded.sources.get(ptr, ())))
-    variables = [s for s in names if not s.startswith("file:")]
-    files = [s[5:] for s in names if s.startswith("file:")]
-    hints = ([f"set {' or '.join(variables)}"] if variables else []) + [f"put a key in {f}" for f in files]
+    texts = [loaded.sources.get(ptr, "") for ptr in pointers]
+    names = list(dict.fromkeys(v for text in texts for v in variables(text)))
+    files = list(dict.fromkeys(f for text in texts for f in _FILE.findall(text)))
+    hints = ([f"set {' or '.join(names)}"] if names else []) + [f"put a key in {f}" for f in files]
     if not hints:
         hints = [f"give providers.{name} accounts with an api_key or a key_list"]
     return "no account has a key: " + " or ".join(hints)
