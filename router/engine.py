@@ -397,7 +397,7 @@ class Engine:
         status = 504 if outcome == "timeout" else 502
         up = x.upstream
         url = loggable_url(up.url, (x.account.api_key,) if x.account else ()) if up is not None else "-"
-        log.warning("stream from %s %s failed after the first byte: %s", up.method if up else "-", url, outcome,
+        log.warning("stream failed after the first byte: %s %s -> %s", up.method if up else "-", url, outcome,
                     extra={"request_id": x.request_id, "upstream": url, "outcome": outcome, "detail": message})
         x.error = message
         await out.write(encoder.error(StreamError(status, kind_for_status(status), message)))
