@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 import time
 from types import ModuleType
 from typing import Any, Awaitable, Callable, Coroutine
@@ -21,6 +22,7 @@ from router.auth import presented_key
 from router.bodies import read_json
 from router.engine import Engine, Exchange, response_headers
 from router.ids import IdGenerator
+from router.listen import BACKLOG, url as listen_url
 from router.errors import GatewayError
 from router.gateway import Gateway, decoder_modules
 from router.metrics import CONTENT_TYPE, Metrics
@@ -361,17 +363,24 @@ class GatewayRunner(web.BaseRunner):
         await self.gateway.close()
 
 
-async def serve(gateway: Gateway, host: str, port: int, *, shutdown_timeout: float,
-                reuse_port: bool = False) -> None:
-    """``router serve``'s main coroutine: listen until cancelled, then drain and close.
+async def serve(gateway: Gateway, sockets: list[socket.socket], *, shutdown_timeout: float,
+                announce: bool = True) -> None:
+    """``router serve``'s main coroutine: accept on the already bound ``sockets`` until cancelled,
+    then drain and close.
 
+    The sockets are bound before this runs (``listen.bind``), so "listening" is logged only once
+    the gateway really serves them (``announce``: a ``--workers`` child leaves that to its parent).
     SIGINT/SIGTERM raise ``web.GracefulExit`` out of the event loop; :func:`run` then cancels this
     coroutine, whose ``finally`` stops listening and lets in-flight requests finish.
     """
     runner = GatewayRunner(gateway, handle_signals=True, shutdown_timeout=shutdown_timeout)
     try:
         await runner.setup()
-        await web.TCPSite(runner, host, port, reuse_port=reuse_port or None).start()
+        for sock in sockets:
+            await web.SockSite(runner, sock, backlog=BACKLOG).start()
+        if announce:
+            log.info("router %s listening on %s (config %s)", __version__,
+                     ", ".join(listen_url(s) for s in sockets), gateway.config_dir)
         await asyncio.Event().wait()
     finally:
         await runner.cleanup()

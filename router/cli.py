@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import shlex
+import socket
 import sys
 from pathlib import Path
 
@@ -72,6 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from router.config import load_dir
     from router.filters import all_filters
     from router.gateway import Gateway
+    from router.listen import url as listen_url
     from router.snapshot import BUILTIN_SIMULATOR, compile_config
 
     directory = _config_dir(args.config)
@@ -88,17 +90,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     setup_logging(args.log_level or log_cfg.get("level", "info"), log_cfg.get("format", "text"))
     host = args.host or snap.server.host
     port = args.port if args.port is not None else snap.server.port
+    sockets = _listening_sockets(args, host, port)
+    if sockets is None:
+        return 1
     if args.workers and args.workers > 1:
         from router.workers import serve_workers
 
+        logging.getLogger("router").info("router %s listening on %s with %d workers (config %s)", __version__,
+                                         ", ".join(listen_url(s) for s in sockets), args.workers, directory)
         extra = (["--log-level", args.log_level] if args.log_level else []) + \
             (["--require-keys"] if args.require_keys else [])
-        return serve_workers(args.workers, directory, host, port, snap.server.shutdown_grace, extra)
-    gateway = Gateway(directory, bind_host=host, manage_logging=args.log_level is None,
+        return serve_workers(args.workers, directory, host, sockets, snap.server.shutdown_grace, extra)
+    worker = args.worker or 0  # a --workers child: only the first one logs the config summary
+    gateway = Gateway(directory, bind_host=host, manage_logging=args.log_level is None, announce=worker == 0,
                       require_keys=args.require_keys)
-    logging.getLogger("router").info("router %s listening on http://%s:%d (config %s)", __version__, host,
-                                     port, directory)
-    run(serve(gateway, host, port, shutdown_timeout=snap.server.shutdown_grace, reuse_port=args.reuse_port),
+    run(serve(gateway, sockets, shutdown_timeout=snap.server.shutdown_grace, announce=not args.listen_fd),
         new_event_loop())
     return 0
 
@@ -130,6 +136,20 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _listening_sockets(args: argparse.Namespace, host: str, port: int) -> list[socket.socket] | None:
+    """The sockets to serve: inherited from a ``--workers`` parent, else bound here, before anything
+    starts. None (after one line on stderr) when the port cannot be had."""
+    from router.listen import ListenError, bind
+
+    if args.listen_fd:
+        return [socket.socket(fileno=fd) for fd in args.listen_fd]
+    try:
+        return bind(host, port)
+    except ListenError as e:
+        print(f"refusing to start: {e}", file=sys.stderr)
+        return None
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
     from router.sim import run
 
@@ -151,8 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
                                     "else the packaged default)")
     s.add_argument("--host", help="bind address (default from server.allow_lan_access)")
     s.add_argument("--port", type=int, help="port (default server.port, 8045)")
-    s.add_argument("--workers", type=int, default=1, help="worker processes sharing the port")
-    s.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    s.add_argument("--workers", type=int, default=1, help="worker processes accepting on the one port")
+    # a --workers child: the parent's listening sockets (inherited fds) and the child's index
+    s.add_argument("--listen-fd", type=int, action="append", help=argparse.SUPPRESS)
+    s.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     s.add_argument("--require-keys", action="store_true", help=REQUIRE_KEYS_HELP)
     s.set_defaults(func=cmd_serve)

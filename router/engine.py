@@ -27,7 +27,8 @@ from router.ids import IdGenerator
 from router.retry import decide
 from router.snapshot import Provider, Snapshot, Timeouts
 from router.templates import PRUNE
-from router.upstream import SSEParser, UpstreamFailure, parse_failure, redact, render_request
+from router.upstream import (SSEParser, UpstreamFailure, UpstreamRequest, loggable_url, parse_failure, redact,
+                             render_request)
 
 log = logging.getLogger("router.engine")
 
@@ -66,6 +67,7 @@ class Exchange:
     error: str | None = None
     response: web.StreamResponse | None = None  # set once a stream's headers are going out
     client_key: str | None = None  # the name of the API key that authenticated the request
+    upstream: UpstreamRequest | None = None  # the attempt in progress (named in its log lines)
 
     def header_context(self) -> dict[str, Any]:
         return {
@@ -196,8 +198,7 @@ class Engine:
             failure = result
             x.attempts.append(Attempt(account.email, failure.outcome, time.monotonic() - t0))
             decision = decide(policy, attempt, failure.outcome, failure.retry_after)
-            log.info("upstream attempt failed", extra={"request_id": x.request_id, "provider": provider.name,
-                     "account": account.email, "outcome": failure.outcome, "retry": decision.retry})
+            self._log_failure(x, provider, account, failure, decision.retry)
             if decision.cooldown is not None:
                 self.store.cool(account, decision.cooldown, target.model if failure.model_scoped else None,
                                 str(failure.outcome))
@@ -215,6 +216,19 @@ class Engine:
         assert failure is not None
         raise GatewayError(kind_for_status(failure.status), failure.message, status=failure.status,
                            retry_after=failure.retry_after)
+
+    @staticmethod
+    def _log_failure(x: Exchange, provider: Provider, account: Account, failure: UpstreamFailure,
+                     retry: bool) -> None:
+        """One line per failed attempt naming method, host and path (never the query: it may hold
+        the key) and the outcome; the account by its label, never its key."""
+        up = x.upstream
+        method, url = (up.method, loggable_url(up.url, (account.api_key,))) if up is not None else ("-", "-")
+        log.info("upstream attempt %d failed: %s %s -> %s%s", x.attempt, method, url, failure.outcome,
+                 " (retrying)" if retry else "",
+                 extra={"request_id": x.request_id, "provider": provider.name, "account": account.email,
+                        "method": method, "upstream": url, "outcome": failure.outcome, "retry": retry,
+                        "detail": failure.message[:300]})
 
     @staticmethod
     def _session_id(provider: Provider, request: web.BaseRequest, req: CanonicalRequest) -> str | None:
@@ -236,7 +250,7 @@ class Engine:
                "client_headers": ClientHeaders(request.headers),
                "provider": provider.template_view, "account": account.template_view}
         template = provider.inbound_templates.get(req.inbound, provider.template)
-        up = render_request(template, ctx, provider.base_url)
+        up = x.upstream = render_request(template, ctx, provider.base_url)
         json_timeout, stream_timeout = self._client_timeouts(provider.timeouts)
         secrets_ = (account.api_key,)
         try:
@@ -255,6 +269,10 @@ class Engine:
             return UpstreamFailure("connect_error", redact(f"cannot connect to upstream: {e.os_error}", secrets_))
         except aiohttp.ClientError as e:
             return UpstreamFailure("reset", redact(f"upstream connection failed: {type(e).__name__}", secrets_))
+        if log.isEnabledFor(logging.DEBUG):  # one cached check per attempt; the URL is built only for debug
+            log.debug("upstream attempt %d: %s %s -> %d", x.attempt, up.method, loggable_url(up.url, secrets_),
+                      resp.status, extra={"request_id": x.request_id, "provider": provider.name,
+                                          "account": account.email, "status": resp.status})
         async with resp:
             try:
                 if resp.status >= 400:
@@ -377,8 +395,10 @@ class Engine:
         if out is None:
             return UpstreamFailure(outcome, message)  # nothing reached the client yet: retryable
         status = 504 if outcome == "timeout" else 502
-        log.warning("stream failed after the first byte", extra={"request_id": x.request_id,
-                    "outcome": outcome, "detail": message})
+        up = x.upstream
+        url = loggable_url(up.url, (x.account.api_key,) if x.account else ()) if up is not None else "-"
+        log.warning("stream failed after the first byte: %s %s -> %s", up.method if up else "-", url, outcome,
+                    extra={"request_id": x.request_id, "upstream": url, "outcome": outcome, "detail": message})
         x.error = message
         await out.write(encoder.error(StreamError(status, kind_for_status(status), message)))
         return out

@@ -22,6 +22,7 @@ from router.config import LoadedConfig, load_dir
 from router.errors import ConfigError, ConfigErrors
 from router.filters import all_filters
 from router.snapshot import BUILTIN_SIMULATOR, Snapshot, compile_config
+from router.summary import Line, describe
 
 log = logging.getLogger("router.gateway")
 
@@ -58,8 +59,12 @@ class Gateway:
 
     def __init__(self, config_dir: str | Path, env: Mapping[str, str] | None = None,
                  sim_options: dict[str, Any] | None = None, bind_host: str | None = None,
-                 manage_logging: bool = False, require_keys: bool = False):
+                 manage_logging: bool = False, require_keys: bool = False, announce: bool = True):
         self.config_dir = Path(config_dir)
+        # log what is served (per provider live/SIMULATED, auth) at start-up and when a reload changes
+        # it; a --workers child other than the first logs it at debug only (the others say the same)
+        self.announce = announce
+        self._summary: list[Line] = []
         self.manage_logging = manage_logging  # the CLI owns process logging: re-apply logging.level
         self.bind_host = bind_host  # the listener's address when given on the command line
         self.require_keys = require_keys  # --require-keys: a provider without a key is a config error
@@ -139,7 +144,16 @@ class Gateway:
             self.last_reload = ReloadStatus(True, generation, [], time.time(), reason)
             log.info("config generation %d loaded from %d file(s) in %.1f ms (%s)", generation,
                      len(snap.files), (time.perf_counter() - t0) * 1000, reason)
+            self._log_summary(describe(snap, loaded, self.bind_host))
             return True
+
+    def _log_summary(self, lines: list[Line]) -> None:
+        """The served-config summary, at start-up and whenever a reload changes it."""
+        if lines == self._summary:
+            return
+        self._summary = lines
+        for line in lines:
+            log.log(line.level if self.announce else logging.DEBUG, line.message, extra=line.fields)
 
     def _size_stores(self, snap: Snapshot) -> None:
         """Create, resize or drop the Responses store; resizing keeps the stored conversations."""

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote, urlsplit
 
 import orjson
 from jinja2 import TemplateError
@@ -235,6 +235,18 @@ def parse_failure(status: int, headers: Mapping[str, str], body: bytes, secrets:
         message = doc["message"]
     # Redact before truncating so a secret cut in half cannot leak its first part.
     return UpstreamFailure(status, redact(message, secrets)[:1000], retry_after, model_scoped)
+
+
+def loggable_url(url: str, secrets: tuple[str, ...]) -> str:
+    """``scheme://host[:port]/path`` of an upstream URL, for logs: no user info and no query (either
+    may carry a key, e.g. Gemini's ``?key=``), and the account's key blanked should a path hold it."""
+    u = urlsplit(url)
+    host = u.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    if u.port:
+        host += f":{u.port}"
+    return redact(f"{u.scheme}://{host}{u.path}", secrets)
 
 
 def redact(text: str, secrets: tuple[str, ...]) -> str:

@@ -1,24 +1,36 @@
-"""``router serve --workers N``: N independent processes sharing one port through SO_REUSEPORT."""
+"""``router serve --workers N``: N gateway processes accepting on one socket that this process bound.
+
+The parent binds the port (``listen.bind``: no ``SO_REUSEPORT``, so a second gateway on the same port
+fails instead of joining this one) and hands the listening sockets to its children, which accept on
+them; the kernel gives each new connection to whichever child accepts it first.
+"""
 
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 
-def serve_workers(n: int, config_dir: Path, host: str, port: int, grace: float,
+def serve_workers(n: int, config_dir: Path, host: str, sockets: list[socket.socket], grace: float,
                   extra: list[str] | None = None) -> int:
-    """Start ``n`` single-worker gateways on ``host:port``; forward SIGTERM/SIGINT; wait for all.
+    """Start ``n`` single-worker gateways on the bound ``sockets``; forward SIGTERM/SIGINT/SIGHUP;
+    wait for all.
 
     Each worker is a whole gateway with its own state store: cooldowns and round-robin positions
-    are per worker (a shared store is future work).
+    are per worker (a shared store is future work). Only worker 0 logs the served-config summary.
     """
+    fds = [s.fileno() for s in sockets]
     cmd = [sys.executable, "-m", "router", "serve", "--config", str(config_dir), "--host", host,
-           "--port", str(port), "--workers", "1", "--reuse-port", *(extra or [])]
-    procs = [subprocess.Popen(cmd) for _ in range(n)]
+           *(a for fd in fds for a in ("--listen-fd", str(fd))), *(extra or [])]
+    try:
+        procs = [subprocess.Popen([*cmd, "--worker", str(i)], pass_fds=fds) for i in range(n)]
+    finally:
+        for s in sockets:  # the children hold the port now: when they have all closed it, it is free
+            s.close()
 
     def forward(signum: int, _frame: object) -> None:
         for p in procs:

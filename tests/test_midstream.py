@@ -71,7 +71,8 @@ async def test_failure_after_first_byte(gw_fast: Harness, dialect: str, fault: s
         text = (await r.read()).decode()
     assert error_form(dialect, text), text[-600:]
     assert len(await gw_fast.sim_requests()) == 1  # no retry once the client saw bytes
-    assert "stream failed after the first byte" in caplog.text
+    assert "stream failed after the first byte: POST http://127.0.0.1:" in caplog.text  # method, host, path
+    assert ":streamGenerateContent -> " in caplog.text
 
 
 async def test_client_disconnect_cancels_upstream(config_dir) -> None:

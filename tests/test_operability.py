@@ -191,3 +191,58 @@ def test_logs_json_format_redacts_nothing_secret_by_construction() -> None:
     doc = json.loads(JsonFormatter().format(rec))
     assert doc["msg"] == "GET / 200" and doc["request_id"] == "r1" and doc["level"] == "info"
     assert os.environ.get("NOT_SET_VAR") is None
+
+
+KEY_IN_URL_CONFIG = """
+providers:
+  up:
+    dialect: gemini
+    base_url: "{url}"
+    template: t
+    accounts: [{{email: a@x, api_key: sk-acct-secret-1}}, {{email: b@x, api_key: sk-acct-secret-2}}]
+model_mapping: {{default: up/gemini-2.5-flash}}
+routes: [{{path: /v1/chat/completions, methods: [POST], handler: openai.chat}}]
+templates:
+  t:  # the key in the URL's query string, as Gemini's ?key= does
+    url: "{{{{ provider.base_url }}}}/v1beta/models/{{{{ model }}}}:generateContent?key={{{{ account.api_key }}}}"
+    body: {{contents: "{{{{ request.messages | gemini_contents }}}}"}}
+"""
+
+
+async def _one_failed_attempt(tmp_path: Path, caplog: pytest.LogCaptureFixture, level: int) -> tuple[str, str]:
+    """A request whose first attempt gets a 500 (retried on the other account): (sim URL, log text)."""
+    from tests.conftest import FAST_RETRY
+
+    caplog.set_level(level)
+    async with SimServer(port=0) as sim:
+        cfg = tmp_path / "cfg"
+        cfg.mkdir()
+        (cfg / "gateway.yaml").write_text(KEY_IN_URL_CONFIG.format(url=sim.url) + FAST_RETRY)
+        h = await start_gateway(cfg)
+        try:
+            await h.session.post(sim.url + "/_sim/faults", json={"key": "sk-acct-secret-1", "faults": [{"status": 500}]})
+            status, _, _ = await h.post_json("/v1/chat/completions", CHAT)
+            assert status == 200
+        finally:
+            await h.close()
+        return sim.url, caplog.text
+
+
+async def test_upstream_failure_log_names_method_host_path_never_the_key(tmp_path: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    sim_url, text = await _one_failed_attempt(tmp_path, caplog, logging.INFO)
+    failed = [r for r in caplog.records if r.name == "router.engine" and "failed" in r.getMessage()]
+    assert len(failed) == 1
+    assert failed[0].getMessage() == (f"upstream attempt 1 failed: POST {sim_url}/v1beta/models/"
+                                      "gemini-2.5-flash:generateContent -> 500 (retrying)")
+    assert failed[0].method == "POST" and failed[0].account == "a@x"  # type: ignore[attr-defined]
+    assert "sk-acct-secret" not in text and "key=" not in text
+    assert not [r for r in caplog.records if r.levelno == logging.DEBUG and r.name == "router.engine"]
+
+
+async def test_debug_level_logs_every_attempt_url_and_status(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    sim_url, text = await _one_failed_attempt(tmp_path, caplog, logging.DEBUG)
+    attempts = [r.getMessage() for r in caplog.records if r.name == "router.engine" and r.levelno == logging.DEBUG]
+    path = f"{sim_url}/v1beta/models/gemini-2.5-flash:generateContent"
+    assert attempts == [f"upstream attempt 1: POST {path} -> 500", f"upstream attempt 2: POST {path} -> 200"]
+    assert "sk-acct-secret" not in text and "key=" not in text
