@@ -209,7 +209,8 @@ class Dispatcher:
         from router.dialects import anthropic_messages
 
         dialect = self.dialects[x.handler]
-        body = await read_json(request, x.snapshot.server.max_body_bytes)
+        server = x.snapshot.server
+        body = await read_json(request, server.max_body_bytes, server.body_timeout)
         if x.handler == "anthropic.count_tokens":
             req = anthropic_messages.decode_count_tokens_request(body)
             return _json({"input_tokens": anthropic_messages.count_tokens(req)})

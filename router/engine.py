@@ -152,7 +152,7 @@ class Engine:
         """Decode the client's request in ``x.dialect``, then run the attempt loop."""
         dialect = x.dialect
         assert dialect is not None
-        body = await read_json(request, x.snapshot.server.max_body_bytes)
+        body = await read_json(request, x.snapshot.server.max_body_bytes, x.snapshot.server.body_timeout)
         req = x.canonical = dialect.decode_request(body, params)
         if len(req.model) > MAX_NAME:  # names become cache keys and metric labels: bound them
             raise BadRequest(f"model name longer than {MAX_NAME} characters", param="model")
