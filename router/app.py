@@ -24,6 +24,7 @@ from router.ids import IdGenerator
 from router.errors import GatewayError
 from router.gateway import Gateway, decoder_modules
 from router.metrics import CONTENT_TYPE, Metrics
+from router.protocol import GatewayServer
 from router.snapshot import Snapshot
 
 log = logging.getLogger("router.app")
@@ -347,8 +348,8 @@ class GatewayRunner(web.BaseRunner):
             from router.watch import watch_config
 
             self._tasks.append(asyncio.create_task(watch_config(gateway)))
-        return web.Server(self.dispatcher.__call__, access_log=None, handler_cancellation=True,
-                          keepalive_timeout=KEEPALIVE_TIMEOUT)
+        return GatewayServer(self.dispatcher.__call__, access_log=None, handler_cancellation=True,
+                             keepalive_timeout=KEEPALIVE_TIMEOUT)
 
     async def shutdown(self) -> None:
         """Nothing to announce before the server drains."""
