@@ -25,6 +25,7 @@ from router.errors import GatewayError
 from router.gateway import Gateway, decoder_modules
 from router.metrics import CONTENT_TYPE, Metrics
 from router.protocol import GatewayServer
+from router.routes import Route
 from router.snapshot import Snapshot
 
 log = logging.getLogger("router.app")
@@ -124,9 +125,26 @@ class Dispatcher:
             err = GatewayError("method_not_allowed", f"Method {request.method} is not allowed on {path}; "
                                f"allowed: {', '.join(sorted(allowed))}", headers={"Allow": ", ".join(sorted(allowed))})
         else:
-            err = GatewayError("not_found", f"No route for {request.method} {path}. Routes that exist: "
-                               + "; ".join(x.snapshot.routes.describe()), code="unknown_url")
+            err = GatewayError("not_found", self._not_found_message(x.snapshot, request), code="unknown_url")
         return self.error_response(self._style_for_path(path), err, x.request_id, x)
+
+    def _not_found_message(self, snap: Snapshot, request: web.BaseRequest) -> str:
+        """Lists the routes this caller could use: with auth on, a caller without a valid key does not
+        learn the others (the admin API among them)."""
+        def usable(route: Route) -> bool:
+            try:
+                self._authenticate(snap, route.handler, route.auth, request)
+            except GatewayError:
+                return False
+            return True
+
+        listed = snap.routes.describe(usable)
+        head = f"No route for {request.method} {request.path}."
+        if not listed:
+            return f"{head} Send a valid API key to list the routes that exist."
+        hidden = len(listed) < len(snap.routes.routes)
+        return (f"{head} Routes that exist: {'; '.join(listed)}"
+                + (". Routes that need a key you did not send are not listed." if hidden else ""))
 
     def _finish(self, x: Exchange, request: web.BaseRequest, route: str, status: int, started: float) -> None:
         latency = time.monotonic() - started
