@@ -19,6 +19,8 @@ from aiohttp import web
 from router import __version__
 from router.auth import presented_key
 from router.bodies import read_json
+from router.canonical import StreamError
+from router.drain import SHUTTING_DOWN, InFlight, drain
 from router.engine import Engine, Exchange, response_headers
 from router.ids import IdGenerator
 from router.errors import GatewayError
@@ -50,6 +52,7 @@ class Dispatcher:
         self.gateway = gateway
         self.engine: Engine = None  # type: ignore[assignment]  # set at start-up with the HTTP session
         self.metrics = metrics
+        self.inflight = InFlight()  # what a shutdown waits for, then cuts
         self.ids = IdGenerator()
         self.dialects = _dialects()
         d = self.dialects
@@ -78,6 +81,9 @@ class Dispatcher:
         rid = request.headers.get("X-Request-Id") or self.ids.new("", 8)
         route = m.route
         x = Exchange(rid, snap, route.handler if route else "", started)  # positional: keywords cost more
+        task = asyncio.current_task()
+        inflight = self.inflight.requests
+        inflight[task] = x  # type: ignore[index]
         status = 500
         try:
             if route is None:
@@ -94,7 +100,11 @@ class Dispatcher:
                     resp = await handler(x, request, params)
                 except GatewayError as e:
                     resp = self.error_response(self._error_style(route.handler, request), e, rid, x)
-                except (ConnectionResetError, asyncio.CancelledError):
+                except asyncio.CancelledError:
+                    if task not in self.inflight.cut_off:
+                        raise  # the client went away
+                    resp = await self._cut(task, x, self._error_style(route.handler, request))  # type: ignore[arg-type]
+                except ConnectionResetError:
                     raise
                 except Exception:  # noqa: BLE001 - the one boundary that turns surprises into a 500
                     log.exception("unhandled error", extra={"request_id": rid, "handler": route.handler})
@@ -111,6 +121,7 @@ class Dispatcher:
             status = 499  # the client went away
             raise
         finally:
+            del inflight[task]  # type: ignore[arg-type]
             x.status = status
             # metrics and the access line once the response is on its way, not before it
             route_path = route.path if route else "unmatched"
@@ -118,6 +129,21 @@ class Dispatcher:
                 asyncio.get_running_loop().call_soon(self._finish, x, request, route_path, status, started)
             except RuntimeError:  # no running loop (a coroutine closed at shutdown): record it now
                 self._finish(x, request, route_path, status, started)
+
+    async def _cut(self, task: asyncio.Task[Any], x: Exchange, style: str) -> web.StreamResponse:
+        """A shutdown's grace ended with this request still running: a 503 in its dialect when nothing
+        was sent yet, else a stream still flowing ends with its dialect's error event."""
+        self.inflight.cut_off.discard(task)
+        if task.uncancel():  # cancelled for another reason as well (its client went away)
+            raise asyncio.CancelledError
+        err = GatewayError("unavailable", SHUTTING_DOWN, retry_after=1.0)
+        out, encoder = x.response, x.encoder
+        if out is None or not out.prepared:
+            return self.error_response(style, err, x.request_id, x)
+        x.error = err.message
+        if encoder is not None:
+            await out.write(encoder.error(StreamError(err.status, err.kind, err.message)))
+        return out  # aiohttp ends it (write_eof)
 
     def _no_route(self, x: Exchange, request: web.BaseRequest, allowed: frozenset[str]) -> web.Response:
         path = request.path
@@ -326,6 +352,8 @@ def _json(obj: Any, status: int = 200) -> web.Response:
 
 
 KEEPALIVE_TIMEOUT = 75.0  # seconds an idle client connection stays open (web.run_app's default)
+CUT_WAIT = 0.5  # seconds requests cut at the end of the shutdown grace get to write their last bytes
+CLOSE_WAIT = 0.1  # then aiohttp's own wait per connection still busy, before it closes them
 
 
 async def _flush_access_log(gateway: Gateway, every: float = 0.5) -> None:
@@ -340,12 +368,15 @@ class GatewayRunner(web.BaseRunner):
     There is no ``web.Application`` in between: its router, middleware chain and request subclass
     cost ~5% of a proxied request's CPU, and our own route table already does their job. Start-up
     (``setup()``) loads the config and opens the upstream session; ``cleanup()`` stops listening,
-    lets in-flight requests finish for ``shutdown_timeout`` seconds, then closes the gateway.
+    lets in-flight requests finish for ``shutdown_timeout`` seconds (the grace), cuts the rest
+    (streams end with their dialect's error event, other requests get a 503), then closes the gateway.
     """
 
     def __init__(self, gateway: Gateway, *, watch: bool = True, handle_signals: bool = False,
                  shutdown_timeout: float = 60.0):
-        super().__init__(handle_signals=handle_signals, shutdown_timeout=shutdown_timeout)
+        # aiohttp's own shutdown wait comes after ours (see shutdown()): a short one for stragglers
+        super().__init__(handle_signals=handle_signals, shutdown_timeout=CLOSE_WAIT)
+        self.grace = shutdown_timeout
         self.gateway = gateway
         self.dispatcher = Dispatcher(gateway, Metrics(gateway))
         self.watch = watch
@@ -370,7 +401,9 @@ class GatewayRunner(web.BaseRunner):
                              keepalive_timeout=KEEPALIVE_TIMEOUT)
 
     async def shutdown(self) -> None:
-        """Nothing to announce before the server drains."""
+        """Called by ``cleanup()`` once the listener and the idle connections are closed: the grace,
+        then the cut, and a log line saying what became of the requests in flight."""
+        log.info("%s", await drain(self.dispatcher.inflight, self.grace, CUT_WAIT))
 
     async def _cleanup_server(self) -> None:
         for task in self._tasks:

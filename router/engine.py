@@ -65,6 +65,7 @@ class Exchange:
     usage: Any = None
     error: str | None = None
     response: web.StreamResponse | None = None  # set once a stream's headers are going out
+    encoder: Any = None  # the stream's encoder while its events flow; None once its last frames are going out
     client_key: str | None = None  # the name of the API key that authenticated the request
 
     def header_context(self) -> dict[str, Any]:
@@ -321,6 +322,7 @@ class Engine:
                                 ev.message = redact(ev.message, (x.account.api_key,) if x.account else ())
                                 if out is None:
                                     return UpstreamFailure(ev.status, ev.message)
+                                x.encoder = None
                                 pending.append(encoder.error(ev))
                                 await out.write(b"".join(pending))
                                 x.error = ev.message
@@ -354,6 +356,7 @@ class Engine:
             keep.extend(tail)
         buf = b"".join([encoder.feed(ev) for ev in tail])
         x.usage = next((e for e in reversed(tail) if isinstance(e, Usage)), None)
+        x.encoder = None
         await out.write(buf + encoder.finish())
         if keep is not None:
             self.after_response(x, rctx, keep)
@@ -362,6 +365,7 @@ class Engine:
 
     async def _start_stream(self, x: Exchange, request: web.BaseRequest, encoder: Any) -> web.StreamResponse:
         out = x.response = web.StreamResponse(status=200, headers=response_headers(x))
+        x.encoder = encoder  # a shutdown that cuts the stream ends it with the encoder's error event
         out.content_type = "text/event-stream"
         out.headers["Cache-Control"] = "no-cache"
         out.headers["X-Accel-Buffering"] = "no"
@@ -379,7 +383,7 @@ class Engine:
         status = 504 if outcome == "timeout" else 502
         log.warning("stream failed after the first byte", extra={"request_id": x.request_id,
                     "outcome": outcome, "detail": message})
-        x.error = message
+        x.error, x.encoder = message, None
         await out.write(encoder.error(StreamError(status, kind_for_status(status), message)))
         return out
 
