@@ -204,3 +204,35 @@ async def test_a_handler_slow_to_stop_does_not_keep_the_gateway_open(config_dir:
     with pytest.raises(aiohttp.ClientError):
         await request
     await h.session.close()
+
+
+STREAMS = {
+    "openai.chat": ("/v1/chat/completions", {"model": "gpt-4o", "messages": HI, "stream": True},
+                    lambda tail: tail.endswith(b"data: [DONE]") and b'data: {"error":' in tail),
+    "openai.completions": ("/v1/completions", {"model": "gpt-4o", "prompt": "hi", "stream": True},
+                           lambda tail: tail.endswith(b"data: [DONE]") and b'data: {"error":' in tail),
+    "openai.responses": ("/v1/responses", {"model": "gpt-4o", "input": "hi", "stream": True},
+                         lambda tail: b"event: response.failed" in tail.split(b"\n\n")[-1]),
+    "anthropic.messages": ("/v1/messages", {"model": "gpt-4o", "max_tokens": 9, "messages": HI, "stream": True},
+                           lambda tail: tail.split(b"\n\n")[-1].startswith(b"event: error")),
+    "gemini.stream": ("/v1beta/models/gpt-4o:streamGenerateContent?alt=sse", {"contents": [{"parts": [{"text": "hi"}]}]},
+                      lambda tail: b'"status":"UNAVAILABLE"' in tail.split(b"\n\n")[-1]),
+}
+
+
+async def test_every_dialects_stream_ends_with_its_error_event(config_dir: Path) -> None:
+    h = await start_gateway(config_dir, sim_options={"chunks": 400, "chunk_delay": 0.05})
+    h.runner.grace = 0.3
+    try:
+        responses = {}
+        for name, (path, body, _) in STREAMS.items():
+            r = responses[name] = await h.session.post(h.url + path, json=body)
+            assert r.status == 200 and await asyncio.wait_for(r.content.readline(), 5)
+        cleanup = asyncio.create_task(h.runner.cleanup())
+        for name, (_, _, ends_well) in STREAMS.items():
+            tail = (await asyncio.wait_for(responses[name].content.read(), 5)).strip()
+            assert ends_well(tail), (name, tail[-400:])
+            assert b"shutting down" in tail.split(b"\n\n")[-2 if name.startswith("openai.c") else -1]
+        await asyncio.wait_for(cleanup, 5)
+    finally:
+        await h.session.close()
