@@ -81,9 +81,9 @@ class Dispatcher:
         rid = request.headers.get("X-Request-Id") or self.ids.new("", 8)
         route = m.route
         x = Exchange(rid, snap, route.handler if route else "", started)  # positional: keywords cost more
-        task = asyncio.current_task()
+        task: asyncio.Task[Any] = asyncio.current_task()  # type: ignore[assignment]  # aiohttp's, per request
         inflight = self.inflight.requests
-        inflight[task] = x  # type: ignore[index]
+        inflight[task] = x
         status = 500
         try:
             if route is None:
@@ -103,7 +103,7 @@ class Dispatcher:
                 except asyncio.CancelledError:
                     if task not in self.inflight.cut_off:
                         raise  # the client went away
-                    resp = await self._cut(task, x, self._error_style(route.handler, request))  # type: ignore[arg-type]
+                    resp = await self._cut(task, x, self._error_style(route.handler, request))
                 except ConnectionResetError:
                     raise
                 except Exception:  # noqa: BLE001 - the one boundary that turns surprises into a 500
@@ -121,7 +121,7 @@ class Dispatcher:
             status = 499  # the client went away
             raise
         finally:
-            del inflight[task]  # type: ignore[arg-type]
+            del inflight[task]
             x.status = status
             # metrics and the access line once the response is on its way, not before it
             route_path = route.path if route else "unmatched"

@@ -9,7 +9,6 @@ import logging
 
 import pytest
 
-from router.protocol import describe
 from tests.conftest import Harness
 
 SECRET = "sk-SECRET-0123456789abcdef"
@@ -66,6 +65,8 @@ async def test_the_connection_still_serves_good_requests_afterwards(gw: Harness)
 
 def test_the_phrase_never_quotes_the_parsers_message() -> None:
     from aiohttp.http_exceptions import BadHttpMessage, BadStatusLine
+
+    from router.protocol import describe
 
     for exc in (BadHttpMessage(f"{SECRET}: header"), BadHttpMessage(f"Invalid header value char:\n\n  b'{SECRET}'"),
                 BadStatusLine(error=f"Bad status line:\n  {SECRET}"), BadHttpMessage(SECRET)):
