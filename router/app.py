@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import time
 from types import ModuleType
 from typing import Any, Awaitable, Callable, Coroutine
@@ -356,6 +357,12 @@ CUT_WAIT = 0.5  # seconds requests cut at the end of the shutdown grace get to w
 CLOSE_WAIT = 0.1  # then aiohttp's own wait per connection still busy, before it closes them
 
 
+def _hurry(hurry: asyncio.Event) -> None:
+    if not hurry.is_set():
+        log.info("shutdown: second signal, cutting what is still in flight now")
+        hurry.set()
+
+
 async def _flush_access_log(gateway: Gateway, every: float = 0.5) -> None:
     while True:
         await asyncio.sleep(every)
@@ -377,6 +384,7 @@ class GatewayRunner(web.BaseRunner):
         # aiohttp's own shutdown wait comes after ours (see shutdown()): a short one for stragglers
         super().__init__(handle_signals=handle_signals, shutdown_timeout=CLOSE_WAIT)
         self.grace = shutdown_timeout
+        self.handle_signals = handle_signals
         self.gateway = gateway
         self.dispatcher = Dispatcher(gateway, Metrics(gateway))
         self.watch = watch
@@ -402,8 +410,15 @@ class GatewayRunner(web.BaseRunner):
 
     async def shutdown(self) -> None:
         """Called by ``cleanup()`` once the listener and the idle connections are closed: the grace,
-        then the cut, and a log line saying what became of the requests in flight."""
-        log.info("%s", await drain(self.dispatcher.inflight, self.grace, CUT_WAIT))
+        then the cut, and a log line saying what became of the requests in flight. A second SIGINT or
+        SIGTERM ends the grace at once (``cleanup()`` removes these handlers when it is done)."""
+        hurry = asyncio.Event()
+        if self.handle_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
+                    loop.add_signal_handler(sig, _hurry, hurry)
+        log.info("%s", await drain(self.dispatcher.inflight, self.grace, CUT_WAIT, hurry))
 
     async def _cleanup_server(self) -> None:
         for task in self._tasks:

@@ -35,21 +35,26 @@ class Drained:
     def __str__(self) -> str:
         if not self.requests:
             return "shutdown: no request in flight"
-        return (f"shutdown: {self.requests} request(s) in flight ({self.streams} streams); "
+        return (f"shutdown: {_count(self.requests, 'request')} in flight ({_count(self.streams, 'stream')}); "
                 f"{self.requests - self.cut} finished within the {self.grace:g} s grace, "
-                f"{self.cut} cut ({self.cut_streams} streams)")
+                f"{self.cut} cut ({_count(self.cut_streams, 'stream')})")
 
 
-async def drain(inflight: InFlight, grace: float, cut_wait: float) -> Drained:
-    """Wait up to ``grace`` seconds for the requests in flight, then cut the rest and give them
-    ``cut_wait`` seconds to write their last bytes.
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+async def drain(inflight: InFlight, grace: float, cut_wait: float, hurry: asyncio.Event | None = None
+                ) -> Drained:
+    """Wait up to ``grace`` seconds for the requests in flight (less when ``hurry`` is set), then cut
+    the rest and give them ``cut_wait`` seconds to write their last bytes.
 
     Call it once no new request can start (the listener and idle keep-alive connections closed).
     """
     running = dict(inflight.requests)
     if not running:
         return Drained(grace)
-    _, pending = await asyncio.wait(running, timeout=grace)
+    pending = await _wait(set(running), grace, hurry or asyncio.Event())
     for task in pending:
         inflight.cut_off.add(task)
         task.cancel()
@@ -58,3 +63,17 @@ async def drain(inflight: InFlight, grace: float, cut_wait: float) -> Drained:
     inflight.cut_off.clear()  # whatever is still running now is aiohttp's to close
     return Drained(grace, len(running), sum(1 for x in running.values() if x.response is not None),
                    len(pending), sum(1 for t in pending if running[t].response is not None))
+
+
+async def _wait(pending: set[asyncio.Task[Any]], timeout: float, hurry: asyncio.Event) -> set[asyncio.Task[Any]]:
+    """The tasks still running after ``timeout`` seconds, or as soon as ``hurry`` is set."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    hurried = loop.create_task(hurry.wait())
+    try:
+        while pending and not hurry.is_set() and (left := deadline - loop.time()) > 0:
+            done, _ = await asyncio.wait(pending | {hurried}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            pending -= done
+    finally:
+        hurried.cancel()
+    return pending

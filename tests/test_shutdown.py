@@ -56,13 +56,13 @@ class Hang:
         self.server.close()
 
 
-def _config(cfg: Path, sim: str, hang: str) -> None:
+def _config(cfg: Path, sim: str, hang: str, grace: float) -> None:
     """Streams last ~30 s (300 chunks 0.1 s apart); model "quick" answers after 0.3 s; "hangs" never."""
     gemini_url = ("{{ provider.base_url }}/v1beta/models/{{ model }}:"
                   "{{ 'streamGenerateContent' if stream else 'generateContent' }}")
     cfg.mkdir()
     (cfg / "gateway.yaml").write_text(json.dumps({
-        "server": {"shutdown_grace": f"{GRACE}s"},
+        "server": {"shutdown_grace": f"{grace}s"},
         "providers": {
             "slow": {"dialect": "gemini", "base_url": sim, "template": "slow",
                      "accounts": [{"email": "s", "api_key": "k"}]},
@@ -91,10 +91,12 @@ def _config(cfg: Path, sim: str, hang: str) -> None:
     }))
 
 
-@pytest.fixture
-async def gateway(tmp_path: Path) -> AsyncIterator[tuple[subprocess.Popen[bytes], str, Hang]]:
+@pytest.fixture(params=[GRACE])
+async def gateway(tmp_path: Path, request: pytest.FixtureRequest
+                  ) -> AsyncIterator[tuple[subprocess.Popen[bytes], str, Hang]]:
+    """``router serve`` in a subprocess, with ``server.shutdown_grace`` the fixture's param."""
     async with SimServer(port=0) as sim, Hang() as hang:
-        _config(tmp_path / "cfg", sim.url, hang.url)
+        _config(tmp_path / "cfg", sim.url, hang.url, request.param)
         port = _free_port()
         proc = subprocess.Popen([sys.executable, "-m", "router", "serve", "--config", str(tmp_path / "cfg"),
                                  "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -165,9 +167,29 @@ async def test_sigterm_cuts_what_outlasts_the_grace(gateway: tuple[subprocess.Po
     log = proc.stdout.read().decode() if proc.stdout else ""
     assert code == 0, log
     assert exited_after < GRACE + 1, (exited_after, log)
-    assert "shutdown: 4 request(s) in flight (2 streams); 1 finished within the 1.5 s grace, " \
+    assert "shutdown: 4 requests in flight (2 streams); 1 finished within the 1.5 s grace, " \
            "3 cut (2 streams)" in log, log
     assert "Traceback" not in log, log
+
+
+@pytest.mark.parametrize("gateway", [30.0], indirect=True)
+async def test_a_second_signal_cuts_at_once(gateway: tuple[subprocess.Popen[bytes], str, Hang]) -> None:
+    proc, url, _ = gateway
+    async with aiohttp.ClientSession() as s:
+        chat = await _first_bytes(s, url, "/v1/chat/completions", {"model": "m", "messages": HI, "stream": True})
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        signalled = time.monotonic()
+        rest = await asyncio.wait_for(chat.content.read(), 10)
+        assert rest.endswith(b"data: [DONE]\n\n") and b"shutting down" in rest
+        code = await asyncio.to_thread(proc.wait, 10)
+        assert time.monotonic() - signalled < 1
+    log = proc.stdout.read().decode() if proc.stdout else ""
+    assert code == 0, log
+    assert "shutdown: second signal, cutting what is still in flight now" in log
+    assert "shutdown: 1 request in flight (1 stream); 0 finished within the 30 s grace, 1 cut (1 stream)" in log
+    assert "Traceback" not in log and "Unclosed" not in log, log
 
 
 async def test_a_handler_slow_to_stop_does_not_keep_the_gateway_open(config_dir: Path) -> None:
