@@ -353,7 +353,7 @@ def _json(obj: Any, status: int = 200) -> web.Response:
 
 
 KEEPALIVE_TIMEOUT = 75.0  # seconds an idle client connection stays open (web.run_app's default)
-CUT_WAIT = 0.5  # seconds requests cut at the end of the shutdown grace get to write their last bytes
+CUT_WAIT = 0.3  # seconds requests cut at the end of the shutdown grace get to write their last bytes
 CLOSE_WAIT = 0.1  # then aiohttp's own wait per connection still busy, before it closes them
 
 
