@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
 import socket
 import time
 from types import ModuleType
@@ -20,12 +21,16 @@ from aiohttp import web
 from router import __version__
 from router.auth import presented_key
 from router.bodies import read_json
+from router.canonical import StreamError
+from router.drain import SHUTTING_DOWN, InFlight, drain
 from router.engine import Engine, Exchange, response_headers
 from router.ids import IdGenerator
 from router.listen import BACKLOG, url as listen_url
 from router.errors import GatewayError
 from router.gateway import Gateway, decoder_modules
 from router.metrics import CONTENT_TYPE, Metrics
+from router.protocol import GatewayServer
+from router.routes import Route
 from router.snapshot import Snapshot
 
 log = logging.getLogger("router.app")
@@ -50,6 +55,7 @@ class Dispatcher:
         self.gateway = gateway
         self.engine: Engine = None  # type: ignore[assignment]  # set at start-up with the HTTP session
         self.metrics = metrics
+        self.inflight = InFlight()  # what a shutdown waits for, then cuts
         self.ids = IdGenerator()
         self.dialects = _dialects()
         d = self.dialects
@@ -78,6 +84,9 @@ class Dispatcher:
         rid = request.headers.get("X-Request-Id") or self.ids.new("", 8)
         route = m.route
         x = Exchange(rid, snap, route.handler if route else "", started)  # positional: keywords cost more
+        task: asyncio.Task[Any] = asyncio.current_task()  # type: ignore[assignment]  # aiohttp's, per request
+        inflight = self.inflight.requests
+        inflight[task] = x
         status = 500
         try:
             if route is None:
@@ -94,7 +103,11 @@ class Dispatcher:
                     resp = await handler(x, request, params)
                 except GatewayError as e:
                     resp = self.error_response(self._error_style(route.handler, request), e, rid, x)
-                except (ConnectionResetError, asyncio.CancelledError):
+                except asyncio.CancelledError:
+                    if task not in self.inflight.cut_off:
+                        raise  # the client went away
+                    resp = await self._cut(task, x, self._error_style(route.handler, request))
+                except ConnectionResetError:
                     raise
                 except Exception:  # noqa: BLE001 - the one boundary that turns surprises into a 500
                     log.exception("unhandled error", extra={"request_id": rid, "handler": route.handler})
@@ -111,6 +124,7 @@ class Dispatcher:
             status = 499  # the client went away
             raise
         finally:
+            del inflight[task]
             x.status = status
             # metrics and the access line once the response is on its way, not before it
             route_path = route.path if route else "unmatched"
@@ -119,15 +133,47 @@ class Dispatcher:
             except RuntimeError:  # no running loop (a coroutine closed at shutdown): record it now
                 self._finish(x, request, route_path, status, started)
 
+    async def _cut(self, task: asyncio.Task[Any], x: Exchange, style: str) -> web.StreamResponse:
+        """A shutdown's grace ended with this request still running: a 503 in its dialect when nothing
+        was sent yet, else a stream still flowing ends with its dialect's error event."""
+        self.inflight.cut_off.discard(task)
+        if task.uncancel():  # cancelled for another reason as well (its client went away)
+            raise asyncio.CancelledError
+        err = GatewayError("unavailable", SHUTTING_DOWN, retry_after=1.0)
+        out, encoder = x.response, x.encoder
+        if out is None or not out.prepared:
+            return self.error_response(style, err, x.request_id, x)
+        x.error = err.message
+        if encoder is not None:
+            await out.write(encoder.error(StreamError(err.status, err.kind, err.message)))
+        return out  # aiohttp ends it (write_eof)
+
     def _no_route(self, x: Exchange, request: web.BaseRequest, allowed: frozenset[str]) -> web.Response:
         path = request.path
         if allowed:
             err = GatewayError("method_not_allowed", f"Method {request.method} is not allowed on {path}; "
                                f"allowed: {', '.join(sorted(allowed))}", headers={"Allow": ", ".join(sorted(allowed))})
         else:
-            err = GatewayError("not_found", f"No route for {request.method} {path}. Routes that exist: "
-                               + "; ".join(x.snapshot.routes.describe()), code="unknown_url")
+            err = GatewayError("not_found", self._not_found_message(x.snapshot, request), code="unknown_url")
         return self.error_response(self._style_for_path(path), err, x.request_id, x)
+
+    def _not_found_message(self, snap: Snapshot, request: web.BaseRequest) -> str:
+        """Lists the routes this caller could use: with auth on, a caller without a valid key does not
+        learn the others (the admin API among them)."""
+        def usable(route: Route) -> bool:
+            try:
+                self._authenticate(snap, route.handler, route.auth, request)
+            except GatewayError:
+                return False
+            return True
+
+        listed = snap.routes.describe(usable)
+        head = f"No route for {request.method} {request.path}."
+        if not listed:
+            return f"{head} Send a valid API key to list the routes that exist."
+        hidden = len(listed) < len(snap.routes.routes)
+        return (f"{head} Routes that exist: {'; '.join(listed)}"
+                + (". Routes that need a key you did not send are not listed." if hidden else ""))
 
     def _finish(self, x: Exchange, request: web.BaseRequest, route: str, status: int, started: float) -> None:
         latency = time.monotonic() - started
@@ -211,7 +257,8 @@ class Dispatcher:
         from router.dialects import anthropic_messages
 
         dialect = self.dialects[x.handler]
-        body = await read_json(request, x.snapshot.server.max_body_bytes)
+        server = x.snapshot.server
+        body = await read_json(request, server.max_body_bytes, server.body_timeout)
         if x.handler == "anthropic.count_tokens":
             req = anthropic_messages.decode_count_tokens_request(body)
             return _json({"input_tokens": anthropic_messages.count_tokens(req)})
@@ -308,6 +355,14 @@ def _json(obj: Any, status: int = 200) -> web.Response:
 
 
 KEEPALIVE_TIMEOUT = 75.0  # seconds an idle client connection stays open (web.run_app's default)
+CUT_WAIT = 0.3  # seconds requests cut at the end of the shutdown grace get to write their last bytes
+CLOSE_WAIT = 0.1  # then aiohttp's own wait per connection still busy, before it closes them
+
+
+def _hurry(hurry: asyncio.Event) -> None:
+    if not hurry.is_set():
+        log.info("shutdown: second signal, cutting what is still in flight now")
+        hurry.set()
 
 
 async def _flush_access_log(gateway: Gateway, every: float = 0.5) -> None:
@@ -322,12 +377,16 @@ class GatewayRunner(web.BaseRunner):
     There is no ``web.Application`` in between: its router, middleware chain and request subclass
     cost ~5% of a proxied request's CPU, and our own route table already does their job. Start-up
     (``setup()``) loads the config and opens the upstream session; ``cleanup()`` stops listening,
-    lets in-flight requests finish for ``shutdown_timeout`` seconds, then closes the gateway.
+    lets in-flight requests finish for ``shutdown_timeout`` seconds (the grace), cuts the rest
+    (streams end with their dialect's error event, other requests get a 503), then closes the gateway.
     """
 
     def __init__(self, gateway: Gateway, *, watch: bool = True, handle_signals: bool = False,
                  shutdown_timeout: float = 60.0):
-        super().__init__(handle_signals=handle_signals, shutdown_timeout=shutdown_timeout)
+        # aiohttp's own shutdown wait comes after ours (see shutdown()): a short one for stragglers
+        super().__init__(handle_signals=handle_signals, shutdown_timeout=CLOSE_WAIT)
+        self.grace = shutdown_timeout
+        self.handle_signals = handle_signals
         self.gateway = gateway
         self.dispatcher = Dispatcher(gateway, Metrics(gateway))
         self.watch = watch
@@ -348,11 +407,20 @@ class GatewayRunner(web.BaseRunner):
             from router.watch import watch_config
 
             self._tasks.append(asyncio.create_task(watch_config(gateway)))
-        return web.Server(self.dispatcher.__call__, access_log=None, handler_cancellation=True,
-                          keepalive_timeout=KEEPALIVE_TIMEOUT)
+        return GatewayServer(self.dispatcher.__call__, access_log=None, handler_cancellation=True,
+                             keepalive_timeout=KEEPALIVE_TIMEOUT)
 
     async def shutdown(self) -> None:
-        """Nothing to announce before the server drains."""
+        """Called by ``cleanup()`` once the listener and the idle connections are closed: the grace,
+        then the cut, and a log line saying what became of the requests in flight. A second SIGINT or
+        SIGTERM ends the grace at once (``cleanup()`` removes these handlers when it is done)."""
+        hurry = asyncio.Event()
+        if self.handle_signals:
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
+                    loop.add_signal_handler(sig, _hurry, hurry)
+        log.info("%s", await drain(self.dispatcher.inflight, self.grace, CUT_WAIT, hurry))
 
     async def _cleanup_server(self) -> None:
         for task in self._tasks:

@@ -1,8 +1,9 @@
 """Reading HTTP bodies with a size limit: a client's JSON request (answering ``Expect:
-100-continue`` first) and an upstream's error body."""
+100-continue`` first, within a time limit) and an upstream's error body."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -44,14 +45,19 @@ async def expect_continue(request: web.BaseRequest) -> None:
     request.writer.output_size = 0  # the interim response is not part of the response body
 
 
-async def read_json(request: web.BaseRequest, limit: int) -> Any:
-    """The request body as JSON: 413 over ``limit`` bytes, 400 when empty or not JSON."""
+async def read_json(request: web.BaseRequest, limit: int, timeout: float | None = None) -> Any:
+    """The request body as JSON: 413 over ``limit`` bytes, 408 when it did not arrive within
+    ``timeout`` seconds, 400 when empty or not JSON."""
     length = request.content_length  # parsed from the header on every access: read once
     if length is not None and length > limit:
         raise GatewayError("request_too_large", f"request body exceeds {limit} bytes")
     if "Expect" in request.headers:  # only once the size is acceptable: a 413 instead of a 100
         await expect_continue(request)
-    body = await read_limited(request.content, limit, length)
+    content = request.content
+    if timeout is None or content.is_eof():  # the usual case: the body came with the headers
+        body = await read_limited(content, limit, length)
+    else:
+        body = await _read_within(content, limit, length, timeout)
     if body is None:
         raise GatewayError("request_too_large", f"request body exceeds {limit} bytes")
     if not body:
@@ -60,3 +66,14 @@ async def read_json(request: web.BaseRequest, limit: int) -> Any:
         return orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise BadRequest(f"request body is not valid JSON: {e}") from None
+
+
+async def _read_within(content: Any, limit: int, length: int | None, timeout: float) -> bytes | None:
+    """``read_limited`` bounded in time: a client trickling its body must not hold a handler forever."""
+    try:
+        async with asyncio.timeout(timeout):
+            return await read_limited(content, limit, length)
+    except TimeoutError:
+        # the rest of the body is not read: the connection closes after the answer
+        raise GatewayError("request_timeout", f"the request body did not arrive within {timeout:g} s",
+                           headers={"Connection": "close"}) from None

@@ -66,6 +66,7 @@ class Exchange:
     usage: Any = None
     error: str | None = None
     response: web.StreamResponse | None = None  # set once a stream's headers are going out
+    encoder: Any = None  # the stream's encoder while its events flow; None once its last frames are going out
     client_key: str | None = None  # the name of the API key that authenticated the request
     upstream: UpstreamRequest | None = None  # the attempt in progress (named in its log lines)
 
@@ -154,7 +155,7 @@ class Engine:
         """Decode the client's request in ``x.dialect``, then run the attempt loop."""
         dialect = x.dialect
         assert dialect is not None
-        body = await read_json(request, x.snapshot.server.max_body_bytes)
+        body = await read_json(request, x.snapshot.server.max_body_bytes, x.snapshot.server.body_timeout)
         req = x.canonical = dialect.decode_request(body, params)
         if len(req.model) > MAX_NAME:  # names become cache keys and metric labels: bound them
             raise BadRequest(f"model name longer than {MAX_NAME} characters", param="model")
@@ -339,6 +340,7 @@ class Engine:
                                 ev.message = redact(ev.message, (x.account.api_key,) if x.account else ())
                                 if out is None:
                                     return UpstreamFailure(ev.status, ev.message)
+                                x.encoder = None
                                 pending.append(encoder.error(ev))
                                 await out.write(b"".join(pending))
                                 x.error = ev.message
@@ -372,6 +374,7 @@ class Engine:
             keep.extend(tail)
         buf = b"".join([encoder.feed(ev) for ev in tail])
         x.usage = next((e for e in reversed(tail) if isinstance(e, Usage)), None)
+        x.encoder = None
         await out.write(buf + encoder.finish())
         if keep is not None:
             self.after_response(x, rctx, keep)
@@ -380,6 +383,7 @@ class Engine:
 
     async def _start_stream(self, x: Exchange, request: web.BaseRequest, encoder: Any) -> web.StreamResponse:
         out = x.response = web.StreamResponse(status=200, headers=response_headers(x))
+        x.encoder = encoder  # a shutdown that cuts the stream ends it with the encoder's error event
         out.content_type = "text/event-stream"
         out.headers["Cache-Control"] = "no-cache"
         out.headers["X-Accel-Buffering"] = "no"
@@ -399,7 +403,7 @@ class Engine:
         url = loggable_url(up.url, (x.account.api_key,) if x.account else ()) if up is not None else "-"
         log.warning("stream failed after the first byte: %s %s -> %s", up.method if up else "-", url, outcome,
                     extra={"request_id": x.request_id, "upstream": url, "outcome": outcome, "detail": message})
-        x.error = message
+        x.error, x.encoder = message, None
         await out.write(encoder.error(StreamError(status, kind_for_status(status), message)))
         return out
 

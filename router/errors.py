@@ -11,6 +11,7 @@ ERROR_KINDS: dict[str, int] = {
     "permission": 403,
     "not_found": 404,
     "method_not_allowed": 405,
+    "request_timeout": 408,  # the client's own request body did not arrive in time
     "request_too_large": 413,
     "rate_limit": 429,
     "server": 500,
@@ -23,11 +24,11 @@ ERROR_KINDS: dict[str, int] = {
 
 def kind_for_status(status: int) -> str:
     """The error kind an upstream HTTP status maps to."""
+    if status == 408:  # an upstream that timed out waiting for us: a timeout, not the client's doing
+        return "timeout"
     for kind, st in ERROR_KINDS.items():
         if st == status:
             return kind
-    if status == 408:
-        return "timeout"
     if 400 <= status < 500:
         return "invalid_request"
     return "server"

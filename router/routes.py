@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(path))?\}")
 
@@ -100,9 +100,9 @@ class RouteTable:
             allowed.add("HEAD")
         return Match(None, {}, frozenset(allowed))
 
-    def describe(self) -> list[str]:
-        """``METHOD path`` for every route, as listed in 404 messages."""
-        return [f"{'|'.join(sorted(r.methods))} {r.path}" for r in self.routes]
+    def describe(self, visible: Callable[[Route], bool] | None = None) -> list[str]:
+        """``METHOD path`` for every route (or every ``visible`` one), as listed in 404 messages."""
+        return [f"{'|'.join(sorted(r.methods))} {r.path}" for r in self.routes if visible is None or visible(r)]
 
 
 def compile_routes(entries: list[dict[str, Any]]) -> RouteTable:

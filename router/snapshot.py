@@ -95,6 +95,7 @@ class Server:
     port: int
     allow_lan_access: bool
     max_body_bytes: int
+    body_timeout: float | None  # seconds a client has to send its whole request body (None: no limit)
     shutdown_grace: float
     reload_debounce: float
     response_store_items: int
@@ -136,6 +137,7 @@ def _server(section: dict[str, Any]) -> Server:
         port=int(section.get("port", DEFAULT_PORT)),
         allow_lan_access=lan,
         max_body_bytes=int(section.get("max_body_bytes", 100 * 1024 * 1024)),
+        body_timeout=parse_duration(section.get("body_timeout"), 60.0) or None,
         shutdown_grace=parse_duration(section.get("shutdown_grace"), 30.0) or 0.0,
         reload_debounce=parse_duration(section.get("reload_debounce"), 0.3) or 0.0,
         response_store_items=int(store.get("max_items", 1000)),

@@ -36,6 +36,45 @@ async def test_unknown_path_lists_routes(gw: Harness) -> None:
     assert body["error"]["type"] == "not_found_error"
 
 
+async def _not_found(h: Harness, headers: dict[str, str] | None = None) -> str:
+    r = await h.request("GET", "/v2/nothing", headers=headers or {})
+    assert r.status == 404
+    return (await r.json())["error"]["message"]
+
+
+async def test_404_lists_only_the_routes_the_caller_could_use(config_dir: Path) -> None:
+    (config_dir / "00-server.yaml").write_text(
+        "auth:\n  mode: all_except_health\n  api_keys: [{name: c, key: sk-client}]\n"
+        "  admin_keys: [{name: ops, key: sk-admin}]\n")
+    h = await start_gateway(config_dir)
+    try:
+        for headers in (None, {"Authorization": "Bearer wrong"}):  # no valid key: what needs none
+            message = await _not_found(h, headers)
+            assert "GET /healthz" in message and "/admin" not in message, message
+            assert "/v1/chat/completions" not in message and "/metrics" not in message
+            assert "need a key you did not send are not listed" in message
+        message = await _not_found(h, {"Authorization": "Bearer sk-client"})
+        assert "POST /v1/chat/completions" in message and "GET /healthz" in message
+        assert "/admin" not in message, message
+        message = await _not_found(h, {"x-api-key": "sk-admin"})  # an admin key is not a client key
+        assert "GET /admin/config" in message and "POST /admin/reload" in message
+        assert "/v1/chat/completions" not in message
+    finally:
+        await h.close()
+
+
+async def test_404_under_strict_auth_without_a_key_lists_nothing(config_dir: Path) -> None:
+    (config_dir / "00-server.yaml").write_text("auth: {mode: strict, api_keys: [{name: c, key: sk-client}]}\n")
+    h = await start_gateway(config_dir)
+    try:
+        message = await _not_found(h)
+        assert message == "No route for GET /v2/nothing. Send a valid API key to list the routes that exist."
+        message = await _not_found(h, {"Authorization": "Bearer sk-client"})  # no admin keys: client keys
+        assert "GET /admin/config" in message and "not listed" not in message, message
+    finally:
+        await h.close()
+
+
 async def test_wrong_method_is_405_with_allow(gw: Harness) -> None:
     r = await gw.request("GET", "/v1/chat/completions")
     assert r.status == 405

@@ -46,6 +46,7 @@ STOP_REASONS: dict[str, str] = {
 ERROR_TYPES: dict[str, str] = {
     "invalid_request": "invalid_request_error",
     "method_not_allowed": "invalid_request_error",
+    "request_timeout": "invalid_request_error",
     "authentication": "authentication_error",
     "permission": "permission_error",
     "not_found": "not_found_error",

@@ -57,6 +57,7 @@ _STATUS: Mapping[int, str] = MappingProxyType(
         403: "PERMISSION_DENIED",
         404: "NOT_FOUND",
         405: "UNIMPLEMENTED",
+        408: "DEADLINE_EXCEEDED",
         409: "ABORTED",
         413: "INVALID_ARGUMENT",
         429: "RESOURCE_EXHAUSTED",

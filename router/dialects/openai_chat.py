@@ -55,6 +55,7 @@ _ERROR_TYPES: Mapping[str, tuple[str, str | None]] = MappingProxyType(
         "permission": ("permission_error", None),
         "not_found": ("not_found_error", None),
         "method_not_allowed": ("invalid_request_error", None),
+        "request_timeout": ("invalid_request_error", "request_timeout"),
         "request_too_large": ("invalid_request_error", None),
         "rate_limit": ("rate_limit_error", "rate_limit_exceeded"),
         "server": ("server_error", None),

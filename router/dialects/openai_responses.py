@@ -47,6 +47,7 @@ _ERROR_TYPES = {
     "invalid_request": "invalid_request_error",
     "not_found": "invalid_request_error",
     "method_not_allowed": "invalid_request_error",
+    "request_timeout": "invalid_request_error",
     "request_too_large": "invalid_request_error",
     "authentication": "authentication_error",
     "permission": "permission_error",
