@@ -26,6 +26,7 @@ DEFAULT_IMAGE_MIME = "image/jpeg"
 # Models that reject a replayed function call without its thought signature (Gemini 3 and later),
 # and the value Google documents for calls whose signature is unknown (another model's history).
 SIGNED_MODEL_PREFIXES = ("gemini-3",)
+_SIGNED_NAMES = SIGNED_MODEL_PREFIXES + tuple("models/" + p for p in SIGNED_MODEL_PREFIXES)
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 
 # reasoning effort → thinkingBudget (tokens); 0 turns thinking off.
@@ -65,7 +66,7 @@ def gemini_contents(messages: Any, model: Any = None) -> list[dict[str, Any]]:
             contents[-1]["parts"].extend(parts)
         else:
             contents.append({"role": role, "parts": parts})
-    if isinstance(model, str) and model.removeprefix("models/").startswith(SIGNED_MODEL_PREFIXES):
+    if type(model) is str and model.startswith(_SIGNED_NAMES):
         _skip_unknown_signatures(contents, model)
     return contents
 
