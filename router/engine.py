@@ -356,11 +356,11 @@ class Engine:
             keep.extend(tail)
         buf = b"".join([encoder.feed(ev) for ev in tail])
         x.usage = next((e for e in reversed(tail) if isinstance(e, Usage)), None)
+        if rctx.signed_calls:  # before the last write: the client may replay the calls once it has it
+            self.remember_signatures(x, rctx)
         await out.write(buf + encoder.finish())
         if keep is not None:
             self.after_response(x, rctx, keep)
-        if rctx.signed_calls:
-            self.remember_signatures(x, rctx)
         await out.write_eof()
         return out
 
