@@ -156,7 +156,6 @@ def _call_part(call: Any, param: str) -> Part:
     return _function_part(call_id, fn, f"{param}.function")
 
 
-
 def _function_part(call_id: str, fn: dict[str, Any], param: str) -> Part:
     name = fn.get("name")
     if not isinstance(name, str) or not name:

@@ -385,4 +385,3 @@ class StreamEncoder:
 
     def error(self, err: StreamError) -> bytes:
         return error_frame(err)
-
