@@ -591,3 +591,13 @@ def test_a_turn_without_calls_logs_nothing(caplog: Any) -> None:
     with caplog.at_level("INFO", logger="router.filters.gemini"):
         gf.gemini_contents([msg("user", text("hi"))], "models/gemini-3-pro")
     assert not caplog.records
+
+
+def test_the_skip_log_line_is_bounded(caplog: Any) -> None:
+    many = [msg("user", text("go"))]
+    for k in range(50):
+        many += [msg("assistant", call(f"c{k}", "x" * 5000)), msg("tool", result(f"c{k}", "{}"))]
+    with caplog.at_level("INFO", logger="router.filters.gemini"):
+        gf.gemini_contents(many, "gemini-3-flash")
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "50 replayed function call(s)" in line and len(line) < 400

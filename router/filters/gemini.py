@@ -84,9 +84,10 @@ def _skip_unknown_signatures(contents: list[dict[str, Any]], model: str) -> None
         if first is not None and not first.get("thoughtSignature"):
             first["thoughtSignature"] = SKIP_SIGNATURE
             skipped.append(first["functionCall"]["name"])
-    if skipped:
+    if skipped:  # function names are the client's: a few, cut short, keep the line bounded
+        names = ", ".join(n[:64] for n in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
         log.info("no thought signature known for %d replayed function call(s) (%s) to %s: sent %s",
-                 len(skipped), ", ".join(skipped), model, SKIP_SIGNATURE)
+                 len(skipped), names, model, SKIP_SIGNATURE)
 
 
 def _content_list(msg: dict[str, Any]) -> list[dict[str, Any]]:
