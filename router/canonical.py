@@ -33,6 +33,7 @@ is the cached subset); ``output_tokens`` counts every generated token (reasoning
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Union
 
@@ -73,6 +74,35 @@ class CanonicalRequest:
     metadata: dict[str, Any] | None = None
     raw: dict[str, Any] = field(default_factory=dict)
     inbound: str = ""
+
+
+def fill_call_signatures(parts: list[dict[str, Any]], signature_of: Callable[[dict[str, Any]], str | None]
+                         ) -> list[dict[str, Any]]:
+    """One assistant message's parts with a signature placed for each tool call that has none yet.
+
+    A call has one when a signed thinking part comes before it that no earlier call claimed (the
+    convention the Gemini decoder and filter share). For the others ``signature_of(call)`` is
+    asked; a known signature goes on the message's opening unsigned thinking part for its first
+    call (the reasoning that led to the calls), else on an empty thinking part just before the call.
+    """
+    out: list[dict[str, Any]] = []
+    claimed_by_next = False
+    first = True
+    for part in parts:
+        kind = part.get("type")
+        if kind == "thinking" and part.get("signature"):
+            claimed_by_next = True
+        elif kind == "tool_call":
+            signature = None if claimed_by_next else signature_of(part)
+            if signature:
+                opening = out[0] if first and out and out[0].get("type") == "thinking" else None
+                if opening is not None and not opening.get("signature"):
+                    out[0] = {**opening, "signature": signature}
+                else:
+                    out.append({"type": "thinking", "text": "", "signature": signature})
+            claimed_by_next, first = False, False
+        out.append(part)
+    return out
 
 
 # --- response events -------------------------------------------------------------------------
@@ -143,6 +173,7 @@ class ToolCall:
     id: str
     name: str
     arguments: str = ""
+    signature: str | None = None  # the reasoning signature sent just before the call (Gemini's)
 
 
 @dataclass(slots=True)
@@ -169,6 +200,7 @@ def aggregate(events: list[Event]) -> Aggregate:
     choices: dict[int, Choice] = {}
     usage: Usage | None = None
     error: StreamError | None = None
+    unclaimed: dict[int, str] = {}  # choice -> signature not yet followed by a tool call
 
     def get(i: int) -> Choice:
         c = choices.get(i)
@@ -188,8 +220,9 @@ def aggregate(events: list[Event]) -> Aggregate:
             c.reasoning += ev.text
             if ev.signature:
                 c.reasoning_signature = (c.reasoning_signature or "") + ev.signature
+                unclaimed[ev.choice] = unclaimed.get(ev.choice, "") + ev.signature
         elif isinstance(ev, ToolCallStart):
-            get(ev.choice).tool_calls.append(ToolCall(ev.id, ev.name))
+            get(ev.choice).tool_calls.append(ToolCall(ev.id, ev.name, signature=unclaimed.pop(ev.choice, None)))
         elif isinstance(ev, ToolCallDelta):
             calls = get(ev.choice).tool_calls
             if 0 <= ev.index < len(calls):
@@ -212,3 +245,6 @@ class ResponseContext:
     model: str  # the model name the client asked for
     created: int  # unix seconds
     request: CanonicalRequest
+    # (tool-call id, signature) of the calls an encoder handed out with their signature, for a
+    # dialect whose clients may drop it on replay (``remember_signatures``); None when there were none
+    signed_calls: list[tuple[str, str]] | None = None

@@ -144,7 +144,7 @@ class Engine:
                  ids: IdGenerator | None = None):
         self.ids = ids or IdGenerator()
         self.store = store
-        self.stores = stores if stores is not None else {}  # per-dialect state: the Responses store
+        self.stores = stores if stores is not None else {}  # per-dialect state (Responses store, signatures)
         self._timeouts: dict[Timeouts, tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]] = {}
         self.session = session
         self.decoders = decoders
@@ -312,6 +312,8 @@ class Engine:
         rctx = self._context(x)
         body = x.dialect.encode_response(events, rctx)  # type: ignore[union-attr]
         self.after_response(x, rctx, events)
+        if rctx.signed_calls:
+            self.remember_signatures(x, rctx)
         return web.Response(body=orjson.dumps(body), content_type="application/json",
                             headers=response_headers(x))
 
@@ -375,6 +377,8 @@ class Engine:
         buf = b"".join([encoder.feed(ev) for ev in tail])
         x.usage = next((e for e in reversed(tail) if isinstance(e, Usage)), None)
         x.encoder = None
+        if rctx.signed_calls:  # before the last write: the client may replay the calls once it has it
+            self.remember_signatures(x, rctx)
         await out.write(buf + encoder.finish())
         if keep is not None:
             self.after_response(x, rctx, keep)
@@ -407,7 +411,7 @@ class Engine:
         await out.write(encoder.error(StreamError(status, kind_for_status(status), message)))
         return out
 
-    # --- hooks for dialects with server-side state (Responses API store) ----------------------
+    # --- hooks for dialects with server-side state (Responses store, OpenAI Chat signatures) ------
 
     def _context(self, x: Exchange) -> ResponseContext:
         assert x.canonical is not None
@@ -423,3 +427,10 @@ class Engine:
         remember = x.dialect.__dict__.get("remember") if x.dialect is not None else None
         if remember is not None and x.canonical is not None:
             remember(self.stores, x.canonical, rctx, events, x.client_key)
+
+    def remember_signatures(self, x: Exchange, rctx: ResponseContext) -> None:
+        """Lets the dialect keep the tool-call signatures its encoder handed out, by call id, for
+        clients that drop them on replay (only responses with signed calls get here)."""
+        remember = x.dialect.__dict__.get("remember_signatures") if x.dialect is not None else None
+        if remember is not None and rctx.signed_calls:
+            remember(self.stores, rctx.signed_calls, x.client_key)

@@ -156,17 +156,20 @@ class Gateway:
             log.log(line.level if self.announce else logging.DEBUG, line.message, extra=line.fields)
 
     def _size_stores(self, snap: Snapshot) -> None:
-        """Create, resize or drop the Responses store; resizing keeps the stored conversations."""
+        """Create, resize or drop the Responses store and the OpenAI Chat signature memory (both
+        follow ``server.response_store``); resizing keeps what they hold."""
         from router.response_store import ResponseStore
+        from router.signature_memory import SignatureMemory
 
         items, ttl = snap.server.response_store_items, snap.server.response_store_ttl or None
-        cur = self.stores.get("openai.responses")
-        if items <= 0:
-            self.stores.pop("openai.responses", None)
-        elif cur is None:
-            self.stores["openai.responses"] = ResponseStore(items, ttl)
-        else:
-            cur.resize(items, ttl)
+        for key, kind in (("openai.responses", ResponseStore), ("openai.chat.signatures", SignatureMemory)):
+            cur = self.stores.get(key)
+            if items <= 0:
+                self.stores.pop(key, None)
+            elif cur is None:
+                self.stores[key] = kind(items, ttl)
+            else:
+                cur.resize(items, ttl)
 
     async def _start_simulator(self) -> None:
         from router.sim import SimServer

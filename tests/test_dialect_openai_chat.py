@@ -528,3 +528,95 @@ async def test_sdk_parses_completion(aiohttp_server: Any) -> None:
     res = await client.chat.completions.create(model="gpt-4o", messages=[USER])
     assert res.choices[0].message.content == "Hi"
     assert res.usage is not None and res.usage.total_tokens == 11
+
+
+# --- reasoning signatures on tool calls (extra_content.google.thought_signature) ----------------------
+
+SIGNED = [ReasoningDelta("", signature="SIG"), ToolCallStart(0, "call_a", "f"), ToolCallDelta(0, "{}"),
+          ToolCallStart(1, "call_b", "g"), ToolCallDelta(1, "{}"), Finish("tool_calls")]
+EXTRA = {"google": {"thought_signature": "SIG"}}
+
+
+def test_encode_response_puts_the_signature_on_its_call() -> None:
+    c = ctx()
+    msg = oc.encode_response(SIGNED, c)["choices"][0]["message"]
+    assert [t.get("extra_content") for t in msg["tool_calls"]] == [EXTRA, None]  # parallel call: none of its own
+    assert c.signed_calls == [("call_a", "SIG")]
+    parsed = ChatCompletion.model_validate(oc.encode_response(SIGNED, ctx()))
+    assert parsed.choices[0].message.tool_calls[0].model_extra == {"extra_content": EXTRA}
+
+
+def test_stream_sends_the_signature_once_on_the_calls_first_chunk() -> None:
+    c = ctx()
+    enc = oc.StreamEncoder(c)
+    data = enc.start() + b"".join(enc.feed(e) for e in SIGNED) + enc.finish()
+    with_extra = [p for p in frames(data)[:-1]
+                  if "extra_content" in str(p["choices"][0]["delta"].get("tool_calls", ""))]
+    assert len(with_extra) == 1
+    assert with_extra[0]["choices"][0]["delta"]["tool_calls"][0]["id"] == "call_a"
+    assert c.signed_calls == [("call_a", "SIG")]
+    calls = accumulate(data).choices[0].message.tool_calls  # the SDK's accumulator keeps it, unchanged
+    assert [t.model_extra.get("extra_content") for t in calls] == [EXTRA, None]
+
+
+def test_calls_without_a_signature_carry_nothing_extra() -> None:
+    c = ctx()
+    events = [ToolCallStart(0, "call_a", "f"), ToolCallDelta(0, "{}"), Finish("tool_calls")]
+    assert "extra_content" not in str(oc.encode_response(events, c))
+    assert b"extra_content" not in stream(events) and c.signed_calls is None
+
+
+def signed_call(cid: str, sig: Any = "SIG") -> dict[str, Any]:
+    return {"id": cid, "type": "function", "function": {"name": "f", "arguments": "{}"},
+            "extra_content": {"google": {"thought_signature": sig}}}
+
+
+SIGNATURE_DECODE_CASES = [
+    pytest.param({"role": "assistant", "tool_calls": [signed_call("c1")]},
+                 [{"type": "thinking", "text": "", "signature": "SIG"},
+                  {"type": "tool_call", "id": "c1", "name": "f", "arguments": "{}"}], id="signed-call"),
+    pytest.param({"role": "assistant", "reasoning_content": "why", "tool_calls": [signed_call("c1")]},
+                 [{"type": "thinking", "text": "why", "signature": "SIG"},
+                  {"type": "tool_call", "id": "c1", "name": "f", "arguments": "{}"}], id="with-reasoning"),
+    pytest.param({"role": "assistant", "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"},
+         "extra_content": {"other_vendor": {"x": 1}}}]},
+        [{"type": "tool_call", "id": "c1", "name": "f", "arguments": "{}"}], id="other-vendor-ignored"),
+]
+
+
+@pytest.mark.parametrize("assistant,parts", SIGNATURE_DECODE_CASES)
+def test_decode_reads_the_signature_back(assistant: dict[str, Any], parts: list[dict[str, Any]]) -> None:
+    req = oc.decode_request(body(messages=[USER, assistant]), {})
+    assert req.messages[1]["content"] == parts
+
+
+@pytest.mark.parametrize("extra,param", [
+    ("x", "messages[1].tool_calls[0].extra_content"),
+    ({"google": []}, "messages[1].tool_calls[0].extra_content.google"),
+    ({"google": {"thought_signature": 5}}, "messages[1].tool_calls[0].extra_content.google.thought_signature"),
+])
+def test_decode_rejects_a_malformed_signature(extra: Any, param: str) -> None:
+    call = {**signed_call("c1"), "extra_content": extra}
+    with pytest.raises(BadRequest) as info:
+        oc.decode_request(body(messages=[USER, {"role": "assistant", "tool_calls": [call]}]), {})
+    assert info.value.param == param
+
+
+def test_prepare_puts_remembered_signatures_back() -> None:
+    from router.signature_memory import SignatureMemory
+
+    memory = SignatureMemory(10)
+    stores = {"openai.chat.signatures": memory}
+    memory.remember("alice", [("c1", "REMEMBERED")])
+    bare = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    req = oc.prepare(stores, oc.decode_request(body(messages=[USER, {"role": "assistant", "tool_calls": [bare]}]), {}),
+                     "alice")
+    assert req.messages[1]["content"][0] == {"type": "thinking", "text": "", "signature": "REMEMBERED"}
+    kept = oc.prepare(stores, oc.decode_request(body(messages=[USER, {"role": "assistant", "tool_calls": [
+        signed_call("c1", "CLIENT")]}]), {}), "alice")
+    assert [p.get("signature") for p in kept.messages[1]["content"]] == ["CLIENT", None]  # the client's wins
+    other = oc.prepare(stores, oc.decode_request(body(messages=[USER, {"role": "assistant", "tool_calls": [bare]}]),
+                                                 {}), "bob")
+    assert [p["type"] for p in other.messages[1]["content"]] == ["tool_call"]
+    assert oc.prepare({}, req, "alice") is req  # no memory configured: nothing to do

@@ -545,3 +545,59 @@ def test_round_trip_through_the_gemini_dialect() -> None:
             ]
         }
     ]
+
+
+# --- Gemini 3: the skip value for function calls whose signature is unknown ---------------------------
+
+def signed(sig: str) -> dict[str, Any]:
+    return {"type": "thinking", "text": "", "signature": sig}
+
+
+LOOP = [
+    msg("user", text("old question")),
+    msg("assistant", call("c0", "f")),  # an earlier turn: Gemini 3 does not validate it
+    msg("tool", result("c0", "{}")),
+    msg("assistant", text("old answer")),
+    msg("user", text("weather?")),  # the current turn starts here
+    msg("assistant", call("c1", "get"), call("c2", "get")),  # a step with parallel calls
+    msg("tool", result("c1", "{}")), msg("tool", result("c2", "{}")),
+    msg("assistant", signed("KNOWN"), call("c3", "put")),  # a step whose signature is known
+    msg("tool", result("c3", "{}")),
+    msg("assistant", call("c4", "get")),
+    msg("tool", result("c4", "{}")),
+]
+
+
+def signatures(contents: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    return [(p["functionCall"]["name"], p.get("thoughtSignature")) for c in contents for p in c["parts"]
+            if "functionCall" in p]
+
+
+def test_gemini3_gets_the_skip_value_on_each_unsigned_step_of_the_current_turn(caplog: Any) -> None:
+    with caplog.at_level("INFO", logger="router.filters.gemini"):
+        contents = gf.gemini_contents(LOOP, "gemini-3-flash")
+    assert signatures(contents) == [("f", None), ("get", gf.SKIP_SIGNATURE), ("get", None), ("put", "KNOWN"),
+                                    ("get", gf.SKIP_SIGNATURE)]
+    logged = [r.getMessage() for r in caplog.records]
+    assert len(logged) == 1 and "2 replayed function call(s)" in logged[0] and "gemini-3-flash" in logged[0]
+
+
+@pytest.mark.parametrize("model", [None, "gemini-2.5-flash", "gemini-2.0-flash", "gpt-4o"])
+def test_other_models_get_no_skip_value(model: Any) -> None:
+    assert all(sig in (None, "KNOWN") for _, sig in signatures(gf.gemini_contents(LOOP, model)))
+
+
+def test_a_turn_without_calls_logs_nothing(caplog: Any) -> None:
+    with caplog.at_level("INFO", logger="router.filters.gemini"):
+        gf.gemini_contents([msg("user", text("hi"))], "models/gemini-3-pro")
+    assert not caplog.records
+
+
+def test_the_skip_log_line_is_bounded(caplog: Any) -> None:
+    many = [msg("user", text("go"))]
+    for k in range(50):
+        many += [msg("assistant", call(f"c{k}", "x" * 5000)), msg("tool", result(f"c{k}", "{}"))]
+    with caplog.at_level("INFO", logger="router.filters.gemini"):
+        gf.gemini_contents(many, "gemini-3-flash")
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "50 replayed function call(s)" in line and len(line) < 400

@@ -23,6 +23,7 @@ from google.genai import types as genai_types
 from router.sim import SimServer, create_app
 from router.sim.exchange import Frame, cut_index
 from router.sim.faults import FaultBook, parse_fault
+from router.sim.gemini import THOUGHT_SIGNATURE
 from router.sim.replies import Ask, ToolSpec, build_value, count_tokens, plan, split_text
 from router.sim.state import SimOptions
 
@@ -330,6 +331,45 @@ async def test_gemini_json_and_max_tokens(sim: SimServer, http: aiohttp.ClientSe
     _, _, out = await post(http, sim.url + GEM + ":generateContent", body, GEM_KEY)
     assert out["candidates"][0]["finishReason"] == "MAX_TOKENS"
     assert out["candidates"][0]["content"]["parts"][0]["text"] == "Echo: hello"
+
+
+def _loop(call_part: dict[str, Any], *more: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"role": "user", "parts": [{"text": "weather?"}]},
+            {"role": "model", "parts": [call_part, *more]},
+            {"role": "user", "parts": [{"functionResponse": {"name": "get_weather", "response": {}}}]}]
+
+
+CALL = {"functionCall": {"name": "get_weather", "args": {}}}
+SIGNATURE_CASES = [
+    pytest.param(_loop(CALL), 400, "Function call is missing a thought_signature", id="missing"),
+    pytest.param(_loop({**CALL, "thoughtSignature": "bm90IG91cnM="}), 400, "Corrupted thought signature.",
+                 id="not-issued"),
+    pytest.param(_loop({**CALL, "thoughtSignature": "%%%"}), 400, "Corrupted thought signature.", id="not-base64"),
+    pytest.param(_loop({**CALL, "thoughtSignature": THOUGHT_SIGNATURE}, CALL), 200, None,
+                 id="issued-parallel-calls-need-only-the-first"),
+    pytest.param(_loop({**CALL, "thought_signature": "skip_thought_signature_validator"}), 200, None,
+                 id="skip-value-snake-case"),
+    pytest.param(_loop({**CALL, "thoughtSignature": "skip/thought/signature/validator"}), 200, None,
+                 id="skip-value-standard-base64"),
+    pytest.param(_loop({**CALL, "thoughtSignature": "context_engineering_is_the_way_to_go"}), 200, None,
+                 id="other-documented-value"),
+    pytest.param(_loop(CALL) + [{"role": "model", "parts": [{"text": "It is 21C."}]},
+                                {"role": "user", "parts": [{"text": "thanks"}]}], 200, None,
+                 id="earlier-turns-not-validated"),
+]
+
+
+@pytest.mark.parametrize("contents,status,message", SIGNATURE_CASES)
+async def test_gemini3_validates_thought_signatures(sim: SimServer, http: aiohttp.ClientSession,
+                                                    contents: list[Any], status: int, message: str | None) -> None:
+    url = sim.url + "/v1beta/models/gemini-3-flash:generateContent"
+    got, _, out = await post(http, url, {"contents": contents, "tools": GEM_TOOLS}, GEM_KEY)
+    assert got == status, out
+    if message is not None:
+        assert out["error"]["status"] == "INVALID_ARGUMENT" and out["error"]["message"].startswith(message)
+    older, _, _ = await post(http, sim.url + GEM + ":generateContent", {"contents": contents, "tools": GEM_TOOLS},
+                             GEM_KEY)
+    assert older == 200  # Gemini 2.5 does not enforce them
 
 
 async def test_gemini_count_tokens_and_models(sim: SimServer, http: aiohttp.ClientSession) -> None:

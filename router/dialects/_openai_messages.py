@@ -3,6 +3,10 @@
 Not a dialect itself (it has no ``NAME``). Raises only :class:`BadRequest` with the field path
 (``messages[2].content[0].image_url.url``) of whatever is malformed.
 
+A tool call's ``extra_content.google.thought_signature`` (where Gemini's own OpenAI-compatible
+endpoint, and this gateway, hand out the signature of the reasoning behind the call) becomes a
+signed thinking part in front of the call, so a Gemini upstream gets it back on the functionCall.
+
 Deprecated forms are mapped too: an assistant ``function_call`` becomes a tool call with a
 synthesized id (``call_<message index>_<name>``), and a later ``function`` role message with that
 name becomes its tool result.
@@ -12,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from router.canonical import fill_call_signatures
+from router.dialects._openai_signatures import call_signature
 from router.errors import BadRequest
 
 Part = dict[str, Any]
@@ -171,6 +177,7 @@ def _assistant(msg: dict[str, Any], i: int, p: str, state: _State) -> Message:
         parts.append({"type": "thinking", "text": reasoning, "signature": None})
     parts.extend(_assistant_text(msg.get("content"), f"{p}.content"))
     calls = msg.get("tool_calls")
+    signatures: dict[str, str] = {}
     if calls is not None:
         if not isinstance(calls, list):
             raise BadRequest("tool_calls must be an array", param=f"{p}.tool_calls")
@@ -178,6 +185,9 @@ def _assistant(msg: dict[str, Any], i: int, p: str, state: _State) -> Message:
             part = _call_part(call, f"{p}.tool_calls[{k}]")
             state.names[part["id"]] = part["name"]
             parts.append(part)
+            signature = call_signature(call, f"{p}.tool_calls[{k}]")
+            if signature:
+                signatures[part["id"]] = signature
     legacy = msg.get("function_call")
     if legacy is not None:
         if not isinstance(legacy, dict):
@@ -187,6 +197,8 @@ def _assistant(msg: dict[str, Any], i: int, p: str, state: _State) -> Message:
         state.names[part["id"]] = part["name"]
         state.legacy_ids[part["name"]] = part["id"]
         parts.append(part)
+    if signatures:
+        parts = fill_call_signatures(parts, lambda call: signatures.get(call["id"]))
     return {"role": "assistant", "content": parts}
 
 

@@ -5,6 +5,11 @@ offending field. The stream encoder is on the hot path: the constant head of eve
 (``id``/``object``/``created``/``model``) is serialised once per stream, and text deltas, the most
 frequent event, are framed by concatenating precomputed bytes around ``orjson.dumps(text)``.
 
+Tool calls carry the signature of the reasoning that produced them (Gemini's ``thoughtSignature``)
+in ``extra_content.google.thought_signature`` (see ``_openai_signatures``, which also holds this
+dialect's ``prepare``/``remember_signatures`` hooks); in a stream it rides on the call's first chunk
+only, as the SDK's accumulator concatenates a string sent twice.
+
 The legacy completions dialect reuses ``usage_dict``, ``error_body``, ``error_frame`` and ``DONE``
 from here; typed field readers live in ``_openai_fields``, message decoding in ``_openai_messages``.
 """
@@ -31,6 +36,7 @@ from router.canonical import (
     aggregate,
 )
 from router.canonical import Choice as AggChoice
+from router.canonical import ToolCall as AggToolCall
 from router.dialects._openai_fields import (
     common_params,
     opt_bool,
@@ -41,6 +47,8 @@ from router.dialects._openai_fields import (
     require_object,
 )
 from router.dialects._openai_messages import decode_messages
+# prepare and remember_signatures are this dialect's engine hooks (the engine looks them up here)
+from router.dialects._openai_signatures import handed_out, prepare, remember_signatures, signature_field  # noqa: F401
 from router.errors import BadRequest, GatewayError
 
 NAME = "openai.chat"
@@ -200,17 +208,22 @@ def usage_dict(usage: Usage | None) -> dict[str, Any]:
     }
 
 
-def _message(c: AggChoice) -> dict[str, Any]:
+def _tool_call(t: AggToolCall, ctx: ResponseContext) -> dict[str, Any]:
+    call: dict[str, Any] = {"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}
+    if t.signature:
+        call["extra_content"] = signature_field(t.signature)
+        handed_out(ctx, t.id, t.signature)
+    return call
+
+
+def _message(c: AggChoice, ctx: ResponseContext) -> dict[str, Any]:
     msg: dict[str, Any] = {
         "role": "assistant",
         "content": c.text if c.text or not c.tool_calls else None,
         "refusal": None,
     }
     if c.tool_calls:
-        msg["tool_calls"] = [
-            {"id": t.id, "type": "function", "function": {"name": t.name, "arguments": t.arguments}}
-            for t in c.tool_calls
-        ]
+        msg["tool_calls"] = [_tool_call(t, ctx) for t in c.tool_calls]
     if c.reasoning:
         msg["reasoning_content"] = c.reasoning
     return msg
@@ -225,7 +238,7 @@ def encode_response(events: list[Event], ctx: ResponseContext) -> dict[str, Any]
         "created": ctx.created,
         "model": ctx.model,
         "choices": [
-            {"index": c.index, "message": _message(c), "logprobs": None, "finish_reason": c.finish_reason}
+            {"index": c.index, "message": _message(c, ctx), "logprobs": None, "finish_reason": c.finish_reason}
             for c in agg.choices
         ],
         "usage": usage_dict(agg.usage),
@@ -269,9 +282,11 @@ _ARGS_TAIL = b"}}]" + _TEXT_TAIL
 class StreamEncoder:
     """Encodes canonical events as chat.completion.chunk SSE frames for one response."""
 
-    __slots__ = ("_head", "_text0", "_args0", "_include_usage", "_usage", "_started", "_finished", "_tools")
+    __slots__ = ("_ctx", "_head", "_text0", "_args0", "_include_usage", "_usage", "_started", "_finished",
+                 "_tools", "_unclaimed")
 
     def __init__(self, ctx: ResponseContext):
+        self._ctx = ctx
         self._head = (
             b'data: {"id":'
             + orjson.dumps(ctx.id)
@@ -288,6 +303,7 @@ class StreamEncoder:
         self._started: set[int] = set()
         self._finished: set[int] = set()
         self._tools: dict[int, bool] = {}
+        self._unclaimed: dict[int, str] = {}  # choice -> reasoning signature waiting for its tool call
 
     def start(self) -> bytes:
         return b""
@@ -323,17 +339,23 @@ class StreamEncoder:
             call = {"index": ev.index, "function": {"arguments": ev.arguments}}
             return opened + self._chunk(c, {"tool_calls": [call]})
         if cls is ReasoningDelta:
+            if ev.signature:  # the next tool call of the choice carries it (see the module docstring)
+                self._unclaimed[ev.choice] = self._unclaimed.get(ev.choice, "") + ev.signature
             if not ev.text:
                 return b""
             return self._open(ev.choice) + self._chunk(ev.choice, {"reasoning_content": ev.text})
         if cls is ToolCallStart:
             self._tools[ev.choice] = True
-            call = {
+            call: dict[str, Any] = {
                 "index": ev.index,
                 "id": ev.id,
                 "type": "function",
                 "function": {"name": ev.name, "arguments": ""},
             }
+            signature = self._unclaimed.pop(ev.choice, None) if self._unclaimed else None
+            if signature:
+                call["extra_content"] = signature_field(signature)
+                handed_out(self._ctx, ev.id, signature)
             return self._open(ev.choice) + self._chunk(ev.choice, {"tool_calls": [call]})
         if cls is Finish:
             return self._finish_choice(ev.choice, ev.reason)

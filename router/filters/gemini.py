@@ -3,12 +3,13 @@
 Each filter is a plain function of one canonical value (see :mod:`router.canonical`) and returns
 plain JSON data, or ``None`` when the field should be left out. Templates compose them::
 
-    contents: "{{ request.messages | gemini_contents }}"
+    contents: "{{ request.messages | gemini_contents(model) }}"
     tools: "{{ request.tools | gemini_tools }}"
 """
 
 from __future__ import annotations
 
+import logging
 import mimetypes
 from collections.abc import Callable
 from typing import Any
@@ -19,7 +20,14 @@ import orjson
 from router.errors import BadRequest
 from router.filters.gemini_schema import gemini_schema
 
+log = logging.getLogger("router.filters.gemini")
+
 DEFAULT_IMAGE_MIME = "image/jpeg"
+# Models that reject a replayed function call without its thought signature (Gemini 3 and later),
+# and the value Google documents for calls whose signature is unknown (another model's history).
+SIGNED_MODEL_PREFIXES = ("gemini-3",)
+_SIGNED_NAMES = SIGNED_MODEL_PREFIXES + tuple("models/" + p for p in SIGNED_MODEL_PREFIXES)
+SKIP_SIGNATURE = "skip_thought_signature_validator"
 
 # reasoning effort → thinkingBudget (tokens); 0 turns thinking off.
 EFFORT_BUDGETS: dict[str, int] = {
@@ -37,11 +45,13 @@ _JSON_FORMATS = ("json_object", "json_schema")
 # --- contents ------------------------------------------------------------------------------------
 
 
-def gemini_contents(messages: Any) -> list[dict[str, Any]]:
+def gemini_contents(messages: Any, model: Any = None) -> list[dict[str, Any]]:
     """Canonical messages → Gemini ``contents``.
 
     assistant → ``model``; user and tool → ``user`` (tool results as ``functionResponse`` parts);
-    consecutive turns of the same role are merged; messages without content are dropped.
+    consecutive turns of the same role are merged; messages without content are dropped. For a
+    Gemini 3 ``model`` (the upstream model name), a step of the current tool loop whose first
+    ``functionCall`` has no known signature gets Google's documented skip value instead of a 400.
     """
     contents: list[dict[str, Any]] = []
     call_names: dict[str, str] = {}
@@ -56,7 +66,28 @@ def gemini_contents(messages: Any) -> list[dict[str, Any]]:
             contents[-1]["parts"].extend(parts)
         else:
             contents.append({"role": role, "parts": parts})
+    if type(model) is str and model.startswith(_SIGNED_NAMES):
+        _skip_unknown_signatures(contents, model)
     return contents
+
+
+def _skip_unknown_signatures(contents: list[dict[str, Any]], model: str) -> None:
+    """What Gemini 3 validates: in the current turn (after the last user turn with content of its
+    own, not only function responses) the first functionCall part of each model step."""
+    start = max((i for i, c in enumerate(contents)
+                 if c["role"] == "user" and any("functionResponse" not in p for p in c["parts"])), default=-1)
+    skipped = []
+    for content in contents[start + 1:]:
+        if content["role"] != "model":
+            continue
+        first = next((p for p in content["parts"] if "functionCall" in p), None)
+        if first is not None and not first.get("thoughtSignature"):
+            first["thoughtSignature"] = SKIP_SIGNATURE
+            skipped.append(first["functionCall"]["name"])
+    if skipped:  # function names are the client's: a few, cut short, keep the line bounded
+        names = ", ".join(n[:64] for n in skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+        log.info("no thought signature known for %d replayed function call(s) (%s) to %s: sent %s",
+                 len(skipped), names, model, SKIP_SIGNATURE)
 
 
 def _content_list(msg: dict[str, Any]) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ the last chunk. Request fields are read in camelCase with snake_case accepted to
 from __future__ import annotations
 
 import base64
+import binascii
 from typing import Any
 
 import orjson
@@ -22,6 +23,7 @@ MODELS = (
     ("gemini-2.5-flash", "Gemini 2.5 Flash", 1_048_576, 65_536),
     ("gemini-2.5-pro", "Gemini 2.5 Pro", 1_048_576, 65_536),
     ("gemini-2.0-flash", "Gemini 2.0 Flash", 1_048_576, 8_192),
+    ("gemini-3-flash", "Gemini 3 Flash", 1_048_576, 65_536),
 )
 STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
                 404: "NOT_FOUND", 409: "ABORTED", 429: "RESOURCE_EXHAUSTED", 499: "CANCELLED",
@@ -29,6 +31,16 @@ STATUS_NAMES = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSIO
                 504: "DEADLINE_EXCEEDED", 529: "UNAVAILABLE"}
 FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "tool": "STOP", "stop_sequence": "STOP"}
 THOUGHT_SIGNATURE = base64.b64encode(b"sim-thought-signature").decode()
+# The values Google documents for replaying function calls it did not sign (another model's history).
+SKIP_SIGNATURES = ("skip_thought_signature_validator", "context_engineering_is_the_way_to_go")
+# Models that reject a replayed function call without its signature (Gemini 3 and later).
+SIGNED_MODEL_PREFIXES = ("gemini-3",)
+MISSING_SIGNATURE = (
+    "Function call is missing a thought_signature in functionCall parts. This is required for tools to work "
+    "correctly, and missing thought_signature may lead to degraded model performance. Additional data, "
+    "function call `default_api:{name}` , position {position}. Please refer to "
+    "https://ai.google.dev/gemini-api/docs/thought-signatures for more details."
+)
 
 
 def key_of(request: web.Request) -> str | None:
@@ -84,6 +96,52 @@ def _contents(body: dict[str, Any]) -> list[Any]:
     if not isinstance(contents, list) or not contents:
         raise ValueError("* GenerateContentRequest.contents: contents is not specified")
     return contents
+
+
+# --- thought signatures (Gemini 3 validates them on the current turn's function calls) --------
+
+def _signature_bytes(value: str) -> bytes | None:
+    """A ``thoughtSignature`` as the API reads it: bytes, from standard or URL-safe base64."""
+    bare = value.rstrip("=").translate(str.maketrans("-_", "+/"))
+    try:
+        return base64.b64decode(bare + "=" * (-len(bare) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+_VALID_SIGNATURES = frozenset(_signature_bytes(s) for s in (THOUGHT_SIGNATURE, *SKIP_SIGNATURES))
+
+
+def _is_standard_user_turn(content: Any) -> bool:
+    """A user turn with content of its own (not only function responses): where a turn starts."""
+    if not isinstance(content, dict) or content.get("role", "user") != "user":
+        return False
+    parts = _get(content, "parts", "parts", [])
+    return any(isinstance(p, dict) and _get(p, "functionResponse", "function_response") is None for p in parts)
+
+
+def check_signatures(model: str, contents: list[Any]) -> None:
+    """Gemini 3's check: in the current turn (everything after the last user turn with standard
+    content), the first ``functionCall`` part of each model step carries a signature the model
+    issued, or one of the documented skip values; raises ``ValueError`` with the API's message."""
+    if not model.startswith(SIGNED_MODEL_PREFIXES):
+        return
+    start = max((i for i, c in enumerate(contents) if _is_standard_user_turn(c)), default=-1)
+    for position in range(start + 1, len(contents)):
+        content = contents[position]
+        if not isinstance(content, dict) or content.get("role") != "model":
+            continue
+        parts = _get(content, "parts", "parts", [])
+        call = next((p for p in parts if isinstance(p, dict)
+                     and _get(p, "functionCall", "function_call") is not None), None)
+        if call is None:
+            continue
+        signature = _get(call, "thoughtSignature", "thought_signature")
+        if not signature:
+            name = _get(_get(call, "functionCall", "function_call"), "name", "name", "")
+            raise ValueError(MISSING_SIGNATURE.format(name=name, position=position + 1))
+        if not isinstance(signature, str) or _signature_bytes(signature) not in _VALID_SIGNATURES:
+            raise ValueError("Corrupted thought signature.")
 
 
 def _ask(body: dict[str, Any]) -> Ask:
@@ -196,6 +254,7 @@ def _generate(incoming: Incoming) -> dict[str, Any] | StreamAnswer:
     if not isinstance(body, dict):
         raise ValueError("request body must be a JSON object")
     model, action = _split_tail(incoming.request)
+    check_signatures(model, _contents(body))
     reply = plan(_ask(body))
     response_id = digest(model, orjson.dumps(body).decode())
     if action == "generateContent":
@@ -220,7 +279,7 @@ def _model_json(model: str) -> dict[str, Any]:
     return {"name": f"models/{model}", "version": "001", "displayName": display,
             "description": f"{display} (simulated)", "inputTokenLimit": input_limit,
             "outputTokenLimit": output_limit, "temperature": 1.0, "topP": 0.95, "topK": 64,
-            "thinking": model.startswith("gemini-2.5"),
+            "thinking": model.startswith(("gemini-2.5", *SIGNED_MODEL_PREFIXES)),
             "supportedGenerationMethods": ["generateContent", "countTokens"]}
 
 
