@@ -35,6 +35,12 @@ HANDLERS = frozenset({
 
 BUILTIN_SIMULATOR = "builtin:simulator"
 DEFAULT_PORT = 8045
+# What one upstream answer may hold in memory (server.upstream_limits): a non-stream body after
+# decompression, and one SSE event. 32 MiB fits the largest real answers (a Gemini image response
+# with 4K inline data, an OpenAI Responses stream's final event repeating the whole output) while a
+# hostile upstream costs at most this much per attempt instead of its whole body.
+DEFAULT_MAX_UPSTREAM_BODY = 32 * 1024 * 1024
+DEFAULT_MAX_EVENT_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +104,8 @@ class Server:
     reload_debounce: float
     response_store_items: int
     response_store_ttl: float
+    upstream_max_body_bytes: int = DEFAULT_MAX_UPSTREAM_BODY  # server.upstream_limits.max_body_bytes
+    upstream_max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES  # server.upstream_limits.max_event_bytes
 
 
 @dataclass(frozen=True)
@@ -129,6 +137,7 @@ class Snapshot:
 def _server(section: dict[str, Any]) -> Server:
     lan = bool(section.get("allow_lan_access", False))
     store = section.get("response_store") or {}
+    upstream = section.get("upstream_limits") or {}
     return Server(
         host=section.get("host") or ("0.0.0.0" if lan else "127.0.0.1"),
         port=int(section.get("port", DEFAULT_PORT)),
@@ -138,6 +147,8 @@ def _server(section: dict[str, Any]) -> Server:
         reload_debounce=parse_duration(section.get("reload_debounce"), 0.3) or 0.0,
         response_store_items=int(store.get("max_items", 1000)),
         response_store_ttl=parse_duration(store.get("ttl"), 3600.0) or 0.0,
+        upstream_max_body_bytes=int(upstream.get("max_body_bytes", DEFAULT_MAX_UPSTREAM_BODY)),
+        upstream_max_event_bytes=int(upstream.get("max_event_bytes", DEFAULT_MAX_EVENT_BYTES)),
     )
 
 

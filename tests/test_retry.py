@@ -36,7 +36,7 @@ def mid() -> float:
 @pytest.mark.parametrize(("attempt", "outcome", "retry_after", "decision"), [
     (1, 429, 12.0, Decision(retry=True, rotate=True, wait=0.0, cooldown=12.0)),
     (1, 429, None, Decision(retry=True, rotate=True, wait=0.0, cooldown=DEFAULT_COOLDOWN)),
-    (1, 429, 3600.0, Decision(retry=True, rotate=True, wait=0.0, cooldown=3600.0)),
+    (1, 429, 3600.0, Decision(retry=True, rotate=True, wait=0.0, cooldown=300.0)),  # max_cooldown
     (3, 429, 1.0, Decision(retry=False, rotate=True, wait=0.0, cooldown=1.0)),
     (1, 503, None, Decision(retry=True, rotate=False, wait=1.0)),
     (2, 503, None, Decision(retry=True, rotate=False, wait=2.0)),
@@ -50,7 +50,7 @@ def mid() -> float:
     (1, 404, None, Decision(retry=False)),
     (1, 501, None, Decision(retry=False)),
     (1, "reset", None, Decision(retry=False)),
-], ids=["429-rotates-cools", "429-default-cooldown", "429-long-retry-after-still-rotates",
+], ids=["429-rotates-cools", "429-default-cooldown", "429-long-retry-after-capped-still-rotates",
         "429-last-attempt", "503-backoff-stays", "503-backoff-grows", "529", "503-max-attempts",
         "500-fixed-wait", "connect-error", "timeout", "400-not-retried", "401-not-retried", "404-not-retried",
         "unlisted-5xx", "unlisted-transport"])
