@@ -109,6 +109,9 @@ def _inside(url: str, base_url: str) -> bool:
     return True
 
 
+LINE_COST = 64  # what a held line or piece costs beyond its bytes (list slot, bytes object header)
+
+
 class EventTooLarge(ValueError):
     """An SSE event over the parser's limit (a ValueError: the engine's ``malformed`` outcome)."""
 
@@ -116,17 +119,19 @@ class EventTooLarge(ValueError):
 class SSEParser:
     """Incremental Server-Sent Events framing (``\\n``, ``\\r\\n`` and mixed line ends), bounded.
 
-    ``limit`` bounds one event: every byte since the last blank line, the line still arriving included.
-    A line that spans chunks is collected in a bytearray and each later chunk is only searched for
-    the line's end, so a long line costs linear time (no copy and rescan of the whole line per chunk).
+    ``limit`` bounds one event: every byte since the last blank line, the line still arriving included,
+    plus ``LINE_COST`` per data line and per piece held. A line that spans chunks is kept as a list of
+    its pieces and each later chunk is only searched for the line's end: a long line costs linear
+    time, not a copy and a rescan of the whole line per chunk, and no buffer ever doubles in place.
     """
 
-    __slots__ = ("_buf", "_data", "_event", "_size", "limit")
+    __slots__ = ("_buf", "_data", "_event", "_more", "_size", "limit")
 
     def __init__(self, limit: int = DEFAULT_MAX_EVENT_BYTES) -> None:
         self.limit = limit
-        self._buf: bytes | bytearray = b""  # the unfinished last line
-        self._size = 0  # bytes of the current event received so far, the unfinished line included
+        self._buf = b""  # the unfinished last line (its first piece)
+        self._more: list[bytes] = []  # the unfinished line's later pieces, when it spans chunks
+        self._size = 0  # cost of the current event so far, the unfinished line included
         self._event: str | None = None
         self._data: list[bytes] = []
 
@@ -138,7 +143,11 @@ class SSEParser:
                 return self._collect(chunk)
             if self._size + nl > self.limit:
                 raise self._too_large()
-            buf = (bytes(buf) if type(buf) is bytearray else buf) + chunk
+            if self._more:
+                buf = b"".join([buf, *self._more, chunk])
+                self._more = []
+            else:
+                buf += chunk
         else:
             buf = chunk
         out: list[tuple[str | None, bytes]] = []
@@ -165,21 +174,18 @@ class SSEParser:
             elif line.startswith(b"event:"):
                 self._event = line[6:].strip().decode("utf-8", "replace")
         size = self._size + len(chunk) if mark < 0 else len(buf) - mark
-        if size > self.limit:
+        if size + LINE_COST * len(self._data) > self.limit:  # many tiny "data:" lines cost more than their bytes
             raise self._too_large()
         self._size = size
         self._buf = buf[start:]
         return out
 
     def _collect(self, chunk: bytes) -> list[tuple[str | None, bytes]]:
-        """Append a chunk without a line end to the unfinished line, in place."""
-        size = self._size + len(chunk)
-        if size > self.limit:
+        """Keep a chunk without a line end as one more piece of the unfinished line."""
+        size = self._size + len(chunk) + LINE_COST
+        if size + LINE_COST * len(self._data) > self.limit:
             raise self._too_large()
-        buf = self._buf
-        if type(buf) is bytes:
-            buf = self._buf = bytearray(buf)
-        buf += chunk
+        self._more.append(chunk)
         self._size = size
         return []
 
@@ -191,6 +197,7 @@ class SSEParser:
         """Events left when the stream ended without a final blank line."""
         out = self.feed(b"\n\n") if (self._buf or self._data) else []
         self._buf = b""
+        self._more = []
         self._size = 0
         return out
 
