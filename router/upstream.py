@@ -110,6 +110,7 @@ def _inside(url: str, base_url: str) -> bool:
 
 
 LINE_COST = 64  # what a held line or piece costs beyond its bytes (list slot, bytes object header)
+LONG_LINE = 1024  # an unfinished line this long is kept in pieces, never copied again per read
 
 
 class EventTooLarge(ValueError):
@@ -120,9 +121,10 @@ class SSEParser:
     """Incremental Server-Sent Events framing (``\\n``, ``\\r\\n`` and mixed line ends), bounded.
 
     ``limit`` bounds one event: every byte since the last blank line, the line still arriving included,
-    plus ``LINE_COST`` per data line and per piece held. A line that spans chunks is kept as a list of
-    its pieces and each later chunk is only searched for the line's end: a long line costs linear
-    time, not a copy and a rescan of the whole line per chunk, and no buffer ever doubles in place.
+    plus ``LINE_COST`` per data line and per piece held. An unfinished line of ``LONG_LINE`` bytes or
+    more is kept as a list of its pieces and each later chunk is only searched for the line's end: a
+    long line costs linear time, not a copy and a rescan of the whole line per chunk, and no buffer
+    ever doubles in place.
     """
 
     __slots__ = ("_buf", "_data", "_event", "_more", "_size", "limit")
@@ -138,15 +140,15 @@ class SSEParser:
     def feed(self, chunk: bytes) -> list[tuple[str | None, bytes]]:
         buf = self._buf
         if buf:
-            nl = chunk.find(b"\n")
-            if nl < 0:  # the line goes on
-                return self._collect(chunk)
-            if self._size + nl > self.limit:
-                raise self._too_large()
-            if self._more:
+            if self._more or len(buf) >= LONG_LINE:  # look for the line's end before copying the line
+                nl = chunk.find(b"\n")
+                if nl < 0:  # the line goes on
+                    return self._collect(chunk)
+                if self._size + nl > self.limit:
+                    raise self._too_large()
                 buf = b"".join([buf, *self._more, chunk])
                 self._more = []
-            else:
+            else:  # a short unfinished line (the usual event split by a read) is cheaper to copy
                 buf += chunk
         else:
             buf = chunk
@@ -173,10 +175,13 @@ class SSEParser:
                 self._data.append(b"")
             elif line.startswith(b"event:"):
                 self._event = line[6:].strip().decode("utf-8", "replace")
-        size = self._size + len(chunk) if mark < 0 else len(buf) - mark
-        if size + LINE_COST * len(self._data) > self.limit:  # many tiny "data:" lines cost more than their bytes
-            raise self._too_large()
-        self._size = size
+        if mark == start:  # the last line ended an event; the unfinished line (at most this read) is
+            self._size = 0  # counted once the line goes on: cheaper than measuring it on every read
+        else:
+            size = self._size + len(chunk) if mark < 0 else len(buf) - mark
+            if size + LINE_COST * len(self._data) > self.limit:  # tiny "data:" lines cost more than their bytes
+                raise self._too_large()
+            self._size = size
         self._buf = buf[start:]
         return out
 

@@ -246,7 +246,8 @@ async def test_limits_are_configurable(config_dir: Path, hostile: tuple[Hostile,
         assert status == 200 and orjson.loads(text)["choices"][0]["message"]["content"] == "x" * 3000
         up.answer = up.huge_line_after_an_event
         status, text, _ = await post(h, {**CHAT, "stream": True})
-        assert status == 502 and "larger than 2048 bytes" in text  # in the first read: nothing was sent yet
+        # a 502 when the first read held the whole overflow, else an in-stream error after the first event
+        assert status in (200, 502) and "larger than 2048 bytes" in text, text[:300]
     finally:
         await h.close()
 

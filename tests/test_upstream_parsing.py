@@ -63,6 +63,19 @@ def test_sse_framing(stream: bytes, events: Events) -> None:
     assert parse(stream) == events
 
 
+@settings(max_examples=100, deadline=None)
+@given(sizes=st.lists(st.integers(0, 5000), min_size=1, max_size=4), crlf=st.booleans(), data=st.data())
+def test_sse_long_lines_in_random_pieces(sizes: list[int], crlf: bool, data: st.DataObject) -> None:
+    """Lines past LONG_LINE take the piecewise path: the events stay the same however the reads fall."""
+    nl = b"\r\n" if crlf else b"\n"
+    payloads = [bytes([97 + i]) * n for i, n in enumerate(sizes)]
+    stream = b"".join(b"event: e\ndata: " + p + nl + nl for p in payloads)
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=30))
+    points = sorted(set(cuts))
+    chunks = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)])]
+    assert parse(*chunks) == [("e", p) for p in payloads]
+
+
 def test_sse_event_limit() -> None:
     """One event may hold ``limit`` bytes; more is a ValueError (the engine's ``malformed``), whether
     it arrives as one long line, as many data lines, or as a line completed by a later chunk."""
@@ -79,10 +92,10 @@ def test_sse_event_limit() -> None:
     with pytest.raises(EventTooLarge):  # a line that never ends, fed piece by piece
         for _ in range(100):
             p.feed(b"x" * 64)
-    p = SSEParser(limit=1000)
-    p.feed(b"data: " + b"x" * 500)
-    with pytest.raises(EventTooLarge):  # completed by a chunk that takes it over the limit
-        p.feed(b"x" * 600 + b"\n\n")
+    p = SSEParser(limit=5000)
+    p.feed(b"data: " + b"x" * 2000)
+    with pytest.raises(EventTooLarge):  # a long line completed by a chunk that takes it over the limit
+        p.feed(b"x" * 3500 + b"\n\n")
     p = SSEParser(limit=10_000)
     with pytest.raises(EventTooLarge):  # empty data lines hold a list slot each: they count
         for _ in range(100):
