@@ -364,3 +364,20 @@ def test_clients_are_told_a_small_integer(seconds: float, told: int) -> None:
     assert client_retry_after(seconds) == told
     body = gemini_native.error_body(GatewayError("rate_limit", "slow down", retry_after=seconds))
     assert body["error"]["details"][0]["retryDelay"] == f"{told}s"
+
+
+def test_log_throttle_lets_one_message_a_minute_through_per_key() -> None:
+    from router.logs import Throttle
+
+    now = [0.0]
+    t = Throttle(60.0, clock=lambda: now[0])
+    assert t.allow("gemini") == 0 and t.allow("openai") == 0
+    assert [t.allow("gemini") for _ in range(5)] == [None] * 5
+    now[0] = 59.9
+    assert t.allow("gemini") is None
+    now[0] = 60.0
+    assert t.allow("gemini") == 6  # the ones held back are counted in the next line
+    assert t.allow("openai") == 0
+    for i in range(Throttle.MAX_KEYS + 10):  # keys are bounded even if they were not config names
+        t.allow(f"k{i}")
+    assert len(t._next) <= Throttle.MAX_KEYS
