@@ -32,10 +32,10 @@ FIRST_EVENT = (b'data: {"id":"c1","object":"chat.completion.chunk","created":1,"
                b'[{"index":0,"delta":{"role":"assistant","content":"hel"},"finish_reason":null}]}\n\n')
 
 
-def gzip_bomb(size: int) -> bytes:
-    """A gzip member inflating to ``size`` bytes of ``a`` from ~size/1000 bytes. After a full flush
-    deflate starts afresh, so each further MiB compresses to the same bytes: built in milliseconds."""
-    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+def gzip_bomb(size: int, encoding: str = "gzip") -> bytes:
+    """A gzip (or zlib "deflate") stream inflating to ``size`` bytes of ``a`` from ~size/1000 bytes. After
+    a full flush deflate starts afresh, so each further MiB compresses to the same bytes: built in ms."""
+    c = zlib.compressobj(9, zlib.DEFLATED, 31 if encoding == "gzip" else 15)
     first = c.compress(b"a" * MiB) + c.flush(zlib.Z_FULL_FLUSH)
     again = c.compress(b"a" * MiB) + c.flush(zlib.Z_FULL_FLUSH)
     return first + again * (size // MiB - 1)  # no trailer: nothing reads that far
@@ -81,9 +81,9 @@ class Hostile:
         # list slot with no payload, so the limit counts raw bytes, not data bytes
         return await self._stream(request, "text/event-stream", b"", 200 * MiB, piece=b"data:\n" * 10000)
 
-    def bomb(self, payload: bytes) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def bomb(self, payload: bytes, encoding: str) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def answer(request: web.Request) -> web.StreamResponse:
-            resp = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+            resp = web.StreamResponse(headers={"Content-Type": "application/json", "Content-Encoding": encoding})
             await resp.prepare(request)
             try:
                 for i in range(0, len(payload), 64 * 1024):
@@ -195,11 +195,13 @@ async def test_a_200_mib_answer_costs_less_than_40_mib(h: Harness, hostile: tupl
     assert stall < 0.25, f"/healthz took {stall * 1000:.0f} ms while the answer was read"
 
 
-async def test_a_gzip_bomb_is_cut_after_decompression(h: Harness, hostile: tuple[Hostile, str]) -> None:
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_gzip_bomb_is_cut_after_decompression(h: Harness, hostile: tuple[Hostile, str], encoding: str) -> None:
     up = hostile[0]
-    payload = gzip_bomb(1024 * MiB)  # 1 GiB inflated from ~1 MiB
-    assert len(payload) < 2 * MiB
-    up.answer = up.bomb(payload)
+    payload = gzip_bomb(1024 * MiB, encoding)  # 1 GiB inflated from ~1 MiB
+    assert len(payload) < 2 * MiB and zlib.decompressobj(31 if encoding == "gzip" else 15).decompress(
+        payload[:4096], 100) == b"a" * 100
+    up.answer = up.bomb(payload, encoding)
     growth, stall, (status, text, _) = await peak_growth_and_stall(h, lambda: post(h, CHAT))
     assert status == 502, text[:300]
     assert "server.upstream_limits.max_body_bytes" in orjson.loads(text)["error"]["message"]
