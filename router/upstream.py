@@ -175,8 +175,10 @@ class SSEParser:
                 self._data.append(b"")
             elif line.startswith(b"event:"):
                 self._event = line[6:].strip().decode("utf-8", "replace")
-        if mark == start:  # the last line ended an event; the unfinished line (at most this read) is
-            self._size = 0  # counted once the line goes on: cheaper than measuring it on every read
+        if mark == start:
+            # The last line ended an event: only the unfinished line (at most this read) is held, and
+            # it is counted once it goes on, which is cheaper than measuring it on every read.
+            self._size = 0
         else:
             size = self._size + len(chunk) if mark < 0 else len(buf) - mark
             if size + LINE_COST * len(self._data) > self.limit:  # tiny "data:" lines cost more than their bytes
