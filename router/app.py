@@ -26,7 +26,7 @@ from router.drain import SHUTTING_DOWN, InFlight, drain
 from router.engine import Engine, Exchange, response_headers
 from router.ids import IdGenerator
 from router.listen import BACKLOG, url as listen_url
-from router.errors import GatewayError
+from router.errors import GatewayError, client_retry_after
 from router.gateway import Gateway, decoder_modules
 from router.metrics import CONTENT_TYPE, Metrics
 from router.protocol import GatewayServer
@@ -239,7 +239,7 @@ class Dispatcher:
         if x is not None and x.provider is not None:
             headers.update(response_headers(x))
         if err.retry_after is not None:
-            headers["Retry-After"] = str(max(1, int(err.retry_after + 0.999)))
+            headers["Retry-After"] = str(client_retry_after(err.retry_after))
         if x is not None:
             x.error = err.message  # x.status is set once, where the response is returned
         return web.Response(status=err.status, body=orjson.dumps(body), content_type="application/json",

@@ -15,16 +15,18 @@ from router.errors import BadRequest, GatewayError
 async def read_limited(stream: Any, limit: int, expected: int | None = None) -> bytes | None:
     """The whole body of an aiohttp stream, or None once it passes ``limit`` bytes.
 
-    ``StreamReader.read(n)`` returns what is buffered (at most n bytes), not the whole body: a large
-    or chunked upload arrives in pieces, so read until EOF (or until ``expected`` bytes, the
-    Content-Length, arrived).
+    Reads with ``readany()``, not ``read(n)``: ``read(n)`` raises the stream's buffer limits to n, and
+    aiohttp inflates a compressed body (``Content-Encoding: gzip``) up to that buffer limit per network
+    chunk, so a large ``n`` would let a few KiB of gzip bomb become ``limit`` bytes at once. With the
+    default limits each step holds at most ~128 KiB and the running total stops the read at ``limit``.
+    ``expected`` (the Content-Length of an uncompressed body) ends the read without waiting for EOF.
     """
     parts: list[bytes] = []
     size = 0
     while True:
-        chunk = await stream.read(limit + 1 - size)
+        chunk = await stream.readany()
         if not chunk:
-            return b"".join(parts)
+            return parts[0] if len(parts) == 1 else b"".join(parts)
         parts.append(chunk)
         size += len(chunk)
         if size > limit:

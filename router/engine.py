@@ -24,6 +24,7 @@ from router.canonical import CanonicalRequest, Event, ResponseContext, StreamErr
 from router.errors import BadRequest, GatewayError, kind_for_status
 from router.idle import IdleTimer
 from router.ids import IdGenerator
+from router.logs import Throttle
 from router.retry import decide
 from router.snapshot import Provider, Snapshot, Timeouts
 from router.templates import PRUNE
@@ -148,6 +149,7 @@ class Engine:
         self._timeouts: dict[Timeouts, tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]] = {}
         self.session = session
         self.decoders = decoders
+        self._hint_warnings = Throttle()  # odd Retry-After values: a hostile upstream sends one per request
 
     # --- the attempt loop ---------------------------------------------------------------------
 
@@ -198,6 +200,8 @@ class Engine:
                 return result
             failure = result
             x.attempts.append(Attempt(account.email, failure.outcome, time.monotonic() - t0))
+            if failure.retry_after is not None or failure.note is not None:
+                self._check_hint(x, provider, failure)
             decision = decide(policy, attempt, failure.outcome, failure.retry_after)
             self._log_failure(x, provider, account, failure, decision.retry)
             if decision.cooldown is not None:
@@ -217,6 +221,23 @@ class Engine:
         assert failure is not None
         raise GatewayError(kind_for_status(failure.status), failure.message, status=failure.status,
                            retry_after=failure.retry_after)
+
+    def _check_hint(self, x: Exchange, provider: Provider, failure: UpstreamFailure) -> None:
+        """Caps the upstream's retry hint at the policy's ``max_cooldown`` (for the cooldown, the wait
+        and the client's Retry-After alike); logs an unusable or capped hint, once a minute per provider."""
+        note = failure.note
+        capped = provider.retry.cap(failure.retry_after)
+        if capped != failure.retry_after:
+            note = (f"{note}; " if note else "") + \
+                f"a retry delay of {failure.retry_after:.6g} s is capped at max_cooldown {capped:g} s"
+            failure.retry_after = capped
+        if note is None:
+            return
+        held = self._hint_warnings.allow(provider.name)
+        if held is not None:
+            log.warning("upstream sent an unusable retry delay: %s", note, extra={
+                "request_id": x.request_id, "provider": provider.name, "outcome": failure.outcome,
+                "similar_warnings_suppressed": held})
 
     @staticmethod
     def _log_failure(x: Exchange, provider: Provider, account: Account, failure: UpstreamFailure,
@@ -296,10 +317,14 @@ class Engine:
 
     async def _json(self, x: Exchange, provider: Provider, resp: aiohttp.ClientResponse
                     ) -> web.StreamResponse | UpstreamFailure:
-        try:
-            raw = await resp.read()
+        limit = x.snapshot.server.upstream_max_body_bytes
+        try:  # bounded after decompression: read_limited keeps aiohttp inflating in small steps
+            raw = await read_limited(resp.content, limit)
         except aiohttp.ClientError:
             return UpstreamFailure("reset", "upstream connection closed while reading the response")
+        if raw is None:
+            return UpstreamFailure("malformed", f"upstream response body is larger than {limit} bytes "
+                                                "(server.upstream_limits.max_body_bytes)")
         x.ttfb = time.monotonic() - x.started
         try:
             events = self.decoders[provider.dialect].decode_response(orjson.loads(raw))
@@ -320,7 +345,7 @@ class Engine:
     async def _stream(self, x: Exchange, provider: Provider, resp: aiohttp.ClientResponse,
                       request: web.BaseRequest) -> web.StreamResponse | UpstreamFailure:
         decoder = self.decoders[provider.dialect].StreamDecoder()
-        parser = SSEParser()
+        parser = SSEParser(x.snapshot.server.upstream_max_event_bytes)
         rctx = self._context(x)
         encoder = x.dialect.StreamEncoder(rctx)  # type: ignore[union-attr]
         out: web.StreamResponse | None = None
@@ -361,8 +386,10 @@ class Engine:
             tail = decoder.finish()
         except ConnectionResetError:
             raise  # our own client went away (a write to it failed): not an upstream failure
-        except TimeoutError:
-            return await self._stream_failure(x, out, encoder, "timeout", "upstream stream stalled (idle timeout)")
+        except TimeoutError:  # the IdleTimer's, or aiohttp's for the attempt's ``total``
+            why = "upstream stream stalled (idle timeout)" if idle.fired else \
+                f"upstream stream exceeded the total timeout of {provider.timeouts.total:g} s"
+            return await self._stream_failure(x, out, encoder, "timeout", why)
         except aiohttp.ClientPayloadError:
             return await self._stream_failure(x, out, encoder, "reset", "upstream connection reset mid-stream")
         except aiohttp.ClientConnectionError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 # kind -> default HTTP status. Dialects map a kind to their own error type names.
@@ -61,6 +62,17 @@ class ConfigErrors(Exception):
     def __init__(self, errors: list[ConfigError]):
         self.errors = errors
         super().__init__("\n".join(str(e) for e in errors))
+
+
+MAX_RETRY_AFTER = 86_400  # a day; retry hints are capped long before (retry policies' max_cooldown)
+
+
+def client_retry_after(seconds: float) -> int:
+    """What a client is told to wait (``Retry-After``, Gemini ``retryDelay``): whole seconds, rounded
+    up, from 1 to a day, whatever the float (a non-finite one too): never a 300-digit header."""
+    if not seconds < MAX_RETRY_AFTER:  # also NaN and infinity
+        return MAX_RETRY_AFTER
+    return max(1, math.ceil(seconds))
 
 
 class GatewayError(Exception):

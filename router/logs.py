@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 
 import orjson
 
@@ -50,3 +51,28 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class Throttle:
+    """At most one message per key every ``interval`` seconds, counting the ones held back: for
+    warnings a misbehaving upstream could otherwise trigger on every request."""
+
+    MAX_KEYS = 1024  # keys are config names (providers); a bound all the same
+
+    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        self.interval = interval
+        self.clock = clock
+        self._next: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def allow(self, key: str) -> int | None:
+        """None to drop this message; else how many were dropped for ``key`` since the last one."""
+        now = self.clock()
+        if now < self._next.get(key, 0.0):
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        if key not in self._next and len(self._next) >= self.MAX_KEYS:
+            self._next.clear()
+            self._held.clear()
+        self._next[key] = now + self.interval
+        return self._held.pop(key, 0)

@@ -3,7 +3,8 @@
 An outcome is an upstream HTTP status or a transport failure name (``connect_error``, ``timeout``,
 ``reset``, ``malformed``). The first rule whose ``on`` list covers it decides: retry or not, rotate to
 another account or stay, how long to wait (Retry-After / Gemini ``retryDelay``, a fixed duration or
-exponential backoff with jitter) and how long the account cools down.
+exponential backoff with jitter) and how long the account cools down; an upstream's hint counts for at
+most the policy's ``max_cooldown``.
 """
 
 from __future__ import annotations
@@ -59,12 +60,22 @@ class Rule:
         return False
 
 
+DEFAULT_MAX_COOLDOWN = 300.0
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     name: str
     max_attempts: int
     max_wait: float
     rules: tuple[Rule, ...]
+    # The longest an upstream's own hint (Retry-After, retry-after-ms, Gemini retryDelay) counts for:
+    # one hostile or buggy answer must not rest an account, or the whole pool, for years.
+    max_cooldown: float = DEFAULT_MAX_COOLDOWN
+
+    def cap(self, hint: float | None) -> float | None:
+        """An upstream's retry hint, at most ``max_cooldown``."""
+        return hint if hint is None or hint <= self.max_cooldown else self.max_cooldown
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +102,12 @@ DEFAULT_POLICY = Policy(
 
 def decide(policy: Policy, attempt: int, outcome: int | str, retry_after: float | None,
            rand: Callable[[], float] = random.random) -> Decision:
-    """What to do after attempt number ``attempt`` (1-based) ended with ``outcome``."""
+    """What to do after attempt number ``attempt`` (1-based) ended with ``outcome``; ``retry_after`` is
+    the upstream's hint, used up to the policy's ``max_cooldown``."""
     rule = next((r for r in policy.rules if r.covers(outcome)), None)
     if rule is None:
         return Decision(retry=False)
+    retry_after = policy.cap(retry_after)
     cooldown: float | None = None
     if rule.cooldown == "retry_after":
         cooldown = retry_after if retry_after is not None else DEFAULT_COOLDOWN
@@ -141,4 +154,5 @@ def compile_policy(name: str, section: dict[str, Any]) -> Policy:
             wait=_wait_value(r.get("wait")), backoff=backoff, cooldown=_wait_value(r.get("cooldown")),
         ))
     return Policy(name, int(section.get("max_attempts", 3)),
-                  parse_duration(section.get("max_wait"), 30.0) or 0.0, tuple(rules))
+                  parse_duration(section.get("max_wait"), 30.0) or 0.0, tuple(rules),
+                  parse_duration(section.get("max_cooldown"), DEFAULT_MAX_COOLDOWN) or 0.0)

@@ -36,6 +36,12 @@ HANDLERS = frozenset({
 
 BUILTIN_SIMULATOR = "builtin:simulator"
 DEFAULT_PORT = 8045
+# What one upstream answer may hold in memory (server.upstream_limits): a non-stream body after
+# decompression, and one SSE event. 32 MiB fits the largest real answers (a Gemini image response
+# with 4K inline data, an OpenAI Responses stream's final event repeating the whole output) while a
+# hostile upstream costs at most this much per attempt instead of its whole body.
+DEFAULT_MAX_UPSTREAM_BODY = 32 * 1024 * 1024
+DEFAULT_MAX_EVENT_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +107,8 @@ class Server:
     response_store_items: int
     response_store_ttl: float
     require_keys: bool = False  # a provider without a key is a config error, not a silent fallback
+    upstream_max_body_bytes: int = DEFAULT_MAX_UPSTREAM_BODY  # server.upstream_limits.max_body_bytes
+    upstream_max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES  # server.upstream_limits.max_event_bytes
 
 
 @dataclass(frozen=True)
@@ -132,6 +140,7 @@ class Snapshot:
 def _server(section: dict[str, Any]) -> Server:
     lan = bool(section.get("allow_lan_access", False))
     store = section.get("response_store") or {}
+    upstream = section.get("upstream_limits") or {}
     return Server(
         host=section.get("host") or ("0.0.0.0" if lan else "127.0.0.1"),
         port=int(section.get("port", DEFAULT_PORT)),
@@ -143,6 +152,8 @@ def _server(section: dict[str, Any]) -> Server:
         response_store_items=int(store.get("max_items", 1000)),
         response_store_ttl=parse_duration(store.get("ttl"), 3600.0) or 0.0,
         require_keys=section.get("require_keys") is True,
+        upstream_max_body_bytes=int(upstream.get("max_body_bytes", DEFAULT_MAX_UPSTREAM_BODY)),
+        upstream_max_event_bytes=int(upstream.get("max_event_bytes", DEFAULT_MAX_EVENT_BYTES)),
     )
 
 

@@ -18,7 +18,7 @@ from jinja2 import TemplateError
 
 from router import __version__
 from router.errors import BadRequest, GatewayError
-from router.snapshot import Template
+from router.snapshot import DEFAULT_MAX_EVENT_BYTES, Template
 from router.templates import PRUNE
 
 log = logging.getLogger("router.upstream")
@@ -109,20 +109,52 @@ def _inside(url: str, base_url: str) -> bool:
     return True
 
 
+LINE_COST = 64  # what a held line or piece costs beyond its bytes (list slot, bytes object header)
+LONG_LINE = 1024  # an unfinished line this long is kept in pieces, never copied again per read
+
+
+class EventTooLarge(ValueError):
+    """An SSE event over the parser's limit (a ValueError: the engine's ``malformed`` outcome)."""
+
+
 class SSEParser:
-    """Incremental Server-Sent Events framing (``\\n``, ``\\r\\n`` and mixed line ends)."""
+    """Incremental Server-Sent Events framing (``\\n``, ``\\r\\n`` and mixed line ends), bounded.
 
-    __slots__ = ("_buf", "_data", "_event")
+    ``limit`` bounds one event: every byte since the last blank line, the line still arriving included,
+    plus ``LINE_COST`` per data line and per piece held. An unfinished line of ``LONG_LINE`` bytes or
+    more is kept as a list of its pieces and each later chunk is only searched for the line's end: a
+    long line costs linear time, not a copy and a rescan of the whole line per chunk, and no buffer
+    ever doubles in place.
+    """
 
-    def __init__(self) -> None:
-        self._buf = b""
+    __slots__ = ("_buf", "_data", "_event", "_more", "_size", "limit")
+
+    def __init__(self, limit: int = DEFAULT_MAX_EVENT_BYTES) -> None:
+        self.limit = limit
+        self._buf = b""  # the unfinished last line (its first piece)
+        self._more: list[bytes] = []  # the unfinished line's later pieces, when it spans chunks
+        self._size = 0  # cost of the current event so far, the unfinished line included
         self._event: str | None = None
         self._data: list[bytes] = []
 
     def feed(self, chunk: bytes) -> list[tuple[str | None, bytes]]:
-        buf = self._buf + chunk if self._buf else chunk
+        buf = self._buf
+        if buf:
+            if self._more or len(buf) >= LONG_LINE:  # look for the line's end before copying the line
+                nl = chunk.find(b"\n")
+                if nl < 0:  # the line goes on
+                    return self._collect(chunk)
+                if self._size + nl > self.limit:
+                    raise self._too_large()
+                buf = b"".join([buf, *self._more, chunk])
+                self._more = []
+            else:  # a short unfinished line (the usual event split by a read) is cheaper to copy
+                buf += chunk
+        else:
+            buf = chunk
         out: list[tuple[str | None, bytes]] = []
         start = 0
+        mark = -1  # where the event after the last blank line starts
         find = buf.find
         while True:
             nl = find(b"\n", start)
@@ -136,19 +168,44 @@ class SSEParser:
                     out.append((self._event, self._data[0] if len(self._data) == 1 else b"\n".join(self._data)))
                 self._event = None
                 self._data = []
+                mark = start
             elif line.startswith(b"data:"):
                 self._data.append(line[6:] if line[5:6] == b" " else line[5:])
             elif line == b"data":  # a field name alone means an empty value
                 self._data.append(b"")
             elif line.startswith(b"event:"):
                 self._event = line[6:].strip().decode("utf-8", "replace")
+        if mark == start:
+            # The last line ended an event: only the unfinished line (at most this read) is held, and
+            # it is counted once it goes on, which is cheaper than measuring it on every read.
+            self._size = 0
+        else:
+            size = self._size + len(chunk) if mark < 0 else len(buf) - mark
+            if size + LINE_COST * len(self._data) > self.limit:  # tiny "data:" lines cost more than their bytes
+                raise self._too_large()
+            self._size = size
         self._buf = buf[start:]
         return out
+
+    def _collect(self, chunk: bytes) -> list[tuple[str | None, bytes]]:
+        """Keep a chunk without a line end as one more piece of the unfinished line."""
+        size = self._size + len(chunk) + LINE_COST
+        if size + LINE_COST * len(self._data) > self.limit:
+            raise self._too_large()
+        self._more.append(chunk)
+        self._size = size
+        return []
+
+    def _too_large(self) -> EventTooLarge:
+        return EventTooLarge(f"an SSE event is larger than {self.limit} bytes "
+                             "(server.upstream_limits.max_event_bytes)")
 
     def close(self) -> list[tuple[str | None, bytes]]:
         """Events left when the stream ended without a final blank line."""
         out = self.feed(b"\n\n") if (self._buf or self._data) else []
         self._buf = b""
+        self._more = []
+        self._size = 0
         return out
 
 
@@ -160,6 +217,7 @@ class UpstreamFailure:
     message: str
     retry_after: float | None = None
     model_scoped: bool = False
+    note: str | None = None  # an unusable retry hint the upstream sent (for a log line), redacted
 
     @property
     def status(self) -> int:
@@ -172,41 +230,70 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return headers.get(name) or headers.get(name.lower())
 
 
-def _finite(value: str, scale: float = 1.0) -> float | None:
-    try:
-        seconds = float(value) * scale
-    except ValueError:
-        return None
-    return max(0.0, seconds) if math.isfinite(seconds) else None
+def _delay(name: str, value: str, seconds: float, problems: list[str] | None) -> float | None:
+    """``seconds`` when it is a usable delay; a negative or non-finite one is noted and ignored."""
+    if seconds >= 0 and math.isfinite(seconds):
+        return seconds
+    _note(problems, name, value, "is negative" if seconds < 0 else "is not finite")
+    return None
 
 
-def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
-    """``retry-after-ms``, then ``Retry-After`` (seconds or an HTTP date)."""
+def _note(problems: list[str] | None, name: str, value: str, why: str) -> None:
+    if problems is not None:
+        problems.append(f"{name} {value[:40]!r} {why}")
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float | None = None,
+                        problems: list[str] | None = None) -> float | None:
+    """``retry-after-ms``, then ``Retry-After`` (seconds or an HTTP date); None when neither is usable.
+
+    A negative, non-finite or unparseable value counts as absent (the policy's default applies), and
+    is described in ``problems`` when given. A date in the past means 0.
+    """
     ms = _header(headers, "retry-after-ms")
     if ms:
-        seconds = _finite(ms, 0.001)
-        if seconds is not None:
-            return seconds
+        try:
+            seconds = _delay("retry-after-ms", ms, float(ms) * 0.001, problems)
+        except ValueError:
+            _note(problems, "retry-after-ms", ms, "is not a number")
+        else:
+            if seconds is not None:
+                return seconds
     ra = _header(headers, "Retry-After")
     if not ra:
         return None
-    seconds = _finite(ra)
-    if seconds is not None:
-        return seconds
+    try:
+        return _delay("Retry-After", ra, float(ra), problems)
+    except ValueError:
+        pass
     try:
         when = email.utils.parsedate_to_datetime(ra)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
+        _note(problems, "Retry-After", ra, "is neither a number nor an HTTP date")
         return None
     if when.tzinfo is None:  # "-0000" means UTC with no stated offset
         when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - (now if now is not None else time.time()))
 
 
+def _retry_delay(details: list[Any], problems: list[str]) -> float | None:
+    """Gemini's ``RetryInfo.retryDelay`` (``"12s"``, ``"1.5s"``) from an error's details."""
+    for d in details:
+        if isinstance(d, dict) and str(d.get("@type", "")).endswith("RetryInfo"):
+            text = str(d.get("retryDelay", ""))
+            m = _DELAY.match(text)
+            if m:
+                return _delay("retryDelay", text, float(m.group(1)), problems)
+            _note(problems, "retryDelay", text, "is not a duration like '12s'")
+    return None
+
+
 def parse_failure(status: int, headers: Mapping[str, str], body: bytes, secrets: tuple[str, ...] = ()
                   ) -> UpstreamFailure:
     """Read an upstream error response of any dialect: message, retry delay, quota scope."""
     message = f"upstream returned HTTP {status}"
-    retry_after = retry_after_seconds(headers)
+    problems: list[str] = []
+    retry_after = retry_after_seconds(headers, problems=problems)
     model_scoped = False
     try:
         doc = orjson.loads(body) if body else None
@@ -219,22 +306,18 @@ def parse_failure(status: int, headers: Mapping[str, str], body: bytes, secrets:
         if isinstance(err.get("message"), str) and err["message"]:
             message = err["message"]
         details = err.get("details")
-        for d in details if isinstance(details, list) else ():
-            if not isinstance(d, dict):
-                continue
-            kind = str(d.get("@type", ""))
-            if kind.endswith("RetryInfo") and retry_after is None:
-                m = _DELAY.match(str(d.get("retryDelay", "")))
-                if m:
-                    retry_after = float(m.group(1))
-            elif kind.endswith("QuotaFailure"):
-                model_scoped = True
+        if isinstance(details, list):
+            if retry_after is None:
+                retry_after = _retry_delay(details, problems)
+            model_scoped = any(isinstance(d, dict) and str(d.get("@type", "")).endswith("QuotaFailure")
+                               for d in details)
     elif isinstance(err, str) and err:
         message = err
     elif isinstance(doc, dict) and isinstance(doc.get("message"), str) and doc["message"]:
         message = doc["message"]
     # Redact before truncating so a secret cut in half cannot leak its first part.
-    return UpstreamFailure(status, redact(message, secrets)[:1000], retry_after, model_scoped)
+    note = redact("; ".join(problems), secrets)[:300] if problems else None
+    return UpstreamFailure(status, redact(message, secrets)[:1000], retry_after, model_scoped, note)
 
 
 def loggable_url(url: str, secrets: tuple[str, ...]) -> str:

@@ -8,6 +8,7 @@ import pytest
 
 from router.retry import (
     DEFAULT_COOLDOWN,
+    DEFAULT_MAX_COOLDOWN,
     DEFAULT_POLICY,
     Backoff,
     Decision,
@@ -36,7 +37,7 @@ def mid() -> float:
 @pytest.mark.parametrize(("attempt", "outcome", "retry_after", "decision"), [
     (1, 429, 12.0, Decision(retry=True, rotate=True, wait=0.0, cooldown=12.0)),
     (1, 429, None, Decision(retry=True, rotate=True, wait=0.0, cooldown=DEFAULT_COOLDOWN)),
-    (1, 429, 3600.0, Decision(retry=True, rotate=True, wait=0.0, cooldown=3600.0)),
+    (1, 429, 3600.0, Decision(retry=True, rotate=True, wait=0.0, cooldown=300.0)),  # max_cooldown
     (3, 429, 1.0, Decision(retry=False, rotate=True, wait=0.0, cooldown=1.0)),
     (1, 503, None, Decision(retry=True, rotate=False, wait=1.0)),
     (2, 503, None, Decision(retry=True, rotate=False, wait=2.0)),
@@ -50,7 +51,7 @@ def mid() -> float:
     (1, 404, None, Decision(retry=False)),
     (1, 501, None, Decision(retry=False)),
     (1, "reset", None, Decision(retry=False)),
-], ids=["429-rotates-cools", "429-default-cooldown", "429-long-retry-after-still-rotates",
+], ids=["429-rotates-cools", "429-default-cooldown", "429-long-retry-after-capped-still-rotates",
         "429-last-attempt", "503-backoff-stays", "503-backoff-grows", "529", "503-max-attempts",
         "500-fixed-wait", "connect-error", "timeout", "400-not-retried", "401-not-retried", "404-not-retried",
         "unlisted-5xx", "unlisted-transport"])
@@ -143,3 +144,24 @@ def test_parse_duration_rejects(value: Any) -> None:
 
 def test_parse_duration_default() -> None:
     assert parse_duration(None, 7.0) == 7.0
+
+
+@pytest.mark.parametrize(("retry_after", "cooldown"), [
+    (12.0, 12.0), (300.0, 300.0), (1e9, 300.0), (1e305, 300.0), (float("inf"), 300.0), (None, DEFAULT_COOLDOWN),
+], ids=["short", "at-cap", "31-years", "1e305", "infinite", "absent"])
+def test_upstream_hints_are_capped_by_max_cooldown(retry_after: float | None, cooldown: float) -> None:
+    assert DEFAULT_POLICY.max_cooldown == DEFAULT_MAX_COOLDOWN == 300.0
+    assert decide(DEFAULT_POLICY, 1, 429, retry_after).cooldown == cooldown
+    assert decide(SHIPPED, 1, 429, retry_after).cooldown == cooldown
+
+
+def test_max_cooldown_caps_waits_too_and_compiles() -> None:
+    policy = compile_policy("p", {"max_wait": "1m", "max_cooldown": "20s", "rules": [
+        {"on": [429], "rotate": False, "wait": "retry_after", "cooldown": "retry_after"},
+        {"on": [401], "retry": False, "cooldown": "1h"}]})
+    assert policy.max_cooldown == 20.0
+    assert decide(policy, 1, 429, 1e9) == Decision(retry=True, rotate=False, wait=20.0, cooldown=20.0)
+    assert decide(policy, 1, 429, 5.0) == Decision(retry=True, rotate=False, wait=5.0, cooldown=5.0)
+    # a duration the config states is the operator's own: only the upstream's hints are capped
+    assert decide(policy, 1, 401, 1e9).cooldown == 3600.0
+    assert policy.cap(None) is None and policy.cap(25.0) == 20.0

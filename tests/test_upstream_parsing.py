@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import time
 from typing import Any
 from urllib.parse import unquote
 
@@ -18,6 +19,7 @@ from router.snapshot import Template
 from router.templates import compile_tree, make_environment
 from router.upstream import (
     USER_AGENT,
+    EventTooLarge,
     SSEParser,
     _inside,
     parse_failure,
@@ -59,6 +61,63 @@ def parse(*chunks: bytes) -> Events:
         "no-final-blank", "empty", "blank-lines"])
 def test_sse_framing(stream: bytes, events: Events) -> None:
     assert parse(stream) == events
+
+
+@settings(max_examples=100, deadline=None)
+@given(sizes=st.lists(st.integers(0, 5000), min_size=1, max_size=4), crlf=st.booleans(), data=st.data())
+def test_sse_long_lines_in_random_pieces(sizes: list[int], crlf: bool, data: st.DataObject) -> None:
+    """Lines past LONG_LINE take the piecewise path: the events stay the same however the reads fall."""
+    nl = b"\r\n" if crlf else b"\n"
+    payloads = [bytes([97 + i]) * n for i, n in enumerate(sizes)]
+    stream = b"".join(b"event: e\ndata: " + p + nl + nl for p in payloads)
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=30))
+    points = sorted(set(cuts))
+    chunks = [stream[a:b] for a, b in zip([0, *points], [*points, len(stream)])]
+    assert parse(*chunks) == [("e", p) for p in payloads]
+
+
+def test_sse_event_limit() -> None:
+    """One event may hold ``limit`` bytes; more is a ValueError (the engine's ``malformed``), whether
+    it arrives as one long line, as many data lines, or as a line completed by a later chunk."""
+    line = b"data: " + b"x" * 994 + b"\n\n"  # 1002 bytes: a whole event
+    assert parse(line * 50) == [(None, b"x" * 994)] * 50  # the limit is per event, not per stream
+    p = SSEParser(limit=1100)  # 1002 bytes and a piece held across reads (LINE_COST)
+    assert p.feed(line[:300]) + p.feed(line[300:700]) + p.feed(line[700:]) == [(None, b"x" * 994)]
+    p = SSEParser(limit=1001)
+    p.feed(line[:300])
+    with pytest.raises(ValueError, match=r"larger than 1001 bytes \(server.upstream_limits.max_event_bytes\)"):
+        p.feed(line[300:1001])  # what is held between reads is bounded
+    p = SSEParser(limit=1000)
+    p.feed(b"data: ")
+    with pytest.raises(EventTooLarge):  # a line that never ends, fed piece by piece
+        for _ in range(100):
+            p.feed(b"x" * 64)
+    p = SSEParser(limit=5000)
+    p.feed(b"data: " + b"x" * 2000)
+    with pytest.raises(EventTooLarge):  # a long line completed by a chunk that takes it over the limit
+        p.feed(b"x" * 3500 + b"\n\n")
+    p = SSEParser(limit=10_000)
+    with pytest.raises(EventTooLarge):  # empty data lines hold a list slot each: they count
+        for _ in range(100):
+            p.feed(b"data:\n" * 10)
+    p = SSEParser(limit=10_000)
+    for _ in range(1000):  # comments and blank lines end nothing but hold nothing either
+        assert p.feed(b": ping\n\n") == []
+
+
+def test_sse_long_line_costs_linear_time() -> None:
+    """A 32 MiB line in 16 KiB chunks: each chunk is searched once and the line joined once (the old
+    parser copied and rescanned the whole pending line per chunk: ~32 GiB of copying)."""
+    p = SSEParser(limit=64 * 1024 * 1024)
+    piece = b"y" * 16384
+    t0 = time.perf_counter()
+    assert p.feed(b"data: ") == []
+    for _ in range(2048):
+        assert p.feed(piece) == []
+    events = p.feed(b"\n\n")
+    elapsed = time.perf_counter() - t0
+    assert len(events) == 1 and len(events[0][1]) == 2048 * 16384
+    assert elapsed < 2.0, f"{elapsed:.2f} s"
 
 
 def test_sse_event_name_resets_after_each_event() -> None:
@@ -162,7 +221,7 @@ NOW = 1_700_000_000.0
 @pytest.mark.parametrize(("headers", "seconds"), [
     ({"Retry-After": "7"}, 7.0),
     ({"retry-after": "2.5"}, 2.5),
-    ({"Retry-After": "-4"}, 0.0),
+    ({"Retry-After": "-4"}, None),
     ({"Retry-After": email.utils.formatdate(NOW + 30, usegmt=True)}, 30.0),
     ({"Retry-After": email.utils.formatdate(NOW - 30, usegmt=True)}, 0.0),
     ({"Retry-After": "Tue, 14 Nov 2023 22:14:20 -0000"}, 60.0),
@@ -178,6 +237,41 @@ def test_retry_after_seconds(headers: dict[str, str], seconds: float | None) -> 
     for h in (headers, CIMultiDict(headers)):
         got = retry_after_seconds(h, now=NOW)
         assert (got is None) if seconds is None else got == pytest.approx(seconds, abs=1.0)
+
+
+@pytest.mark.parametrize(("headers", "seconds", "problem"), [
+    ({"Retry-After": "-4"}, None, "Retry-After '-4' is negative"),
+    ({"Retry-After": "nan"}, None, "Retry-After 'nan' is not finite"),
+    ({"Retry-After": "1e400"}, None, "Retry-After '1e400' is not finite"),
+    ({"Retry-After": "soon"}, None, "Retry-After 'soon' is neither a number nor an HTTP date"),
+    ({"Retry-After": "9" * 400}, None, f"Retry-After '{'9' * 40}' is not finite"),
+    ({"retry-after-ms": "junk", "Retry-After": "9"}, 9.0, "retry-after-ms 'junk' is not a number"),
+    ({"retry-after-ms": "-1", "Retry-After": "9"}, 9.0, "retry-after-ms '-1' is negative"),
+    ({"retry-after-ms": "1e308"}, 1e305, None),  # finite: a retry policy's max_cooldown caps it
+    ({"Retry-After": "1000000000"}, 1e9, None),
+], ids=["negative", "nan", "overflow", "garbage", "long-value-truncated", "bad-ms", "negative-ms", "huge-ms", "huge"])
+def test_retry_after_problems_are_described(headers: dict[str, str], seconds: float | None,
+                                            problem: str | None) -> None:
+    problems: list[str] = []
+    assert retry_after_seconds(CIMultiDict(headers), now=NOW, problems=problems) == seconds
+    assert problems == ([problem] if problem else [])
+
+
+@pytest.mark.parametrize(("headers", "delay", "retry_after", "note"), [
+    ({}, "99999999s", 99999999.0, None),
+    ({}, "-5s", None, "retryDelay '-5s' is not a duration like '12s'"),
+    ({}, "soon", None, "retryDelay 'soon' is not a duration like '12s'"),
+    ({}, "9" * 400 + "s", None, f"retryDelay '{'9' * 40}' is not finite"),
+    ({"Retry-After": "-1"}, "3s", 3.0, "Retry-After '-1' is negative"),
+    ({"Retry-After": "AIzaSECRET123"}, "3s", 3.0, "Retry-After '***' is neither a number nor an HTTP date"),
+], ids=["huge-delay", "negative-delay", "garbage-delay", "overflowing-delay", "bad-header-then-delay",
+        "secret-redacted"])
+def test_parse_failure_notes_unusable_retry_hints(headers: dict[str, str], delay: str, retry_after: float | None,
+                                                  note: str | None) -> None:
+    body = orjson.dumps({"error": {"code": 429, "message": "quota", "details": [
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}]}})
+    f = parse_failure(429, CIMultiDict(headers), body, secrets=("AIzaSECRET123",))
+    assert (f.retry_after, f.note) == (retry_after, note)
 
 
 # --- rendering a request ----------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -41,7 +40,7 @@ from router.dialects._gemini_config import (
 )
 from router.dialects._gemini_contents import decode_contents, decode_system
 from router.dialects._gemini_fields import get
-from router.errors import BadRequest, GatewayError
+from router.errors import BadRequest, GatewayError, client_retry_after
 
 NAME = "gemini"
 
@@ -338,7 +337,7 @@ def error_body(err: GatewayError) -> dict[str, Any]:
         error["details"] = [
             {
                 "@type": "type.googleapis.com/google.rpc.RetryInfo",
-                "retryDelay": f"{max(math.ceil(err.retry_after), 0)}s",
+                "retryDelay": f"{client_retry_after(err.retry_after)}s",
             }
         ]
     return {"error": error}
