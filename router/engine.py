@@ -404,11 +404,14 @@ class Engine:
         buf = b"".join([encoder.feed(ev) for ev in tail])
         x.usage = next((e for e in reversed(tail) if isinstance(e, Usage)), None)
         x.encoder = None
-        if rctx.signed_calls:  # before the last write: the client may replay the calls once it has it
+        last = buf + encoder.finish()
+        # remembered before the last write: a client may send its follow-up (previous_response_id, a
+        # replayed tool call) as soon as it has the end of the stream
+        if rctx.signed_calls:
             self.remember_signatures(x, rctx)
-        await out.write(buf + encoder.finish())
         if keep is not None:
             self.after_response(x, rctx, keep)
+        await out.write(last)
         await out.write_eof()
         return out
 
