@@ -68,7 +68,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from router.app import run, serve
+    from router.runner import run, serve
     from router.loops import new_event_loop
     from router.config import load_dir
     from router.filters import all_filters

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from router.app import GatewayRunner
+from router.runner import GatewayRunner
 from router.gateway import Gateway
 
 ROOT = Path(__file__).resolve().parent.parent

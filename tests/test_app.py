@@ -215,7 +215,7 @@ async def test_shipped_aliases_for_clients_that_stack_or_drop_path_parts(gw: Har
 
 
 async def test_a_config_that_does_not_load_leaves_nothing_open(config_dir: Path) -> None:
-    from router.app import GatewayRunner
+    from router.runner import GatewayRunner
     from router.errors import ConfigErrors
     from router.gateway import Gateway
 
@@ -258,7 +258,7 @@ async def test_an_unknown_expectation_is_417_in_the_callers_dialect(gw: Harness)
 
 
 async def test_idle_client_connections_close_after_75_seconds(gw: Harness) -> None:
-    from router.app import KEEPALIVE_TIMEOUT
+    from router.runner import KEEPALIVE_TIMEOUT
 
     assert KEEPALIVE_TIMEOUT == 75.0
     assert gw.runner.server is not None
