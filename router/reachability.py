@@ -10,12 +10,15 @@ simulator). Each message names the provider and what to set, never a value.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 from router.accounts import compile_accounts
 from router.config import LoadedConfig, Pointer, variables
 from router.errors import ConfigError
+
+_FILE = re.compile(r"\$\{file:([^}]*)\}")  # a key read from a file: hints name the file
 
 Rejected = Callable[[Pointer], bool]  # whether the schema already rejected data at or under a pointer
 
@@ -80,25 +83,36 @@ def _chain_problem(name: str, providers: dict[str, dict[str, Any]], missing: dic
         name = fallback
 
 
+def key_sources(loaded: LoadedConfig, name: str, section: dict[str, Any]) -> tuple[list[Pointer], list[str], list[str]]:
+    """Where a provider's keys come from: the key fields it has (``accounts[i].api_key``,
+    ``key_list``), the variables they read and the files (``${file:...}``) they read. Names only."""
+    accounts = section.get("accounts") if isinstance(section.get("accounts"), list) else []
+    fields: list[Pointer] = [("accounts", i, "api_key") for i, a in enumerate(accounts)
+                             if isinstance(a, dict) and "api_key" in a]
+    if "key_list" in section:
+        fields.append(("key_list",))
+    texts = [loaded.sources.get(("providers", name, *p), "") for p in fields]
+    names = list(dict.fromkeys(v for text in texts for v in variables(text)))
+    files = list(dict.fromkeys(f for text in texts for f in _FILE.findall(text)))
+    return fields, names, files
+
+
+def key_hint(names: list[str], files: list[str]) -> str:
+    """``set A or B or put a key in F`` ('' when the keys come from no variable or file)."""
+    hints = ([f"set {' or '.join(names)}"] if names else []) + [f"put a key in {f}" for f in files]
+    return " or ".join(hints)
+
+
 def _why(loaded: LoadedConfig, name: str, section: dict[str, Any]) -> str:
     """What is empty and what to set, e.g. ``api_key and key_list are empty: set GEMINI_API_KEY or
     GEMINI_API_KEYS``. Names variables and fields, never values."""
-    accounts = section.get("accounts") if isinstance(section.get("accounts"), list) else []
-    empty = [("accounts", i, "api_key") for i, a in enumerate(accounts)
-             if isinstance(a, dict) and "api_key" in a]
-    if "key_list" in section:
-        empty.append(("key_list",))
+    empty, names, files = key_sources(loaded, name, section)
     if not empty:
         return "it lists no accounts"
     fields = sorted({"api_key" if p[0] == "accounts" else "key_list" for p in empty})
-    names: list[str] = []
-    for p in empty:
-        for var in variables(loaded.sources.get(("providers", name, *p), "")):
-            if var not in names:
-                names.append(var)
     what = " and ".join(fields) + (" is" if len(fields) == 1 else " are") + " empty"
-    hint = " or ".join(names) if names else " or ".join(f"providers.{name}.{f}" for f in fields)
-    return f"{what}: set {hint}"
+    hint = key_hint(names, files) or "set " + " or ".join(f"providers.{name}.{f}" for f in fields)
+    return f"{what}: {hint}"
 
 
 def _require_keys_error(loaded: LoadedConfig, name: str, section: dict[str, Any], why: str) -> ConfigError:

@@ -10,14 +10,12 @@ hosts and counts are shown, never a value that came from a variable.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from router.config import LoadedConfig, variables
+from router.config import LoadedConfig
+from router.reachability import key_hint, key_sources
 from router.snapshot import BUILTIN_SIMULATOR, LOOPBACK_HOSTS, Provider, Snapshot
-
-_FILE = re.compile(r"\$\{file:([^}]*)\}")  # a key read from a file: the hint names the file
 
 
 @dataclass(frozen=True)
@@ -65,15 +63,8 @@ def _provider_line(snap: Snapshot, name: str, p: Provider, raw: dict[str, Any], 
 def _no_key_reason(name: str, loaded: LoadedConfig) -> str:
     """"no account has a key: set A or B", from the variables the provider's keys are read from."""
     section = (loaded.data.get("providers") or {}).get(name) or {}
-    pointers = [("providers", name, "accounts", i, "api_key") for i in range(len(section.get("accounts") or []))]
-    pointers.append(("providers", name, "key_list"))
-    texts = [loaded.sources.get(ptr, "") for ptr in pointers]
-    names = list(dict.fromkeys(v for text in texts for v in variables(text)))
-    files = list(dict.fromkeys(f for text in texts for f in _FILE.findall(text)))
-    hints = ([f"set {' or '.join(names)}"] if names else []) + [f"put a key in {f}" for f in files]
-    if not hints:
-        hints = [f"give providers.{name} accounts with an api_key or a key_list"]
-    return "no account has a key: " + " or ".join(hints)
+    hint = key_hint(*key_sources(loaded, name, section)[1:])
+    return "no account has a key: " + (hint or f"give providers.{name} accounts with an api_key or a key_list")
 
 
 def _auth_line(snap: Snapshot, loaded: LoadedConfig, bind_host: str | None) -> Line:
