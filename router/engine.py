@@ -236,7 +236,11 @@ class Engine:
                "client_headers": ClientHeaders(request.headers),
                "provider": provider.template_view, "account": account.template_view}
         template = provider.inbound_templates.get(req.inbound, provider.template)
-        up = render_request(template, ctx, provider.base_url)
+        if template.jinja:  # Jinja leaves: a runaway render (bounded by its budget) must not hold the loop
+            up = await asyncio.get_running_loop().run_in_executor(
+                None, render_request, template, ctx, provider.base_url, request.headers)
+        else:
+            up = render_request(template, ctx, provider.base_url, request.headers)
         json_timeout, stream_timeout = self._client_timeouts(provider.timeouts)
         secrets_ = (account.api_key,)
         try:

@@ -22,6 +22,7 @@ from router.mapping import ModelMapper, compile_mapping
 from router.retry import DEFAULT_POLICY, Policy, compile_policy, parse_duration
 from router.routes import RouteTable, compile_routes
 from router.schema import cross_reference_errors, schema_errors
+from router.template_budget import DEFAULT_LIMITS, TemplateLimits
 from router.templates import _Node, compile_tree, make_environment, template_errors
 
 # The handler names a route may name; the app implements each one.
@@ -55,6 +56,13 @@ class Template:
     query: _Node | None
     headers: _Node | None
     body: _Node
+    limits: TemplateLimits = DEFAULT_LIMITS  # the render budget of its Jinja leaves
+    # some part falls back to Jinja: rendered under one budget, off the event loop (engine._attempt)
+    jinja: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        parts = (self.url, self.query, self.headers, self.body)
+        object.__setattr__(self, "jinja", any(p is not None and p.jinja for p in parts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +106,7 @@ class Server:
     reload_debounce: float
     response_store_items: int
     response_store_ttl: float
+    template_limits: TemplateLimits = DEFAULT_LIMITS
 
 
 @dataclass(frozen=True)
@@ -138,6 +147,16 @@ def _server(section: dict[str, Any]) -> Server:
         reload_debounce=parse_duration(section.get("reload_debounce"), 0.3) or 0.0,
         response_store_items=int(store.get("max_items", 1000)),
         response_store_ttl=parse_duration(store.get("ttl"), 3600.0) or 0.0,
+        template_limits=_template_limits(section.get("template_limits")),
+    )
+
+
+def _template_limits(section: dict[str, Any] | None) -> TemplateLimits:
+    section, d = section or {}, DEFAULT_LIMITS
+    return TemplateLimits(
+        max_iterations=int(section.get("max_iterations", d.max_iterations)),
+        max_output_chars=int(section.get("max_output_chars", d.max_output_chars)),
+        max_time=parse_duration(section.get("max_time"), d.max_time) or 0.0,  # 0: no time limit
     )
 
 
@@ -164,7 +183,7 @@ def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, 
     if errors:
         raise ConfigErrors(sorted(set(errors), key=lambda e: (e.file, e.line, e.column, e.message)))
     data = loaded.data
-    env = make_environment(dict(filters))
+    env = make_environment(dict(filters), _template_limits((data.get("server") or {}).get("template_limits")))
     for name, tpl in (data.get("templates") or {}).items():
         for ptr, msg in template_errors(env, tpl, ("templates", name)):
             errors.append(loaded.locate(ptr, msg))
@@ -219,7 +238,7 @@ def _template(env: Any, name: str, t: dict[str, Any]) -> Template:
             name=name, method=str(t.get("method", "POST")).upper(), url=compile_tree(env, t["url"], f"{name}.url"),
             query=compile_tree(env, t["query"], f"{name}.query") if t.get("query") else None,
             headers=compile_tree(env, t["headers"], f"{name}.headers") if t.get("headers") else None,
-            body=compile_tree(env, t["body"], f"{name}.body"),
+            body=compile_tree(env, t["body"], f"{name}.body"), limits=env.limits,
         )
     except TemplateSyntaxError as e:  # already reported by template_errors; keep a clear message
         raise ConfigErrors([ConfigError("<templates>", 0, 0, f"/templates/{name}", str(e))]) from None
