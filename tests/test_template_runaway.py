@@ -1,0 +1,93 @@
+"""A runaway template through a running gateway: its request gets a 500 naming the template in
+bounded time, other requests are not held up, and template errors never carry a key."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Harness, start_gateway
+
+CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+SYSTEM_LEAF = 'systemInstruction: "{{ request.system | gemini_system }}"'  # in the shipped gemini template
+
+
+def with_gemini_leaf(config_dir: Path, leaf: str) -> None:
+    """The shipped config, its gemini template's systemInstruction leaf replaced by ``leaf``."""
+    path = config_dir / "50-templates.yaml"
+    text = path.read_text()
+    assert SYSTEM_LEAF in text
+    path.write_text(text.replace(SYSTEM_LEAF, f"systemInstruction: {leaf!r}".replace("'", '"'), 1))
+
+
+async def test_a_runaway_render_holds_up_no_other_request(config_dir: Path) -> None:
+    """Two nested range(100000) loops, with an iteration budget too large to stop them: the time
+    limit does; meanwhile /healthz answers in well under 100 ms."""
+    with_gemini_leaf(config_dir, "{% for i in range(100000) %}{% for j in range(100000) %}{{ j }}{% endfor %}{% endfor %}")
+    server = config_dir / "00-server.yaml"
+    server.write_text(server.read_text().replace(
+        "server:\n", "server:\n  template_limits: {max_iterations: 1000000000, max_output_chars: 1000000000, max_time: 2s}\n", 1))
+    h = await start_gateway(config_dir)
+    try:
+        t0 = time.monotonic()
+        runaway = asyncio.create_task(h.post_json("/v1/chat/completions", CHAT))
+        await asyncio.sleep(0.2)  # the render is under way
+        latencies = []
+        while not runaway.done() and time.monotonic() - t0 < 10:
+            s = time.monotonic()
+            async with h.session.get(h.url + "/healthz") as r:
+                assert r.status == 200
+            latencies.append(time.monotonic() - s)
+            await asyncio.sleep(0.02)
+        status, doc, _ = await asyncio.wait_for(runaway, 10)
+        elapsed = time.monotonic() - t0
+    finally:
+        await h.close()
+    assert status == 500
+    assert "template 'gemini'" in doc["error"]["message"] and "longer than 2s" in doc["error"]["message"]
+    assert 1.9 < elapsed < 5
+    assert len(latencies) >= 10 and max(latencies) < 0.1, latencies
+
+
+async def test_over_the_default_budget_is_a_quick_500_naming_the_template(config_dir: Path) -> None:
+    with_gemini_leaf(config_dir, "{% for i in range(100000) %}{% for j in range(100000) %}{{ j }}{% endfor %}{% endfor %}")
+    h = await start_gateway(config_dir)
+    try:
+        t0 = time.monotonic()
+        status, doc, _ = await h.post_json("/v1/chat/completions", CHAT)
+        elapsed = time.monotonic() - t0
+        ok, _, _ = await h.post_json("/v1/chat/completions", {**CHAT, "model": "claude-x"})  # other templates serve
+    finally:
+        await h.close()
+    assert status == 500 and elapsed < 1.5
+    assert "upstream request template 'gemini' failed" in doc["error"]["message"]
+    assert "max_iterations" in doc["error"]["message"]
+    assert ok == 200
+
+
+@pytest.mark.parametrize(("leaf", "secret"), [
+    ("{{ request.raw[account.api_key] + 1 }}", "sim-key-"),  # the account's key, read by the template
+    ("{{ request.raw[request.user] + 1 }}", "client-secret-0123456789"),  # the client's key, sent in the body
+    ("{{ request.raw[account.api_key].x.y }}", "sim-key-"),
+], ids=["account-key", "client-key", "attribute-chain"])
+async def test_template_errors_carry_no_key(config_dir: Path, caplog: pytest.LogCaptureFixture,
+                                            leaf: str, secret: str) -> None:
+    with_gemini_leaf(config_dir, leaf)
+    h = await start_gateway(config_dir)
+    try:
+        with caplog.at_level(logging.INFO):
+            status, doc, _ = await h.post_json(
+                "/v1/chat/completions", {**CHAT, "user": "client-secret-0123456789"},
+                headers={"Authorization": "Bearer client-secret-0123456789"})
+    finally:
+        await h.close()
+    assert status == 500
+    message = doc["error"]["message"]
+    assert "template 'gemini'" in message and "***" in message
+    assert secret not in message
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "template 'gemini' failed" in logged and secret not in logged
