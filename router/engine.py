@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+from jinja2 import TemplateError
 
 from router.accounts import Account, StateStore
 from router.bodies import read_json, read_limited
@@ -101,7 +102,12 @@ def response_headers(x: Exchange) -> dict[str, str]:
 
 def _render_headers(x: Exchange) -> dict[str, str]:
     out: dict[str, str] = {}
-    rendered = x.snapshot.response_headers.render(x.header_context())
+    try:
+        rendered = x.snapshot.response_headers.render(x.header_context())
+    except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError, RecursionError) as e:
+        # decoration, not the answer (and error responses carry them too): the response goes without
+        log.error("response_headers template failed: %s", e, extra={"request_id": x.request_id})
+        return out
     if rendered is PRUNE:
         return out
     for name, value in rendered.items():

@@ -91,3 +91,21 @@ async def test_template_errors_carry_no_key(config_dir: Path, caplog: pytest.Log
     assert secret not in message
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "template 'gemini' failed" in logged and secret not in logged
+
+
+async def test_a_runaway_response_header_template_is_cut_short_and_logged(config_dir: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    (config_dir / "60-headers.yaml").write_text(
+        "response_headers:\n  X-Model: '{{ upstream_model }}'\n"
+        "  X-Loop: '{% for i in range(100000) %}{% for j in range(100000) %}{{ j }}{% endfor %}{% endfor %}'\n")
+    h = await start_gateway(config_dir)
+    try:
+        t0 = time.monotonic()
+        with caplog.at_level(logging.INFO):
+            status, doc, headers = await h.post_json("/v1/chat/completions", CHAT)
+        elapsed = time.monotonic() - t0
+    finally:
+        await h.close()
+    assert status == 200 and doc["choices"] and "X-Loop" not in headers and elapsed < 1.5
+    assert any("response_headers template failed" in r.getMessage() and "max_iterations" in r.getMessage()
+               for r in caplog.records)
