@@ -35,7 +35,7 @@ _SEQ = (str, bytes, list, tuple)
 class TemplateLimits:
     """``server.template_limits``: what one request's template render may spend."""
 
-    max_iterations: int = 100_000  # loop iterations, calls, items walked by filters
+    max_iterations: int = 100_000  # loop iterations, calls, items walked by filters or built
     max_output_chars: int = 4 * 1024 * 1024  # characters and list items built or output, in total
     max_time: float = 1.0  # seconds; 0: no time limit
 
@@ -88,9 +88,13 @@ class Budget:
                                  "(server.template_limits.max_time)")
 
     def result(self, value: T) -> T:
-        """Charge a value some call built (strings, lists, dicts: their length)."""
+        """Charge a value some call built: its length, and for a container its items as iterations
+        too (walking a huge list, e.g. to print it, costs per item)."""
         if isinstance(value, _SIZED):
-            self.produce(len(value), f"a {type(value).__name__}")
+            n = len(value)
+            self.produce(n, f"a {type(value).__name__}")
+            if not isinstance(value, (str, bytes)):
+                self.tick(n)
         return value
 
 

@@ -20,6 +20,7 @@ import builtins
 import functools
 import math
 import operator
+import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -154,8 +155,9 @@ class GuardedEnvironment(ImmutableSandboxedEnvironment):
         return budget.result(__context.call(__obj, *args, **kwargs))
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
-        wrapped = super().wrap_str_format(value)
-        if wrapped is None:
+        """``str.format``/``format_map`` through a formatter that charges field widths first."""
+        if not isinstance(value, (types.MethodType, types.BuiltinMethodType)) \
+                or value.__name__ not in ("format", "format_map") or not isinstance(value.__self__, str):
             return None
         owner: str = value.__self__
         formatter = _CheckedFormatter(self)
@@ -166,14 +168,15 @@ class GuardedEnvironment(ImmutableSandboxedEnvironment):
                 if kwargs or len(args) != 1:
                     raise TypeError("format_map() takes exactly one argument")
                 args, kwargs = (), args[0]
-            return formatter.vformat(owner, args, kwargs)
+            return str(formatter.vformat(owner, args, kwargs))
 
         return functools.update_wrapper(checked_format, value)
 
 
 def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str:  # noqa: A002 - Jinja's names
     """Jinja's ``lipsum``, its words (up to ``n * max``) charged as iterations first."""
-    current().tick(builtins.max(0, n) * builtins.max(0, max) if isinstance(n, int) and isinstance(max, int) else 1)
+    words = builtins.max(0, n) * builtins.max(0, max) if isinstance(n, int) and isinstance(max, int) else 1
+    current().tick(words)
     return generate_lorem_ipsum(n, html, min, max)
 
 

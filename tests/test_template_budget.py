@@ -159,3 +159,12 @@ def test_router_check_reports_a_huge_power_quickly_with_its_location(tmp_path: P
     assert time.monotonic() - t0 < 20
     assert out.returncode != 0
     assert "c.yaml:8:" in out.stdout + out.stderr and "too large to compute" in out.stdout + out.stderr
+
+
+def test_walking_a_huge_list_is_charged_per_item() -> None:
+    """A list at the size limit cannot be handed to a slow whole-list filter (pprint) unbudgeted."""
+    node = compile_tree(ENV, {"v": "{{ {'a': [0] * 4000000}|pprint }}"})
+    t0 = time.monotonic()
+    with pytest.raises(TemplateLimitError, match="max_iterations"):
+        render_tree(node, {})
+    assert time.monotonic() - t0 < 1.0
