@@ -147,17 +147,26 @@ def _server(section: dict[str, Any]) -> Server:
         reload_debounce=parse_duration(section.get("reload_debounce"), 0.3) or 0.0,
         response_store_items=int(store.get("max_items", 1000)),
         response_store_ttl=parse_duration(store.get("ttl"), 3600.0) or 0.0,
-        template_limits=_template_limits(section.get("template_limits")),
+        template_limits=_template_limits(section),
     )
 
 
-def _template_limits(section: dict[str, Any] | None) -> TemplateLimits:
-    section, d = section or {}, DEFAULT_LIMITS
-    return TemplateLimits(
-        max_iterations=int(section.get("max_iterations", d.max_iterations)),
-        max_output_chars=int(section.get("max_output_chars", d.max_output_chars)),
-        max_time=parse_duration(section.get("max_time"), d.max_time) or 0.0,  # 0: no time limit
-    )
+def _template_limits(server: Any) -> TemplateLimits:
+    """``server.template_limits``. Tolerant of values the schema rejects (reported there): the
+    environment that checks the templates is built before the config is known to be valid."""
+    section = server.get("template_limits") if isinstance(server, dict) else None
+    section, d = section if isinstance(section, dict) else {}, DEFAULT_LIMITS
+
+    def count(key: str, default: int) -> int:
+        value = section.get(key)
+        return value if type(value) is int and value > 0 else default
+
+    try:
+        max_time = parse_duration(section.get("max_time"), d.max_time) or 0.0  # 0: no time limit
+    except ValueError:
+        max_time = d.max_time
+    return TemplateLimits(count("max_iterations", d.max_iterations), count("max_output_chars", d.max_output_chars),
+                          max_time)
 
 
 def _timeouts(section: dict[str, Any] | None) -> Timeouts:
@@ -183,7 +192,7 @@ def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, 
     if errors:
         raise ConfigErrors(sorted(set(errors), key=lambda e: (e.file, e.line, e.column, e.message)))
     data = loaded.data
-    env = make_environment(dict(filters), _template_limits((data.get("server") or {}).get("template_limits")))
+    env = make_environment(dict(filters), _template_limits(data.get("server")))
     for name, tpl in (data.get("templates") or {}).items():
         for ptr, msg in template_errors(env, tpl, ("templates", name)):
             errors.append(loaded.locate(ptr, msg))

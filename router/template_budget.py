@@ -65,7 +65,7 @@ class Budget:
         self.iterations += n
         if self.iterations > self.limits.max_iterations:
             raise TemplateLimitError(f"render budget exceeded: more than {self.limits.max_iterations} loop "
-                                     "iterations and calls (server.template_limits.max_iterations)")
+                                     "iterations, calls and items (server.template_limits.max_iterations)")
         if time.monotonic() > self.deadline:
             self._late()
         return True

@@ -168,3 +168,13 @@ def test_walking_a_huge_list_is_charged_per_item() -> None:
     with pytest.raises(TemplateLimitError, match="max_iterations"):
         render_tree(node, {})
     assert time.monotonic() - t0 < 1.0
+
+
+def test_bad_template_limits_are_schema_errors_not_crashes(tmp_path: Path) -> None:
+    from router.snapshot import check
+    from tests.conftest import MINIMAL_CONFIG
+
+    (tmp_path / "c.yaml").write_text(MINIMAL_CONFIG + "server: {template_limits: {max_iterations: three, max_time: soon}}\n")
+    errors = check(tmp_path, all_filters())
+    pointers = {e.pointer for e in errors}
+    assert "/server/template_limits/max_iterations" in pointers and "/server/template_limits/max_time" in pointers
