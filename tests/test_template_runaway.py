@@ -109,3 +109,58 @@ async def test_a_runaway_response_header_template_is_cut_short_and_logged(config
     assert status == 200 and doc["choices"] and "X-Loop" not in headers and elapsed < 1.5
     assert any("response_headers template failed" in r.getMessage() and "max_iterations" in r.getMessage()
                for r in caplog.records)
+
+
+async def test_sigterm_during_a_runaway_render_exits_promptly(tmp_path: Path) -> None:
+    """Today the process freezes in the render and ignores SIGTERM; now the render runs off the event
+    loop, so the signal is handled and the process exits once the render's budget ends it."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    import aiohttp
+
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    # Each iteration scans 4 MB: minutes in all; the default budget's time limit (1s) ends it.
+    loop = "{% set s = 'a' * 4000000 %}{% for i in range(99999) %}{{ s.count('b') }}{% endfor %}"
+    (cfg / "gateway.yaml").write_text(f"""
+server: {{shutdown_grace: 10s}}
+providers:
+  up: {{dialect: gemini, base_url: "http://127.0.0.1:9", template: t, accounts: [{{email: e, api_key: k}}]}}
+model_mapping: {{default: up/m}}
+routes: [{{path: /v1/chat/completions, methods: [POST], handler: openai.chat}}, {{path: /healthz, handler: health}}]
+templates:
+  t: {{url: "{{{{ provider.base_url }}}}/x", body: {{contents: "{loop}"}}}}
+""")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    root = Path(__file__).resolve().parent.parent
+    proc = subprocess.Popen([sys.executable, "-m", "router", "serve", "--config", str(cfg), "--port", str(port)],
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as s:
+            for _ in range(100):
+                try:
+                    async with s.get(url + "/healthz") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)
+            runaway = asyncio.create_task(s.post(url + "/v1/chat/completions", json=CHAT))
+            await asyncio.sleep(0.3)
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            resp = await asyncio.wait_for(runaway, 10)
+            status, doc = resp.status, await resp.json()
+            code = await asyncio.to_thread(proc.wait, 15)
+            elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert status == 500 and "template 't'" in doc["error"]["message"] and "longer than 1s" in doc["error"]["message"]
+    assert code == 0 and elapsed < 3, (code, elapsed)
