@@ -21,13 +21,14 @@ import functools
 import math
 import operator
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from jinja2 import nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.defaults import DEFAULT_FILTERS
 from jinja2.exceptions import SecurityError, TemplateSyntaxError
+from jinja2.lexer import TOKEN_EOF, Token, TokenStream
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter
 from jinja2.utils import generate_lorem_ipsum
@@ -112,6 +113,14 @@ class GuardedEnvironment(ImmutableSandboxedEnvironment):
         self.filters.update({name: _checked_filter(self, name, f) for name, f in DEFAULT_FILTERS.items()})
 
     # -- compile time ----------------------------------------------------------------------------
+
+    def _tokenize(self, source: str, name: str | None, filename: str | None = None,
+                  state: str | None = None) -> TokenStream:
+        try:  # the stream reads its first token at once
+            stream = super()._tokenize(source, name, filename, state)
+        except ValueError as e:
+            raise TemplateSyntaxError(f"number literal too long: {e}", 1, name, filename) from None
+        return TokenStream(_literals_checked(stream), name, filename)
 
     def _generate(self, source: nodes.Template, name: str | None, filename: str | None,
                   defer_init: bool = False) -> str:
@@ -324,6 +333,22 @@ _FILTER_CHECKS: dict[str, Callable[[Budget, int, tuple[Any, ...], dict[str, Any]
     "center": _f_center, "indent": _f_indent, "wordwrap": _f_wordwrap, "replace": _f_replace,
     "join": _f_join, "format": _f_format, "slice": _f_slice, "batch": _f_batch, "sum": _f_sum,
 }
+
+
+def _literals_checked(stream: TokenStream) -> Iterator[Token]:
+    """The tokens of ``stream``; a number literal Python refuses to convert (over 4300 digits) is a
+    template syntax error, not a ValueError escaping from the lexer (a traceback in router check)."""
+    while True:
+        lineno = stream.current.lineno
+        try:
+            token = next(stream)
+        except StopIteration:
+            return
+        except ValueError as e:
+            raise TemplateSyntaxError(f"number literal too long: {e}", lineno, stream.name, stream.filename) from None
+        yield token
+        if token.type == TOKEN_EOF:
+            return
 
 
 # -- the compile-time check of constant sub-expressions -------------------------------------------

@@ -52,6 +52,13 @@ AMPLIFIERS = [
 ]
 
 
+@pytest.mark.parametrize("leaf", ["{{ 1" + "0" * 5000 + " }}", "x{{ a }} {{ 1" + "0" * 5000 + " }}",
+                                  "{% if 1" + "0" * 5000 + " %}{% endif %}"], ids=["lone", "text", "statement"])
+def test_a_number_literal_python_cannot_read_is_a_config_error_not_a_traceback(leaf: str) -> None:
+    errors = list(template_errors(ENV, {"v": leaf}, ("templates", "t")))
+    assert len(errors) == 1 and "number literal too long" in errors[0][1]
+
+
 def compile_seconds(leaf: str) -> tuple[float, list[tuple[Any, str]]]:
     t0 = time.monotonic()
     errors = list(template_errors(ENV, {"v": leaf}, ("templates", "t")))
