@@ -83,6 +83,10 @@ class Budget:
         if time.monotonic() > self.deadline:
             self._late()
 
+    def in_time(self) -> None:
+        if time.monotonic() > self.deadline:
+            self._late()
+
     def _late(self) -> None:
         raise TemplateLimitError(f"render budget exceeded: took longer than {self.limits.max_time:g}s "
                                  "(server.template_limits.max_time)")

@@ -82,6 +82,12 @@ class _GuardedCodeGenerator(CodeGenerator):
             node.test = nodes.And(self._tick(node.lineno), node.test, lineno=node.lineno)
         super().visit_For(node, frame)
 
+    def visit_Compare(self, node: nodes.Compare, frame: Frame) -> None:
+        # ``x in big`` and ``a == b`` walk their operands: a clock check after each comparison
+        self.write("environment.timed(")
+        super().visit_Compare(node, frame)
+        self.write(")")
+
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:  # the ``~`` operator
         self.write("environment.checked_concat((")
         for arg in node.nodes:
@@ -131,6 +137,10 @@ class GuardedEnvironment(ImmutableSandboxedEnvironment):
 
     def loop_tick(self) -> bool:
         return current(self.limits).tick()
+
+    def timed(self, value: Any) -> Any:
+        current(self.limits).in_time()
+        return value
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
         budget = current(self.limits)

@@ -185,3 +185,15 @@ def test_bad_template_limits_are_schema_errors_not_crashes(tmp_path: Path) -> No
     errors = check(tmp_path, all_filters())
     pointers = {e.pointer for e in errors}
     assert "/server/template_limits/max_iterations" in pointers and "/server/template_limits/max_time" in pointers
+
+
+def test_comparisons_check_the_clock() -> None:
+    """Many scans of a large list, with no loop, call or output in between: each comparison checks
+    the time limit."""
+    env = limited(max_time=0.2)
+    scans = "{% if -1 in big %}{% endif %}" * 5000
+    node = compile_tree(env, {"v": "{% set big = range(40000)|list %}" + scans})
+    t0 = time.monotonic()
+    with pytest.raises(TemplateLimitError, match="longer than 0.2s"):
+        render_tree(node, {})
+    assert time.monotonic() - t0 < 1.0
