@@ -8,10 +8,11 @@ intercepted (Jinja never folds those). Instead a cheap static check refuses cons
 sub-expressions whose result would be too large (``template_budget.binop_size``).
 
 At render time every hook charges the render budget (``template_budget``): loop iterations (a tick
-at the top of every ``for`` body and filter test), ``range`` lengths, calls, operator results (their
-size predicted before they are built), filter and method results (with predictions for those that
-build more than they are given: ``center``, ``indent``, ``replace``, ``join``, ``format``, ``ljust``,
-``expandtabs``...) and every piece of output.
+at the top of every ``for`` body and filter test), calls, operator results (their size predicted
+before they are built), filter and method results (with predictions for those that build more than
+they are given: ``center``, ``indent``, ``replace``, ``join``, ``format``, ``ljust``,
+``expandtabs``...), the items a Jinja filter walks, and every piece of output; ``range`` refuses
+more items than could be iterated, and comparisons (``x in big``) check the clock.
 """
 
 from __future__ import annotations
