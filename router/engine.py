@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
+from jinja2 import TemplateError
 
 from router.accounts import Account, StateStore
 from router.bodies import read_json, read_limited
@@ -105,7 +106,12 @@ def response_headers(x: Exchange) -> dict[str, str]:
 
 def _render_headers(x: Exchange) -> dict[str, str]:
     out: dict[str, str] = {}
-    rendered = x.snapshot.response_headers.render(x.header_context())
+    try:
+        rendered = x.snapshot.response_headers.render(x.header_context())
+    except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError, RecursionError) as e:
+        # decoration, not the answer (and error responses carry them too): the response goes without
+        log.error("response_headers template failed: %s", e, extra={"request_id": x.request_id})
+        return out
     if rendered is PRUNE:
         return out
     for name, value in rendered.items():
@@ -272,7 +278,11 @@ class Engine:
                "client_headers": ClientHeaders(request.headers),
                "provider": provider.template_view, "account": account.template_view}
         template = provider.inbound_templates.get(req.inbound, provider.template)
-        up = x.upstream = render_request(template, ctx, provider.base_url)
+        if template.jinja:  # Jinja leaves: a runaway render (bounded by its budget) must not hold the loop
+            up = x.upstream = await asyncio.get_running_loop().run_in_executor(
+                None, render_request, template, ctx, provider.base_url, request.headers)
+        else:
+            up = x.upstream = render_request(template, ctx, provider.base_url, request.headers)
         json_timeout, stream_timeout = self._client_timeouts(provider.timeouts)
         secrets_ = (account.api_key,)
         try:

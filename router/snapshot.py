@@ -23,6 +23,7 @@ from router.reachability import provider_errors
 from router.retry import DEFAULT_POLICY, Policy, compile_policy, parse_duration
 from router.routes import RouteTable, compile_routes
 from router.schema import cross_reference_errors, schema_errors
+from router.template_budget import DEFAULT_LIMITS, TemplateLimits
 from router.templates import _Node, compile_tree, make_environment, template_errors
 
 # The handler names a route may name; the app implements each one.
@@ -62,6 +63,13 @@ class Template:
     query: _Node | None
     headers: _Node | None
     body: _Node
+    limits: TemplateLimits = DEFAULT_LIMITS  # the render budget of its Jinja leaves
+    # some part falls back to Jinja: rendered under one budget, off the event loop (engine._attempt)
+    jinja: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        parts = (self.url, self.query, self.headers, self.body)
+        object.__setattr__(self, "jinja", any(p is not None and p.jinja for p in parts))
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +117,7 @@ class Server:
     require_keys: bool = False  # a provider without a key is a config error, not a silent fallback
     upstream_max_body_bytes: int = DEFAULT_MAX_UPSTREAM_BODY  # server.upstream_limits.max_body_bytes
     upstream_max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES  # server.upstream_limits.max_event_bytes
+    template_limits: TemplateLimits = DEFAULT_LIMITS
 
 
 @dataclass(frozen=True)
@@ -154,7 +163,26 @@ def _server(section: dict[str, Any]) -> Server:
         require_keys=section.get("require_keys") is True,
         upstream_max_body_bytes=int(upstream.get("max_body_bytes", DEFAULT_MAX_UPSTREAM_BODY)),
         upstream_max_event_bytes=int(upstream.get("max_event_bytes", DEFAULT_MAX_EVENT_BYTES)),
+        template_limits=_template_limits(section),
     )
+
+
+def _template_limits(server: Any) -> TemplateLimits:
+    """``server.template_limits``. Tolerant of values the schema rejects (reported there): the
+    environment that checks the templates is built before the config is known to be valid."""
+    section = server.get("template_limits") if isinstance(server, dict) else None
+    section, d = section if isinstance(section, dict) else {}, DEFAULT_LIMITS
+
+    def count(key: str, default: int) -> int:
+        value = section.get(key)
+        return value if type(value) is int and value > 0 else default
+
+    try:
+        max_time = parse_duration(section.get("max_time"), d.max_time) or 0.0  # 0: no time limit
+    except ValueError:
+        max_time = d.max_time
+    return TemplateLimits(count("max_iterations", d.max_iterations), count("max_output_chars", d.max_output_chars),
+                          max_time)
 
 
 def _listener(data: dict[str, Any], bind_host: str | None) -> tuple[Server, AuthPolicy]:
@@ -183,7 +211,7 @@ def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, 
     ``auth.mode: auto`` protects any listener that is not loopback-only. ``require_keys``
     (``--require-keys``, or ``server.require_keys``) makes a provider without a key an error.
     """
-    env = make_environment(dict(filters))
+    env = make_environment(dict(filters), _template_limits(loaded.data.get("server")))
     errors = config_errors(loaded, env, bind_host, require_keys)
     if errors:
         raise ConfigErrors(errors)
@@ -290,7 +318,7 @@ def _template(env: Any, name: str, t: dict[str, Any]) -> Template:
             name=name, method=str(t.get("method", "POST")).upper(), url=compile_tree(env, t["url"], f"{name}.url"),
             query=compile_tree(env, t["query"], f"{name}.query") if t.get("query") else None,
             headers=compile_tree(env, t["headers"], f"{name}.headers") if t.get("headers") else None,
-            body=compile_tree(env, t["body"], f"{name}.body"),
+            body=compile_tree(env, t["body"], f"{name}.body"), limits=env.limits,
         )
     except TemplateSyntaxError as e:  # already reported by template_errors; keep a clear message
         raise ConfigErrors([ConfigError("<templates>", 0, 0, f"/templates/{name}", str(e))]) from None

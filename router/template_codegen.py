@@ -98,6 +98,7 @@ class _Gen:
                                    "_CR": CanonicalRequest}
         self.names: dict[str, str] = {}  # template variable -> local
         self.pure = True  # only names, attributes, constants and operators: no filter, no Jinja fallback
+        self.jinja = False  # some leaf falls back to Jinja
         self._ids = count()
 
     def tmp(self, prefix: str = "v") -> str:
@@ -185,6 +186,7 @@ class _Gen:
         slow = fallback(text)
         assert slow is not None
         self.pure = False
+        self.jinja = True
         return f"_defined({self.bind(slow, 'slow')}(ctx))"
 
     def _text(self, text: str) -> str | None:
@@ -253,4 +255,5 @@ def compile_structure(env: SandboxedEnvironment, tree: Any, fallback: Callable[[
     fn.__source__ = source  # type: ignore[attr-defined]  # for debugging and tests
     fn.__names__ = frozenset(gen.names)  # type: ignore[attr-defined]  # the context variables it reads
     fn.__pure__ = gen.pure  # type: ignore[attr-defined]  # its result depends on those variables alone
+    fn.__jinja__ = gen.jinja  # type: ignore[attr-defined]  # some leaf falls back to Jinja
     return fn

@@ -3,7 +3,8 @@
 A leaf that is exactly one ``{{ expr }}`` keeps the native type of its value (list, dict, number,
 bool); mixed text renders as a string; leaves (and mapping entries) that evaluate to none/undefined
 are pruned, so optional fields need no ``{% if %}``. Everything runs in Jinja's immutable sandbox:
-templates cannot reach Python internals or mutate the request.
+templates cannot reach Python internals or mutate the request; leaves that need Jinja itself run
+under a render budget (``template_sandbox``, ``template_budget``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from urllib.parse import quote
 
 import orjson
 from jinja2 import TemplateSyntaxError, Undefined
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from router.template_budget import DEFAULT_LIMITS, TemplateLimits, within_budget
 from router.template_codegen import compile_structure
+from router.template_sandbox import GuardedEnvironment
 
 _LONE_EXPR = re.compile(r"\A\s*\{\{(.*?)\}\}\s*\Z", re.DOTALL)
 
@@ -78,17 +80,16 @@ BASE_FILTERS: dict[str, Callable[..., Any]] = {
 }
 
 
-def make_environment(filters: dict[str, Callable[..., Any]]) -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(undefined=Undefined, autoescape=False, auto_reload=False,
-                                        cache_size=0)
+def make_environment(filters: dict[str, Callable[..., Any]], limits: TemplateLimits = DEFAULT_LIMITS
+                     ) -> GuardedEnvironment:
+    env = GuardedEnvironment(limits, undefined=Undefined, autoescape=False, auto_reload=False, cache_size=0)
     env.filters.update(BASE_FILTERS)
     env.filters.update(filters)
     env.fast_filters = frozenset(BASE_FILTERS) | frozenset(filters)  # type: ignore[attr-defined]
     return env
 
 
-
-def _leaf_fn(env: ImmutableSandboxedEnvironment, text: str) -> Renderer | None:
+def _leaf_fn(env: GuardedEnvironment, text: str) -> Renderer | None:
     """A Jinja renderer for a string leaf (its value may be Undefined), None for plain text.
 
     The code generator (``template_codegen``) handles the common expressions itself and only
@@ -98,12 +99,12 @@ def _leaf_fn(env: ImmutableSandboxedEnvironment, text: str) -> Renderer | None:
     m = _LONE_EXPR.match(text)
     if m and "{{" not in m.group(1) and "}}" not in m.group(1):
         expr = env.compile_expression(m.group(1), undefined_to_none=True)  # raises TemplateSyntaxError
-        return lambda ctx: expr(**ctx)
+        return lambda ctx: within_budget(env.limits, lambda: expr(**ctx))
     tpl = env.from_string(text)  # raises TemplateSyntaxError
-    return lambda ctx: tpl.render(ctx)
+    return lambda ctx: within_budget(env.limits, tpl.render, ctx)
 
 
-def compile_leaf(env: ImmutableSandboxedEnvironment, text: str) -> Renderer | Any:
+def compile_leaf(env: GuardedEnvironment, text: str) -> Renderer | Any:
     """A renderer for one Jinja string leaf (none for undefined), or the text when it has no Jinja."""
     fn = _leaf_fn(env, text)
     if fn is None:
@@ -122,13 +123,17 @@ class _Node:
     render: Renderer  # returns PRUNE for a value that is left out
     names: frozenset[str] = frozenset()  # the context variables the template reads
     pure: bool = False  # True: the result depends on those variables alone (no filters, no Jinja)
+    jinja: bool = False  # True: some leaf falls back to Jinja (render under a budget, off the event loop)
 
 
-def compile_tree(env: ImmutableSandboxedEnvironment, node: Any, name: str = "template") -> _Node:
+def compile_tree(env: GuardedEnvironment, node: Any, name: str = "template") -> _Node:
     """Compile a structured template into one generated function (see ``template_codegen``);
     raises TemplateSyntaxError with the offending text."""
     fn = compile_structure(env, node, lambda text: _leaf_fn(env, text), name, PRUNE)
-    return _Node(fn, fn.__names__, fn.__pure__)  # type: ignore[attr-defined]
+    if not fn.__jinja__:  # type: ignore[attr-defined]
+        return _Node(fn, fn.__names__, fn.__pure__)  # type: ignore[attr-defined]
+    limits = env.limits  # one budget for all the tree's Jinja leaves (shared with the caller's, if any)
+    return _Node(lambda ctx: within_budget(limits, fn, ctx), fn.__names__, False, True)  # type: ignore[attr-defined]
 
 
 def render_tree(node: _Node, ctx: dict[str, Any]) -> Any:
@@ -136,7 +141,7 @@ def render_tree(node: _Node, ctx: dict[str, Any]) -> Any:
     return node.render(ctx)
 
 
-def template_errors(env: ImmutableSandboxedEnvironment, node: Any, pointer: tuple[Any, ...]
+def template_errors(env: GuardedEnvironment, node: Any, pointer: tuple[Any, ...]
                     ) -> Iterable[tuple[tuple[Any, ...], str]]:
     """(pointer, message) for every leaf that does not compile."""
     if isinstance(node, dict):

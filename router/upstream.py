@@ -17,8 +17,10 @@ import orjson
 from jinja2 import TemplateError
 
 from router import __version__
+from router.auth import presented_key
 from router.errors import BadRequest, GatewayError
 from router.snapshot import DEFAULT_MAX_EVENT_BYTES, Template
+from router.template_budget import within_budget
 from router.templates import PRUNE
 
 log = logging.getLogger("router.upstream")
@@ -37,21 +39,39 @@ class UpstreamRequest:
     body: bytes
 
 
-def render_request(template: Template, ctx: dict[str, Any], base_url: str) -> UpstreamRequest:
+def render_request(template: Template, ctx: dict[str, Any], base_url: str,
+                   client_headers: Mapping[str, str] | None = None) -> UpstreamRequest:
     """Render a provider template; refuses header injection and URLs that leave ``base_url``.
 
-    A template that fails at run time (sandbox refusal, a filter choking on odd input) becomes a
-    500 naming the template; a body that cannot be encoded as JSON (integers beyond 64 bits) a 400.
+    A template with Jinja leaves renders under one budget (``server.template_limits``); the engine
+    runs it off the event loop. A template that fails at run time (over budget, sandbox refusal, a
+    filter choking on odd input) becomes a 500 naming the template, with the account's and the
+    client's keys (``client_headers``) redacted from the message and the log line; a body that
+    cannot be encoded as JSON (integers beyond 64 bits) a 400.
     """
     try:
+        if template.jinja:
+            return within_budget(template.limits, _render, template, ctx, base_url)
         return _render(template, ctx, base_url)
     except TemplateError as e:
-        log.error("template %r failed: %s", template.name, e)
-        raise GatewayError("server", f"upstream request template '{template.name}' failed: {e}") from None
-    except (TypeError, ValueError) as e:
-        log.error("template %r failed: %s: %s", template.name, type(e).__name__, e)
+        detail = _redacted(str(e), ctx, client_headers)
+        log.error("template %r failed: %s", template.name, detail)
+        raise GatewayError("server", f"upstream request template '{template.name}' failed: {detail}") from None
+    except (TypeError, ValueError, ArithmeticError, LookupError, RecursionError) as e:
+        log.error("template %r failed: %s: %s", template.name, type(e).__name__,
+                  _redacted(str(e), ctx, client_headers))
         raise GatewayError("server", f"upstream request template '{template.name}' failed on this "
                                      f"request: {type(e).__name__}") from None
+
+
+def _redacted(text: str, ctx: dict[str, Any], client_headers: Mapping[str, str] | None) -> str:
+    """``text`` without the account's key or the key the client presented (templates can read the
+    one and index with either: their error messages may quote them)."""
+    account = ctx.get("account")
+    secrets = [account.get("api_key") if isinstance(account, dict) else None]
+    if client_headers is not None:
+        secrets.append(presented_key(client_headers))
+    return redact(text, tuple(s for s in secrets if isinstance(s, str)))
 
 
 def _render(template: Template, ctx: dict[str, Any], base_url: str) -> UpstreamRequest:
