@@ -10,6 +10,7 @@ import asyncio
 import logging
 import hashlib
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -148,8 +149,11 @@ class Engine:
 
     def __init__(self, store: StateStore, session: aiohttp.ClientSession,
                  decoders: dict[str, ModuleType], stores: dict[str, Any] | None = None,
-                 ids: IdGenerator | None = None):
+                 ids: IdGenerator | None = None, renders: Executor | None = None):
         self.ids = ids or IdGenerator()
+        # where templates with Jinja leaves render (None: the loop's default executor); a pool of its
+        # own keeps runaway renders, each bounded by its budget, from delaying DNS lookups and reloads
+        self.renders = renders
         self.store = store
         self.stores = stores if stores is not None else {}  # per-dialect state (Responses store, signatures)
         self._timeouts: dict[Timeouts, tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]] = {}
@@ -280,7 +284,7 @@ class Engine:
         template = provider.inbound_templates.get(req.inbound, provider.template)
         if template.jinja:  # Jinja leaves: a runaway render (bounded by its budget) must not hold the loop
             up = x.upstream = await asyncio.get_running_loop().run_in_executor(
-                None, render_request, template, ctx, provider.base_url, request.headers)
+                self.renders, render_request, template, ctx, provider.base_url, request.headers)
         else:
             up = x.upstream = render_request(template, ctx, provider.base_url, request.headers)
         json_timeout, stream_timeout = self._client_timeouts(provider.timeouts)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -25,6 +26,8 @@ from router.snapshot import BUILTIN_SIMULATOR, Snapshot, compile_config
 from router.summary import Line, describe
 
 log = logging.getLogger("router.gateway")
+
+RENDER_THREADS = 4  # concurrent Jinja renders; more wait their turn (each is bounded by its budget)
 
 
 @dataclass
@@ -77,6 +80,7 @@ class Gateway:
         self.last_reload: ReloadStatus | None = None
         self.last_error: ReloadStatus | None = None
         self.session: aiohttp.ClientSession | None = None
+        self.renders: ThreadPoolExecutor | None = None  # templates with Jinja leaves render here
         self.sim: Any = None
         self.builtins: dict[str, str] = {}
         self.stores: dict[str, Any] = {}
@@ -98,12 +102,17 @@ class Gateway:
             # render_request always sends a User-Agent (router/<version> unless a template sets a
             # non-empty one), so aiohttp never adds its own
             self.session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
+        if self.renders is None:
+            self.renders = ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="router-render")
         ok = await self.reload("startup")
         if not ok:
             assert self.last_error is not None
             raise ConfigErrors(self.last_error.errors)
 
     async def close(self) -> None:
+        if self.renders is not None:  # a render still running ends within its budget's max_time
+            self.renders.shutdown(wait=False, cancel_futures=True)
+            self.renders = None
         if self.session is not None:
             await self.session.close()
             self.session = None

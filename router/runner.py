@@ -71,7 +71,7 @@ class GatewayRunner(web.BaseRunner):
             raise
         assert gateway.session is not None
         self.dispatcher.engine = Engine(gateway.store, gateway.session, decoder_modules(), gateway.stores,
-                                        self.dispatcher.ids)
+                                        self.dispatcher.ids, gateway.renders)
         self._tasks.append(asyncio.create_task(_flush_access_log(gateway)))
         if self.watch:
             from router.watch import watch_config
