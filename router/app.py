@@ -20,7 +20,8 @@ from router.auth import presented_key
 from router.bodies import read_json
 from router.canonical import StreamError
 from router.drain import SHUTTING_DOWN, InFlight
-from router.engine import Engine, Exchange, response_headers
+from router.engine import Engine
+from router.exchange import Exchange, response_headers
 from router.ids import IdGenerator
 from router.errors import GatewayError, client_retry_after
 from router.gateway import Gateway

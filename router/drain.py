@@ -18,7 +18,7 @@ SHUTTING_DOWN = "the gateway is shutting down; retry the request"
 
 @dataclass(slots=True)
 class InFlight:
-    requests: dict[asyncio.Task[Any], Any] = field(default_factory=dict)  # task -> engine.Exchange
+    requests: dict[asyncio.Task[Any], Any] = field(default_factory=dict)  # task -> exchange.Exchange
     cut_off: set[asyncio.Task[Any]] = field(default_factory=set)
 
 

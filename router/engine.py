@@ -11,27 +11,24 @@ import logging
 import hashlib
 import time
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
 import aiohttp
 import orjson
 from aiohttp import web
-from jinja2 import TemplateError
 
 from router.accounts import Account, StateStore
 from router.bodies import read_json, read_limited
 from router.canonical import CanonicalRequest, Event, ResponseContext, StreamError, Usage
 from router.errors import BadRequest, GatewayError, kind_for_status
+from router.exchange import Attempt, ClientHeaders, Exchange, response_headers
 from router.idle import IdleTimer
 from router.ids import IdGenerator
 from router.logs import Throttle
 from router.retry import decide
-from router.snapshot import Provider, Snapshot, Timeouts
-from router.templates import PRUNE
-from router.upstream import (SSEParser, UpstreamFailure, UpstreamRequest, loggable_url, parse_failure, redact,
-                             render_request)
+from router.snapshot import Provider, Timeouts
+from router.upstream import SSEParser, UpstreamFailure, loggable_url, parse_failure, redact, render_request
 
 log = logging.getLogger("router.engine")
 
@@ -39,109 +36,6 @@ ID_PREFIX = {"openai.chat": "chatcmpl-", "openai.completions": "cmpl-", "openai.
              "anthropic.messages": "msg_", "gemini": ""}
 ERROR_BODY_LIMIT = 64 * 1024
 MAX_NAME = 256  # longest model name or sticky session id taken from a client
-
-
-@dataclass(slots=True)
-class Attempt:
-    account: str
-    outcome: int | str
-    latency: float
-
-
-@dataclass(slots=True)
-class Exchange:
-    """Everything one request accumulates on its way through the pipeline."""
-
-    request_id: str
-    snapshot: Snapshot
-    handler: str
-    started: float
-    dialect: ModuleType | None = None
-    canonical: CanonicalRequest | None = None
-    client_model: str | None = None
-    provider: Provider | None = None
-    upstream_model: str | None = None
-    account: Account | None = None
-    attempts: list[Attempt] = field(default_factory=list)  # finished attempts
-    attempt: int = 0  # the number of the attempt in progress (1-based)
-    status: int = 0
-    ttfb: float | None = None
-    usage: Any = None
-    error: str | None = None
-    response: web.StreamResponse | None = None  # set once a stream's headers are going out
-    encoder: Any = None  # the stream's encoder while its events flow; None once its last frames are going out
-    client_key: str | None = None  # the name of the API key that authenticated the request
-    upstream: UpstreamRequest | None = None  # the attempt in progress (named in its log lines)
-
-    def header_context(self) -> dict[str, Any]:
-        return {
-            "upstream_model": self.upstream_model, "client_model": self.client_model,
-            "provider": self.provider.public() if self.provider else None,
-            "account": self.account.public() if self.account else None,
-            "request_id": self.request_id, "attempts": max(len(self.attempts), self.attempt),
-        }
-
-
-HEADER_CACHE_NAMES = frozenset({"upstream_model", "client_model", "provider", "account"})
-HEADER_CACHE_MAX = 4096
-
-
-def response_headers(x: Exchange) -> dict[str, str]:
-    """The snapshot's templated response headers (X-Mapped-Model, X-Account-Email...).
-
-    A template that reads only the models, the provider and the account (the shipped one) renders
-    once per combination of them: the result is kept in the snapshot's ``header_cache``.
-    """
-    template = x.snapshot.response_headers
-    if not (template.pure and template.names <= HEADER_CACHE_NAMES):
-        return {"X-Request-Id": x.request_id, **_render_headers(x)}
-    cache = x.snapshot.header_cache
-    key = (x.upstream_model, x.client_model, id(x.provider), id(x.account))  # both live in the snapshot
-    fixed = cache.get(key)
-    if fixed is None:
-        if len(cache) >= HEADER_CACHE_MAX:  # client model names are client input: bound the cache
-            cache.clear()
-        fixed = cache[key] = _render_headers(x)
-    return {"X-Request-Id": x.request_id, **fixed}
-
-
-def _render_headers(x: Exchange) -> dict[str, str]:
-    out: dict[str, str] = {}
-    try:
-        rendered = x.snapshot.response_headers.render(x.header_context())
-    except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError, RecursionError) as e:
-        # decoration, not the answer (and error responses carry them too): the response goes without
-        log.error("response_headers template failed: %s", e, extra={"request_id": x.request_id})
-        return out
-    if rendered is PRUNE:
-        return out
-    for name, value in rendered.items():
-        if value != "":
-            text = value if isinstance(value, str) else str(value)
-            if "\r" not in text and "\n" not in text:
-                out[name] = text
-    return out
-
-
-class ClientHeaders:
-    """The client's request headers as templates see them: credentials and cookies hidden."""
-
-    HIDDEN = frozenset({"authorization", "x-api-key", "x-goog-api-key", "cookie", "proxy-authorization"})
-    __slots__ = ("_headers",)
-
-    def __init__(self, headers: Any):
-        self._headers = headers
-
-    def get(self, name: str, default: str | None = None) -> str | None:
-        if name.lower() in self.HIDDEN:
-            return default
-        return self._headers.get(name, default)
-
-    def __getitem__(self, name: str) -> str | None:
-        return self.get(name)
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and name.lower() not in self.HIDDEN and name in self._headers
 
 
 class Engine:

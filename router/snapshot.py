@@ -133,7 +133,7 @@ class Snapshot:
     fallbacks: dict[str, str]
     response_headers: _Node  # renders {header: value}; none/undefined values are left out
     # rendered response headers by (upstream model, client model, provider, account) when the template
-    # reads nothing else (see engine.response_headers); a cache that lives and dies with the snapshot
+    # reads nothing else (see exchange.response_headers); a cache that lives and dies with the snapshot
     header_cache: dict[tuple[Any, ...], dict[str, str]] = field(default_factory=dict, compare=False, repr=False)
     logging: dict[str, Any] = field(default_factory=dict)
 

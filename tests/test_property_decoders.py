@@ -27,7 +27,7 @@ from router.dialects import (
     openai_completions,
     openai_responses,
 )
-from router.engine import ClientHeaders
+from router.exchange import ClientHeaders
 from router.errors import BadRequest, GatewayError
 from router.filters import all_filters
 from router.snapshot import build

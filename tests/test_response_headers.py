@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from router.engine import HEADER_CACHE_MAX
+from router.exchange import HEADER_CACHE_MAX
 from tests.conftest import start_gateway
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
