@@ -4,25 +4,18 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from router.listen import ListenError, bind, url
-from tests.conftest import ROOT, copy_routes
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import copy_routes
+from tests.serving import free_port, serve_process, stop
 
 
 def _serve(config: Path, port: int, workers: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "router", "serve", "--config", str(config), "--port", str(port),
-                             "--workers", str(workers)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return serve_process(config, port, "--workers", str(workers), stderr=subprocess.PIPE)
 
 
 def _config_dir_served(port: int) -> str | None:
@@ -38,20 +31,10 @@ def _config_dir_served(port: int) -> str | None:
         return None
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
 @pytest.mark.parametrize("workers", [1, 2], ids=["single", "workers2"])
 def test_second_gateway_on_a_taken_port_exits_with_one_line(tmp_path: Path, workers: int) -> None:
     first_dir, second_dir = copy_routes(tmp_path / "first"), copy_routes(tmp_path / "second")
-    port = _free_port()
+    port = free_port()
     first = _serve(first_dir, port, workers)
     try:
         deadline = time.monotonic() + 30
@@ -63,7 +46,7 @@ def test_second_gateway_on_a_taken_port_exits_with_one_line(tmp_path: Path, work
             try:
                 out, err = second.communicate(timeout=15)  # a second gateway that joined would not exit
             finally:
-                _stop(second)
+                stop(second)
             text = err.decode()
             assert second.returncode != 0
             lines = [line for line in text.splitlines() if line.strip()]
@@ -75,7 +58,7 @@ def test_second_gateway_on_a_taken_port_exits_with_one_line(tmp_path: Path, work
         assert {_config_dir_served(port) for _ in range(20)} == {str(first_dir)}
         assert first.poll() is None
     finally:
-        _stop(first)
+        stop(first)
 
 
 def test_bind_refuses_a_taken_port_and_names_the_options() -> None:

@@ -8,9 +8,6 @@ import json
 import logging
 import os
 import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -18,7 +15,8 @@ import pytest
 
 from router.logs import JsonFormatter
 from router.sim import SimServer
-from tests.conftest import ROOT, Harness, start_gateway
+from tests.conftest import Harness, start_gateway
+from tests.serving import free_port, serve_process, stop, wait_healthy
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 SECRETS = ("sim-key-a", "sim-key-b", "sk-client-secret", "sk-admin-secret")
@@ -130,12 +128,6 @@ async def test_admin_api_with_separate_admin_key(config_dir: Path) -> None:
         await h.close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 async def test_sigterm_drains_in_flight_streams(tmp_path: Path) -> None:
     """SIGTERM: stop accepting, let the running stream finish, then exit 0."""
     async with SimServer(port=0, chunks=10, chunk_delay=0.15) as sim:
@@ -154,19 +146,12 @@ templates:
     headers: {{x-goog-api-key: "{{{{ account.api_key }}}}"}}
     body: {{contents: "{{{{ request.messages | gemini_contents }}}}"}}
 """)
-        port = _free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "router", "serve", "--config", str(cfg), "--port", str(port)],
-                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        port = free_port()
+        proc = serve_process(cfg, port)
         url = f"http://127.0.0.1:{port}"
         try:
+            await wait_healthy(url, proc)
             async with aiohttp.ClientSession() as s:
-                for _ in range(100):
-                    try:
-                        async with s.get(url + "/healthz") as r:
-                            if r.status == 200:
-                                break
-                    except aiohttp.ClientConnectionError:
-                        await asyncio.sleep(0.1)
                 async with s.post(url + "/v1/chat/completions", json={**CHAT, "stream": True}) as r:
                     await r.content.readline()
                     proc.send_signal(signal.SIGTERM)
@@ -180,9 +165,7 @@ templates:
             code = await asyncio.to_thread(proc.wait, 15)
             assert code == 0, proc.stdout.read().decode() if proc.stdout else ""
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+            stop(proc)
 
 
 def test_logs_json_format_redacts_nothing_secret_by_construction() -> None:

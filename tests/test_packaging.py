@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.serving import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DISTRIBUTION = "declarative_llm_router"  # the wheel's file-name form of the distribution name
@@ -164,12 +165,6 @@ def test_init_writes_a_config_that_checks(installed: Installed) -> None:
     assert again.returncode == 1 and "not empty" in again.stderr and "--force" in again.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _healthz(port: int, deadline: float, proc: subprocess.Popen[bytes]) -> int | None:
     """The status of GET /healthz once the server answers; None when it exits or the deadline passes."""
     while time.monotonic() < deadline and proc.poll() is None:
@@ -184,7 +179,7 @@ def _healthz(port: int, deadline: float, proc: subprocess.Popen[bytes]) -> int |
 
 
 def test_serve_without_config_serves_the_packaged_default(installed: Installed) -> None:
-    port = _free_port()
+    port = free_port()
     log = installed.work / "serve.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([str(installed.router), "serve", "--port", str(port)], cwd=installed.work,

@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, AsyncIterator
@@ -18,16 +16,11 @@ import aiohttp
 import pytest
 
 from router.sim import SimServer
-from tests.conftest import ROOT, start_gateway
+from tests.conftest import start_gateway
+from tests.serving import free_port, serve_process, stop, wait_healthy
 
 GRACE = 1.5
 HI = [{"role": "user", "content": "hi"}]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Hang:
@@ -97,26 +90,14 @@ async def gateway(tmp_path: Path, request: pytest.FixtureRequest
     """``router serve`` in a subprocess, with ``server.shutdown_grace`` the fixture's param."""
     async with SimServer(port=0) as sim, Hang() as hang:
         _config(tmp_path / "cfg", sim.url, hang.url, request.param)
-        port = _free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "router", "serve", "--config", str(tmp_path / "cfg"),
-                                 "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        port = free_port()
+        proc = serve_process(tmp_path / "cfg", port)
         url = f"http://127.0.0.1:{port}"
         try:
-            async with aiohttp.ClientSession() as s:
-                for _ in range(150):
-                    try:
-                        async with s.get(url + "/healthz") as r:
-                            if r.status == 200:
-                                break
-                    except aiohttp.ClientConnectionError:
-                        await asyncio.sleep(0.1)
+            await wait_healthy(url, proc)
             yield proc, url, hang
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+            stop(proc, timeout=0)
 
 
 async def _first_bytes(s: aiohttp.ClientSession, url: str, path: str, body: dict[str, Any]

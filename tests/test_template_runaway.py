@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Harness, start_gateway
+from tests.conftest import start_gateway
+from tests.serving import free_port, serve_process, stop, wait_healthy
 
 CHAT = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
 SYSTEM_LEAF = 'systemInstruction: "{{ request.system | gemini_system }}"'  # in the shipped gemini template
@@ -115,9 +116,6 @@ async def test_sigterm_during_a_runaway_render_exits_promptly(tmp_path: Path) ->
     """Today the process freezes in the render and ignores SIGTERM; now the render runs off the event
     loop, so the signal is handled and the process exits once the render's budget ends it."""
     import signal
-    import socket
-    import subprocess
-    import sys
 
     import aiohttp
 
@@ -134,22 +132,12 @@ routes: [{{path: /v1/chat/completions, methods: [POST], handler: openai.chat}}, 
 templates:
   t: {{url: "{{{{ provider.base_url }}}}/x", body: {{contents: "{loop}"}}}}
 """)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    root = Path(__file__).resolve().parent.parent
-    proc = subprocess.Popen([sys.executable, "-m", "router", "serve", "--config", str(cfg), "--port", str(port)],
-                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    port = free_port()
+    proc = serve_process(cfg, port)
     url = f"http://127.0.0.1:{port}"
     try:
+        await wait_healthy(url, proc)
         async with aiohttp.ClientSession() as s:
-            for _ in range(100):
-                try:
-                    async with s.get(url + "/healthz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.1)
             runaway = asyncio.create_task(s.post(url + "/v1/chat/completions", json=CHAT))
             await asyncio.sleep(0.3)
             t0 = time.monotonic()
@@ -159,8 +147,6 @@ templates:
             code = await asyncio.to_thread(proc.wait, 15)
             elapsed = time.monotonic() - t0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout=0)
     assert status == 500 and "template 't'" in doc["error"]["message"] and "longer than 1s" in doc["error"]["message"]
     assert code == 0 and elapsed < 3, (code, elapsed)
