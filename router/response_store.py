@@ -9,15 +9,21 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 import orjson
 
 from router.canonical import CanonicalRequest, Choice, Event, aggregate
+from router.lru import BoundedLRU
+
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
 Conversation = tuple[str | None, list[dict[str, Any]]]  # (system prompt, canonical messages)
+
+
+def _size(key: str, blob: bytes) -> int:
+    return len(blob)
 
 
 class ResponseStore:
@@ -32,52 +38,25 @@ class ResponseStore:
         max_items: int = 1000,
         ttl: float | None = None,
         clock: Callable[[], float] = time.monotonic,
-        max_bytes: int = 256 * 1024 * 1024,
+        max_bytes: int = DEFAULT_MAX_BYTES,
     ):
-        self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
-        self._bytes = 0
-        self.resize(max_items, ttl, max_bytes)
+        self._entries: BoundedLRU[bytes] = BoundedLRU(_size, max_items, ttl, max_bytes, clock)
 
-    def resize(self, max_items: int, ttl: float | None, max_bytes: int = 256 * 1024 * 1024) -> None:
+    def resize(self, max_items: int, ttl: float | None, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         """New bounds, keeping what still fits (a reload changes settings, not conversations)."""
-        if max_items < 1:
-            raise ValueError("max_items must be at least 1")
-        if ttl is not None and ttl <= 0:
-            raise ValueError("ttl must be positive")
-        self._max_items = max_items
-        self._ttl = ttl
-        self._max_bytes = max_bytes
-        self._evict()
-
-    def _evict(self) -> None:
-        while self._entries and (len(self._entries) > self._max_items or self._bytes > self._max_bytes):
-            _, (_, blob) = self._entries.popitem(last=False)
-            self._bytes -= len(blob)
+        self._entries.resize(max_items, ttl, max_bytes)
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def put(self, response_id: str, system: str | None, messages: list[dict[str, Any]]) -> None:
-        old = self._entries.pop(response_id, None)
-        if old is not None:
-            self._bytes -= len(old[1])
-        blob = orjson.dumps([system, messages])
-        self._entries[response_id] = (self._clock(), blob)
-        self._bytes += len(blob)
-        self._evict()
+        self._entries.put(response_id, orjson.dumps([system, messages]))
 
     def get(self, response_id: str) -> Conversation | None:
         """The stored (system, messages), or None when unknown or expired."""
-        entry = self._entries.get(response_id)
-        if entry is None:
+        blob = self._entries.get(response_id)
+        if blob is None:
             return None
-        stored_at, blob = entry
-        if self._ttl is not None and self._clock() - stored_at >= self._ttl:
-            del self._entries[response_id]
-            self._bytes -= len(blob)
-            return None
-        self._entries.move_to_end(response_id)
         system, messages = orjson.loads(blob)
         return system, messages
 

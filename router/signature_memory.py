@@ -13,10 +13,15 @@ neither read nor overwrite another's. It is deliberately small — ``remember``/
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
+from router.lru import BoundedLRU
+
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+
+
+def _size(key: str, signature: str) -> int:
+    return len(key) + len(signature)
 
 
 class SignatureMemory:
@@ -24,19 +29,11 @@ class SignatureMemory:
 
     def __init__(self, max_items: int = 1000, ttl: float | None = None,
                  clock: Callable[[], float] = time.monotonic, max_bytes: int = DEFAULT_MAX_BYTES):
-        self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, str]] = OrderedDict()
-        self._bytes = 0
-        self.resize(max_items, ttl, max_bytes)
+        self._entries: BoundedLRU[str] = BoundedLRU(_size, max_items, ttl, max_bytes, clock)
 
     def resize(self, max_items: int, ttl: float | None, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         """New bounds, keeping what still fits (a reload changes settings, not memories)."""
-        if max_items < 1:
-            raise ValueError("max_items must be at least 1")
-        if ttl is not None and ttl <= 0:
-            raise ValueError("ttl must be positive")
-        self._max_items, self._ttl, self._max_bytes = max_items, ttl, max_bytes
-        self._evict()
+        self._entries.resize(max_items, ttl, max_bytes)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -47,33 +44,9 @@ class SignatureMemory:
 
     def remember(self, owner: str | None, calls: Iterable[tuple[str, str]]) -> None:
         """Keep each (tool-call id, signature); a signature larger than the whole budget is skipped."""
-        now = self._clock()
         for call_id, signature in calls:
-            key = self._key(owner, call_id)
-            if len(key) + len(signature) > self._max_bytes:
-                continue
-            old = self._entries.pop(key, None)
-            if old is not None:
-                self._bytes -= len(key) + len(old[1])
-            self._entries[key] = (now, signature)
-            self._bytes += len(key) + len(signature)
-        self._evict()
+            self._entries.put(self._key(owner, call_id), signature)
 
     def recall(self, owner: str | None, call_id: str) -> str | None:
         """The signature handed out with ``call_id`` to this client key, or None (unknown, expired)."""
-        key = self._key(owner, call_id)
-        entry = self._entries.get(key)
-        if entry is None:
-            return None
-        stored_at, signature = entry
-        if self._ttl is not None and self._clock() - stored_at >= self._ttl:
-            del self._entries[key]
-            self._bytes -= len(key) + len(signature)
-            return None
-        self._entries.move_to_end(key)
-        return signature
-
-    def _evict(self) -> None:
-        while self._entries and (len(self._entries) > self._max_items or self._bytes > self._max_bytes):
-            key, (_, signature) = self._entries.popitem(last=False)
-            self._bytes -= len(key) + len(signature)
+        return self._entries.get(self._key(owner, call_id))
