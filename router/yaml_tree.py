@@ -18,6 +18,10 @@ MAP_TAG = "tag:yaml.org,2002:map"
 SEQ_TAG = "tag:yaml.org,2002:seq"
 MERGE_TAG = "tag:yaml.org,2002:merge"
 MAX_DEPTH = 200  # aliases can nest (or recurse): a bound instead of a stack overflow
+# Values one file may build, an alias counting again each time it is used: a "billion laughs" file
+# (aliases of aliases) would otherwise expand to billions of values and take all memory. A
+# 200,000-rule mapping is ~400,000.
+MAX_NODES = 1_000_000
 
 
 class LocMap(dict):  # type: ignore[type-arg]
@@ -60,6 +64,7 @@ class TreeReader:
         self._yaml = YAML(typ="safe")  # C parser when available; ruamel's YAML 1.2 resolver
         self._pure = YAML(typ="safe", pure=True)
         self._construct = self._yaml.constructor.construct_object
+        self._left = MAX_NODES
 
     def read(self, raw: bytes) -> Any:
         """Raises MarkedYAMLError (syntax) or YamlNodeError (a value that cannot be built).
@@ -74,9 +79,14 @@ class TreeReader:
             if self._yaml.Parser is self._pure.Parser:
                 raise
             node = self._pure.compose(raw)
+        self._left = MAX_NODES
         return None if node is None else self._build(node, 0)
 
     def _build(self, node: Node, depth: int) -> Any:
+        self._left -= 1
+        if self._left < 0:
+            raise YamlNodeError(node, f"more than {MAX_NODES:,} values in one file (an alias counts each "
+                                      "time it is used: aliases of aliases?)")
         if depth > MAX_DEPTH:
             raise YamlNodeError(node, f"nesting deeper than {MAX_DEPTH} levels (a recursive alias?)")
         if isinstance(node, MappingNode):

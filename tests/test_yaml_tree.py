@@ -45,3 +45,17 @@ def test_bad_values_are_located(reader: TreeReader, text: bytes, where: tuple[in
         reader.read(text)
     if where is not None and isinstance(e.value, YamlNodeError):
         assert (e.value.line, e.value.column) == where
+
+
+def test_alias_expansion_is_bounded(reader: TreeReader) -> None:
+    """A "billion laughs" file (aliases of aliases, 9**10 values) stops at MAX_NODES, located,
+    instead of taking all memory; the reader is fine for the next file."""
+    lines = ['a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    for prev, name in zip("abcdefghi", "bcdefghij"):
+        lines.append(f"{name}: &{name} [{', '.join(['*' + prev] * 9)}]")
+    with pytest.raises(YamlNodeError, match="more than 1,000,000 values in one file") as e:
+        reader.read("\n".join(lines).encode())
+    assert e.value.line >= 1
+    assert reader.read(b"x: [1, 2]") == {"x": [1, 2]}
+    wide = b"m:\n" + b"".join(b"  k%d: v\n" % i for i in range(200_000))  # a large real config still loads
+    assert len(reader.read(wide)["m"]) == 200_000
