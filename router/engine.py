@@ -107,13 +107,16 @@ class Engine:
             if failure.retry_after is not None or failure.note is not None:
                 self._check_hint(x, provider, failure)
             decision = decide(policy, attempt, failure.outcome, failure.retry_after)
-            self._log_failure(x, provider, account, failure, decision.retry)
+            retry = decision.retry
+            if retry and decision.rotate and len(exclude) + 1 >= len(provider.pool.accounts):
+                retry = False  # no other account to rotate to: the error goes out now, not after a wait
+            self._log_failure(x, provider, account, failure, retry)
             if decision.cooldown is not None:
                 self.store.cool(account, decision.cooldown, target.model if failure.model_scoped else None,
                                 str(failure.outcome))
             else:
                 self.store.record_failure(account, str(failure.outcome))
-            if not decision.retry:
+            if not retry:
                 break
             if decision.rotate:
                 exclude.add(account.state_key)
