@@ -254,8 +254,14 @@ def _delay(name: str, value: str, seconds: float, problems: list[str] | None) ->
     """``seconds`` when it is a usable delay; a negative or non-finite one is noted and ignored."""
     if seconds >= 0 and math.isfinite(seconds):
         return seconds
+    if seconds == math.inf and _DECIMAL.match(value):
+        return HUGE_DELAY  # a plain number with too many digits for a float: huge, capped by max_cooldown
     _note(problems, name, value, "is negative" if seconds < 0 else "is not finite")
     return None
+
+
+_DECIMAL = re.compile(r"\A\s*\+?\d+(?:\.\d*)?\s*\Z")
+HUGE_DELAY = 1e18  # seconds; what an over-long number of seconds counts as before the policy caps it
 
 
 def _note(problems: list[str] | None, name: str, value: str, why: str) -> None:
@@ -303,7 +309,7 @@ def _retry_delay(details: list[Any], problems: list[str]) -> float | None:
             text = str(d.get("retryDelay", ""))
             m = _DELAY.match(text)
             if m:
-                return _delay("retryDelay", text, float(m.group(1)), problems)
+                return _delay("retryDelay", m.group(1), float(m.group(1)), problems)
             _note(problems, "retryDelay", text, "is not a duration like '12s'")
     return None
 

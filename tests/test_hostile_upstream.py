@@ -260,12 +260,13 @@ async def test_limits_are_configurable(config_dir: Path, hostile: tuple[Hostile,
 @pytest.mark.parametrize(("headers", "client_retry_after"), [
     ({"Retry-After": "1000000000"}, "300"),
     ({"retry-after-ms": "1e308"}, "300"),
+    ({"Retry-After": "9" * 400}, "300"),
     ({"Retry-After": "1e400"}, None),
     ({"Retry-After": "-5"}, None),
     ({"Retry-After": "nan"}, None),
     ({"Retry-After": "in a while"}, None),
     ({"Retry-After": "12"}, "12"),
-], ids=["31-years", "ms-1e308", "infinite", "negative", "nan", "unparseable", "sane"])
+], ids=["31-years", "ms-1e308", "400-digits", "infinite", "negative", "nan", "unparseable", "sane"])
 async def test_retry_hints_are_capped_and_odd_ones_logged(h: Harness, hostile: tuple[Hostile, str],
                                                           caplog: pytest.LogCaptureFixture,
                                                           headers: dict[str, str], client_retry_after: str | None) -> None:
