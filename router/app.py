@@ -145,25 +145,30 @@ class Dispatcher:
         return out  # aiohttp ends it (write_eof)
 
     def _no_route(self, x: Exchange, request: web.BaseRequest, allowed: frozenset[str]) -> web.Response:
-        path = request.path
+        path, snap = request.path, x.snapshot
+        if allowed:  # a 405 names the route's methods: only to a caller who could use that route
+            route = snap.routes.match(min(allowed), path).route
+            if route is not None and not self._usable(snap, route, request):
+                allowed = frozenset()
         if allowed:
             err = GatewayError("method_not_allowed", f"Method {request.method} is not allowed on {path}; "
                                f"allowed: {', '.join(sorted(allowed))}", headers={"Allow": ", ".join(sorted(allowed))})
         else:
-            err = GatewayError("not_found", self._not_found_message(x.snapshot, request), code="unknown_url")
+            err = GatewayError("not_found", self._not_found_message(snap, request), code="unknown_url")
         return self.error_response(self._style_for_path(path), err, x.request_id, x)
+
+    def _usable(self, snap: Snapshot, route: Route, request: web.BaseRequest) -> bool:
+        """Whether this caller's key (or none) passes the route's authentication."""
+        try:
+            self._authenticate(snap, route.handler, route.auth, request)
+        except GatewayError:
+            return False
+        return True
 
     def _not_found_message(self, snap: Snapshot, request: web.BaseRequest) -> str:
         """Lists the routes this caller could use: with auth on, a caller without a valid key does not
         learn the others (the admin API among them)."""
-        def usable(route: Route) -> bool:
-            try:
-                self._authenticate(snap, route.handler, route.auth, request)
-            except GatewayError:
-                return False
-            return True
-
-        listed = snap.routes.describe(usable)
+        listed = snap.routes.describe(lambda route: self._usable(snap, route, request))
         head = f"No route for {request.method} {request.path}."
         if not listed:
             return f"{head} Send a valid API key to list the routes that exist."

@@ -75,6 +75,26 @@ async def test_404_under_strict_auth_without_a_key_lists_nothing(config_dir: Pat
         await h.close()
 
 
+async def test_405_names_methods_only_to_a_caller_who_could_use_the_route(config_dir: Path) -> None:
+    """A 405's Allow header would confirm an admin route exists: without the key it is a 404."""
+    (config_dir / "00-server.yaml").write_text(
+        "auth:\n  mode: all_except_health\n  api_keys: [{name: c, key: sk-client}]\n"
+        "  admin_keys: [{name: ops, key: sk-admin}]\n")
+    h = await start_gateway(config_dir)
+    try:
+        for headers in ({}, {"Authorization": "Bearer sk-client"}):
+            r = await h.request("DELETE", "/admin/config", headers=headers)
+            assert r.status == 404 and "Allow" not in r.headers, (r.status, dict(r.headers))
+            message = (await r.json())["error"]["message"]
+            assert "GET /admin" not in message and "HEAD" not in message, message
+        r = await h.request("DELETE", "/admin/config", headers={"x-api-key": "sk-admin"})
+        assert r.status == 405 and "GET" in r.headers["Allow"]
+        r = await h.request("GET", "/v1/chat/completions", headers={"Authorization": "Bearer sk-client"})
+        assert r.status == 405
+    finally:
+        await h.close()
+
+
 async def test_wrong_method_is_405_with_allow(gw: Harness) -> None:
     r = await gw.request("GET", "/v1/chat/completions")
     assert r.status == 405
