@@ -57,7 +57,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         }, indent=2))
         return 1 if errors else 0
     for name in loaded.ignored:
-        print(f"note: {name} is not read (hidden or backup file)", file=sys.stderr)
+        print(f"note: {name} is not read (hidden, backup, or in a subdirectory)", file=sys.stderr)
     if errors:
         for e in errors:
             print(str(e), file=sys.stdout)

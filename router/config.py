@@ -7,6 +7,7 @@ can be located. Problems are collected, never raised one at a time.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -56,6 +57,7 @@ class LoadedConfig:
     # so an empty key can be explained as "set GEMINI_API_KEY"
     sources: dict[Pointer, str] = field(default_factory=dict)
     ignored: list[str] = field(default_factory=list)  # YAML-looking names that are not config files
+    source: str = "<config>"  # the config dir: where a problem of the merged whole is reported
 
     def locate(self, pointer: Pointer, message: str) -> ConfigError:
         """A ConfigError at the nearest located ancestor of ``pointer``."""
@@ -64,9 +66,8 @@ class LoadedConfig:
             p = p[:-1]
         loc = self.locations.get(p)
         text = pointer_text(pointer)
-        if loc is None:
-            first = self.files[0][0] if self.files else "<config>"
-            return ConfigError(first, 0, 0, text, message)
+        if loc is None:  # a problem of the merged whole (no routes at all...): no one file is to blame
+            return ConfigError(self.source, 0, 0, text, message)
         return ConfigError(loc.file, loc.line, loc.column, text, message)
 
 
@@ -235,9 +236,25 @@ def config_files(directory: Path) -> tuple[list[Path], list[str]]:
     symlink or an unreadable file is listed: reading it fails loudly instead of being skipped."""
     entries = list(directory.iterdir())
     files = sorted((p for p in entries if is_config_name(p.name)), key=lambda p: p.name)
-    ignored = sorted(p.name for p in entries
-                     if not is_config_name(p.name) and _YAMLISH.search(p.name) and not p.name.startswith(".."))
-    return files, ignored
+    ignored = [p.name for p in entries
+               if not is_config_name(p.name) and _YAMLISH.search(p.name) and not p.name.startswith("..")]
+    ignored += _in_subdirectories(entries)
+    return files, sorted(ignored)
+
+
+def _in_subdirectories(entries: list[Path]) -> list[str]:
+    """``sub/x.yaml`` for YAML files one level down (only the dir itself is read). Hidden dirs (a
+    ConfigMap's ``..2024_...`` and ``..data``) hold the files the visible links point at: not listed."""
+    out: list[str] = []
+    for sub in entries:
+        if sub.name.startswith(".") or not sub.is_dir():
+            continue
+        try:
+            names = sorted(p.name for p in sub.iterdir() if is_config_name(p.name))
+        except OSError:
+            continue
+        out += [f"{sub.name}/{n}" for n in names[:20]]
+    return out
 
 
 def _read(path: Path) -> bytes | str:
@@ -250,6 +267,8 @@ def _read(path: Path) -> bytes | str:
             return "is not a regular file"
         return path.read_bytes()
     except OSError as e:  # removed between listing and reading (`git pull`), a dangling link, no permission
+        if e.errno == errno.ELOOP:
+            return f"cannot read: {e.strerror} (a symlink loop)"
         dangling = path.is_symlink() and not path.exists()
         return f"cannot read: {e.strerror}" + (" (a dangling symlink)" if dangling else "")
 
@@ -308,4 +327,4 @@ def load_dir(directory: str | Path, env: Mapping[str, str] | None = None, placeh
             errors.append(ConfigError(path.name, 1, 1, "", "the top level of a config file must be a mapping"))
             continue
         _merge(data, tree, _Reader(path.name, env, locations, errors, directory, placeholders, sources), (), owners)
-    return LoadedConfig(data, locations, files, errors, sources, ignored)
+    return LoadedConfig(data, locations, files, errors, sources, ignored, str(directory))

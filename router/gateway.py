@@ -126,7 +126,7 @@ class Gateway:
             t0 = time.perf_counter()
             loaded = await asyncio.to_thread(load_dir, self.config_dir, self.env)
             if loaded.ignored:
-                log.warning("not read as config (hidden or backup files): %s", ", ".join(loaded.ignored[:10]))
+                log.warning("not read as config (hidden, backup, or in a subdirectory): %s", ", ".join(loaded.ignored[:10]))
             if _uses_simulator(loaded) and BUILTIN_SIMULATOR not in self.builtins:
                 await self._start_simulator()
             generation = self.generation + 1

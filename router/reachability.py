@@ -111,8 +111,13 @@ def _why(loaded: LoadedConfig, name: str, section: dict[str, Any]) -> str:
         return "it lists no accounts"
     fields = sorted({"api_key" if p[0] == "accounts" else "key_list" for p in empty})
     what = " and ".join(fields) + (" is" if len(fields) == 1 else " are") + " empty"
-    hint = key_hint(names, files) or "set " + " or ".join(f"providers.{name}.{f}" for f in fields)
+    hint = key_hint(names, files) or "set " + " or ".join(_field(name, p) for p in empty)
     return f"{what}: {hint}"
+
+
+def _field(provider: str, pointer: Pointer) -> str:
+    """``providers.x.accounts[0].api_key`` for ``("accounts", 0, "api_key")``."""
+    return f"providers.{provider}" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in pointer)
 
 
 def _require_keys_error(loaded: LoadedConfig, name: str, section: dict[str, Any], why: str) -> ConfigError:

@@ -67,6 +67,16 @@ def test_hidden_and_backup_files_are_not_config_but_are_listed(tmp_path: Path) -
     assert loaded.ignored == [".#10-a.yaml", ".hidden.yaml", "10-a.yaml.swp", "10-a.yaml~", "20-b.yml.bak"]
 
 
+def test_yaml_files_in_a_subdirectory_are_listed_not_read(tmp_path: Path) -> None:
+    write(tmp_path, {"10-a.yaml": MINIMAL_CONFIG})
+    write(tmp_path / "team", {"20-b.yaml": "broken: [", "notes.md": "x"})
+    write(tmp_path / "..2026_11_29", {"10-a.yaml": MINIMAL_CONFIG})  # a ConfigMap's hidden data dir
+    write(tmp_path / "schemas", {"config.schema.json": "{}"})  # what `router init` writes
+    loaded = load_dir(tmp_path, env={})
+    assert loaded.errors == [] and [f for f, _ in loaded.files] == ["10-a.yaml"]
+    assert loaded.ignored == ["team/20-b.yaml"]
+
+
 def test_an_empty_or_comment_only_file_is_fine(tmp_path: Path) -> None:
     write(tmp_path, {"10-a.yaml": MINIMAL_CONFIG, "20-empty.yaml": "", "30-comments.yml": "# all off\n"})
     assert errors(tmp_path) == []
@@ -89,11 +99,11 @@ def test_files_that_cannot_be_read_are_errors_not_skipped(tmp_path: Path) -> Non
 # --- a merged config that cannot serve ----------------------------------------------------------------
 
 @pytest.mark.parametrize(("files", "expected"), [
-    ({"10-a.yaml": "server: {port: 1}\n"},
-     ["10-a.yaml: at /routes no routes: the gateway would answer nothing (add a 'routes' list)",
-      "10-a.yaml: at /providers no providers: no model could be served (add a 'providers' section)"]),
+    ({"10-a.yaml": "server: {port: 1}\n"},  # DIR: the config dir (no one file is to blame)
+     ["DIR: at /routes no routes: the gateway would answer nothing (add a 'routes' list)",
+      "DIR: at /providers no providers: no model could be served (add a 'providers' section)"]),
     ({"10-a.yaml": MINIMAL_CONFIG.split("routes:")[0]},
-     ["10-a.yaml: at /routes no routes: the gateway would answer nothing"]),
+     ["DIR: at /routes no routes: the gateway would answer nothing"]),
     ({"10-a.yaml": MINIMAL_CONFIG, "20-b.yaml": "routes: []\n"}, []),  # routes from the other file
     ({"10-a.yaml": "routes: []\nproviders: {}\n"},
      ["10-a.yaml:1:1: at /routes no routes", "10-a.yaml:2:1: at /providers no providers"]),
@@ -103,7 +113,7 @@ def test_no_routes_or_no_providers_is_rejected(tmp_path: Path, files: dict[str, 
     got = errors(tmp_path)
     assert len(got) == len(expected), got
     for want, have in zip(sorted(expected), sorted(got)):
-        assert have.startswith(want), (want, got)
+        assert have.startswith(want.replace("DIR", str(tmp_path))), (want, got)
 
 
 def test_no_routes_is_not_reported_when_a_file_did_not_parse(tmp_path: Path) -> None:
@@ -254,3 +264,20 @@ def test_placeholder_secrets_satisfy_require_keys(tmp_path: Path) -> None:
     assert errors(ROUTES, require_keys=True, placeholders=True) == []
     snap, _ = build(ROUTES, 1, all_filters(), env={}, require_keys=True, placeholders=True)
     assert [a.api_key for a in snap.providers["openai"].pool.accounts] == ["placeholder-OPENAI_API_KEY"]
+
+
+def test_a_literal_empty_key_names_the_field_to_fill(tmp_path: Path) -> None:
+    config = MINIMAL_CONFIG.replace("accounts: [{email: a@x, api_key: k}]",
+                                    "accounts: [{email: a@x, api_key: k}, {email: b@x, api_key: \"\"}]")
+    write(tmp_path, {"10-a.yaml": config.replace("api_key: k}", "api_key: \"\"}", 1) + MAPPING.replace("up/", "p/")})
+    got = errors(tmp_path)
+    assert got and all("set providers.p.accounts[0].api_key or providers.p.accounts[1].api_key" in e for e in got), got
+
+
+def test_a_symlink_loop_is_named_as_such(tmp_path: Path) -> None:
+    write(tmp_path, {"10-a.yaml": MINIMAL_CONFIG})
+    os.symlink(tmp_path / "21-y.yaml", tmp_path / "20-x.yaml")
+    os.symlink(tmp_path / "20-x.yaml", tmp_path / "21-y.yaml")
+    assert [e for e in errors(tmp_path) if "symlink" in e] == [
+        "20-x.yaml: cannot read: Too many levels of symbolic links (a symlink loop)",
+        "21-y.yaml: cannot read: Too many levels of symbolic links (a symlink loop)"]
