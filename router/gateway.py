@@ -27,7 +27,8 @@ from router.summary import Line, describe
 
 log = logging.getLogger("router.gateway")
 
-RENDER_THREADS = 4  # concurrent Jinja renders; more wait their turn (each is bounded by its budget)
+RENDER_THREADS = 2  # concurrent Jinja renders; more wait their turn (each is bounded by its budget). Few:
+# a CPU-bound render competes with the event loop for the GIL, so each one more slows every request
 
 
 @dataclass
