@@ -20,7 +20,7 @@ import orjson
 from jinja2 import TemplateSyntaxError, Undefined
 
 from router.template_budget import DEFAULT_LIMITS, TemplateLimits, within_budget
-from router.template_codegen import compile_structure
+from router.template_codegen import NESTED_TOO_DEEPLY, compile_structure
 from router.template_sandbox import GuardedEnvironment
 
 _LONE_EXPR = re.compile(r"\A\s*\{\{(.*?)\}\}\s*\Z", re.DOTALL)
@@ -97,10 +97,13 @@ def _leaf_fn(env: GuardedEnvironment, text: str) -> Renderer | None:
     if "{{" not in text and "{%" not in text and "{#" not in text:
         return None
     m = _LONE_EXPR.match(text)
-    if m and "{{" not in m.group(1) and "}}" not in m.group(1):
-        expr = env.compile_expression(m.group(1), undefined_to_none=True)  # raises TemplateSyntaxError
-        return lambda ctx: within_budget(env.limits, lambda: expr(**ctx))
-    tpl = env.from_string(text)  # raises TemplateSyntaxError
+    try:
+        if m and "{{" not in m.group(1) and "}}" not in m.group(1):
+            expr = env.compile_expression(m.group(1), undefined_to_none=True)  # raises TemplateSyntaxError
+            return lambda ctx: within_budget(env.limits, lambda: expr(**ctx))
+        tpl = env.from_string(text)  # raises TemplateSyntaxError
+    except RecursionError:  # Jinja's parser and code generator recurse per operator: 1+1+...+1
+        raise TemplateSyntaxError(NESTED_TOO_DEEPLY, 1) from None
     return lambda ctx: within_budget(env.limits, tpl.render, ctx)
 
 
@@ -151,8 +154,9 @@ def template_errors(env: GuardedEnvironment, node: Any, pointer: tuple[Any, ...]
         for i, v in enumerate(node):
             yield from template_errors(env, v, pointer + (i,))
     elif isinstance(node, str):
-        try:
+        try:  # both ways a leaf compiles: Jinja's, and the generated Python of compile_tree
             compile_leaf(env, node)
+            compile_tree(env, node)
         except TemplateSyntaxError as e:
             yield pointer, f"template syntax error: {e.message}"
 

@@ -197,3 +197,25 @@ def test_comparisons_check_the_clock() -> None:
     with pytest.raises(TemplateLimitError, match="longer than 0.2s"):
         render_tree(node, {})
     assert time.monotonic() - t0 < 1.0
+
+
+DEEP_EXPRESSIONS = ["{{ " + "+".join(["1"] * 400) + " }}", "{{ " + " or ".join(["a"] * 400) + " }}",
+                    "{{ " + "(" * 300 + "1" + ")" * 300 + " }}"]
+
+
+@pytest.mark.parametrize("leaf", DEEP_EXPRESSIONS, ids=["sum", "or", "parentheses"])
+def test_a_deeply_nested_expression_is_a_located_config_error(tmp_path: Path, leaf: str) -> None:
+    """Jinja's parser and both code generators recurse per operator: a RecursionError (a traceback in
+    router check, a 500 from a reload) becomes a config error at the leaf's file:line."""
+    from router.errors import ConfigErrors
+    from tests.conftest import MINIMAL_CONFIG
+
+    (tmp_path / "c.yaml").write_text(MINIMAL_CONFIG.replace('body: {model: "{{ model }}"}', f'body: {{model: "{leaf}"}}'))
+    with pytest.raises(ConfigErrors) as caught:
+        build(tmp_path, 1, all_filters())
+    assert any("nested too deeply" in e.message and e.line == 8 for e in caught.value.errors)
+    out = subprocess.run([sys.executable, "-m", "router", "check", str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and "Traceback" not in text
+    assert "c.yaml:8:" in text and "nested too deeply" in text
