@@ -42,6 +42,19 @@ class TemplateLimits:
 
 DEFAULT_LIMITS = TemplateLimits()
 
+# Response header templates render on the event loop (on every response, error responses included):
+# whatever server.template_limits says, a runaway one may hold the loop this long at most.
+HEADER_MAX_TIME = 0.05
+HEADER_MAX_ITERATIONS = 10_000
+HEADER_MAX_OUTPUT_CHARS = 64 * 1024
+
+
+def header_limits(limits: TemplateLimits) -> TemplateLimits:
+    """The budget of the response_headers template: ``limits``, capped to a few milliseconds' work."""
+    return TemplateLimits(min(limits.max_iterations, HEADER_MAX_ITERATIONS),
+                          min(limits.max_output_chars, HEADER_MAX_OUTPUT_CHARS),
+                          min(limits.max_time, HEADER_MAX_TIME) if limits.max_time > 0 else HEADER_MAX_TIME)
+
 
 class TemplateLimitError(TemplateRuntimeError):
     """A template went over its render budget (or a constant in it is too large to compute)."""

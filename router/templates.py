@@ -129,13 +129,15 @@ class _Node:
     jinja: bool = False  # True: some leaf falls back to Jinja (render under a budget, off the event loop)
 
 
-def compile_tree(env: GuardedEnvironment, node: Any, name: str = "template") -> _Node:
+def compile_tree(env: GuardedEnvironment, node: Any, name: str = "template",
+                 limits: TemplateLimits | None = None) -> _Node:
     """Compile a structured template into one generated function (see ``template_codegen``);
-    raises TemplateSyntaxError with the offending text."""
+    raises TemplateSyntaxError with the offending text. Its Jinja leaves render under ``limits``
+    (default: the environment's)."""
     fn = compile_structure(env, node, lambda text: _leaf_fn(env, text), name, PRUNE)
     if not fn.__jinja__:  # type: ignore[attr-defined]
         return _Node(fn, fn.__names__, fn.__pure__)  # type: ignore[attr-defined]
-    limits = env.limits  # one budget for all the tree's Jinja leaves (shared with the caller's, if any)
+    limits = limits or env.limits  # one budget for all the tree's Jinja leaves (shared with the caller's, if any)
     return _Node(lambda ctx: within_budget(limits, fn, ctx), fn.__names__, False, True)  # type: ignore[attr-defined]
 
 

@@ -150,3 +150,45 @@ templates:
         stop(proc, timeout=0)
     assert status == 500 and "template 't'" in doc["error"]["message"] and "longer than 1s" in doc["error"]["message"]
     assert code == 0 and elapsed < 3, (code, elapsed)
+
+
+@pytest.mark.parametrize("evil", [
+    "{% set big = 'y' * 4000000 %}{% for i in range(99999) %}{{ 'zz' in big }}{% endfor %}",
+    "{% set big = 'y' * 60000 %}{% for i in range(9999) %}{{ 'zz' in big }}{% endfor %}",  # only time ends it
+], ids=["big", "slow"])
+async def test_a_runaway_response_header_holds_the_event_loop_under_100ms(
+        config_dir: Path, caplog: pytest.LogCaptureFixture, evil: str) -> None:
+    """Response headers render on the event loop, on every response: their own budget of 50 ms (and
+    small iteration and size limits), whatever server.template_limits says (here: no time limit)."""
+    (config_dir / "60-headers.yaml").write_text(f"response_headers:\n  X-Model: '{{{{ upstream_model }}}}'\n"
+                                                f"  X-Evil: \"{evil}\"\n")
+    server = config_dir / "00-server.yaml"
+    server.write_text(server.read_text().replace(
+        "server:\n", "server:\n  template_limits: {max_iterations: 1000000000, max_output_chars: 1000000000, max_time: 0}\n", 1))
+    h = await start_gateway(config_dir)
+
+    async def chats() -> list[tuple[int, dict[str, str]]]:
+        results = []
+        for _ in range(5):
+            status, _, headers = await h.post_json("/v1/chat/completions", CHAT)
+            results.append((status, dict(headers)))
+        return results
+
+    try:
+        with caplog.at_level(logging.INFO):
+            traffic = asyncio.create_task(chats())
+            latencies = []
+            t0 = time.monotonic()
+            while not traffic.done() and time.monotonic() - t0 < 20:
+                s = time.monotonic()
+                async with h.session.get(h.url + "/healthz") as r:
+                    assert r.status == 200
+                latencies.append(time.monotonic() - s)
+                await asyncio.sleep(0.005)
+            results = await asyncio.wait_for(traffic, 20)
+    finally:
+        await h.close()
+    assert [status for status, _ in results] == [200] * 5
+    assert all("X-Evil" not in headers for _, headers in results)
+    assert latencies and max(latencies) < 0.1, latencies
+    assert any("response_headers template failed" in r.getMessage() for r in caplog.records)
