@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -63,15 +64,16 @@ class TemplateLimitError(TemplateRuntimeError):
 class Budget:
     """What one render has spent so far; every method raises TemplateLimitError when over."""
 
-    __slots__ = ("limits", "iterations", "chars", "deadline")
+    __slots__ = ("limits", "iterations", "chars", "deadline", "stop")
 
-    def __init__(self, limits: TemplateLimits, deadline: float | None = None):
+    def __init__(self, limits: TemplateLimits, deadline: float | None = None, stop: threading.Event | None = None):
         self.limits = limits
         self.iterations = 0
         self.chars = 0
         if deadline is None:
             deadline = time.monotonic() + limits.max_time if limits.max_time > 0 else math.inf
         self.deadline = deadline
+        self.stop = stop  # set when the gateway closes: every clock check then ends the render
 
     def tick(self, n: int = 1) -> bool:
         """Charge ``n`` iterations (and check the clock); True, so it can sit inside an expression."""
@@ -79,8 +81,7 @@ class Budget:
         if self.iterations > self.limits.max_iterations:
             raise TemplateLimitError(f"render budget exceeded: more than {self.limits.max_iterations} loop "
                                      "iterations, calls and items (server.template_limits.max_iterations)")
-        if time.monotonic() > self.deadline:
-            self._late()
+        self.in_time()
         return True
 
     def need(self, size: int, what: str = "a value") -> None:
@@ -90,17 +91,26 @@ class Budget:
                 f"render budget exceeded: {what} of {size} characters/items would pass "
                 f"server.template_limits.max_output_chars ({self.limits.max_output_chars})")
 
+    def need_items(self, n: int, what: str) -> None:
+        """Refuse building ``n`` items (a list a call would return) when they do not fit the
+        iterations left (walking them costs one each) or the size budget."""
+        if n > self.limits.max_iterations - self.iterations:
+            raise TemplateLimitError(f"render budget exceeded: {what} of up to {n} items would pass "
+                                     f"server.template_limits.max_iterations ({self.limits.max_iterations})")
+        self.need(n, what)
+
     def produce(self, size: int, what: str = "a value") -> None:
         self.need(size, what)
         self.chars += size
-        if time.monotonic() > self.deadline:
-            self._late()
+        self.in_time()
 
     def in_time(self) -> None:
-        if time.monotonic() > self.deadline:
+        if time.monotonic() > self.deadline or (self.stop is not None and self.stop.is_set()):
             self._late()
 
     def _late(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise TemplateLimitError("render stopped: the gateway is shutting down")
         raise TemplateLimitError(f"render budget exceeded: took longer than {self.limits.max_time:g}s "
                                  "(server.template_limits.max_time)")
 
@@ -116,6 +126,8 @@ class Budget:
 
 
 _CURRENT: ContextVar[Budget | None] = ContextVar("template_budget", default=None)
+# the stop signal of the render pool running this thread's renders (``render_pool``)
+_STOP: ContextVar[threading.Event | None] = ContextVar("template_stop", default=None)
 
 
 def current(limits: TemplateLimits = DEFAULT_LIMITS) -> Budget:
@@ -129,11 +141,20 @@ def within_budget(limits: TemplateLimits, fn: Callable[..., T], *args: Any) -> T
     """Run ``fn(*args)`` with one budget for everything it renders (reuses a budget already active)."""
     if _CURRENT.get() is not None:
         return fn(*args)
-    token = _CURRENT.set(Budget(limits))
+    token = _CURRENT.set(Budget(limits, stop=_STOP.get()))
     try:
         return fn(*args)
     finally:
         _CURRENT.reset(token)
+
+
+def stoppable(stop: threading.Event, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``fn``; every render budget it opens ends its render once ``stop`` is set."""
+    token = _STOP.set(stop)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _STOP.reset(token)
 
 
 def charged_range(*args: int) -> range:

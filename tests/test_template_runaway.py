@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
 import time
 from pathlib import Path
 
@@ -192,3 +193,44 @@ async def test_a_runaway_response_header_holds_the_event_loop_under_100ms(
     assert all("X-Evil" not in headers for _, headers in results)
     assert latencies and max(latencies) < 0.1, latencies
     assert any("response_headers template failed" in r.getMessage() for r in caplog.records)
+
+
+async def test_shutdown_does_not_wait_for_a_render_without_a_time_limit(tmp_path: Path) -> None:
+    """With ``max_time: 0`` and a huge iteration budget only the gateway's stop signal ends a runaway
+    render: the process exits right after its shutdown grace, not when the render would end (minutes)."""
+    import signal
+
+    import aiohttp
+
+    cfg = tmp_path / "cfg"
+    cfg.mkdir()
+    loop = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+    (cfg / "gateway.yaml").write_text(f"""
+server: {{shutdown_grace: 200ms, template_limits: {{max_time: 0, max_iterations: 100000000}}}}
+providers:
+  up: {{dialect: gemini, base_url: "http://127.0.0.1:9", template: t, accounts: [{{email: e, api_key: k}}]}}
+model_mapping: {{default: up/m}}
+routes: [{{path: /v1/chat/completions, methods: [POST], handler: openai.chat}}, {{path: /healthz, handler: health}}]
+templates:
+  t: {{url: "{{{{ provider.base_url }}}}/x", body: {{contents: "{loop}"}}}}
+""")
+    port = free_port()
+    proc = serve_process(cfg, port)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_healthy(url, proc)
+        async with aiohttp.ClientSession() as s:
+            runaway = asyncio.create_task(s.post(url + "/v1/chat/completions", json=CHAT))
+            await asyncio.sleep(0.5)  # the render is under way
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            try:
+                code = await asyncio.to_thread(proc.wait, 10)
+            except subprocess.TimeoutExpired:
+                code = None
+            elapsed = time.monotonic() - t0
+            runaway.cancel()
+            await asyncio.gather(runaway, return_exceptions=True)
+    finally:
+        stop(proc, timeout=0)
+    assert code == 0 and elapsed < 1.5, (code, elapsed)
