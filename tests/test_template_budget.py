@@ -219,3 +219,22 @@ def test_a_deeply_nested_expression_is_a_located_config_error(tmp_path: Path, le
     text = out.stdout + out.stderr
     assert out.returncode != 0 and "Traceback" not in text
     assert "c.yaml:8:" in text and "nested too deeply" in text
+
+
+def test_logged_errors_keep_the_templates_own_names_and_drop_run_time_values() -> None:
+    from jinja2 import UndefinedError
+
+    from router.templates import client_error, logged_error
+
+    node = compile_tree(ENV, {"v": "{{ nothere + 1 }}", "w": "{{ d[k|upper].x + 1 }}"})
+    with pytest.raises(UndefinedError) as caught:
+        render_tree(node, {"d": {}, "k": "secret-value"})
+    assert logged_error(caught.value, node.words) == "UndefinedError: 'nothere' is undefined"
+    node = compile_tree(ENV, {"w": "{{ d[k|upper].x + 1 }}"})
+    with pytest.raises(UndefinedError) as caught:
+        render_tree(node, {"d": {}, "k": "secret-value"})
+    logged = logged_error(caught.value, node.words)
+    assert "SECRET" not in logged and logged == "UndefinedError: 'dict object' has no attribute '…'"
+    assert client_error(caught.value) == "UndefinedError"
+    over = TemplateLimitError("render budget exceeded: more than 5 loop iterations")
+    assert client_error(over) == logged_error(over, frozenset()) == over.message
