@@ -260,6 +260,47 @@ def translate_size(s: str, table: Any) -> int:
     return len(s) * longest
 
 
+# -- predictions for calls that cut a string into pieces (a list of n strings costs ~60 bytes each) ---
+
+_LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # where str.splitlines cuts
+_SPACES = "\t\n\v\f\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008" \
+          "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"  # what str.split() cuts at (str.isspace)
+
+
+def _count_any(s: str | bytes, chars: str) -> int:
+    """Occurrences of any of ``chars`` in ``s``: counted in C, nothing allocated."""
+    if isinstance(s, bytes):
+        return sum(s.count(c.encode("latin-1")) for c in chars if ord(c) < 128)
+    return sum(s.count(c) for c in chars)
+
+
+def words_bound(s: str | bytes) -> int:
+    """At most how many words (runs of non-separators) ``s`` holds, whatever separates them."""
+    return (len(s) + 1) // 2
+
+
+def split_bound(s: str | bytes, sep: Any = None, maxsplit: Any = -1) -> int:
+    """At most how many pieces ``s.split(sep, maxsplit)`` returns; exact for a separator given, and
+    the whitespace counted (in C) only when the length alone does not make it small."""
+    if isinstance(sep, (str, bytes)) and sep and type(sep) is type(s):
+        n = s.count(sep) + 1  # type: ignore[arg-type]
+    else:
+        n = words_bound(s)
+        if n > 1000:
+            n = min(n, _count_any(s, _SPACES) + 1)
+    return min(n, maxsplit + 1) if isinstance(maxsplit, int) and maxsplit >= 0 else n
+
+
+def lines_bound(s: str | bytes) -> int:
+    """At most how many lines ``s.splitlines()`` returns."""
+    return len(s) + 1 if len(s) <= 1000 else _count_any(s, _LINE_BREAKS) + 1
+
+
+def escape_size(s: str) -> int:
+    """The length of ``s`` HTML-escaped (``<`` becomes ``&lt;``, ``"`` ``&#34;``...)."""
+    return len(s) + 3 * (s.count("<") + s.count(">")) + 4 * s.count("&") + 4 * (s.count("'") + s.count('"'))
+
+
 def materialized(items: Any) -> list[Any]:
     """An iterable as a list, each item charged as an iteration (a join or sum must see them all)."""
     budget = current()

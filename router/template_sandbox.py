@@ -42,13 +42,17 @@ from router.template_budget import (
     binop_size,
     charged_range,
     current,
+    escape_size,
     format_spec_size,
     join_size,
+    lines_bound,
     materialized,
     printf_size,
     replace_size,
+    split_bound,
     tabs_size,
     translate_size,
+    words_bound,
 )
 
 _WALKED = (list, tuple, dict, range)  # a filter given one of these walks its items
@@ -240,6 +244,19 @@ def _join(budget: Budget, owner: Any, args: tuple[Any, ...], kwargs: dict[str, A
     return (items,)
 
 
+def _split(budget: Budget, owner: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    if isinstance(owner, (str, bytes)):  # checked before the pieces are built
+        budget.need_items(split_bound(owner, _arg(args, kwargs, 0, "sep", None), _arg(args, kwargs, 1, "maxsplit", -1)),
+                          "split()")
+    return args
+
+
+def _splitlines(budget: Budget, owner: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    if isinstance(owner, (str, bytes)):
+        budget.need_items(lines_bound(owner), "splitlines()")
+    return args
+
+
 def _translate(budget: Budget, owner: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
     if isinstance(owner, str) and args:
         budget.need(translate_size(owner, args[0]), "translate()")
@@ -249,6 +266,7 @@ def _translate(budget: Budget, owner: Any, args: tuple[Any, ...], kwargs: dict[s
 _METHOD_CHECKS: dict[str, Callable[[Budget, Any, tuple[Any, ...], dict[str, Any]], tuple[Any, ...]]] = {
     "ljust": _width, "rjust": _width, "center": _width, "zfill": _width, "to_bytes": _to_bytes,
     "expandtabs": _expandtabs, "replace": _replace, "join": _join, "translate": _translate,
+    "split": _split, "rsplit": _split, "splitlines": _splitlines,
 }
 
 
@@ -259,12 +277,18 @@ def _checked_filter(env: GuardedEnvironment, name: str, f: Callable[..., Any]) -
     size; plus a prediction for the filters that build more than they are given."""
     offset = 1 if hasattr(f, "jinja_pass_arg") else 0  # context/eval_ctx/environment comes first
     precheck = _FILTER_CHECKS.get(name)
+    pieces = _STRING_PIECES.get(name)
 
     @functools.wraps(f)  # keeps jinja_pass_arg
     def checked(*args: Any, **kwargs: Any) -> Any:
         budget = current(env.limits)
         value = args[offset] if len(args) > offset else None
-        budget.tick(len(value) + 1 if isinstance(value, _WALKED) else 1)
+        if isinstance(value, _WALKED):
+            budget.tick(len(value) + 1)
+        elif isinstance(value, str) and pieces is not None:  # charged before the pieces are built
+            budget.tick(pieces(value) + 1)
+        else:
+            budget.tick()
         if precheck is not None:
             args = precheck(budget, offset, args, kwargs)
         return budget.result(f(*args, **kwargs))
@@ -274,6 +298,23 @@ def _checked_filter(env: GuardedEnvironment, name: str, f: Callable[..., Any]) -
 
 def _f_arg(args: tuple[Any, ...], kwargs: dict[str, Any], offset: int, i: int, name: str, default: Any) -> Any:
     return _arg(args[offset:], kwargs, i, name, default)
+
+
+# Filters that cut a string they are given into pieces (characters, words, lines) and walk them:
+# charged an upper bound of the pieces as iterations before they run (a 4 MB string cut into a list
+# of words costs 100 MB, and urlize spends microseconds per word).
+_STRING_PIECES: dict[str, Callable[[str], int]] = {
+    **dict.fromkeys(("list", "sort", "unique", "slice", "batch", "groupby", "map", "select", "reject",
+                     "selectattr", "rejectattr", "min", "max", "sum", "random"), len),
+    **dict.fromkeys(("wordcount", "urlize", "title", "striptags", "wordwrap"), words_bound),
+    "indent": lines_bound,
+}
+
+
+def _f_escape(budget: Budget, offset: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
+    if isinstance(args[offset], str):
+        budget.need(escape_size(args[offset]), "escape")
+    return args
 
 
 def _f_center(budget: Budget, offset: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
@@ -343,6 +384,7 @@ def _f_sum(budget: Budget, offset: int, args: tuple[Any, ...], kwargs: dict[str,
 _FILTER_CHECKS: dict[str, Callable[[Budget, int, tuple[Any, ...], dict[str, Any]], tuple[Any, ...]]] = {
     "center": _f_center, "indent": _f_indent, "wordwrap": _f_wordwrap, "replace": _f_replace,
     "join": _f_join, "format": _f_format, "slice": _f_slice, "batch": _f_batch, "sum": _f_sum,
+    "escape": _f_escape, "e": _f_escape, "forceescape": _f_escape,
 }
 
 

@@ -238,3 +238,40 @@ def test_logged_errors_keep_the_templates_own_names_and_drop_run_time_values() -
     assert client_error(caught.value) == "UndefinedError"
     over = TemplateLimitError("render budget exceeded: more than 5 loop iterations")
     assert client_error(over) == logged_error(over, frozenset()) == over.message
+
+
+# Calls that cut a string (here one within max_output_chars) into pieces: each piece is an object of
+# its own (a list of 1.4 million words is 100 MiB), and urlize spends microseconds per word.
+STRING_CUTTERS = [
+    "{{ (s * 1390000)|wordcount }}", "{{ (s * 1390000).split() }}", "{{ (s * 1390000).rsplit() }}",
+    "{{ (s * 1390000).split(' ') }}", "{{ ('a\\n' * 2000000).splitlines() }}", "{{ ('a.com ' * 690000)|urlize }}",
+    "{{ ('x' * 4000000)|list }}", "{{ ('x' * 4000000)|sort }}", "{{ ('x' * 4000000)|unique|list }}",
+    "{{ ('x' * 4000000)|batch(1)|list }}", "{{ ('x' * 4000000)|map('upper')|list }}", "{{ (s * 1390000)|title }}",
+    "{{ (s * 1390000)|striptags }}", "{{ (s * 1390000)|wordwrap }}", "{{ ('a\\n' * 2000000)|indent }}",
+    "{{ ('<' * 4000000)|e }}",
+]
+
+
+@pytest.mark.parametrize("leaf", STRING_CUTTERS)
+def test_cutting_a_long_string_into_pieces_is_refused_before_the_pieces_are_built(leaf: str) -> None:
+    node = compile_tree(ENV, {"v": leaf})
+    tracemalloc.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(TemplateLimitError, match="render budget exceeded"):
+            render_tree(node, {"s": "ab "})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.monotonic() - t0 < 0.2
+    assert peak < 12 * 1024 * 1024  # the string itself (4 MB), not its pieces
+
+
+@pytest.mark.parametrize(("leaf", "value"), [
+    ("{{ 'a b  c'.split() }}", ["a", "b", "c"]), ("{{ 'a,b'.split(',') }}", ["a", "b"]),
+    ("{{ 'a,b,c'.rsplit(',', 1) }}", ["a,b", "c"]), ("{{ 'a\\nb'.splitlines() }}", ["a", "b"]),
+    ("{{ 'a b'|wordcount }}", 2), ("{{ 'ab'|list }}", ["a", "b"]), ("{{ 'a b'|title }}", "A B"),
+    ("{{ '<a>'|e }}", "&lt;a&gt;"), ("{{ 'a\\nb'|indent }}", "a\n    b"), ("{{ ('w ' * 5000).split()|length }}", 5000),
+], ids=lambda v: str(v)[:30])
+def test_cutting_short_strings_still_works(leaf: str, value: Any) -> None:
+    assert render_tree(compile_tree(ENV, {"v": leaf}), {}) == {"v": value}
