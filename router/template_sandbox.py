@@ -11,8 +11,10 @@ At render time every hook charges the render budget (``template_budget``): loop 
 at the top of every ``for`` body and filter test), calls, operator results (their size predicted
 before they are built), filter and method results (with predictions for those that build more than
 they are given: ``center``, ``indent``, ``replace``, ``join``, ``format``, ``ljust``,
-``expandtabs``...), the items a Jinja filter walks, and every piece of output; ``range`` refuses
-more items than could be iterated, and comparisons (``x in big``) check the clock.
+``expandtabs``, ``escape``...), the items a Jinja filter walks (for one cutting a string into
+characters, words or lines, and for ``split``/``splitlines``, an upper bound of the pieces, before
+they are built), and every piece of output; ``range`` refuses more items than could be iterated, and
+comparisons (``x in big``) check the clock.
 """
 
 from __future__ import annotations
