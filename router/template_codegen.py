@@ -247,7 +247,7 @@ def compile_structure(env: SandboxedEnvironment, tree: Any, fallback: Callable[[
     gen.ns["_defined"] = _defined
     try:  # the generator and Python's compiler recurse per operator: 1+1+...+1 runs out of stack
         result, _ = gen.node(tree, fallback, "    ")
-        head = [f"def render(ctx):"] + [f"    {local} = ctx.get({var!r}, MISSING)" for var, local in gen.names.items()]
+        head = ["def render(ctx):"] + [f"    {local} = ctx.get({var!r}, MISSING)" for var, local in gen.names.items()]
         # an omitted value (none or undefined) comes back as PRUNE
         tail = [f"    return PRUNE if {result} is None or {result} is MISSING else {result}"]
         source = "\n".join(head + gen.lines + tail)
