@@ -14,7 +14,7 @@ from jinja2 import TemplateError
 from router.accounts import Account
 from router.canonical import CanonicalRequest
 from router.snapshot import Provider, Snapshot
-from router.templates import PRUNE
+from router.templates import PRUNE, logged_error
 from router.upstream import UpstreamRequest
 
 log = logging.getLogger("router.engine")  # the pipeline's log: a header template failing is a request event
@@ -90,7 +90,8 @@ def _render_headers(x: Exchange) -> dict[str, str]:
         rendered = x.snapshot.response_headers.render(x.header_context())
     except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError, RecursionError) as e:
         # decoration, not the answer (and error responses carry them too): the response goes without
-        log.error("response_headers template failed: %s", e, extra={"request_id": x.request_id})
+        log.error("response_headers template failed: %s", logged_error(e, x.snapshot.response_headers.words),
+                  extra={"request_id": x.request_id})
         return out
     if rendered is PRUNE:
         return out

@@ -22,6 +22,7 @@ from router.accounts import StateStore
 from router.config import LoadedConfig, load_dir
 from router.errors import ConfigError, ConfigErrors
 from router.filters import all_filters
+from router.render_pool import RenderPool
 from router.snapshot import BUILTIN_SIMULATOR, Snapshot, compile_config
 from router.summary import Line, describe
 
@@ -104,14 +105,14 @@ class Gateway:
             # non-empty one), so aiohttp never adds its own
             self.session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
         if self.renders is None:
-            self.renders = ThreadPoolExecutor(RENDER_THREADS, thread_name_prefix="router-render")
+            self.renders = RenderPool(RENDER_THREADS)  # shutting it down stops the renders running
         ok = await self.reload("startup")
         if not ok:
             assert self.last_error is not None
             raise ConfigErrors(self.last_error.errors)
 
     async def close(self) -> None:
-        if self.renders is not None:  # a render still running ends within its budget's max_time
+        if self.renders is not None:  # a render still running ends at its budget's next check
             self.renders.shutdown(wait=False, cancel_futures=True)
             self.renders = None
         if self.session is not None:

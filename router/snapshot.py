@@ -23,7 +23,7 @@ from router.reachability import provider_errors
 from router.retry import DEFAULT_POLICY, Policy, compile_policy, parse_duration
 from router.routes import RouteTable, compile_routes
 from router.schema import cross_reference_errors, schema_errors
-from router.template_budget import DEFAULT_LIMITS, TemplateLimits
+from router.template_budget import DEFAULT_LIMITS, TemplateLimits, header_limits
 from router.templates import _Node, compile_tree, make_environment, template_errors
 
 # The handler names a route may name; the app implements each one.
@@ -239,7 +239,9 @@ def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, 
             pool=Pool(name, accounts, p.get("scheduling", "round_robin")),
             session_header=p.get("session_header", "x-session-id"), models=tuple(p.get("models") or ()),
         )
-    headers = compile_tree(env, dict(data.get("response_headers") or {}), "response_headers")
+    # rendered on the event loop: a budget of a few milliseconds, whatever server.template_limits says
+    headers = compile_tree(env, dict(data.get("response_headers") or {}), "response_headers",
+                           header_limits(env.limits))
     return Snapshot(
         generation=generation, loaded_at=time.time(), files=tuple(loaded.files), server=server, auth=auth,
         routes=compile_routes(data.get("routes") or []), mapper=compile_mapping(data.get("model_mapping")),

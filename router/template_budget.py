@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 import time
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -42,6 +43,19 @@ class TemplateLimits:
 
 DEFAULT_LIMITS = TemplateLimits()
 
+# Response header templates render on the event loop (on every response, error responses included):
+# whatever server.template_limits says, a runaway one may hold the loop this long at most.
+HEADER_MAX_TIME = 0.05
+HEADER_MAX_ITERATIONS = 10_000
+HEADER_MAX_OUTPUT_CHARS = 64 * 1024
+
+
+def header_limits(limits: TemplateLimits) -> TemplateLimits:
+    """The budget of the response_headers template: ``limits``, capped to a few milliseconds' work."""
+    return TemplateLimits(min(limits.max_iterations, HEADER_MAX_ITERATIONS),
+                          min(limits.max_output_chars, HEADER_MAX_OUTPUT_CHARS),
+                          min(limits.max_time, HEADER_MAX_TIME) if limits.max_time > 0 else HEADER_MAX_TIME)
+
 
 class TemplateLimitError(TemplateRuntimeError):
     """A template went over its render budget (or a constant in it is too large to compute)."""
@@ -50,15 +64,16 @@ class TemplateLimitError(TemplateRuntimeError):
 class Budget:
     """What one render has spent so far; every method raises TemplateLimitError when over."""
 
-    __slots__ = ("limits", "iterations", "chars", "deadline")
+    __slots__ = ("limits", "iterations", "chars", "deadline", "stop")
 
-    def __init__(self, limits: TemplateLimits, deadline: float | None = None):
+    def __init__(self, limits: TemplateLimits, deadline: float | None = None, stop: threading.Event | None = None):
         self.limits = limits
         self.iterations = 0
         self.chars = 0
         if deadline is None:
             deadline = time.monotonic() + limits.max_time if limits.max_time > 0 else math.inf
         self.deadline = deadline
+        self.stop = stop  # set when the gateway closes: every clock check then ends the render
 
     def tick(self, n: int = 1) -> bool:
         """Charge ``n`` iterations (and check the clock); True, so it can sit inside an expression."""
@@ -66,8 +81,7 @@ class Budget:
         if self.iterations > self.limits.max_iterations:
             raise TemplateLimitError(f"render budget exceeded: more than {self.limits.max_iterations} loop "
                                      "iterations, calls and items (server.template_limits.max_iterations)")
-        if time.monotonic() > self.deadline:
-            self._late()
+        self.in_time()
         return True
 
     def need(self, size: int, what: str = "a value") -> None:
@@ -77,17 +91,26 @@ class Budget:
                 f"render budget exceeded: {what} of {size} characters/items would pass "
                 f"server.template_limits.max_output_chars ({self.limits.max_output_chars})")
 
+    def need_items(self, n: int, what: str) -> None:
+        """Refuse building ``n`` items (a list a call would return) when they do not fit the
+        iterations left (walking them costs one each) or the size budget."""
+        if n > self.limits.max_iterations - self.iterations:
+            raise TemplateLimitError(f"render budget exceeded: {what} of up to {n} items would pass "
+                                     f"server.template_limits.max_iterations ({self.limits.max_iterations})")
+        self.need(n, what)
+
     def produce(self, size: int, what: str = "a value") -> None:
         self.need(size, what)
         self.chars += size
-        if time.monotonic() > self.deadline:
-            self._late()
+        self.in_time()
 
     def in_time(self) -> None:
-        if time.monotonic() > self.deadline:
+        if time.monotonic() > self.deadline or (self.stop is not None and self.stop.is_set()):
             self._late()
 
     def _late(self) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise TemplateLimitError("render stopped: the gateway is shutting down")
         raise TemplateLimitError(f"render budget exceeded: took longer than {self.limits.max_time:g}s "
                                  "(server.template_limits.max_time)")
 
@@ -103,6 +126,8 @@ class Budget:
 
 
 _CURRENT: ContextVar[Budget | None] = ContextVar("template_budget", default=None)
+# the stop signal of the render pool running this thread's renders (``render_pool``)
+_STOP: ContextVar[threading.Event | None] = ContextVar("template_stop", default=None)
 
 
 def current(limits: TemplateLimits = DEFAULT_LIMITS) -> Budget:
@@ -116,11 +141,20 @@ def within_budget(limits: TemplateLimits, fn: Callable[..., T], *args: Any) -> T
     """Run ``fn(*args)`` with one budget for everything it renders (reuses a budget already active)."""
     if _CURRENT.get() is not None:
         return fn(*args)
-    token = _CURRENT.set(Budget(limits))
+    token = _CURRENT.set(Budget(limits, stop=_STOP.get()))
     try:
         return fn(*args)
     finally:
         _CURRENT.reset(token)
+
+
+def stoppable(stop: threading.Event, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run ``fn``; every render budget it opens ends its render once ``stop`` is set."""
+    token = _STOP.set(stop)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        _STOP.reset(token)
 
 
 def charged_range(*args: int) -> range:
@@ -224,6 +258,47 @@ def translate_size(s: str, table: Any) -> int:
     if isinstance(table, dict):
         longest = max([len(v) for v in table.values() if isinstance(v, str)] + [1])
     return len(s) * longest
+
+
+# -- predictions for calls that cut a string into pieces (a list of n strings costs ~60 bytes each) ---
+
+_LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"  # where str.splitlines cuts
+_SPACES = "\t\n\v\f\r\x1c\x1d\x1e\x1f \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008" \
+          "\u2009\u200a\u2028\u2029\u202f\u205f\u3000"  # what str.split() cuts at (str.isspace)
+
+
+def _count_any(s: str | bytes, chars: str) -> int:
+    """Occurrences of any of ``chars`` in ``s``: counted in C, nothing allocated."""
+    if isinstance(s, bytes):
+        return sum(s.count(c.encode("latin-1")) for c in chars if ord(c) < 128)
+    return sum(s.count(c) for c in chars)
+
+
+def words_bound(s: str | bytes) -> int:
+    """At most how many words (runs of non-separators) ``s`` holds, whatever separates them."""
+    return (len(s) + 1) // 2
+
+
+def split_bound(s: str | bytes, sep: Any = None, maxsplit: Any = -1) -> int:
+    """At most how many pieces ``s.split(sep, maxsplit)`` returns; exact for a separator given, and
+    the whitespace counted (in C) only when the length alone does not make it small."""
+    if isinstance(sep, (str, bytes)) and sep and type(sep) is type(s):
+        n = s.count(sep) + 1  # type: ignore[arg-type]
+    else:
+        n = words_bound(s)
+        if n > 1000:
+            n = min(n, _count_any(s, _SPACES) + 1)
+    return min(n, maxsplit + 1) if isinstance(maxsplit, int) and maxsplit >= 0 else n
+
+
+def lines_bound(s: str | bytes) -> int:
+    """At most how many lines ``s.splitlines()`` returns."""
+    return len(s) + 1 if len(s) <= 1000 else _count_any(s, _LINE_BREAKS) + 1
+
+
+def escape_size(s: str) -> int:
+    """The length of ``s`` HTML-escaped (``<`` becomes ``&lt;``, ``"`` ``&#34;``...)."""
+    return len(s) + 3 * (s.count("<") + s.count(">")) + 4 * s.count("&") + 4 * (s.count("'") + s.count('"'))
 
 
 def materialized(items: Any) -> list[Any]:

@@ -30,6 +30,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from router.canonical import CanonicalRequest
 
 Renderer = Callable[[dict[str, Any]], Any]
+NESTED_TOO_DEEPLY = "expression nested too deeply (split it into smaller expressions)"
 
 
 class _Missing:
@@ -244,12 +245,15 @@ def compile_structure(env: SandboxedEnvironment, tree: Any, fallback: Callable[[
     gen.ns["PRUNE"] = prune
     gen.ns["_str"] = _str
     gen.ns["_defined"] = _defined
-    result, _ = gen.node(tree, fallback, "    ")
-    head = [f"def render(ctx):"] + [f"    {local} = ctx.get({var!r}, MISSING)" for var, local in gen.names.items()]
-    # an omitted value (none or undefined) comes back as PRUNE
-    tail = [f"    return PRUNE if {result} is None or {result} is MISSING else {result}"]
-    source = "\n".join(head + gen.lines + tail)
-    code = compile(source, f"<template {name}>", "exec")
+    try:  # the generator and Python's compiler recurse per operator: 1+1+...+1 runs out of stack
+        result, _ = gen.node(tree, fallback, "    ")
+        head = ["def render(ctx):"] + [f"    {local} = ctx.get({var!r}, MISSING)" for var, local in gen.names.items()]
+        # an omitted value (none or undefined) comes back as PRUNE
+        tail = [f"    return PRUNE if {result} is None or {result} is MISSING else {result}"]
+        source = "\n".join(head + gen.lines + tail)
+        code = compile(source, f"<template {name}>", "exec")
+    except (RecursionError, SyntaxError):  # SyntaxError: "too many nested parentheses"
+        raise TemplateSyntaxError(NESTED_TOO_DEEPLY, 1) from None
     exec(code, gen.ns)  # noqa: S102 - generated from a whitelisted AST, see the module docstring
     fn: Renderer = gen.ns["render"]
     fn.__source__ = source  # type: ignore[attr-defined]  # for debugging and tests

@@ -11,8 +11,10 @@ At render time every hook charges the render budget (``template_budget``): loop 
 at the top of every ``for`` body and filter test), calls, operator results (their size predicted
 before they are built), filter and method results (with predictions for those that build more than
 they are given: ``center``, ``indent``, ``replace``, ``join``, ``format``, ``ljust``,
-``expandtabs``...), the items a Jinja filter walks, and every piece of output; ``range`` refuses
-more items than could be iterated, and comparisons (``x in big``) check the clock.
+``expandtabs``, ``escape``...), the items a Jinja filter walks (for one cutting a string into
+characters, words or lines, and for ``split``/``splitlines``, an upper bound of the pieces, before
+they are built), and every piece of output; ``range`` refuses more items than could be iterated, and
+comparisons (``x in big``) check the clock.
 """
 
 from __future__ import annotations
@@ -43,15 +45,8 @@ from router.template_budget import (
     charged_range,
     current,
     format_spec_size,
-    join_size,
-    materialized,
-    printf_size,
-    replace_size,
-    tabs_size,
-    translate_size,
 )
-
-_WALKED = (list, tuple, dict, range)  # a filter given one of these walks its items
+from router.template_checks import METHOD_CHECKS, checked_filter
 
 
 class _GuardedCodeGenerator(CodeGenerator):
@@ -117,7 +112,7 @@ class GuardedEnvironment(ImmutableSandboxedEnvironment):
         self.limits = limits
         self.globals["range"] = charged_range
         self.globals["lipsum"] = _lipsum
-        self.filters.update({name: _checked_filter(self, name, f) for name, f in DEFAULT_FILTERS.items()})
+        self.filters.update({name: checked_filter(self, name, f) for name, f in DEFAULT_FILTERS.items()})
 
     # -- compile time ----------------------------------------------------------------------------
 
@@ -169,7 +164,7 @@ class GuardedEnvironment(ImmutableSandboxedEnvironment):
         budget.tick()
         owner = getattr(__obj, "__self__", None)
         if isinstance(owner, (str, bytes, int)) and not isinstance(owner, bool):
-            check = _METHOD_CHECKS.get(getattr(__obj, "__name__", ""))
+            check = METHOD_CHECKS.get(getattr(__obj, "__name__", ""))
             if check is not None:
                 args = check(budget, owner, args, kwargs)
         return budget.result(__context.call(__obj, *args, **kwargs))
@@ -198,152 +193,6 @@ def _lipsum(n: int = 5, html: bool = True, min: int = 20, max: int = 100) -> str
     words = builtins.max(0, n) * builtins.max(0, max) if isinstance(n, int) and isinstance(max, int) else 1
     current().tick(words)
     return generate_lorem_ipsum(n, html, min, max)
-
-
-# -- methods that build more than they are given ---------------------------------------------------
-
-def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], i: int, name: str, default: Any) -> Any:
-    return args[i] if len(args) > i else kwargs.get(name, default)
-
-
-def _width(budget: Budget, owner: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-    width = _arg(args, kwargs, 0, "width", 0)
-    if isinstance(width, int):
-        budget.need(max(len(owner), width), "a padded string")
-    return args
-
-
-def _to_bytes(budget: Budget, owner: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-    length = _arg(args, kwargs, 0, "length", 1)
-    if isinstance(length, int):
-        budget.need(length, "to_bytes()")
-    return args
-
-
-def _expandtabs(budget: Budget, owner: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-    if isinstance(owner, (str, bytes)):
-        budget.need(tabs_size(owner, _arg(args, kwargs, 0, "tabsize", 8)), "expandtabs()")
-    return args
-
-
-def _replace(budget: Budget, owner: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-    if isinstance(owner, (str, bytes)) and len(args) >= 2:
-        budget.need(replace_size(owner, args[0], args[1], _arg(args, kwargs, 2, "count", -1)), "replace()")
-    return args
-
-
-def _join(budget: Budget, owner: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-    if not isinstance(owner, (str, bytes)) or len(args) != 1:
-        return args
-    items = materialized(args[0])
-    budget.need(join_size(owner, items), "join()")
-    return (items,)
-
-
-def _translate(budget: Budget, owner: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-    if isinstance(owner, str) and args:
-        budget.need(translate_size(owner, args[0]), "translate()")
-    return args
-
-
-_METHOD_CHECKS: dict[str, Callable[[Budget, Any, tuple[Any, ...], dict[str, Any]], tuple[Any, ...]]] = {
-    "ljust": _width, "rjust": _width, "center": _width, "zfill": _width, "to_bytes": _to_bytes,
-    "expandtabs": _expandtabs, "replace": _replace, "join": _join, "translate": _translate,
-}
-
-
-# -- Jinja's own filters ---------------------------------------------------------------------------
-
-def _checked_filter(env: GuardedEnvironment, name: str, f: Callable[..., Any]) -> Callable[..., Any]:
-    """``f`` charging the budget: a call, the items of a sized input as iterations, its result's
-    size; plus a prediction for the filters that build more than they are given."""
-    offset = 1 if hasattr(f, "jinja_pass_arg") else 0  # context/eval_ctx/environment comes first
-    precheck = _FILTER_CHECKS.get(name)
-
-    @functools.wraps(f)  # keeps jinja_pass_arg
-    def checked(*args: Any, **kwargs: Any) -> Any:
-        budget = current(env.limits)
-        value = args[offset] if len(args) > offset else None
-        budget.tick(len(value) + 1 if isinstance(value, _WALKED) else 1)
-        if precheck is not None:
-            args = precheck(budget, offset, args, kwargs)
-        return budget.result(f(*args, **kwargs))
-
-    return checked
-
-
-def _f_arg(args: tuple[Any, ...], kwargs: dict[str, Any], offset: int, i: int, name: str, default: Any) -> Any:
-    return _arg(args[offset:], kwargs, i, name, default)
-
-
-def _f_center(budget: Budget, offset: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-    width = _f_arg(args, kwargs, offset, 1, "width", 80)
-    if isinstance(width, int):
-        budget.need(max(len(str(args[offset])), width), "center")
-    return args
-
-
-def _f_indent(budget: Budget, offset: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-    s = str(args[offset])
-    width = _f_arg(args, kwargs, offset, 1, "width", 4)
-    pad = width if isinstance(width, int) else len(str(width))
-    budget.need(len(s) + (s.count("\n") + 1) * max(pad, 0), "indent")
-    return args
-
-
-def _f_wordwrap(budget: Budget, offset: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-    s = str(args[offset])
-    width = _f_arg(args, kwargs, offset, 1, "width", 79)
-    wrap = _f_arg(args, kwargs, offset, 3, "wrapstring", None)
-    breaks = len(s) // max(width if isinstance(width, int) else 1, 1) + s.count("\n") + 1
-    budget.need(len(s) + breaks * max(len(str(wrap)) if wrap is not None else 1, 1), "wordwrap")
-    return args
-
-
-def _f_replace(budget: Budget, offset: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-    if len(args) >= offset + 3:
-        old, new = args[offset + 1], args[offset + 2]
-        budget.need(replace_size(str(args[offset]), str(old), str(new),
-                                 _f_arg(args, kwargs, offset, 3, "count", None)), "replace")
-    return args
-
-
-def _f_join(budget: Budget, offset: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-    items = materialized(args[offset])
-    budget.need(join_size(str(_f_arg(args, kwargs, offset, 1, "d", "")), items), "join")
-    return (*args[:offset], items, *args[offset + 1:])
-
-
-def _f_format(budget: Budget, offset: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-    budget.need(printf_size(str(args[offset]), None), "format")
-    return args
-
-
-def _f_slice(budget: Budget, offset: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-    slices = _f_arg(args, kwargs, offset, 1, "slices", 0)
-    if isinstance(slices, int):
-        budget.tick(max(slices, 0))
-    return args
-
-
-def _f_batch(budget: Budget, offset: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-    linecount = _f_arg(args, kwargs, offset, 1, "linecount", 0)
-    if isinstance(linecount, int):
-        budget.need(linecount, "batch")
-    return args
-
-
-def _f_sum(budget: Budget, offset: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, ...]:
-    start = _f_arg(args, kwargs, offset, 2, "start", 0)
-    if not isinstance(start, (int, float)):  # summing lists or strings copies quadratically
-        raise TemplateLimitError("sum: only numbers can be summed in templates")
-    return args
-
-
-_FILTER_CHECKS: dict[str, Callable[[Budget, int, tuple[Any, ...], dict[str, Any]], tuple[Any, ...]]] = {
-    "center": _f_center, "indent": _f_indent, "wordwrap": _f_wordwrap, "replace": _f_replace,
-    "join": _f_join, "format": _f_format, "slice": _f_slice, "batch": _f_batch, "sum": _f_sum,
-}
 
 
 def _literals_checked(stream: TokenStream) -> Iterator[Token]:

@@ -19,8 +19,8 @@ from urllib.parse import quote
 import orjson
 from jinja2 import TemplateSyntaxError, Undefined
 
-from router.template_budget import DEFAULT_LIMITS, TemplateLimits, within_budget
-from router.template_codegen import compile_structure
+from router.template_budget import DEFAULT_LIMITS, TemplateLimitError, TemplateLimits, within_budget
+from router.template_codegen import NESTED_TOO_DEEPLY, compile_structure
 from router.template_sandbox import GuardedEnvironment
 
 _LONE_EXPR = re.compile(r"\A\s*\{\{(.*?)\}\}\s*\Z", re.DOTALL)
@@ -97,10 +97,13 @@ def _leaf_fn(env: GuardedEnvironment, text: str) -> Renderer | None:
     if "{{" not in text and "{%" not in text and "{#" not in text:
         return None
     m = _LONE_EXPR.match(text)
-    if m and "{{" not in m.group(1) and "}}" not in m.group(1):
-        expr = env.compile_expression(m.group(1), undefined_to_none=True)  # raises TemplateSyntaxError
-        return lambda ctx: within_budget(env.limits, lambda: expr(**ctx))
-    tpl = env.from_string(text)  # raises TemplateSyntaxError
+    try:
+        if m and "{{" not in m.group(1) and "}}" not in m.group(1):
+            expr = env.compile_expression(m.group(1), undefined_to_none=True)  # raises TemplateSyntaxError
+            return lambda ctx: within_budget(env.limits, lambda: expr(**ctx))
+        tpl = env.from_string(text)  # raises TemplateSyntaxError
+    except RecursionError:  # Jinja's parser and code generator recurse per operator: 1+1+...+1
+        raise TemplateSyntaxError(NESTED_TOO_DEEPLY, 1) from None
     return lambda ctx: within_budget(env.limits, tpl.render, ctx)
 
 
@@ -124,16 +127,66 @@ class _Node:
     names: frozenset[str] = frozenset()  # the context variables the template reads
     pure: bool = False  # True: the result depends on those variables alone (no filters, no Jinja)
     jinja: bool = False  # True: some leaf falls back to Jinja (render under a budget, off the event loop)
+    words: frozenset[str] = frozenset()  # the identifiers in its text: error messages may quote these
 
 
-def compile_tree(env: GuardedEnvironment, node: Any, name: str = "template") -> _Node:
+def compile_tree(env: GuardedEnvironment, node: Any, name: str = "template",
+                 limits: TemplateLimits | None = None) -> _Node:
     """Compile a structured template into one generated function (see ``template_codegen``);
-    raises TemplateSyntaxError with the offending text."""
+    raises TemplateSyntaxError with the offending text. Its Jinja leaves render under ``limits``
+    (default: the environment's)."""
     fn = compile_structure(env, node, lambda text: _leaf_fn(env, text), name, PRUNE)
+    words = frozenset(_text_words(node))
     if not fn.__jinja__:  # type: ignore[attr-defined]
-        return _Node(fn, fn.__names__, fn.__pure__)  # type: ignore[attr-defined]
-    limits = env.limits  # one budget for all the tree's Jinja leaves (shared with the caller's, if any)
-    return _Node(lambda ctx: within_budget(limits, fn, ctx), fn.__names__, False, True)  # type: ignore[attr-defined]
+        return _Node(fn, fn.__names__, fn.__pure__, words=words)  # type: ignore[attr-defined]
+    limits = limits or env.limits  # one budget for all the tree's Jinja leaves (shared with the caller's, if any)
+    return _Node(lambda ctx: within_budget(limits, fn, ctx), fn.__names__, False, True, words)  # type: ignore[attr-defined]
+
+
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _text_words(node: Any) -> Iterable[str]:
+    if isinstance(node, dict):
+        for v in node.values():
+            yield from _text_words(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from _text_words(v)
+    elif isinstance(node, str) and "{" in node:
+        yield from _WORD.findall(node)
+
+
+# -- run-time errors, told without the values the render computed ----------------------------------
+
+_QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
+_TYPE_NAME = re.compile(r"\A[\w.]+ object\Z")  # Jinja's description of a value: 'dict object'
+_PY_TYPES = frozenset({"str", "int", "float", "bool", "dict", "list", "tuple", "NoneType", "bytes", "range",
+                       "Undefined", "Markup", "function", "method", "builtin_function_or_method"})
+MAX_ERROR_CHARS = 500
+
+
+def client_error(e: BaseException) -> str:
+    """What the client is told of a template failing on its request: our budget messages (which hold
+    no request data) or the error's type. Messages of other errors quote lookup keys and values the
+    render computed (``'dict object' has no attribute '<the key, upper-cased>'``)."""
+    return e.message if isinstance(e, TemplateLimitError) else type(e).__name__  # type: ignore[return-value]
+
+
+def logged_error(e: BaseException, words: frozenset[str]) -> str:
+    """The error for the log: its type and message, every quoted value left out (``'…'``) but the
+    names written in the template's own text (``words``: ``'foo' is undefined``) and type names."""
+    if isinstance(e, TemplateLimitError):
+        return str(e.message)
+
+    def quoted(m: re.Match[str]) -> str:
+        inner = m.group(0)[1:-1]
+        return m.group(0) if inner in words or inner in _PY_TYPES or _TYPE_NAME.match(inner) else "'…'"
+
+    text = _QUOTED.sub(quoted, str(e))
+    if len(text) > MAX_ERROR_CHARS:
+        text = text[:MAX_ERROR_CHARS] + "…"
+    return f"{type(e).__name__}: {text}"
 
 
 def render_tree(node: _Node, ctx: dict[str, Any]) -> Any:
@@ -151,8 +204,9 @@ def template_errors(env: GuardedEnvironment, node: Any, pointer: tuple[Any, ...]
         for i, v in enumerate(node):
             yield from template_errors(env, v, pointer + (i,))
     elif isinstance(node, str):
-        try:
+        try:  # both ways a leaf compiles: Jinja's, and the generated Python of compile_tree
             compile_leaf(env, node)
+            compile_tree(env, node)
         except TemplateSyntaxError as e:
             yield pointer, f"template syntax error: {e.message}"
 

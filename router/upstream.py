@@ -21,7 +21,7 @@ from router.auth import presented_key
 from router.errors import BadRequest, GatewayError
 from router.snapshot import DEFAULT_MAX_EVENT_BYTES, Template
 from router.template_budget import within_budget
-from router.templates import PRUNE
+from router.templates import PRUNE, client_error, logged_error
 
 log = logging.getLogger("router.upstream")
 _CRLF = re.compile(r"[\r\n\x00]")
@@ -45,23 +45,24 @@ def render_request(template: Template, ctx: dict[str, Any], base_url: str,
 
     A template with Jinja leaves renders under one budget (``server.template_limits``); the engine
     runs it off the event loop. A template that fails at run time (over budget, sandbox refusal, a
-    filter choking on odd input) becomes a 500 naming the template, with the account's and the
-    client's keys (``client_headers``) redacted from the message and the log line; a body that
-    cannot be encoded as JSON (integers beyond 64 bits) a 400.
+    filter choking on odd input) becomes a 500 naming the template and the error's type (or our
+    budget message); the log line gets the message without the values the render computed, and
+    with the account's and the client's keys (``client_headers``) redacted; a body that cannot be
+    encoded as JSON (integers beyond 64 bits) a 400.
     """
     try:
         if template.jinja:
             return within_budget(template.limits, _render, template, ctx, base_url)
         return _render(template, ctx, base_url)
-    except TemplateError as e:
-        detail = _redacted(str(e), ctx, client_headers)
-        log.error("template %r failed: %s", template.name, detail)
-        raise GatewayError("server", f"upstream request template '{template.name}' failed: {detail}") from None
-    except (TypeError, ValueError, ArithmeticError, LookupError, RecursionError) as e:
-        log.error("template %r failed: %s: %s", template.name, type(e).__name__,
-                  _redacted(str(e), ctx, client_headers))
-        raise GatewayError("server", f"upstream request template '{template.name}' failed on this "
-                                     f"request: {type(e).__name__}") from None
+    except (TemplateError, TypeError, ValueError, ArithmeticError, LookupError, RecursionError) as e:
+        # their messages quote keys and values the render computed (a key upper-cased or sliced is
+        # no longer the key ``redact`` knows): the client gets the error's type, the log the message
+        # without quoted values
+        words = frozenset().union(*(n.words for n in (template.url, template.query, template.headers, template.body)
+                                    if n is not None))
+        log.error("template %r failed: %s", template.name, _redacted(logged_error(e, words), ctx, client_headers))
+        raise GatewayError("server", f"upstream request template '{template.name}' failed on this request: "
+                                     f"{_redacted(client_error(e), ctx, client_headers)}") from None
 
 
 def _redacted(text: str, ctx: dict[str, Any], client_headers: Mapping[str, str] | None) -> str:

@@ -197,3 +197,81 @@ def test_comparisons_check_the_clock() -> None:
     with pytest.raises(TemplateLimitError, match="longer than 0.2s"):
         render_tree(node, {})
     assert time.monotonic() - t0 < 1.0
+
+
+DEEP_EXPRESSIONS = ["{{ " + "+".join(["1"] * 400) + " }}", "{{ " + " or ".join(["a"] * 400) + " }}",
+                    "{{ " + "(" * 300 + "1" + ")" * 300 + " }}"]
+
+
+@pytest.mark.parametrize("leaf", DEEP_EXPRESSIONS, ids=["sum", "or", "parentheses"])
+def test_a_deeply_nested_expression_is_a_located_config_error(tmp_path: Path, leaf: str) -> None:
+    """Jinja's parser and both code generators recurse per operator: a RecursionError (a traceback in
+    router check, a 500 from a reload) becomes a config error at the leaf's file:line."""
+    from router.errors import ConfigErrors
+    from tests.conftest import MINIMAL_CONFIG
+
+    (tmp_path / "c.yaml").write_text(MINIMAL_CONFIG.replace('body: {model: "{{ model }}"}', f'body: {{model: "{leaf}"}}'))
+    with pytest.raises(ConfigErrors) as caught:
+        build(tmp_path, 1, all_filters())
+    assert any("nested too deeply" in e.message and e.line == 8 for e in caught.value.errors)
+    out = subprocess.run([sys.executable, "-m", "router", "check", str(tmp_path)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0 and "Traceback" not in text
+    assert "c.yaml:8:" in text and "nested too deeply" in text
+
+
+def test_logged_errors_keep_the_templates_own_names_and_drop_run_time_values() -> None:
+    from jinja2 import UndefinedError
+
+    from router.templates import client_error, logged_error
+
+    node = compile_tree(ENV, {"v": "{{ nothere + 1 }}", "w": "{{ d[k|upper].x + 1 }}"})
+    with pytest.raises(UndefinedError) as caught:
+        render_tree(node, {"d": {}, "k": "secret-value"})
+    assert logged_error(caught.value, node.words) == "UndefinedError: 'nothere' is undefined"
+    node = compile_tree(ENV, {"w": "{{ d[k|upper].x + 1 }}"})
+    with pytest.raises(UndefinedError) as caught:
+        render_tree(node, {"d": {}, "k": "secret-value"})
+    logged = logged_error(caught.value, node.words)
+    assert "SECRET" not in logged and logged == "UndefinedError: 'dict object' has no attribute '…'"
+    assert client_error(caught.value) == "UndefinedError"
+    over = TemplateLimitError("render budget exceeded: more than 5 loop iterations")
+    assert client_error(over) == logged_error(over, frozenset()) == over.message
+
+
+# Calls that cut a string (here one within max_output_chars) into pieces: each piece is an object of
+# its own (a list of 1.4 million words is 100 MiB), and urlize spends microseconds per word.
+STRING_CUTTERS = [
+    "{{ (s * 1390000)|wordcount }}", "{{ (s * 1390000).split() }}", "{{ (s * 1390000).rsplit() }}",
+    "{{ (s * 1390000).split(' ') }}", "{{ ('a\\n' * 2000000).splitlines() }}", "{{ ('a.com ' * 690000)|urlize }}",
+    "{{ ('x' * 4000000)|list }}", "{{ ('x' * 4000000)|sort }}", "{{ ('x' * 4000000)|unique|list }}",
+    "{{ ('x' * 4000000)|batch(1)|list }}", "{{ ('x' * 4000000)|map('upper')|list }}", "{{ (s * 1390000)|title }}",
+    "{{ (s * 1390000)|striptags }}", "{{ (s * 1390000)|wordwrap }}", "{{ ('a\\n' * 2000000)|indent }}",
+    "{{ ('<' * 4000000)|e }}",
+]
+
+
+@pytest.mark.parametrize("leaf", STRING_CUTTERS)
+def test_cutting_a_long_string_into_pieces_is_refused_before_the_pieces_are_built(leaf: str) -> None:
+    node = compile_tree(ENV, {"v": leaf})
+    tracemalloc.start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(TemplateLimitError, match="render budget exceeded"):
+            render_tree(node, {"s": "ab "})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.monotonic() - t0 < 0.2
+    assert peak < 12 * 1024 * 1024  # the string itself (4 MB), not its pieces
+
+
+@pytest.mark.parametrize(("leaf", "value"), [
+    ("{{ 'a b  c'.split() }}", ["a", "b", "c"]), ("{{ 'a,b'.split(',') }}", ["a", "b"]),
+    ("{{ 'a,b,c'.rsplit(',', 1) }}", ["a,b", "c"]), ("{{ 'a\\nb'.splitlines() }}", ["a", "b"]),
+    ("{{ 'a b'|wordcount }}", 2), ("{{ 'ab'|list }}", ["a", "b"]), ("{{ 'a b'|title }}", "A B"),
+    ("{{ '<a>'|e }}", "&lt;a&gt;"), ("{{ 'a\\nb'|indent }}", "a\n    b"), ("{{ ('w ' * 5000).split()|length }}", 5000),
+], ids=lambda v: str(v)[:30])
+def test_cutting_short_strings_still_works(leaf: str, value: Any) -> None:
+    assert render_tree(compile_tree(ENV, {"v": leaf}), {}) == {"v": value}
