@@ -120,6 +120,22 @@ async def test_a_runaway_response_header_template_is_cut_short_and_logged(config
                for r in caplog.records)
 
 
+def _runaway_config(cfg: Path, body: str, server: str) -> Path:
+    """A config dir whose one route renders ``body`` as its upstream request body (the upstream is never
+    reached), with ``server`` the flow-style settings of the server section."""
+    cfg.mkdir()
+    (cfg / "gateway.yaml").write_text(f"""
+server: {{{server}}}
+providers:
+  up: {{dialect: gemini, base_url: "http://127.0.0.1:9", template: t, accounts: [{{email: e, api_key: k}}]}}
+model_mapping: {{default: up/m}}
+routes: [{{path: /v1/chat/completions, methods: [POST], handler: openai.chat}}, {{path: /healthz, handler: health}}]
+templates:
+  t: {{url: "{{{{ provider.base_url }}}}/x", body: {{contents: "{body}"}}}}
+""")
+    return cfg
+
+
 async def test_sigterm_during_a_runaway_render_exits_promptly(tmp_path: Path) -> None:
     """Today the process freezes in the render and ignores SIGTERM; now the render runs off the event
     loop, so the signal is handled and the process exits once the render's budget ends it."""
@@ -127,19 +143,9 @@ async def test_sigterm_during_a_runaway_render_exits_promptly(tmp_path: Path) ->
 
     import aiohttp
 
-    cfg = tmp_path / "cfg"
-    cfg.mkdir()
     # Each iteration scans 4 MB: minutes in all; the default budget's time limit (1s) ends it.
-    loop = "{% set s = 'a' * 4000000 %}{% for i in range(99999) %}{{ s.count('b') }}{% endfor %}"
-    (cfg / "gateway.yaml").write_text(f"""
-server: {{shutdown_grace: 10s}}
-providers:
-  up: {{dialect: gemini, base_url: "http://127.0.0.1:9", template: t, accounts: [{{email: e, api_key: k}}]}}
-model_mapping: {{default: up/m}}
-routes: [{{path: /v1/chat/completions, methods: [POST], handler: openai.chat}}, {{path: /healthz, handler: health}}]
-templates:
-  t: {{url: "{{{{ provider.base_url }}}}/x", body: {{contents: "{loop}"}}}}
-""")
+    cfg = _runaway_config(tmp_path / "cfg", "{% set s = 'a' * 4000000 %}{% for i in range(99999) %}"
+                                            "{{ s.count('b') }}{% endfor %}", "shutdown_grace: 10s")
     port = free_port()
     proc = serve_process(cfg, port)
     url = f"http://127.0.0.1:{port}"
@@ -209,18 +215,9 @@ async def test_shutdown_does_not_wait_for_a_render_without_a_time_limit(tmp_path
 
     import aiohttp
 
-    cfg = tmp_path / "cfg"
-    cfg.mkdir()
-    loop = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
-    (cfg / "gateway.yaml").write_text(f"""
-server: {{shutdown_grace: 200ms, template_limits: {{max_time: 0, max_iterations: 100000000}}}}
-providers:
-  up: {{dialect: gemini, base_url: "http://127.0.0.1:9", template: t, accounts: [{{email: e, api_key: k}}]}}
-model_mapping: {{default: up/m}}
-routes: [{{path: /v1/chat/completions, methods: [POST], handler: openai.chat}}, {{path: /healthz, handler: health}}]
-templates:
-  t: {{url: "{{{{ provider.base_url }}}}/x", body: {{contents: "{loop}"}}}}
-""")
+    cfg = _runaway_config(tmp_path / "cfg", "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}"
+                                            "{% endfor %}",
+                          "shutdown_grace: 200ms, template_limits: {max_time: 0, max_iterations: 100000000}")
     port = free_port()
     proc = serve_process(cfg, port)
     url = f"http://127.0.0.1:{port}"
