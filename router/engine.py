@@ -28,7 +28,7 @@ from router.ids import IdGenerator
 from router.logs import Throttle
 from router.retry import decide
 from router.snapshot import Provider, Timeouts
-from router.upstream import SSEParser, UpstreamFailure, loggable_url, parse_failure, redact, render_request
+from router.upstream import SSEParser, UpstreamFailure, parse_failure, redact, render_request
 
 log = logging.getLogger("router.engine")
 
@@ -151,8 +151,7 @@ class Engine:
                      retry: bool) -> None:
         """One line per failed attempt naming method, host and path (never the query: it may hold
         the key) and the outcome; the account by its label, never its key."""
-        up = x.upstream
-        method, url = (up.method, loggable_url(up.url, (account.api_key,))) if up is not None else ("-", "-")
+        method, url = x.upstream_target()
         log.info("upstream attempt %d failed: %s %s -> %s%s", x.attempt, method, url, failure.outcome,
                  " (retrying)" if retry else "",
                  extra={"request_id": x.request_id, "provider": provider.name, "account": account.email,
@@ -203,9 +202,9 @@ class Engine:
         except aiohttp.ClientError as e:
             return UpstreamFailure("reset", redact(f"upstream connection failed: {type(e).__name__}", secrets_))
         if log.isEnabledFor(logging.DEBUG):  # one cached check per attempt; the URL is built only for debug
-            log.debug("upstream attempt %d: %s %s -> %d", x.attempt, up.method, loggable_url(up.url, secrets_),
-                      resp.status, extra={"request_id": x.request_id, "provider": provider.name,
-                                          "account": account.email, "status": resp.status})
+            log.debug("upstream attempt %d: %s %s -> %d", x.attempt, *x.upstream_target(), resp.status,
+                      extra={"request_id": x.request_id, "provider": provider.name, "account": account.email,
+                             "status": resp.status})
         async with resp:
             try:
                 if resp.status >= 400:
@@ -344,9 +343,8 @@ class Engine:
         if out is None:
             return UpstreamFailure(outcome, message)  # nothing reached the client yet: retryable
         status = 504 if outcome == "timeout" else 502
-        up = x.upstream
-        url = loggable_url(up.url, (x.account.api_key,) if x.account else ()) if up is not None else "-"
-        log.warning("stream failed after the first byte: %s %s -> %s", up.method if up else "-", url, outcome,
+        method, url = x.upstream_target()
+        log.warning("stream failed after the first byte: %s %s -> %s", method, url, outcome,
                     extra={"request_id": x.request_id, "upstream": url, "outcome": outcome, "detail": message})
         x.error, x.encoder = message, None
         await out.write(encoder.error(StreamError(status, kind_for_status(status), message)))
@@ -373,5 +371,5 @@ class Engine:
         """Lets the dialect keep the tool-call signatures its encoder handed out, by call id, for
         clients that drop them on replay (only responses with signed calls get here)."""
         remember = x.dialect.__dict__.get("remember_signatures") if x.dialect is not None else None
-        if remember is not None and rctx.signed_calls:
+        if remember is not None:
             remember(self.stores, rctx.signed_calls, x.client_key)

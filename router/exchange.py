@@ -15,7 +15,7 @@ from router.accounts import Account
 from router.canonical import CanonicalRequest
 from router.snapshot import Provider, Snapshot
 from router.templates import PRUNE, logged_error
-from router.upstream import UpstreamRequest
+from router.upstream import UpstreamRequest, loggable_url
 
 log = logging.getLogger("router.engine")  # the pipeline's log: a header template failing is a request event
 
@@ -51,6 +51,14 @@ class Exchange:
     encoder: Any = None  # the stream's encoder while its events flow; None once its last frames are going out
     client_key: str | None = None  # the name of the API key that authenticated the request
     upstream: UpstreamRequest | None = None  # the attempt in progress (named in its log lines)
+
+    def upstream_target(self) -> tuple[str, str]:
+        """(method, ``scheme://host/path``) of the attempt in progress, for log lines: no query and no
+        user info (either may carry a key), the account's key blanked should the path hold it."""
+        up = self.upstream
+        if up is None:
+            return "-", "-"
+        return up.method, loggable_url(up.url, (self.account.api_key,) if self.account else ())
 
     def header_context(self) -> dict[str, Any]:
         return {
