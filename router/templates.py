@@ -107,18 +107,6 @@ def _leaf_fn(env: GuardedEnvironment, text: str) -> Renderer | None:
     return lambda ctx: within_budget(env.limits, tpl.render, ctx)
 
 
-def compile_leaf(env: GuardedEnvironment, text: str) -> Renderer | Any:
-    """A renderer for one Jinja string leaf (none for undefined), or the text when it has no Jinja."""
-    fn = _leaf_fn(env, text)
-    if fn is None:
-        return text
-    return lambda ctx: _none_if_undefined(fn(ctx))
-
-
-def _none_if_undefined(value: Any) -> Any:
-    return None if isinstance(value, Undefined) else value
-
-
 @dataclass(frozen=True, slots=True)
 class _Node:
     """A compiled structured template: one closure per node, built once per snapshot."""
@@ -204,8 +192,7 @@ def template_errors(env: GuardedEnvironment, node: Any, pointer: tuple[Any, ...]
         for i, v in enumerate(node):
             yield from template_errors(env, v, pointer + (i,))
     elif isinstance(node, str):
-        try:  # both ways a leaf compiles: Jinja's, and the generated Python of compile_tree
-            compile_leaf(env, node)
+        try:  # compile_tree parses every leaf and compiles with Jinja each one it cannot generate
             compile_tree(env, node)
         except TemplateSyntaxError as e:
             yield pointer, f"template syntax error: {e.message}"

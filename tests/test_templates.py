@@ -11,7 +11,6 @@ from jinja2.exceptions import SecurityError
 from router.filters import all_filters
 from router.templates import (
     PRUNE,
-    compile_leaf,
     compile_tree,
     make_environment,
     render_tree,
@@ -137,11 +136,6 @@ def test_path_segment_encodes(model: str, segment: str) -> None:
     for name in ("path_segment", "urlencode"):
         assert render({"v": f"{{{{ model | {name} }}}}"}, {"model": model}) == {"v": segment}
         assert "/" not in segment and "?" not in segment and "#" not in segment
-
-
-def test_compile_leaf_returns_constants_unchanged() -> None:
-    assert compile_leaf(ENV, "no jinja here") == "no jinja here"
-    assert callable(compile_leaf(ENV, "{{ x }}"))
 
 
 @pytest.mark.parametrize(("tree", "pointer", "message"), [
