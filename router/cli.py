@@ -86,8 +86,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(str(err), file=sys.stderr)
         print(f"refusing to start: {len(e.errors)} config error(s) in {directory}", file=sys.stderr)
         return 1
-    log_cfg = snap.logging
-    setup_logging(args.log_level or log_cfg.get("level", "info"), log_cfg.get("format", "text"))
+    setup_logging(args.log_level or snap.logging.level, snap.logging.format)
     host = args.host or snap.server.host
     port = args.port if args.port is not None else snap.server.port
     sockets = _listening_sockets(args, host, port)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Mapping
+from typing import Any
 
 import aiohttp
 
@@ -23,7 +24,8 @@ from router.config import LoadedConfig, load_dir
 from router.errors import ConfigError, ConfigErrors
 from router.filters import all_filters
 from router.render_pool import RenderPool
-from router.snapshot import BUILTIN_SIMULATOR, Snapshot, compile_config
+from router.sections import swap_in
+from router.snapshot import BUILTIN_SIMULATOR, SECTIONS, Snapshot, compile_config
 from router.summary import Line, describe
 
 log = logging.getLogger("router.gateway")
@@ -128,7 +130,8 @@ class Gateway:
             t0 = time.perf_counter()
             loaded = await asyncio.to_thread(load_dir, self.config_dir, self.env)
             if loaded.ignored:
-                log.warning("not read as config (hidden, backup, or in a subdirectory): %s", ", ".join(loaded.ignored[:10]))
+                log.warning("not read as config (hidden, backup, or in a subdirectory): %s",
+                            ", ".join(loaded.ignored[:10]))
             if _uses_simulator(loaded) and BUILTIN_SIMULATOR not in self.builtins:
                 await self._start_simulator()
             generation = self.generation + 1
@@ -145,12 +148,7 @@ class Gateway:
                 return False
             self.snapshot = snap
             self.generation = generation
-            self._size_stores(snap)
-            lg = snap.logging
-            if self.manage_logging:
-                logging.getLogger().setLevel(str(lg.get("level", "info")).upper())
-            self.access_log.configure(lg.get("format", "text"), lg.get("access_log", True) is not False
-                                      and lg.get("level", "info") in ("debug", "info"))
+            swap_in(SECTIONS, self, snap)  # stores resized, logging re-applied: see snapshot.SECTIONS
             self.reloads_ok += 1
             self.last_reload = ReloadStatus(True, generation, [], time.time(), reason)
             log.info("config generation %d loaded from %d file(s) in %.1f ms (%s)", generation,
@@ -165,22 +163,6 @@ class Gateway:
         self._summary = lines
         for line in lines:
             log.log(line.level if self.announce else logging.DEBUG, line.message, extra=line.fields)
-
-    def _size_stores(self, snap: Snapshot) -> None:
-        """Create, resize or drop the Responses store and the OpenAI Chat signature memory (both
-        follow ``server.response_store``); resizing keeps what they hold."""
-        from router.response_store import ResponseStore
-        from router.signature_memory import SignatureMemory
-
-        items, ttl = snap.server.response_store_items, snap.server.response_store_ttl or None
-        for key, kind in (("openai.responses", ResponseStore), ("openai.chat.signatures", SignatureMemory)):
-            cur = self.stores.get(key)
-            if items <= 0:
-                self.stores.pop(key, None)
-            elif cur is None:
-                self.stores[key] = kind(items, ttl)
-            else:
-                cur.resize(items, ttl)
 
     async def _start_simulator(self) -> None:
         from router.sim import SimServer

@@ -86,7 +86,7 @@ def _chain_problem(name: str, providers: dict[str, dict[str, Any]], missing: dic
 def key_sources(loaded: LoadedConfig, name: str, section: dict[str, Any]) -> tuple[list[Pointer], list[str], list[str]]:
     """Where a provider's keys come from: the key fields it has (``accounts[i].api_key``,
     ``key_list``), the variables they read and the files (``${file:...}``) they read. Names only."""
-    accounts = section.get("accounts") if isinstance(section.get("accounts"), list) else []
+    accounts = section["accounts"] if isinstance(section.get("accounts"), list) else []
     fields: list[Pointer] = [("accounts", i, "api_key") for i, a in enumerate(accounts)
                              if isinstance(a, dict) and "api_key" in a]
     if "key_list" in section:

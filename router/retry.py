@@ -13,7 +13,10 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.resources import files
 from typing import Any
+
+from ruamel.yaml import YAML
 
 _DURATION = re.compile(r"\A(\d+(?:\.\d+)?)(ms|s|m|h)?\Z")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -88,18 +91,6 @@ class Decision:
 
 DEFAULT_COOLDOWN = 60.0
 
-DEFAULT_POLICY = Policy(
-    name="default",
-    max_attempts=3,
-    max_wait=30.0,
-    rules=(
-        Rule(frozenset({429}), rotate=True, wait="retry_after", cooldown="retry_after"),
-        Rule(frozenset({500, 502, 504, "connect_error", "timeout", "reset", "malformed"}), rotate=True, wait=0.2),
-        Rule(frozenset({503, 529}), rotate=False, backoff=Backoff(1.0, 2.0, 10.0)),
-    ),
-)
-
-
 def decide(policy: Policy, attempt: int, outcome: int | str, retry_after: float | None,
            rand: Callable[[], float] = random.random) -> Decision:
     """What to do after attempt number ``attempt`` (1-based) ended with ``outcome``; ``retry_after`` is
@@ -136,9 +127,16 @@ def _seconds(v: Any) -> bool:
 
 
 def _wait_value(v: Any) -> float | str | None:
-    if v is None or v == "retry_after":
-        return v
+    if v is None:
+        return None
+    if v == "retry_after":
+        return "retry_after"
     return parse_duration(v)
+
+
+def compile_policies(section: dict[str, Any] | None) -> dict[str, Policy]:
+    """The ``retry_policies`` section by name; ``default`` is the shipped one unless the config writes its own."""
+    return {"default": DEFAULT_POLICY, **{name: compile_policy(name, s) for name, s in (section or {}).items()}}
 
 
 def compile_policy(name: str, section: dict[str, Any]) -> Policy:
@@ -156,3 +154,16 @@ def compile_policy(name: str, section: dict[str, Any]) -> Policy:
     return Policy(name, int(section.get("max_attempts", 3)),
                   parse_duration(section.get("max_wait"), 30.0) or 0.0, tuple(rules),
                   parse_duration(section.get("max_cooldown"), DEFAULT_MAX_COOLDOWN) or 0.0)
+
+
+SHIPPED_RETRY_FILE = "40-retry.yaml"
+
+
+def _shipped_default() -> Policy:
+    """``retry_policies.default`` of the shipped config (``routes.d/40-retry.yaml``), the one place the
+    default policy is written: a provider whose config names no policy and defines no ``default`` uses it."""
+    text = (files("router") / "routes.d" / SHIPPED_RETRY_FILE).read_text(encoding="utf-8")
+    return compile_policy("default", YAML(typ="safe").load(text)["retry_policies"]["default"])
+
+
+DEFAULT_POLICY = _shipped_default()

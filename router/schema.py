@@ -1,4 +1,4 @@
-"""JSON Schema validation (Draft 2020-12) of the merged config, plus cross-reference checks.
+"""JSON Schema validation (Draft 2020-12) of the merged config, plus each section's cross-reference check.
 
 Every problem becomes a located ConfigError (file:line:column, JSON pointer, plain message); all of
 them are reported, not only the first.
@@ -7,8 +7,8 @@ them are reported, not only the first.
 from __future__ import annotations
 
 import json
+from collections.abc import Collection, Iterable
 from functools import lru_cache
-from collections.abc import Iterable
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -46,7 +46,7 @@ SECRET_FIELDS = frozenset({"api_keys", "admin_keys", "accounts", "key_list", "ap
 
 def _redacted(err: ValidationError) -> str:
     if err.validator in ("required", "additionalProperties"):
-        return err.message  # names fields, never values
+        return str(err.message)  # names fields, never values
     if err.validator == "type":
         return f"the value is not of type {err.validator_value!r} (value not shown: it may be a secret)"
     return f"the value fails the '{err.validator}' check (value not shown: it may be a secret)"
@@ -59,8 +59,8 @@ def _message(err: ValidationError) -> str:
         described = err.schema.get("description") if isinstance(err.schema, dict) else None
         if described:
             return f"{err.instance!r} is not valid: expected {described}"
-        return best_match(err.context).message
-    return err.message
+        return str(best_match(err.context).message)
+    return str(err.message)
 
 
 def _located(loaded: LoadedConfig, err: ValidationError) -> list[ConfigError]:
@@ -85,26 +85,18 @@ def schema_errors(loaded: LoadedConfig) -> list[ConfigError]:
     return sorted(out, key=lambda e: (e.file, e.line, e.column))
 
 
-def cross_reference_errors(loaded: LoadedConfig, handlers: frozenset[str]) -> list[ConfigError]:
-    """Names that must exist: handlers, providers, templates, retry policies; duplicate routes/keys."""
-    data = loaded.data
-    errs: list[ConfigError] = []
-    providers = _section(data, "providers", dict)
-    templates = _section(data, "templates", dict)
-    policies = _section(data, "retry_policies", dict)
+# The cross-reference check of one section: the names it uses must exist, its own names must be unique.
+# Each reads the merged data defensively: data of the wrong shape is the schema's to report.
 
+
+def route_references(loaded: LoadedConfig, handlers: Collection[str]) -> list[ConfigError]:
+    """Paths that compile, handlers that exist, and each method+path defined once."""
+    errs: list[ConfigError] = []
     seen: dict[tuple[str, str], int] = {}
-    for i, route in enumerate(_section(data, "routes", list)):
+    for i, route in enumerate(_section(loaded.data, "routes", list)):
         if not isinstance(route, dict):
             continue
-        if isinstance(route.get("path"), str):
-            try:
-                compile_path(route["path"])
-            except ValueError as e:
-                errs.append(loaded.locate(("routes", i, "path"), str(e)))
-        handler = route.get("handler")
-        if isinstance(handler, str) and handler not in handlers:
-            errs.append(loaded.locate(("routes", i, "handler"), f"unknown handler '{handler}' {known(handlers)}"))
+        errs += _route_errors(loaded, i, route, handlers)
         methods = route.get("methods") if isinstance(route.get("methods"), list) else None
         for method in methods or ["GET"]:
             key = (str(route.get("path")), str(method))
@@ -114,14 +106,33 @@ def cross_reference_errors(loaded: LoadedConfig, handlers: frozenset[str]) -> li
                                           f"route {method} {key[0]} is already defined in {first.file}:{first.line}"))
             else:
                 seen[key] = i
+    return errs
 
+
+def _route_errors(loaded: LoadedConfig, i: int, route: dict[str, Any], handlers: Collection[str]) -> list[ConfigError]:
+    errs: list[ConfigError] = []
+    if isinstance(route.get("path"), str):
+        try:
+            compile_path(route["path"])
+        except ValueError as e:
+            errs.append(loaded.locate(("routes", i, "path"), str(e)))
+    handler = route.get("handler")
+    if isinstance(handler, str) and handler not in handlers:
+        errs.append(loaded.locate(("routes", i, "handler"), f"unknown handler '{handler}' {known(handlers)}"))
+    return errs
+
+
+def provider_references(loaded: LoadedConfig, handlers: Collection[str]) -> list[ConfigError]:
+    """Each provider's templates, retry policy and fallback exist."""
+    data = loaded.data
+    providers = _section(data, "providers", dict)
+    templates = _section(data, "templates", dict)
+    policies = _section(data, "retry_policies", dict)
+    errs: list[ConfigError] = []
     for name, prov in providers.items():
         if not isinstance(prov, dict):
             continue
-        tpl = prov.get("template")
-        named = {(): tpl} if isinstance(tpl, str) else (
-            {(k,): v for k, v in tpl.items() if isinstance(v, str)} if isinstance(tpl, dict) else {})
-        for sub, tname in named.items():
+        for sub, tname in _template_names(prov.get("template")).items():
             if tname not in templates:
                 errs.append(loaded.locate(("providers", name, "template", *sub),
                                           f"unknown template '{tname}' {known(templates)}"))
@@ -132,17 +143,36 @@ def cross_reference_errors(loaded: LoadedConfig, handlers: frozenset[str]) -> li
         fb = prov.get("fallback")
         if isinstance(fb, str) and fb not in providers:
             errs.append(loaded.locate(("providers", name, "fallback"), f"unknown provider '{fb}' {known(providers)}"))
+    return errs
 
-    mapping = _section(data, "model_mapping", dict)
-    if mapping:
-        for section in ("exact", "wildcard"):
-            for pattern, target in _section(mapping, section, dict).items():
-                errs.extend(_target_errors(loaded, ("model_mapping", section, pattern), target, providers))
-        if "default" in mapping:
-            errs.extend(_target_errors(loaded, ("model_mapping", "default"), mapping["default"], providers))
 
+def _template_names(tpl: Any) -> dict[tuple[str, ...], str]:
+    """The template names a provider's ``template`` holds, by where under it they are written."""
+    if isinstance(tpl, str):
+        return {(): tpl}
+    if isinstance(tpl, dict):
+        return {(k,): v for k, v in tpl.items() if isinstance(v, str)}
+    return {}
+
+
+def mapping_references(loaded: LoadedConfig, handlers: Collection[str]) -> list[ConfigError]:
+    """Every ``provider/model`` mapping target names a provider that exists."""
+    mapping = _section(loaded.data, "model_mapping", dict)
+    providers = _section(loaded.data, "providers", dict)
+    errs: list[ConfigError] = []
+    for section in ("exact", "wildcard"):
+        for pattern, target in _section(mapping, section, dict).items():
+            errs.extend(_target_errors(loaded, ("model_mapping", section, pattern), target, providers))
+    if "default" in mapping:
+        errs.extend(_target_errors(loaded, ("model_mapping", "default"), mapping["default"], providers))
+    return errs
+
+
+def auth_references(loaded: LoadedConfig, handlers: Collection[str]) -> list[ConfigError]:
+    """Each api key name is used once."""
+    errs: list[ConfigError] = []
     names: dict[str, int] = {}
-    for i, key in enumerate(_section(_section(data, "auth", dict), "api_keys", list)):
+    for i, key in enumerate(_section(_section(loaded.data, "auth", dict), "api_keys", list)):
         if isinstance(key, dict) and isinstance(key.get("name"), str):
             if key["name"] in names:
                 errs.append(loaded.locate(("auth", "api_keys", i, "name"),

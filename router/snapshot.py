@@ -1,29 +1,38 @@
 """Compile a loaded config into an immutable Snapshot: everything the request path needs, prebuilt.
 
 A reload builds a whole new snapshot first (load → validate → cross-check → compile) and only a fully
-good one is swapped in; a request keeps the snapshot it started with until it ends.
+good one is swapped in; a request keeps the snapshot it started with until it ends. ``SECTIONS`` is the
+table of the config's top-level keys: each one's schema, compile step, cross-reference check and what
+the gateway does when a snapshot holding it goes live.
 """
 
 from __future__ import annotations
 
 import time
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from jinja2 import TemplateSyntaxError
 
 from router.accounts import Pool, compile_accounts
 from router.auth import AuthPolicy, compile_auth
-from router.config import LoadedConfig, Pointer, load_dir, pointer_text
+from router.config import LoadedConfig, load_dir
+from router.config_checks import auth_errors, completeness_errors, rejected_by
 from router.errors import ConfigError, ConfigErrors
 from router.mapping import ModelMapper, compile_mapping
 from router.reachability import provider_errors
-from router.retry import DEFAULT_POLICY, Policy, compile_policy, parse_duration
+from router.retry import Policy, compile_policies, parse_duration
 from router.routes import RouteTable, compile_routes
-from router.schema import cross_reference_errors, schema_errors
+from router.schema import auth_references, mapping_references, provider_references, route_references, schema_errors
+from router.sections import Compiling, Section, apply_logging, compile_sections, reference_errors, resize_stores
+from router.server import DEFAULT_MAX_EVENT_BYTES as DEFAULT_MAX_EVENT_BYTES  # re-exported: upstream.py reads it
+from router.server import LOOPBACK_HOSTS as LOOPBACK_HOSTS  # re-exported: summary.py reads it
+from router.server import Server, compile_server, exposed, template_limits
 from router.template_budget import DEFAULT_LIMITS, TemplateLimits, header_limits
+from router.template_sandbox import GuardedEnvironment
 from router.templates import _Node, compile_tree, make_environment, template_errors
 
 # The handler names a route may name; the app implements each one.
@@ -36,13 +45,6 @@ HANDLERS = frozenset({
 })
 
 BUILTIN_SIMULATOR = "builtin:simulator"
-DEFAULT_PORT = 8045
-# What one upstream answer may hold in memory (server.upstream_limits): a non-stream body after
-# decompression, and one SSE event. 32 MiB fits the largest real answers (a Gemini image response
-# with 4K inline data, an OpenAI Responses stream's final event repeating the whole output) while a
-# hostile upstream costs at most this much per attempt instead of its whole body.
-DEFAULT_MAX_UPSTREAM_BODY = 32 * 1024 * 1024
-DEFAULT_MAX_EVENT_BYTES = 32 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +86,7 @@ class Provider:
     pool: Pool
     session_header: str
     models: tuple[str, ...]
-    _public: dict[str, Any] = field(init=False, repr=False, compare=False)
+    _public: dict[str, str] = field(init=False, repr=False, compare=False)
     template_view: dict[str, str] = field(init=False, repr=False, compare=False)  # ``provider`` in templates
 
     def __post_init__(self) -> None:
@@ -97,27 +99,19 @@ class Provider:
             "name": self.name, "dialect": self.dialect,
             "base_url": urlunsplit((u.scheme, netloc, u.path, "", "")) if u.scheme else self.base_url})
 
-    def public(self) -> dict[str, Any]:
+    def public(self) -> dict[str, str]:
         """Name, dialect and the base URL without credentials. Shared, built once: callers copy it
         before changing it (templates cannot: their environment is immutable)."""
         return self._public
 
 
 @dataclass(frozen=True, slots=True)
-class Server:
-    host: str
-    port: int
-    allow_lan_access: bool
-    max_body_bytes: int
-    body_timeout: float | None  # seconds a client has to send its whole request body (None: no limit)
-    shutdown_grace: float
-    reload_debounce: float
-    response_store_items: int
-    response_store_ttl: float
-    require_keys: bool = False  # a provider without a key is a config error, not a silent fallback
-    upstream_max_body_bytes: int = DEFAULT_MAX_UPSTREAM_BODY  # server.upstream_limits.max_body_bytes
-    upstream_max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES  # server.upstream_limits.max_event_bytes
-    template_limits: TemplateLimits = DEFAULT_LIMITS
+class Logging:
+    """The ``logging`` section: applied on every swap (sections.apply_logging)."""
+
+    level: str = "info"
+    format: str = "text"
+    access_log: bool = True
 
 
 @dataclass(frozen=True)
@@ -130,12 +124,12 @@ class Snapshot:
     routes: RouteTable
     mapper: ModelMapper
     providers: dict[str, Provider]
-    fallbacks: dict[str, str]
+    fallbacks: dict[str, str]  # provider without an account -> the provider serving in its place
     response_headers: _Node  # renders {header: value}; none/undefined values are left out
     # rendered response headers by (upstream model, client model, provider, account) when the template
     # reads nothing else (see exchange.response_headers); a cache that lives and dies with the snapshot
     header_cache: dict[tuple[Any, ...], dict[str, str]] = field(default_factory=dict, compare=False, repr=False)
-    logging: dict[str, Any] = field(default_factory=dict)
+    logging: Logging = field(default_factory=Logging)
 
     def provider(self, name: str) -> Provider | None:
         """The provider serving ``name``, following ``fallback`` while it has no account."""
@@ -146,50 +140,43 @@ class Snapshot:
         return self.providers.get(name)
 
 
-def _server(section: dict[str, Any]) -> Server:
-    lan = bool(section.get("allow_lan_access", False))
-    store = section.get("response_store") or {}
-    upstream = section.get("upstream_limits") or {}
-    return Server(
-        host=section.get("host") or ("0.0.0.0" if lan else "127.0.0.1"),
-        port=int(section.get("port", DEFAULT_PORT)),
-        allow_lan_access=lan,
-        max_body_bytes=int(section.get("max_body_bytes", 100 * 1024 * 1024)),
-        body_timeout=parse_duration(section.get("body_timeout"), 60.0) or None,
-        shutdown_grace=parse_duration(section.get("shutdown_grace"), 30.0) or 0.0,
-        reload_debounce=parse_duration(section.get("reload_debounce"), 0.3) or 0.0,
-        response_store_items=int(store.get("max_items", 1000)),
-        response_store_ttl=parse_duration(store.get("ttl"), 3600.0) or 0.0,
-        require_keys=section.get("require_keys") is True,
-        upstream_max_body_bytes=int(upstream.get("max_body_bytes", DEFAULT_MAX_UPSTREAM_BODY)),
-        upstream_max_event_bytes=int(upstream.get("max_event_bytes", DEFAULT_MAX_EVENT_BYTES)),
-        template_limits=_template_limits(section),
+Providers = tuple[dict[str, Provider], dict[str, str]]  # providers by name, fallbacks of those without accounts
+
+
+# One compile step per section: each reads its own part of the config and the sections before it.
+
+
+def _auth(c: Compiling) -> AuthPolicy:
+    """``auth.mode: auto`` protects a listener that is not loopback-only."""
+    return compile_auth(c.data.get("auth"), exposed(c[SERVER], c.bind_host))
+
+
+def _templates(c: Compiling) -> dict[str, Template]:
+    return {name: _template(c.env, name, t) for name, t in (c.data.get("templates") or {}).items()}
+
+
+def _providers(c: Compiling) -> Providers:
+    providers: dict[str, Provider] = {}
+    fallbacks: dict[str, str] = {}
+    for name, section in (c.data.get("providers") or {}).items():
+        providers[name] = _provider(c, name, section)
+        if not providers[name].pool.accounts and section.get("fallback"):
+            fallbacks[name] = section["fallback"]
+    return providers, fallbacks
+
+
+def _provider(c: Compiling, name: str, p: dict[str, Any]) -> Provider:
+    base_url = p["base_url"].rstrip("/")
+    if base_url == BUILTIN_SIMULATOR:
+        base_url = c.builtins.get(BUILTIN_SIMULATOR, base_url)
+    templates, tspec = c[TEMPLATES], p["template"] if isinstance(p["template"], dict) else {"default": p["template"]}
+    return Provider(
+        name=name, dialect=p["dialect"], base_url=base_url, template=templates[tspec["default"]],
+        inbound_templates={k: templates[v] for k, v in tspec.items() if k != "default"},
+        retry=c[RETRY_POLICIES][p.get("retry", "default")], timeouts=_timeouts(p.get("timeouts")),
+        pool=Pool(name, compile_accounts(name, p), p.get("scheduling", "round_robin")),
+        session_header=p.get("session_header", "x-session-id"), models=tuple(p.get("models") or ()),
     )
-
-
-def _template_limits(server: Any) -> TemplateLimits:
-    """``server.template_limits``. Tolerant of values the schema rejects (reported there): the
-    environment that checks the templates is built before the config is known to be valid."""
-    section = server.get("template_limits") if isinstance(server, dict) else None
-    section, d = section if isinstance(section, dict) else {}, DEFAULT_LIMITS
-
-    def count(key: str, default: int) -> int:
-        value = section.get(key)
-        return value if type(value) is int and value > 0 else default
-
-    try:
-        max_time = parse_duration(section.get("max_time"), d.max_time) or 0.0  # 0: no time limit
-    except ValueError:
-        max_time = d.max_time
-    return TemplateLimits(count("max_iterations", d.max_iterations), count("max_output_chars", d.max_output_chars),
-                          max_time)
-
-
-def _listener(data: dict[str, Any], bind_host: str | None) -> tuple[Server, AuthPolicy]:
-    """The server settings and the auth policy in effect on the address actually listened on."""
-    server = _server(data.get("server") or {})
-    exposed = server.allow_lan_access or (bind_host or server.host) not in LOOPBACK_HOSTS
-    return server, compile_auth(data.get("auth"), exposed)
 
 
 def _timeouts(section: dict[str, Any] | None) -> Timeouts:
@@ -199,7 +186,37 @@ def _timeouts(section: dict[str, Any] | None) -> Timeouts:
                       for k in ("connect", "first_byte", "total", "idle")))
 
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+def _response_headers(c: Compiling) -> _Node:
+    """Rendered on the event loop: a budget of a few milliseconds, whatever server.template_limits says."""
+    return compile_tree(c.env, dict(c.data.get("response_headers") or {}), "response_headers",
+                        header_limits(c.env.limits))
+
+
+def _logging(c: Compiling) -> Logging:
+    section = c.data.get("logging") or {}
+    return Logging(str(section.get("level", "info")), str(section.get("format", "text")),
+                   section.get("access_log", True) is not False)
+
+
+SERVER = Section("server", "server.schema.json", lambda c: compile_server(c.data.get("server")),
+                 swap=resize_stores)  # the Responses store and signature memory follow response_store
+AUTH = Section("auth", "auth.schema.json", _auth, auth_references)
+RETRY_POLICIES = Section("retry_policies", "retry_policies.schema.json",
+                         lambda c: compile_policies(c.data.get("retry_policies")))
+TEMPLATES = Section("templates", "templates.schema.json", _templates)
+# swapped in as is: account state (cooldowns, sticky sessions) lives in the gateway's StateStore by
+# provider/account id, so an account that stays keeps its state and one that goes is no longer picked
+PROVIDERS = Section("providers", "providers.schema.json", _providers, provider_references)
+MODEL_MAPPING = Section("model_mapping", "model_mapping.schema.json",
+                        lambda c: compile_mapping(c.data.get("model_mapping")), mapping_references)
+ROUTES = Section("routes", "routes.schema.json", lambda c: compile_routes(c.data.get("routes") or []),
+                 route_references)
+RESPONSE_HEADERS = Section("response_headers", "response_headers.schema.json", _response_headers)
+LOGGING = Section("logging", "logging.schema.json", _logging, swap=apply_logging)
+
+# In compile order: a section comes after those it reads (providers read retry_policies and templates).
+SECTIONS: tuple[Section[Any], ...] = (
+    SERVER, AUTH, RETRY_POLICIES, TEMPLATES, PROVIDERS, MODEL_MAPPING, ROUTES, RESPONSE_HEADERS, LOGGING)
 
 
 def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, Callable[..., Any]],
@@ -211,76 +228,43 @@ def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, 
     ``auth.mode: auto`` protects any listener that is not loopback-only. ``require_keys``
     (``--require-keys``, or ``server.require_keys``) makes a provider without a key an error.
     """
-    env = make_environment(dict(filters), _template_limits(loaded.data.get("server")))
+    env = make_environment(dict(filters), template_limits(loaded.data.get("server")))
     errors = config_errors(loaded, env, bind_host, require_keys)
     if errors:
         raise ConfigErrors(errors)
-    data = loaded.data
-    server, auth = _listener(data, bind_host)
-    policies = {"default": DEFAULT_POLICY}
-    for name, section in (data.get("retry_policies") or {}).items():
-        policies[name] = compile_policy(name, section)
-    templates = {name: _template(env, name, t) for name, t in (data.get("templates") or {}).items()}
-    providers: dict[str, Provider] = {}
-    fallbacks: dict[str, str] = {}
-    builtins = builtins or {}
-    for name, p in (data.get("providers") or {}).items():
-        base_url = p["base_url"].rstrip("/")
-        if base_url == BUILTIN_SIMULATOR:
-            base_url = builtins.get(BUILTIN_SIMULATOR, base_url)
-        accounts = compile_accounts(name, p)
-        if not accounts and p.get("fallback"):
-            fallbacks[name] = p["fallback"]
-        tspec = p["template"] if isinstance(p["template"], dict) else {"default": p["template"]}
-        providers[name] = Provider(
-            name=name, dialect=p["dialect"], base_url=base_url, template=templates[tspec["default"]],
-            inbound_templates={k: templates[v] for k, v in tspec.items() if k != "default"},
-            retry=policies[p.get("retry", "default")], timeouts=_timeouts(p.get("timeouts")),
-            pool=Pool(name, accounts, p.get("scheduling", "round_robin")),
-            session_header=p.get("session_header", "x-session-id"), models=tuple(p.get("models") or ()),
-        )
-    # rendered on the event loop: a budget of a few milliseconds, whatever server.template_limits says
-    headers = compile_tree(env, dict(data.get("response_headers") or {}), "response_headers",
-                           header_limits(env.limits))
+    c = compile_sections(SECTIONS, Compiling(loaded.data, env, bind_host, dict(builtins or {})))
+    providers, fallbacks = c[PROVIDERS]
     return Snapshot(
-        generation=generation, loaded_at=time.time(), files=tuple(loaded.files), server=server, auth=auth,
-        routes=compile_routes(data.get("routes") or []), mapper=compile_mapping(data.get("model_mapping")),
-        providers=providers, fallbacks=fallbacks, response_headers=headers,
-        logging=dict(data.get("logging") or {}),
+        generation=generation, loaded_at=time.time(), files=tuple(loaded.files), server=c[SERVER], auth=c[AUTH],
+        routes=c[ROUTES], mapper=c[MODEL_MAPPING], providers=providers, fallbacks=fallbacks,
+        response_headers=c[RESPONSE_HEADERS], logging=c[LOGGING],
     )
 
 
-def config_errors(loaded: LoadedConfig, env: Any, bind_host: str | None = None, require_keys: bool = False
-                  ) -> list[ConfigError]:
+def config_errors(loaded: LoadedConfig, env: GuardedEnvironment, bind_host: str | None = None,
+                  require_keys: bool = False) -> list[ConfigError]:
     """Every problem of a loaded config in one pass, sorted by location: files, schema, cross
     references, template syntax, auth keys, completeness and providers that cannot serve. Later
     checks skip the data the schema rejected instead of tripping over it."""
     schema = schema_errors(loaded)
-    rejected = _rejected([*schema, *loaded.errors])
-    data = loaded.data
+    rejected = rejected_by([*schema, *loaded.errors])
     errors = [*loaded.errors, *schema, *cross_reference_errors(loaded, HANDLERS)]
     errors += _template_syntax_errors(loaded, env)
-    errors += _completeness_errors(loaded, rejected)
-    if not rejected(("auth",)) and not rejected(("server",)):
-        errors += _auth_errors(loaded, bind_host)
-    server = data.get("server") if isinstance(data.get("server"), dict) else {}
-    require = require_keys or server.get("require_keys") is True
+    errors += completeness_errors(loaded, rejected)
+    errors += auth_errors(loaded, bind_host, rejected)
+    server = loaded.data.get("server")
+    require = require_keys or (isinstance(server, dict) and server.get("require_keys") is True)
     errors += provider_errors(loaded, require, rejected)
     return sorted(set(errors), key=lambda e: (e.file, e.line, e.column, e.message))
 
 
-def _rejected(found: list[ConfigError]) -> Callable[[Pointer], bool]:
-    """Whether the schema (or ``${...}`` resolution) rejected the data at, above or under a pointer."""
-    bad = [e.pointer for e in found if e.pointer]
-
-    def rejected(pointer: Pointer) -> bool:
-        text = pointer_text(pointer)
-        return any(b == text or b.startswith(text + "/") or text.startswith(b + "/") for b in bad)
-
-    return rejected
+def cross_reference_errors(loaded: LoadedConfig, handlers: Collection[str]) -> list[ConfigError]:
+    """Names that must exist (handlers, providers, templates, retry policies) and names defined twice
+    (routes, api keys): every section's own check. ``handlers``: the names a route may name."""
+    return reference_errors(SECTIONS, loaded, handlers)
 
 
-def _template_syntax_errors(loaded: LoadedConfig, env: Any) -> list[ConfigError]:
+def _template_syntax_errors(loaded: LoadedConfig, env: GuardedEnvironment) -> list[ConfigError]:
     errors: list[ConfigError] = []
     for section in ("templates", "response_headers"):
         entries = loaded.data.get(section)
@@ -289,32 +273,7 @@ def _template_syntax_errors(loaded: LoadedConfig, env: Any) -> list[ConfigError]
     return errors
 
 
-def _completeness_errors(loaded: LoadedConfig, rejected: Callable[[Pointer], bool]) -> list[ConfigError]:
-    """A config with no routes answers nothing, one with no providers serves no model. Not reported
-    when a file could not be read or parsed: its routes may be the missing ones."""
-    if any(not e.pointer for e in loaded.errors):
-        return []
-    errors = []
-    for section, what in (("routes", "no routes: the gateway would answer nothing (add a 'routes' list)"),
-                          ("providers", "no providers: no model could be served (add a 'providers' section)")):
-        if not loaded.data.get(section) and not rejected((section,)):
-            errors.append(loaded.locate((section,), what))
-    return errors
-
-
-def _auth_errors(loaded: LoadedConfig, bind_host: str | None) -> list[ConfigError]:
-    """A mode that needs keys with none defined: a LAN-exposed gateway never runs open by accident."""
-    data = loaded.data
-    _, auth = _listener(data, bind_host)
-    if auth.mode == "off" or auth.keys:
-        return []
-    written = (data.get("auth") or {}).get("mode", "auto")
-    why = f"auth mode '{written}'" + (f" (= {auth.mode} on a non-loopback listener)" if written == "auto" else "")
-    return [loaded.locate(("auth", "mode") if data.get("auth") else ("server", "allow_lan_access"),
-                          f"{why} needs at least one api key with a non-empty key")]
-
-
-def _template(env: Any, name: str, t: dict[str, Any]) -> Template:
+def _template(env: GuardedEnvironment, name: str, t: dict[str, Any]) -> Template:
     try:
         return Template(
             name=name, method=str(t.get("method", "POST")).upper(), url=compile_tree(env, t["url"], f"{name}.url"),

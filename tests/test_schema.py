@@ -12,8 +12,8 @@ from router.config import load_dir
 from router.errors import ConfigError, ConfigErrors
 from router.filters import all_filters
 from router.resources import schema_files
-from router.schema import cross_reference_errors, schema_errors, validator
-from router.snapshot import HANDLERS, check, compile_config
+from router.schema import schema_errors, validator
+from router.snapshot import HANDLERS, check, compile_config, cross_reference_errors
 from tests.conftest import MINIMAL_CONFIG
 
 SECTIONS = ["server", "auth", "providers", "model_mapping", "routes", "retry_policies", "templates",
