@@ -45,15 +45,11 @@ class Compiling:
 
     def __init__(self, data: dict[str, Any], env: GuardedEnvironment, bind_host: str | None,
                  builtins: dict[str, str]):
-        self.data = data
+        self.data = data  # the merged config, valid: each step reads its own key (absent: None)
         self.env = env  # the Jinja environment the templates compile in
         self.bind_host = bind_host  # the address actually listened on, when given on the command line
         self.builtins = builtins  # URLs of built-in upstreams (the simulator) by their config name
         self._done: dict[str, object] = {}
-
-    def raw(self, section: Section[Any]) -> Any:
-        """The section as written (None when absent)."""
-        return self.data.get(section.name)
 
     def add(self, section: Section[T], value: T) -> None:
         self._done[section.name] = value
