@@ -12,7 +12,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Mapping
 
 import aiohttp
@@ -20,8 +19,9 @@ import aiohttp
 from router.access_log import AccessLog
 from router.accounts import StateStore
 from router.config import LoadedConfig, load_dir
+from router.codecs import Stores
 from router.errors import ConfigError, ConfigErrors
-from router.filters import all_filters
+from router.registry import template_filters
 from router.render_pool import RenderPool
 from router.snapshot import BUILTIN_SIMULATOR, Snapshot, compile_config
 from router.summary import Line, describe
@@ -43,12 +43,6 @@ class ReloadStatus:
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "generation": self.generation, "at": self.at, "reason": self.reason,
                 "errors": [e.as_dict() for e in self.errors]}
-
-
-def decoder_modules() -> dict[str, ModuleType]:
-    from router.decoders import anthropic, gemini, openai
-
-    return {"gemini": gemini, "openai": openai, "anthropic": anthropic}
 
 
 def _uses_simulator(loaded: LoadedConfig) -> bool:
@@ -75,7 +69,7 @@ class Gateway:
         self.require_keys = require_keys  # --require-keys: a provider without a key is a config error
         self.env = env
         self.sim_options = sim_options or {}
-        self.filters = all_filters()
+        self.filters = template_filters()
         self.store = StateStore()
         self.snapshot: Snapshot | None = None
         self.generation = 0
@@ -85,7 +79,7 @@ class Gateway:
         self.renders: ThreadPoolExecutor | None = None  # templates with Jinja leaves render here
         self.sim: Any = None
         self.builtins: dict[str, str] = {}
-        self.stores: dict[str, Any] = {}
+        self.stores = Stores()  # what client codecs keep between requests, sized by each snapshot
         self._lock = asyncio.Lock()
         self.reloads_ok = 0
         self.reloads_failed = 0
@@ -173,14 +167,18 @@ class Gateway:
         from router.signature_memory import SignatureMemory
 
         items, ttl = snap.server.response_store_items, snap.server.response_store_ttl or None
-        for key, kind in (("openai.responses", ResponseStore), ("openai.chat.signatures", SignatureMemory)):
-            cur = self.stores.get(key)
-            if items <= 0:
-                self.stores.pop(key, None)
-            elif cur is None:
-                self.stores[key] = kind(items, ttl)
-            else:
-                cur.resize(items, ttl)
+        stores = self.stores
+        if items <= 0:
+            stores.responses = stores.signatures = None
+            return
+        if stores.responses is None:
+            stores.responses = ResponseStore(items, ttl)
+        else:
+            stores.responses.resize(items, ttl)
+        if stores.signatures is None:
+            stores.signatures = SignatureMemory(items, ttl)
+        else:
+            stores.signatures.resize(items, ttl)
 
     async def _start_simulator(self) -> None:
         from router.sim import SimServer

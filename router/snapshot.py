@@ -15,25 +15,20 @@ from typing import Any, Callable, Mapping
 from jinja2 import TemplateSyntaxError
 
 from router.accounts import Pool, compile_accounts
+from router.codecs import UpstreamCodec
 from router.auth import AuthPolicy, compile_auth
 from router.config import LoadedConfig, Pointer, load_dir, pointer_text
 from router.errors import ConfigError, ConfigErrors
 from router.mapping import ModelMapper, compile_mapping
 from router.reachability import provider_errors
 from router.retry import DEFAULT_POLICY, Policy, compile_policy, parse_duration
+from router.registry import ENDPOINTS, UPSTREAM_CODECS
 from router.routes import RouteTable, compile_routes
 from router.schema import cross_reference_errors, schema_errors
 from router.template_budget import DEFAULT_LIMITS, TemplateLimits, header_limits
 from router.templates import _Node, compile_tree, make_environment, template_errors
 
-# The handler names a route may name; the app implements each one.
-HANDLERS = frozenset({
-    "health", "models.list", "models.get",
-    "openai.chat", "openai.completions", "openai.responses",
-    "anthropic.messages", "anthropic.count_tokens", "anthropic.models",
-    "gemini.generate", "gemini.stream", "gemini.count_tokens", "gemini.models",
-    "admin.config", "admin.reload", "admin.accounts", "admin.account_reset", "metrics",
-})
+HANDLERS = frozenset(ENDPOINTS)  # the handler names a route may name (router.registry)
 
 BUILTIN_SIMULATOR = "builtin:simulator"
 DEFAULT_PORT = 8045
@@ -84,6 +79,7 @@ class Provider:
     pool: Pool
     session_header: str
     models: tuple[str, ...]
+    codec: UpstreamCodec  # how its answers are decoded: the registry's codec for ``dialect``
     _public: dict[str, Any] = field(init=False, repr=False, compare=False)
     template_view: dict[str, str] = field(init=False, repr=False, compare=False)  # ``provider`` in templates
 
@@ -238,13 +234,14 @@ def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, 
             retry=policies[p.get("retry", "default")], timeouts=_timeouts(p.get("timeouts")),
             pool=Pool(name, accounts, p.get("scheduling", "round_robin")),
             session_header=p.get("session_header", "x-session-id"), models=tuple(p.get("models") or ()),
+            codec=UPSTREAM_CODECS[p["dialect"]],
         )
     # rendered on the event loop: a budget of a few milliseconds, whatever server.template_limits says
     headers = compile_tree(env, dict(data.get("response_headers") or {}), "response_headers",
                            header_limits(env.limits))
     return Snapshot(
         generation=generation, loaded_at=time.time(), files=tuple(loaded.files), server=server, auth=auth,
-        routes=compile_routes(data.get("routes") or []), mapper=compile_mapping(data.get("model_mapping")),
+        routes=compile_routes(data.get("routes") or [], ENDPOINTS), mapper=compile_mapping(data.get("model_mapping")),
         providers=providers, fallbacks=fallbacks, response_headers=headers,
         logging=dict(data.get("logging") or {}),
     )
