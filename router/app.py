@@ -60,15 +60,12 @@ class Dispatcher:
         inflight[task] = x
         status = 500
         try:
-            if route is None or endpoint is None:
+            if endpoint is None or route is None:
                 resp: web.StreamResponse = self._no_route(x, request, m.allowed)
             else:
                 try:
                     x.client_key = self._authenticate(snap, endpoint, route.auth, request)
-                    # the query is parsed only when there is one (most API calls have none)
-                    params: dict[str, Any] = {**request.query, **route.params, **m.params} \
-                        if request.query_string else {**route.params, **m.params}
-                    resp = await endpoint.run(self, x, request, params)
+                    resp = await endpoint.run(self, x, request, self._params(request, route.params, m.params))
                 except GatewayError as e:
                     resp = self.error_response(self._family(endpoint, request), e, rid, x)
                 except asyncio.CancelledError:
@@ -78,12 +75,7 @@ class Dispatcher:
                 except ConnectionResetError:
                     raise
                 except Exception:  # noqa: BLE001 - the one boundary that turns surprises into a 500
-                    log.exception("unhandled error", extra={"request_id": rid, "handler": route.handler})
-                    if x.response is not None and x.response.prepared:
-                        status = x.response.status  # what the client got (its error went in-band)
-                        return x.response  # a stream already started: no second status line
-                    resp = self.error_response(self._family(endpoint, request),
-                                               GatewayError("server", "internal gateway error"), rid, x)
+                    resp = self._unexpected(x, endpoint, request)
             status = resp.status
             if not resp.prepared:
                 resp.headers.setdefault("X-Request-Id", rid)
@@ -93,13 +85,30 @@ class Dispatcher:
             raise
         finally:
             del inflight[task]
-            x.status = status
-            # metrics and the access line once the response is on its way, not before it
-            route_path = route.path if route else "unmatched"
-            try:
-                asyncio.get_running_loop().call_soon(self._finish, x, request, route_path, status, started)
-            except RuntimeError:  # no running loop (a coroutine closed at shutdown): record it now
-                self._finish(x, request, route_path, status, started)
+            self._record(x, request, route.path if route else "unmatched", status)
+
+    @staticmethod
+    def _params(request: web.BaseRequest, fixed: dict[str, Any], matched: dict[str, str]) -> dict[str, Any]:
+        """The route's fixed parameters, the path's and the query's (parsed only when there is one:
+        most API calls have none)."""
+        return {**request.query, **fixed, **matched} if request.query_string else {**fixed, **matched}
+
+    def _unexpected(self, x: Exchange, endpoint: Endpoint, request: web.BaseRequest) -> web.StreamResponse:
+        """A bug: logged with its traceback; a 500 in the caller's family, or, when a stream already
+        started, the stream as it is (its error went in-band: no second status line)."""
+        log.exception("unhandled error", extra={"request_id": x.request_id, "handler": endpoint.name})
+        if x.response is not None and x.response.prepared:
+            return x.response
+        return self.error_response(self._family(endpoint, request),
+                                   GatewayError("server", "internal gateway error"), x.request_id, x)
+
+    def _record(self, x: Exchange, request: web.BaseRequest, route: str, status: int) -> None:
+        """Metrics and the access line, once the response is on its way (not before it)."""
+        x.status = status
+        try:
+            asyncio.get_running_loop().call_soon(self._finish, x, request, route, status, x.started)
+        except RuntimeError:  # no running loop (a coroutine closed at shutdown): record it now
+            self._finish(x, request, route, status, x.started)
 
     async def _cut(self, task: asyncio.Task[Any], x: Exchange, family: Family) -> web.StreamResponse:
         """A shutdown's grace ended with this request still running: a 503 in its dialect when nothing
