@@ -33,7 +33,7 @@ if str(REPO) not in sys.path:  # run as a script: make ``router`` importable
     sys.path.insert(0, str(REPO))
 
 from router.config import load_dir
-from router.filters import all_filters
+from router.registry import template_filters
 from router.mapping import compile_mapping
 from router.snapshot import Snapshot, compile_config
 
@@ -155,7 +155,7 @@ def run(quick: bool = False, work: Path | None = None, sizes: tuple[int, int] = 
         large_routes: int = 200) -> dict[str, Any]:
     """A small and a large config (``sizes`` mapping rules): reload time (best and median of several
     reloads) and matching costs."""
-    filters = all_filters()
+    filters = template_filters()
     rng = random.Random(1234)
     repeats, names = (1, 3_000) if quick else (5, 30_000)
     owned = work is None

@@ -42,11 +42,11 @@ def setup_logging(level: str = "info", fmt: str = "text") -> None:
 def cmd_check(args: argparse.Namespace) -> int:
     """Exit 0 when valid, 1 with every error (text: one ``file:line:col: ...`` line each; json: one
     document on stdout). Argument errors exit 2, as argparse does."""
-    from router.filters import all_filters
+    from router.registry import template_filters
     from router.snapshot import check_dir
 
     directory = _config_dir(args.dir)
-    loaded, errors = check_dir(directory, all_filters(), require_keys=args.require_keys,
+    loaded, errors = check_dir(directory, template_filters(), require_keys=args.require_keys,
                                placeholders=args.placeholder_secrets)
     if args.format == "json":
         print(json.dumps({
@@ -71,7 +71,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from router.runner import run, serve
     from router.loops import new_event_loop
     from router.config import load_dir
-    from router.filters import all_filters
+    from router.registry import template_filters
     from router.gateway import Gateway
     from router.listen import url as listen_url
     from router.snapshot import BUILTIN_SIMULATOR, compile_config
@@ -79,7 +79,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     directory = _config_dir(args.config)
     loaded = load_dir(directory)
     try:  # validate before binding; the simulator's real URL is filled in at start
-        snap = compile_config(loaded, 0, all_filters(), {BUILTIN_SIMULATOR: "http://127.0.0.1:0"}, args.host,
+        snap = compile_config(loaded, 0, template_filters(), {BUILTIN_SIMULATOR: "http://127.0.0.1:0"}, args.host,
                               args.require_keys)
     except ConfigErrors as e:
         for err in e.errors:

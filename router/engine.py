@@ -11,7 +11,6 @@ import logging
 import hashlib
 import time
 from concurrent.futures import Executor
-from types import ModuleType
 from typing import Any
 
 import aiohttp
@@ -21,6 +20,7 @@ from aiohttp import web
 from router.accounts import Account, StateStore
 from router.bodies import read_json, read_limited
 from router.canonical import CanonicalRequest, Event, ResponseContext, StreamError, Usage
+from router.codecs import ClientCodec, StreamEncoder, Stores
 from router.errors import BadRequest, GatewayError, kind_for_status
 from router.exchange import Attempt, ClientHeaders, Exchange, response_headers
 from router.idle import IdleTimer
@@ -32,8 +32,6 @@ from router.upstream import SSEParser, UpstreamFailure, parse_failure, redact, r
 
 log = logging.getLogger("router.engine")
 
-ID_PREFIX = {"openai.chat": "chatcmpl-", "openai.completions": "cmpl-", "openai.responses": "resp_",
-             "anthropic.messages": "msg_", "gemini": ""}
 ERROR_BODY_LIMIT = 64 * 1024
 MAX_NAME = 256  # longest model name or sticky session id taken from a client
 
@@ -42,33 +40,31 @@ class Engine:
     """Runs requests through upstream providers; shared state is the store and the HTTP session."""
 
     def __init__(self, store: StateStore, session: aiohttp.ClientSession,
-                 decoders: dict[str, ModuleType], stores: dict[str, Any] | None = None,
+                 stores: Stores | None = None,
                  ids: IdGenerator | None = None, renders: Executor | None = None):
         self.ids = ids or IdGenerator()
         # where templates with Jinja leaves render (None: the loop's default executor); a pool of its
         # own keeps runaway renders, each bounded by its budget, from delaying DNS lookups and reloads
         self.renders = renders
         self.store = store
-        self.stores = stores if stores is not None else {}  # per-dialect state (Responses store, signatures)
+        self.stores = stores if stores is not None else Stores()  # what client codecs keep between requests
         self._timeouts: dict[Timeouts, tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]] = {}
         self.session = session
-        self.decoders = decoders
         self._hint_warnings = Throttle()  # odd Retry-After values: a hostile upstream sends one per request
 
     # --- the attempt loop ---------------------------------------------------------------------
 
     async def proxy(self, x: Exchange, request: web.BaseRequest, params: dict[str, Any]) -> web.StreamResponse:
-        """Decode the client's request in ``x.dialect``, then run the attempt loop."""
-        dialect = x.dialect
-        assert dialect is not None
+        """Decode the client's request with ``x.codec``, then run the attempt loop."""
+        codec = x.codec
+        assert codec is not None
         body = await read_json(request, x.snapshot.server.max_body_bytes, x.snapshot.server.body_timeout)
-        req = x.canonical = dialect.decode_request(body, params)
+        req = x.canonical = codec.decode_request(body, params)
         if len(req.model) > MAX_NAME:  # names become cache keys and metric labels: bound them
             raise BadRequest(f"model name longer than {MAX_NAME} characters", param="model")
         x.client_model = req.model
-        prepare = dialect.__dict__.get("prepare")  # not getattr(..., None): a miss would build an AttributeError
-        if prepare is not None:  # dialects with server-side state (Responses API store)
-            req = x.canonical = prepare(self.stores, req, x.client_key)
+        if codec.prepare is not None:  # codecs with server-side state (Responses API store)
+            req = x.canonical = codec.prepare(self.stores, req, x.client_key)
         target = x.snapshot.mapper.resolve(req.model)
         if target is None:
             raise GatewayError("not_found", f"The model '{req.model}' does not exist or is not mapped",
@@ -237,7 +233,7 @@ class Engine:
                                                 "(server.upstream_limits.max_body_bytes)")
         x.ttfb = time.monotonic() - x.started
         try:
-            events = self.decoders[provider.dialect].decode_response(orjson.loads(raw))
+            events = provider.codec.decode_response(orjson.loads(raw))
         except ValueError as e:  # orjson.JSONDecodeError is a ValueError
             return UpstreamFailure("malformed", f"upstream sent a malformed response: {str(e)[:200]}")
         for ev in events:
@@ -245,7 +241,7 @@ class Engine:
                 return UpstreamFailure(ev.status, redact(ev.message, (x.account.api_key,) if x.account else ()))
         x.usage = next((e for e in reversed(events) if isinstance(e, Usage)), None)
         rctx = self._context(x)
-        body = x.dialect.encode_response(events, rctx)  # type: ignore[union-attr]
+        body = self._codec(x).encode_response(events, rctx)
         self.after_response(x, rctx, events)
         if rctx.signed_calls:
             self.remember_signatures(x, rctx)
@@ -254,10 +250,10 @@ class Engine:
 
     async def _stream(self, x: Exchange, provider: Provider, resp: aiohttp.ClientResponse,
                       request: web.BaseRequest) -> web.StreamResponse | UpstreamFailure:
-        decoder = self.decoders[provider.dialect].StreamDecoder()
+        decoder = provider.codec.stream_decoder()
         parser = SSEParser(x.snapshot.server.upstream_max_event_bytes)
         rctx = self._context(x)
-        encoder = x.dialect.StreamEncoder(rctx)  # type: ignore[union-attr]
+        encoder = self._codec(x).stream_encoder(rctx)
         out: web.StreamResponse | None = None
         keep: list[Event] | None = [] if self.keeps_events(x) else None
         content = resp.content
@@ -325,10 +321,11 @@ class Engine:
         await out.write_eof()
         return out
 
-    async def _start_stream(self, x: Exchange, request: web.BaseRequest, encoder: Any) -> web.StreamResponse:
+    async def _start_stream(self, x: Exchange, request: web.BaseRequest, encoder: StreamEncoder
+                            ) -> web.StreamResponse:
         out = x.response = web.StreamResponse(status=200, headers=response_headers(x))
         x.encoder = encoder  # a shutdown that cuts the stream ends it with the encoder's error event
-        out.content_type = "text/event-stream"
+        out.content_type = self._codec(x).stream_media_type
         out.headers["Cache-Control"] = "no-cache"
         out.headers["X-Accel-Buffering"] = "no"
         await out.prepare(request)
@@ -338,7 +335,7 @@ class Engine:
             await out.write(start)
         return out
 
-    async def _stream_failure(self, x: Exchange, out: web.StreamResponse | None, encoder: Any,
+    async def _stream_failure(self, x: Exchange, out: web.StreamResponse | None, encoder: StreamEncoder,
                               outcome: str, message: str) -> web.StreamResponse | UpstreamFailure:
         if out is None:
             return UpstreamFailure(outcome, message)  # nothing reached the client yet: retryable
@@ -350,26 +347,31 @@ class Engine:
         await out.write(encoder.error(StreamError(status, kind_for_status(status), message)))
         return out
 
-    # --- hooks for dialects with server-side state (Responses store, OpenAI Chat signatures) ------
+    # --- codecs with server-side state (Responses store, OpenAI Chat signatures) ----------------------
+
+    @staticmethod
+    def _codec(x: Exchange) -> ClientCodec:
+        assert x.codec is not None  # set by the proxy endpoint before the engine runs
+        return x.codec
 
     def _context(self, x: Exchange) -> ResponseContext:
         assert x.canonical is not None
-        return ResponseContext(self.ids.new(ID_PREFIX.get(x.dialect.NAME, "")),  # type: ignore[union-attr]
-                               x.client_model or x.canonical.model, int(time.time()), x.canonical)
+        return ResponseContext(self.ids.new(self._codec(x).id_prefix), x.client_model or x.canonical.model,
+                               int(time.time()), x.canonical)
 
     @staticmethod
     def keeps_events(x: Exchange) -> bool:
-        return x.dialect is not None and "remember" in x.dialect.__dict__
+        return x.codec is not None and x.codec.remember is not None
 
     def after_response(self, x: Exchange, rctx: ResponseContext, events: list[Event]) -> None:
-        """Lets a dialect with server-side state (``remember``) keep the finished exchange."""
-        remember = x.dialect.__dict__.get("remember") if x.dialect is not None else None
+        """Lets a codec with server-side state (``remember``) keep the finished exchange."""
+        remember = x.codec.remember if x.codec is not None else None
         if remember is not None and x.canonical is not None:
             remember(self.stores, x.canonical, rctx, events, x.client_key)
 
     def remember_signatures(self, x: Exchange, rctx: ResponseContext) -> None:
-        """Lets the dialect keep the tool-call signatures its encoder handed out, by call id, for
+        """Lets the codec keep the tool-call signatures its encoder handed out, by call id, for
         clients that drop them on replay (only responses with signed calls get here)."""
-        remember = x.dialect.__dict__.get("remember_signatures") if x.dialect is not None else None
-        if remember is not None:
+        remember = x.codec.remember_signatures if x.codec is not None else None
+        if remember is not None and rctx.signed_calls:
             remember(self.stores, rctx.signed_calls, x.client_key)

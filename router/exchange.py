@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from types import ModuleType
 from typing import Any
 
 from aiohttp import web
@@ -13,6 +12,8 @@ from jinja2 import TemplateError
 
 from router.accounts import Account
 from router.canonical import CanonicalRequest
+from router.codecs import ClientCodec, StreamEncoder
+from router.endpoints import Endpoint
 from router.snapshot import Provider, Snapshot
 from router.templates import PRUNE, logged_error
 from router.upstream import UpstreamRequest, loggable_url
@@ -33,9 +34,9 @@ class Exchange:
 
     request_id: str
     snapshot: Snapshot
-    handler: str
+    endpoint: Endpoint | None  # None: no route matched
     started: float
-    dialect: ModuleType | None = None
+    codec: ClientCodec | None = None  # a proxy request's client codec
     canonical: CanonicalRequest | None = None
     client_model: str | None = None
     provider: Provider | None = None
@@ -48,9 +49,14 @@ class Exchange:
     usage: Any = None
     error: str | None = None
     response: web.StreamResponse | None = None  # set once a stream's headers are going out
-    encoder: Any = None  # the stream's encoder while its events flow; None once its last frames are going out
+    encoder: StreamEncoder | None = None  # the stream's encoder while its events flow; None once its last frames are going out
     client_key: str | None = None  # the name of the API key that authenticated the request
     upstream: UpstreamRequest | None = None  # the attempt in progress (named in its log lines)
+
+    @property
+    def handler(self) -> str:
+        """The endpoint's name ("" when no route matched), as logs and metrics show it."""
+        return self.endpoint.name if self.endpoint is not None else ""
 
     def upstream_target(self) -> tuple[str, str]:
         """(method, ``scheme://host/path``) of the attempt in progress, for log lines: no query and no

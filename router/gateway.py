@@ -13,16 +13,16 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import aiohttp
 
 from router.access_log import AccessLog
 from router.accounts import StateStore
+from router.codecs import Stores
 from router.config import LoadedConfig, load_dir
 from router.errors import ConfigError, ConfigErrors
-from router.filters import all_filters
+from router.registry import template_filters
 from router.render_pool import RenderPool
 from router.sections import swap_in
 from router.snapshot import BUILTIN_SIMULATOR, SECTIONS, Snapshot, compile_config
@@ -45,12 +45,6 @@ class ReloadStatus:
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "generation": self.generation, "at": self.at, "reason": self.reason,
                 "errors": [e.as_dict() for e in self.errors]}
-
-
-def decoder_modules() -> dict[str, ModuleType]:
-    from router.decoders import anthropic, gemini, openai
-
-    return {"gemini": gemini, "openai": openai, "anthropic": anthropic}
 
 
 def _uses_simulator(loaded: LoadedConfig) -> bool:
@@ -77,7 +71,7 @@ class Gateway:
         self.require_keys = require_keys  # --require-keys: a provider without a key is a config error
         self.env = env
         self.sim_options = sim_options or {}
-        self.filters = all_filters()
+        self.filters = template_filters()
         self.store = StateStore()
         self.snapshot: Snapshot | None = None
         self.generation = 0
@@ -87,7 +81,7 @@ class Gateway:
         self.renders: ThreadPoolExecutor | None = None  # templates with Jinja leaves render here
         self.sim: Any = None
         self.builtins: dict[str, str] = {}
-        self.stores: dict[str, Any] = {}
+        self.stores = Stores()  # what client codecs keep between requests, sized by each snapshot
         self._lock = asyncio.Lock()
         self.reloads_ok = 0
         self.reloads_failed = 0

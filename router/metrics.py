@@ -74,6 +74,8 @@ class Metrics:
     """Per-request counters as plain dict increments (a request costs a few µs, no locks: one
     event loop per process); prometheus-client renders them at scrape time."""
 
+    content_type = CONTENT_TYPE
+
     def __init__(self, gateway: Gateway):
         self.registry = CollectorRegistry(auto_describe=False)
         self.requests: dict[tuple[str, str, str, str], int] = defaultdict(int)

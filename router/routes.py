@@ -1,4 +1,4 @@
-"""The compiled route table: path templates with ``{param}``, methods and handler names.
+"""The compiled route table: path templates with ``{param}``, methods and the endpoint each runs.
 
 aiohttp's router freezes at start-up, so the gateway runs aiohttp's low-level server with one handler
 that dispatches through this table, which a reload swaps with the rest of the snapshot.
@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from router.endpoints import Endpoint
 
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(path))?\}")
 
@@ -17,10 +20,14 @@ _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::(path))?\}")
 class Route:
     path: str
     methods: frozenset[str]
-    handler: str
+    endpoint: Endpoint  # what the route's ``handler`` name resolved to in the registry
     auth: str = "inherit"  # inherit | none | required
     params: dict[str, Any] = field(default_factory=dict)
     pattern: re.Pattern[str] | None = None  # None for a static path
+
+    @property
+    def handler(self) -> str:
+        return self.endpoint.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +112,14 @@ class RouteTable:
         return [f"{'|'.join(sorted(r.methods))} {r.path}" for r in self.routes if visible is None or visible(r)]
 
 
-def compile_routes(entries: list[dict[str, Any]]) -> RouteTable:
+def compile_routes(entries: list[dict[str, Any]], endpoints: Mapping[str, Endpoint]) -> RouteTable:
+    """Resolves each route's ``handler`` name to its endpoint (names were checked against the same
+    table when the config was cross-referenced)."""
     routes = [
         Route(
             path=e["path"],
             methods=frozenset(e.get("methods") or ["GET"]),
-            handler=e["handler"],
+            endpoint=endpoints[e["handler"]],
             auth=e.get("auth", "inherit"),
             params=dict(e.get("params") or {}),
             pattern=compile_path(e["path"]),

@@ -16,7 +16,7 @@ from router import __version__
 from router.app import Dispatcher
 from router.drain import drain
 from router.engine import Engine
-from router.gateway import Gateway, decoder_modules
+from router.gateway import Gateway
 from router.listen import BACKLOG, url as listen_url
 from router.metrics import Metrics
 from router.protocol import GatewayServer
@@ -70,7 +70,7 @@ class GatewayRunner(web.BaseRunner):
             await gateway.close()  # a config that does not load: no session or simulator left open
             raise
         assert gateway.session is not None
-        self.dispatcher.engine = Engine(gateway.store, gateway.session, decoder_modules(), gateway.stores,
+        self.dispatcher.engine = Engine(gateway.store, gateway.session, gateway.stores,
                                         self.dispatcher.ids, gateway.renders)
         self._tasks.append(asyncio.create_task(_flush_access_log(gateway)))
         if self.watch:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, cast
 
 from router.access_log import AccessLog
+from router.codecs import Stores
 from router.config import LoadedConfig
 from router.errors import ConfigError
 from router.response_store import ResponseStore
@@ -31,7 +32,7 @@ References = Callable[[LoadedConfig, Collection[str]], list[ConfigError]]
 class Live(Protocol):
     """The gateway state that outlives a snapshot, as the swap steps see it."""
 
-    stores: dict[str, Any]
+    stores: Stores
     access_log: AccessLog
     manage_logging: bool
 
@@ -90,23 +91,22 @@ def swap_in(sections: Collection[Section[Any]], live: Live, snap: Snapshot) -> N
             section.swap(live, snap)
 
 
-# (store key, kind): the dialects' server-side state, sized by server.response_store
-STORES: tuple[tuple[str, type[ResponseStore | SignatureMemory]], ...] = (
-    ("openai.responses", ResponseStore), ("openai.chat.signatures", SignatureMemory))
-
-
 def resize_stores(live: Live, snap: Snapshot) -> None:
     """Create, resize or drop the Responses store and the OpenAI Chat signature memory (both follow
     ``server.response_store``); resizing keeps what they hold."""
     items, ttl = snap.server.response_store_items, snap.server.response_store_ttl or None
-    for key, kind in STORES:
-        cur = live.stores.get(key)
-        if items <= 0:
-            live.stores.pop(key, None)
-        elif cur is None:
-            live.stores[key] = kind(items, ttl)
-        else:
-            cur.resize(items, ttl)
+    stores = live.stores
+    if items <= 0:
+        stores.responses = stores.signatures = None
+        return
+    if stores.responses is None:
+        stores.responses = ResponseStore(items, ttl)
+    else:
+        stores.responses.resize(items, ttl)
+    if stores.signatures is None:
+        stores.signatures = SignatureMemory(items, ttl)
+    else:
+        stores.signatures.resize(items, ttl)
 
 
 def apply_logging(live: Live, snap: Snapshot) -> None:

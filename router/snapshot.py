@@ -19,11 +19,13 @@ from jinja2 import TemplateSyntaxError
 
 from router.accounts import Pool, compile_accounts
 from router.auth import AuthPolicy, compile_auth
+from router.codecs import UpstreamCodec
 from router.config import LoadedConfig, load_dir
 from router.config_checks import auth_errors, completeness_errors, rejected_by
 from router.errors import ConfigError, ConfigErrors
 from router.mapping import ModelMapper, compile_mapping
 from router.reachability import provider_errors
+from router.registry import ENDPOINTS, UPSTREAM_CODECS
 from router.retry import Policy, compile_policies, parse_duration
 from router.routes import RouteTable, compile_routes
 from router.schema import auth_references, mapping_references, provider_references, route_references, schema_errors
@@ -35,14 +37,7 @@ from router.template_budget import DEFAULT_LIMITS, TemplateLimits, header_limits
 from router.template_sandbox import GuardedEnvironment
 from router.templates import _Node, compile_tree, make_environment, template_errors
 
-# The handler names a route may name; the app implements each one.
-HANDLERS = frozenset({
-    "health", "models.list", "models.get",
-    "openai.chat", "openai.completions", "openai.responses",
-    "anthropic.messages", "anthropic.count_tokens", "anthropic.models",
-    "gemini.generate", "gemini.stream", "gemini.count_tokens", "gemini.models",
-    "admin.config", "admin.reload", "admin.accounts", "admin.account_reset", "metrics",
-})
+HANDLERS = frozenset(ENDPOINTS)  # the handler names a route may name (router.registry)
 
 BUILTIN_SIMULATOR = "builtin:simulator"
 
@@ -86,6 +81,7 @@ class Provider:
     pool: Pool
     session_header: str
     models: tuple[str, ...]
+    codec: UpstreamCodec  # how its answers are decoded: the registry's codec for ``dialect``
     _public: dict[str, str] = field(init=False, repr=False, compare=False)
     template_view: dict[str, str] = field(init=False, repr=False, compare=False)  # ``provider`` in templates
 
@@ -176,6 +172,7 @@ def _provider(c: Compiling, name: str, p: dict[str, Any]) -> Provider:
         retry=c[RETRY_POLICIES][p.get("retry", "default")], timeouts=_timeouts(p.get("timeouts")),
         pool=Pool(name, compile_accounts(name, p), p.get("scheduling", "round_robin")),
         session_header=p.get("session_header", "x-session-id"), models=tuple(p.get("models") or ()),
+        codec=UPSTREAM_CODECS[p["dialect"]],
     )
 
 
@@ -209,7 +206,7 @@ TEMPLATES = Section("templates", "templates.schema.json", _templates)
 PROVIDERS = Section("providers", "providers.schema.json", _providers, provider_references)
 MODEL_MAPPING = Section("model_mapping", "model_mapping.schema.json",
                         lambda c: compile_mapping(c.data.get("model_mapping")), mapping_references)
-ROUTES = Section("routes", "routes.schema.json", lambda c: compile_routes(c.data.get("routes") or []),
+ROUTES = Section("routes", "routes.schema.json", lambda c: compile_routes(c.data.get("routes") or [], ENDPOINTS),
                  route_references)
 RESPONSE_HEADERS = Section("response_headers", "response_headers.schema.json", _response_headers)
 LOGGING = Section("logging", "logging.schema.json", _logging, swap=apply_logging)

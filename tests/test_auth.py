@@ -9,7 +9,7 @@ import pytest
 from multidict import CIMultiDict
 
 from router.auth import ApiKey, AuthPolicy, compile_auth, presented_key
-from router.filters import all_filters
+from router.registry import template_filters
 from router.snapshot import check
 from tests.conftest import MINIMAL_CONFIG
 
@@ -106,7 +106,7 @@ def test_comparison_is_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_keyless_protected_mode_is_rejected_with_location(tmp_path: Path, auth: str, ok: bool) -> None:
     (tmp_path / "00.yaml").write_text(auth)
     (tmp_path / "01-base.yaml").write_text(MINIMAL_CONFIG)  # routes and a provider: a config that can serve
-    errors = [str(e) for e in check(tmp_path, all_filters(), env={})]
+    errors = [str(e) for e in check(tmp_path, template_filters(), env={})]
     if ok:
         assert errors == []
     else:

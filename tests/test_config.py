@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from router.config import Location, load_dir, pointer_text, resolve_env
 from router.errors import ConfigError, ConfigErrors
-from router.filters import all_filters
+from router.registry import template_filters
 from router.snapshot import Snapshot, check, compile_config
 from tests.conftest import MINIMAL_CONFIG
 
@@ -163,7 +163,7 @@ def test_same_route_in_two_files_names_both(tmp_path: Path) -> None:
         "20-b.yaml": "routes:\n  - {path: /healthz, handler: health}\n"
                      "  - {path: /v1/chat/completions, methods: [GET, POST], handler: openai.chat}\n",
     })
-    errors = [str(e) for e in check(tmp_path, all_filters(), env={})]
+    errors = [str(e) for e in check(tmp_path, template_filters(), env={})]
     assert errors == [("20-b.yaml:3:6: at /routes/2/path route POST /v1/chat/completions is already defined "
                        "in 10-a.yaml:10")]
 
@@ -232,7 +232,7 @@ def test_random_yaml_never_crashes(tmp_path: Path, texts: list[str]) -> None:
     write(tmp_path, {f"{i}0-f.yaml": t for i, t in enumerate(texts)})
     loaded = load_dir(tmp_path, env={"X": "1"})
     try:
-        snap = compile_config(loaded, 1, all_filters())
+        snap = compile_config(loaded, 1, template_filters())
     except ConfigErrors as e:
         assert e.errors
         for err in e.errors:

@@ -11,7 +11,7 @@ import pytest
 
 from router.config import load_dir
 from router.errors import ConfigErrors
-from router.filters import all_filters
+from router.registry import template_filters
 from router.snapshot import build, check, compile_config
 from tests.conftest import MINIMAL_CONFIG, ROUTES
 
@@ -20,7 +20,7 @@ BASE = MINIMAL_CONFIG.replace("p:\n", "up:\n").replace("accounts: [{email: a@x, 
 
 
 def errors(directory: Path, env: dict[str, str] | None = None, **kw: bool) -> list[str]:
-    return [str(e) for e in check(directory, all_filters(), env=env or {}, **kw)]
+    return [str(e) for e in check(directory, template_filters(), env=env or {}, **kw)]
 
 
 def write(directory: Path, files: dict[str, str]) -> Path:
@@ -54,7 +54,7 @@ def test_yml_files_merge_with_yaml_files_in_one_name_order(tmp_path: Path) -> No
 def test_a_config_only_in_yml_files_serves(tmp_path: Path) -> None:
     for f in ROUTES.glob("*.yaml"):
         (tmp_path / (f.stem + ".yml")).write_text(f.read_text())
-    snap, loaded = build(tmp_path, 1, all_filters(), env={})
+    snap, loaded = build(tmp_path, 1, template_filters(), env={})
     assert len(loaded.files) == len(list(ROUTES.glob("*.yaml"))) and snap.routes.describe()
 
 
@@ -182,7 +182,7 @@ def test_require_keys_on_the_shipped_config_names_each_provider_and_variable() -
 def test_keyless_providers_satisfy_require_keys(tmp_path: Path) -> None:
     write(tmp_path, {"10-base.yaml": MINIMAL_CONFIG.replace("    accounts: [{email: a@x, api_key: k}]\n", ""),
                      "20-map.yaml": "model_mapping:\n  default: p/m\n"})
-    snap, _ = build(tmp_path, 1, all_filters(), env={}, require_keys=True)
+    snap, _ = build(tmp_path, 1, template_filters(), env={}, require_keys=True)
     assert [(a.email, a.api_key) for a in snap.providers["p"].pool.accounts] == [("p", "")]
 
 
@@ -236,7 +236,7 @@ def test_data_the_schema_rejected_does_not_crash_later_checks(tmp_path: Path, ba
     write(tmp_path, {"10-base.yaml": MINIMAL_CONFIG, "20-bad.yaml": bad})
     for require_keys in (False, True):
         with pytest.raises(ConfigErrors) as info:
-            compile_config(load_dir(tmp_path, env={}), 1, all_filters(), require_keys=require_keys)
+            compile_config(load_dir(tmp_path, env={}), 1, template_filters(), require_keys=require_keys)
         assert info.value.errors and all(e.message for e in info.value.errors)
 
 
@@ -252,17 +252,17 @@ def test_placeholder_secrets_resolve_unset_variables_and_unreadable_files(tmp_pa
     # (the auth mode's missing key is a consequence of these two, not reported on its own)
     assert len(got) == 2 and "ROUTER_KEY is not set" in got[0] and "cannot read ${file:" in got[1]
     assert errors(tmp_path, placeholders=True) == []
-    snap, _ = build(tmp_path, 1, all_filters(), env={}, placeholders=True)
+    snap, _ = build(tmp_path, 1, template_filters(), env={}, placeholders=True)
     assert [k.key for k in snap.auth.keys] == [b"placeholder-ROUTER_KEY", b"placeholder-file",
                                                b"placeholder-OPT_KEY", b"fixed"]
     # a set variable keeps its value
-    snap, _ = build(tmp_path, 1, all_filters(), env={"ROUTER_KEY": "real"}, placeholders=True)
+    snap, _ = build(tmp_path, 1, template_filters(), env={"ROUTER_KEY": "real"}, placeholders=True)
     assert snap.auth.keys[0].key == b"real"
 
 
 def test_placeholder_secrets_satisfy_require_keys(tmp_path: Path) -> None:
     assert errors(ROUTES, require_keys=True, placeholders=True) == []
-    snap, _ = build(ROUTES, 1, all_filters(), env={}, require_keys=True, placeholders=True)
+    snap, _ = build(ROUTES, 1, template_filters(), env={}, require_keys=True, placeholders=True)
     assert [a.api_key for a in snap.providers["openai"].pool.accounts] == ["placeholder-OPENAI_API_KEY"]
 
 

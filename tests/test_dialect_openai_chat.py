@@ -606,8 +606,10 @@ def test_decode_rejects_a_malformed_signature(extra: Any, param: str) -> None:
 def test_prepare_puts_remembered_signatures_back() -> None:
     from router.signature_memory import SignatureMemory
 
+    from router.codecs import Stores
+
     memory = SignatureMemory(10)
-    stores = {"openai.chat.signatures": memory}
+    stores = Stores(signatures=memory)
     memory.remember("alice", [("c1", "REMEMBERED")])
     bare = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
     req = oc.prepare(stores, oc.decode_request(body(messages=[USER, {"role": "assistant", "tool_calls": [bare]}]), {}),
@@ -619,4 +621,4 @@ def test_prepare_puts_remembered_signatures_back() -> None:
     other = oc.prepare(stores, oc.decode_request(body(messages=[USER, {"role": "assistant", "tool_calls": [bare]}]),
                                                  {}), "bob")
     assert [p["type"] for p in other.messages[1]["content"]] == ["tool_call"]
-    assert oc.prepare({}, req, "alice") is req  # no memory configured: nothing to do
+    assert oc.prepare(Stores(), req, "alice") is req  # no memory configured: nothing to do

@@ -15,7 +15,7 @@ import pytest
 
 from router.config import load_dir
 from router.errors import ConfigErrors
-from router.filters import all_filters
+from router.registry import template_filters
 from router.snapshot import check, compile_config
 
 INVALID = Path(__file__).resolve().parent / "invalid"
@@ -35,7 +35,7 @@ def test_there_are_enough_cases() -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_invalid_config_fails_with_expected_messages(case: Path) -> None:
-    errors = check(case, all_filters(), env={})
+    errors = check(case, template_filters(), env={})
     output = "\n".join(str(e) for e in errors)
     expected = _expected(case)
     assert errors, f"{case.name} should not validate"
@@ -49,10 +49,10 @@ def test_invalid_config_fails_with_expected_messages(case: Path) -> None:
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_compile_config_raises_the_same_errors(case: Path) -> None:
     with pytest.raises(ConfigErrors) as info:
-        compile_config(load_dir(case, env={}), 1, all_filters())
-    assert [str(e) for e in info.value.errors] == [str(e) for e in check(case, all_filters(), env={})]
+        compile_config(load_dir(case, env={}), 1, template_filters())
+    assert [str(e) for e in info.value.errors] == [str(e) for e in check(case, template_filters(), env={})]
 
 
 def test_base_of_the_cases_is_valid(tmp_path: Path) -> None:
     (tmp_path / "10-base.yaml").write_text((INVALID / "unknown-field" / "10-base.yaml").read_text())
-    assert check(tmp_path, all_filters(), env={}) == []
+    assert check(tmp_path, template_filters(), env={}) == []

@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 
 from router.accounts import Account, compile_accounts
-from router.filters import all_filters
+from router.registry import template_filters
 from router.snapshot import Template, build
 from router.template_codegen import compile_structure
 from router.templates import compile_tree, make_environment
@@ -36,7 +36,7 @@ def test_compile_accounts(section: dict[str, Any], expected: list[tuple[str, str
 
 
 def _template(headers: dict[str, str]) -> Template:
-    env = make_environment(all_filters())
+    env = make_environment(template_filters())
     return Template(name="t", method="POST", url=compile_tree(env, "{{ provider.base_url }}/v1/chat/completions"),
                     query=None, headers=compile_tree(env, headers), body=compile_tree(env, {"model": "{{ model }}"}))
 
@@ -57,7 +57,7 @@ def test_keyless_account_sends_no_credential_header(key: str, expected: dict[str
 
 
 def test_bearer_stays_on_the_template_fast_path() -> None:
-    env = make_environment(all_filters())
+    env = make_environment(template_filters())
 
     def no_jinja(text: str) -> Any:
         raise AssertionError(f"{text!r} fell back to Jinja")
@@ -68,7 +68,7 @@ def test_bearer_stays_on_the_template_fast_path() -> None:
 
 
 def test_shipped_openai_templates_use_bearer() -> None:
-    snap, _ = build(ROUTES, 1, all_filters(), env={"OPENAI_API_KEY": "sk-x"})
+    snap, _ = build(ROUTES, 1, template_filters(), env={"OPENAI_API_KEY": "sk-x"})
     openai = snap.providers["openai"]
     account = openai.pool.accounts[0]
     for template in (openai.template, *openai.inbound_templates.values()):

@@ -10,7 +10,7 @@ import pytest
 from router.accounts import compile_accounts
 from router.config import load_dir
 from router.errors import ConfigErrors
-from router.filters import all_filters
+from router.registry import template_filters
 from router.snapshot import compile_config
 from router.templates import compile_tree, make_environment, render_tree
 from tests.conftest import Harness, start_gateway
@@ -54,7 +54,7 @@ async def test_chunked_body_over_the_limit_is_413(config_dir: Path) -> None:
 def test_auto_auth_refuses_an_open_non_loopback_listener(tmp_path: Path, server: str, bind_host: str | None) -> None:
     (tmp_path / "a.yaml").write_text(server + "auth: {mode: auto}\nroutes: [{path: /healthz, handler: health}]\n")
     with pytest.raises(ConfigErrors) as e:
-        compile_config(load_dir(tmp_path, env={}), 1, all_filters(), bind_host=bind_host)
+        compile_config(load_dir(tmp_path, env={}), 1, template_filters(), bind_host=bind_host)
     assert "needs at least one api key" in str(e.value)
 
 
@@ -83,7 +83,7 @@ def test_schema_errors_never_quote_secret_values(tmp_path: Path) -> None:
         "templates: {t: {url: x, body: {}}}\n")
     with pytest.raises(ConfigErrors) as e:
         compile_config(load_dir(tmp_path, env={"ROUTER_SECRET": "sk-live-123", "UPSTREAM_SECRET": "AIza-456"}),
-                       1, all_filters())
+                       1, template_filters())
     text = str(e.value)
     assert "/auth/api_keys/0" in text and "/providers/p/accounts/0" in text
     assert "sk-live-123" not in text and "AIza-456" not in text
@@ -95,7 +95,7 @@ def test_key_list_keys_may_contain_equals_signs() -> None:
 
 
 def test_non_finite_numbers_in_templates_render() -> None:
-    env = make_environment(all_filters())
+    env = make_environment(template_filters())
     out = render_tree(compile_tree(env, {"a": float("inf"), "b": "{{ 1e999 }}"}), {})
     assert out["a"] == float("inf") and out["b"] == float("inf")
 

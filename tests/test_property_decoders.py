@@ -29,7 +29,7 @@ from router.dialects import (
 )
 from router.exchange import ClientHeaders
 from router.errors import BadRequest, GatewayError
-from router.filters import all_filters
+from router.registry import template_filters
 from router.snapshot import build
 from router.upstream import render_request
 from tests.conftest import ROUTES, Harness
@@ -174,7 +174,7 @@ VALID_REQUESTS: dict[str, tuple[ModuleType, dict[str, Any], dict[str, Any]]] = {
 }
 
 INBOUND_BODIES = {name: JSON | mutated(body) for name, (_, _, body) in VALID_REQUESTS.items()}
-_SNAPSHOT = build(ROUTES, 0, all_filters(), env={})[0]
+_SNAPSHOT = build(ROUTES, 0, template_filters(), env={})[0]
 TEMPLATES = {name: _SNAPSHOT.providers[name].template for name in ("simulator", "sim-openai", "sim-anthropic")}
 
 

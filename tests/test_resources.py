@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from router.cli import main
-from router.filters import all_filters
+from router.registry import template_filters
 from router.resources import (
     STARTER_MODELINE,
     default_config_dir,
@@ -44,7 +44,7 @@ def test_init_writes_the_default_config_with_modelines_pointing_at_copied_schema
 async def test_an_initialised_dir_checks_and_serves(tmp_path: Path) -> None:
     target = tmp_path / "conf"
     assert main(["init", str(target)]) == 0
-    assert [str(e) for e in check(target, all_filters(), env={})] == []
+    assert [str(e) for e in check(target, template_filters(), env={})] == []
     h = await start_gateway(target)
     try:
         r = await h.request("GET", "/healthz")

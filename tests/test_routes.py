@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from router.registry import ENDPOINTS
 from router.routes import compile_path, compile_routes
 
 TABLE = compile_routes([
@@ -17,7 +18,7 @@ TABLE = compile_routes([
     {"path": "/files/{rest:path}", "methods": ["GET"], "handler": "health", "auth": "none"},
     {"path": "/both", "methods": ["GET"], "handler": "health"},
     {"path": "/both", "methods": ["DELETE"], "handler": "admin.reload"},
-])
+], ENDPOINTS)
 
 
 @pytest.mark.parametrize(("method", "path", "handler", "params"), [
@@ -75,7 +76,7 @@ def test_first_declared_template_wins() -> None:
     table = compile_routes([
         {"path": "/m/{a}", "methods": ["GET"], "handler": "models.get"},
         {"path": "/m/{b}", "methods": ["GET"], "handler": "health"},
-    ])
+    ], ENDPOINTS)
     m = table.match("GET", "/m/x")
     assert m.route is not None and m.route.handler == "models.get" and m.params == {"a": "x"}
 
@@ -88,7 +89,7 @@ def test_compile_path(path: str, regex_is_none: bool) -> None:
 
 
 def test_literal_regex_characters_are_escaped() -> None:
-    table = compile_routes([{"path": "/a.b/{x}", "methods": ["GET"], "handler": "health"}])
+    table = compile_routes([{"path": "/a.b/{x}", "methods": ["GET"], "handler": "health"}], ENDPOINTS)
     assert table.match("GET", "/a.b/1").route is not None
     assert table.match("GET", "/aXb/1").route is None
 
@@ -112,7 +113,7 @@ def test_declaration_order_holds_across_segment_buckets() -> None:
         {"path": "/{tenant}/v1/x", "methods": ["GET"], "handler": "health"},
         {"path": "/a/v1/{y}", "methods": ["GET"], "handler": "models.list"},
         {"path": "/b/{y}", "methods": ["GET"], "handler": "models.get"},
-    ])
+    ], ENDPOINTS)
     assert table.match("GET", "/a/v1/x").route.handler == "health"
     assert table.match("GET", "/a/v1/z").route.handler == "models.list"
     assert table.match("GET", "/b/q").route.handler == "models.get"

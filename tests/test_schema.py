@@ -10,7 +10,7 @@ from jsonschema import Draft202012Validator
 
 from router.config import load_dir
 from router.errors import ConfigError, ConfigErrors
-from router.filters import all_filters
+from router.registry import template_filters
 from router.resources import schema_files
 from router.schema import schema_errors, validator
 from router.snapshot import HANDLERS, check, compile_config, cross_reference_errors
@@ -23,7 +23,7 @@ SECTIONS = ["server", "auth", "providers", "model_mapping", "routes", "retry_pol
 def errors_for(tmp_path: Path, extra: str, base: str = MINIMAL_CONFIG) -> list[str]:
     (tmp_path / "00-base.yaml").write_text(base)
     (tmp_path / "50-extra.yaml").write_text(extra)
-    return [str(e) for e in check(tmp_path, all_filters(), env={})]
+    return [str(e) for e in check(tmp_path, template_filters(), env={})]
 
 
 def test_every_schema_file_is_valid_draft_2020_12() -> None:
@@ -118,7 +118,7 @@ def test_all_errors_are_reported_not_only_the_first(tmp_path: Path) -> None:
         "routes:\n  - {path: /x, methods: [FETCH], handler: health}\n")
     (tmp_path / "30-c.yaml").write_text("server: {port: 1\n")
     with pytest.raises(ConfigErrors) as info:
-        compile_config(load_dir(tmp_path, env={}), 1, all_filters())
+        compile_config(load_dir(tmp_path, env={}), 1, template_filters())
     got = [str(e) for e in info.value.errors]
     expected = [  # schema and cross-reference errors together, in file:line order
         "10-a.yaml:2:3: at /server/port 'high' is not of type 'integer'",

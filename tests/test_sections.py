@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 from ruamel.yaml import YAML
 
 from router.access_log import AccessLog
+from router.codecs import Stores
 from router.config import load_dir
-from router.filters import all_filters
+from router.registry import template_filters
 from router.resources import ROOT_SCHEMA, schema_files
 from router.response_store import ResponseStore
 from router.retry import DEFAULT_POLICY, Backoff, Policy, Rule, compile_policy
-from router.sections import STORES, swap_in
+from router.sections import swap_in
 from router.signature_memory import SignatureMemory
 from router.snapshot import HANDLERS, SECTIONS, Logging, Snapshot, compile_config, cross_reference_errors
 from tests.conftest import MINIMAL_CONFIG, ROUTES
@@ -23,7 +23,7 @@ from tests.conftest import MINIMAL_CONFIG, ROUTES
 
 def snapshot(tmp_path: Path, extra: str = "") -> Snapshot:
     (tmp_path / "10-config.yaml").write_text(MINIMAL_CONFIG + extra)
-    return compile_config(load_dir(tmp_path, {}), 1, all_filters())
+    return compile_config(load_dir(tmp_path, {}), 1, template_filters())
 
 
 def test_the_table_holds_every_top_level_key_of_the_schema_with_its_schema_file() -> None:
@@ -79,7 +79,7 @@ def test_logging_is_compiled_to_typed_settings(tmp_path: Path) -> None:
 
 class Live:
     def __init__(self) -> None:
-        self.stores: dict[str, Any] = {}
+        self.stores = Stores()
         self.access_log = AccessLog()
         self.manage_logging = False
 
@@ -87,14 +87,13 @@ class Live:
 def test_a_swap_sizes_the_stores_and_applies_logging(tmp_path: Path) -> None:
     live = Live()
     swap_in(SECTIONS, live, snapshot(tmp_path, "logging: {format: json, access_log: true}\n"))
-    assert {k: type(v) for k, v in live.stores.items()} == {k: kind for k, kind in STORES}
     assert (live.access_log.fmt, live.access_log.enabled) == ("json", True)
-    kept = live.stores["openai.responses"]
-    assert isinstance(kept, ResponseStore) and isinstance(live.stores["openai.chat.signatures"], SignatureMemory)
+    kept = live.stores.responses
+    assert isinstance(kept, ResponseStore) and isinstance(live.stores.signatures, SignatureMemory)
 
     swap_in(SECTIONS, live, snapshot(tmp_path, "server: {response_store: {max_items: 5}}\nlogging: {level: warning}\n"))
-    assert live.stores["openai.responses"] is kept  # resized, not replaced: what it holds survives a reload
+    assert live.stores.responses is kept  # resized, not replaced: what it holds survives a reload
     assert live.access_log.enabled is False  # the access log is written at info and debug only
 
     swap_in(SECTIONS, live, snapshot(tmp_path, "server: {response_store: {max_items: 0}}\n"))
-    assert live.stores == {}
+    assert (live.stores.responses, live.stores.signatures) == (None, None)

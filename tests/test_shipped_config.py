@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from router.filters import all_filters
+from router.registry import template_filters
 from router.schema import validator
 from router.snapshot import build, check
 
@@ -26,18 +26,18 @@ def test_there_are_shipped_files() -> None:
 
 @pytest.mark.parametrize("env", [{}, {"GEMINI_API_KEY": "x"}], ids=["no-keys", "gemini-key"])
 def test_shipped_config_validates(env: dict[str, str]) -> None:
-    assert [str(e) for e in check(ROUTES, all_filters(), env=env)] == []
+    assert [str(e) for e in check(ROUTES, template_filters(), env=env)] == []
 
 
 def test_without_keys_everything_falls_back_to_the_simulator() -> None:
-    snap, _ = build(ROUTES, 1, all_filters(), env={})
+    snap, _ = build(ROUTES, 1, template_filters(), env={})
     assert any(p.base_url == "builtin:simulator" for p in snap.providers.values())
     assert snap.provider("gemini").name == "simulator"  # type: ignore[union-attr]
     assert snap.auth.mode == "off" and snap.server.port == 8045
 
 
 def test_a_gemini_key_switches_to_the_real_api() -> None:
-    snap, _ = build(ROUTES, 1, all_filters(), env={"GEMINI_API_KEY": "x"})
+    snap, _ = build(ROUTES, 1, template_filters(), env={"GEMINI_API_KEY": "x"})
     gemini = snap.provider("gemini")
     assert gemini is not None and gemini.name == "gemini"
     assert gemini.base_url == "https://generativelanguage.googleapis.com"

@@ -4,6 +4,8 @@ exits within grace + 1 s, logging what it drained and what it cut."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import asyncio
 import json
 import signal
@@ -15,6 +17,7 @@ from typing import Any, AsyncIterator
 import aiohttp
 import pytest
 
+from router.endpoints import Endpoint
 from router.sim import SimServer
 from tests.conftest import start_gateway
 from tests.serving import free_port, serve_process, stop, wait_healthy
@@ -184,7 +187,10 @@ async def test_a_handler_slow_to_stop_does_not_keep_the_gateway_open(config_dir:
         except asyncio.CancelledError:
             await asyncio.sleep(30)  # the first cancellation is ignored
 
-    h.runner.dispatcher.handlers["health"] = stubborn
+    table = h.gateway.current.routes  # this gateway's own snapshot: /healthz now runs the stub
+    route = table.match("GET", "/healthz").route
+    assert route is not None
+    table._static["/healthz"] = [dataclasses.replace(route, endpoint=Endpoint("health", stubborn))]
     h.runner.grace = 0.2
     request = asyncio.create_task(h.request("GET", "/healthz"))
     await asyncio.sleep(0.2)

@@ -77,12 +77,13 @@ async def test_the_gateway_sizes_it_with_the_response_store(config_dir: Path) ->
     server.write_text(server.read_text().replace("server:\n", "server:\n  response_store: {max_items: 7, ttl: 10m}\n"))
     h = await start_gateway(config_dir)
     try:
-        memory = h.gateway.stores["openai.chat.signatures"]
+        memory = h.gateway.stores.signatures
+        assert memory is not None
         memory.remember(None, [(f"c{i}", "s") for i in range(10)])
         assert len(memory) == 7
         server.write_text(server.read_text().replace("max_items: 7", "max_items: 0"))
         assert await h.gateway.reload("test")
-        assert "openai.chat.signatures" not in h.gateway.stores
-        assert "openai.responses" not in h.gateway.stores
+        assert h.gateway.stores.signatures is None
+        assert h.gateway.stores.responses is None
     finally:
         await h.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from router.config import load_dir
-from router.filters import all_filters
+from router.registry import template_filters
 from router.snapshot import compile_config
 from router.summary import describe
 from tests.conftest import start_gateway
@@ -89,7 +89,7 @@ async def test_a_workers_child_other_than_the_first_logs_it_at_debug(config_dir:
 def _describe(tmp_path: Path, yaml: str, bind_host: str | None = None, env: dict[str, str] | None = None) -> list[str]:
     (tmp_path / "c.yaml").write_text(yaml)
     loaded = load_dir(tmp_path, env or {})
-    snap = compile_config(loaded, 1, all_filters(), {}, bind_host)
+    snap = compile_config(loaded, 1, template_filters(), {}, bind_host)
     return [line.message for line in describe(snap, loaded, bind_host)]
 
 

@@ -11,13 +11,13 @@ from typing import Any
 
 import pytest
 
-from router.filters import all_filters
+from router.registry import template_filters
 from router.snapshot import build
 from router.template_budget import TemplateLimitError, TemplateLimits
 from router.templates import compile_tree, make_environment, render_tree, template_errors
 
 ROOT = Path(__file__).resolve().parent.parent
-ENV = make_environment(all_filters())
+ENV = make_environment(template_filters())
 
 # Constant expressions too large to compute: config errors, found without computing them.
 HUGE_CONSTANTS = [
@@ -103,7 +103,7 @@ def test_ordinary_uses_of_the_same_operations_still_work(leaf: str, value: Any) 
 
 
 def limited(**limits: Any) -> Any:
-    return make_environment(all_filters(), TemplateLimits(**limits))
+    return make_environment(template_filters(), TemplateLimits(**limits))
 
 
 def test_the_iteration_budget_is_configurable_and_shared_by_a_whole_render() -> None:
@@ -133,7 +133,7 @@ def test_per_iteration_expensive_loops_stop_at_the_time_limit() -> None:
 
 
 def test_the_fast_path_has_no_budget_and_the_shipped_templates_stay_on_it() -> None:
-    snap, _ = build(ROOT / "routes.d", 1, all_filters())
+    snap, _ = build(ROOT / "routes.d", 1, template_filters())
     templates = {t.name: t for p in snap.providers.values() for t in (p.template, *p.inbound_templates.values())}
     assert templates and not [name for name, t in templates.items() if t.jinja]
     assert not snap.response_headers.jinja
@@ -146,7 +146,7 @@ def test_template_limits_are_read_from_the_server_section(tmp_path: Path) -> Non
     (tmp_path / "c.yaml").write_text(MINIMAL_CONFIG.replace(
         'body: {model: "{{ model }}"}', 'body: {model: "{% for i in range(8) %}{% for j in range(8) %}.{% endfor %}{% endfor %}"}')
         + "server: {template_limits: {max_iterations: 10, max_output_chars: 999, max_time: 250ms}}\n")
-    snap, _ = build(tmp_path, 1, all_filters())
+    snap, _ = build(tmp_path, 1, template_filters())
     limits = TemplateLimits(max_iterations=10, max_output_chars=999, max_time=0.25)
     assert snap.server.template_limits == limits
     template = snap.providers["p"].template
@@ -182,7 +182,7 @@ def test_bad_template_limits_are_schema_errors_not_crashes(tmp_path: Path) -> No
     from tests.conftest import MINIMAL_CONFIG
 
     (tmp_path / "c.yaml").write_text(MINIMAL_CONFIG + "server: {template_limits: {max_iterations: three, max_time: soon}}\n")
-    errors = check(tmp_path, all_filters())
+    errors = check(tmp_path, template_filters())
     pointers = {e.pointer for e in errors}
     assert "/server/template_limits/max_iterations" in pointers and "/server/template_limits/max_time" in pointers
 
@@ -212,7 +212,7 @@ def test_a_deeply_nested_expression_is_a_located_config_error(tmp_path: Path, le
 
     (tmp_path / "c.yaml").write_text(MINIMAL_CONFIG.replace('body: {model: "{{ model }}"}', f'body: {{model: "{leaf}"}}'))
     with pytest.raises(ConfigErrors) as caught:
-        build(tmp_path, 1, all_filters())
+        build(tmp_path, 1, template_filters())
     assert any("nested too deeply" in e.message and e.line == 8 for e in caught.value.errors)
     out = subprocess.run([sys.executable, "-m", "router", "check", str(tmp_path)], cwd=ROOT,
                          capture_output=True, text=True, timeout=60)

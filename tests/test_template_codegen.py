@@ -8,10 +8,10 @@ import pytest
 from jinja2.runtime import Undefined
 
 from router.canonical import CanonicalRequest
-from router.filters import all_filters
+from router.registry import template_filters
 from router.templates import PRUNE, compile_tree, make_environment, render_tree
 
-ENV = make_environment(all_filters())
+ENV = make_environment(template_filters())
 REQ = CanonicalRequest(model="m", messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
                        system="sys", temperature=0.5, stop=["x"], raw={"model": "m"})
 CTX: dict[str, Any] = {"request": REQ, "model": "gemini-2.5-flash", "stream": True,

@@ -8,7 +8,7 @@ import pytest
 from jinja2 import TemplateSyntaxError
 from jinja2.exceptions import SecurityError
 
-from router.filters import all_filters
+from router.registry import template_filters
 from router.templates import (
     PRUNE,
     compile_tree,
@@ -17,7 +17,7 @@ from router.templates import (
     template_errors,
 )
 
-ENV = make_environment(all_filters())
+ENV = make_environment(template_filters())
 CTX: dict[str, Any] = {
     "request": {"messages": [{"role": "user", "content": "hi"}], "temperature": 0.5, "max_tokens": 10,
                 "stream": False, "metadata": {"a": 1}, "n": None, "stop": ["x"]},

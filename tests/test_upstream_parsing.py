@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from router.errors import GatewayError
-from router.filters import all_filters
+from router.registry import template_filters
 from router.snapshot import Template
 from router.templates import compile_tree, make_environment
 from router.upstream import (
@@ -277,7 +277,7 @@ def test_parse_failure_notes_unusable_retry_hints(headers: dict[str, str], delay
 
 # --- rendering a request ----------------------------------------------------------------------------------
 
-ENV = make_environment(all_filters())
+ENV = make_environment(template_filters())
 BASE = "https://generativelanguage.googleapis.com"
 
 

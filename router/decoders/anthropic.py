@@ -26,6 +26,8 @@ from router.canonical import (
     ToolCallStart,
     Usage,
 )
+from router.codecs import UpstreamCodec
+from router.filters.anthropic import FILTERS
 
 FINISH_REASONS: dict[str, str] = {
     "end_turn": "stop",
@@ -250,3 +252,7 @@ def _delta_str(delta: dict[str, Any], key: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"anthropic stream: {delta.get('type')} without a string {key!r}")
     return value
+
+
+# --- the upstream codec (router.registry lists it) -------------------------------------------------
+CODEC = UpstreamCodec("anthropic", decode_response, StreamDecoder, FILTERS)

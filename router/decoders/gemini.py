@@ -36,6 +36,8 @@ from router.canonical import (
     Usage,
     new_call_id,
 )
+from router.codecs import UpstreamCodec
+from router.filters.gemini import FILTERS
 from router.errors import kind_for_status
 
 _FINISH: Mapping[str, str] = MappingProxyType(
@@ -253,3 +255,7 @@ def decode_response(body: bytes | str | dict[str, Any]) -> list[Event]:
     for chunk in data if isinstance(data, list) else [data]:
         out.extend(decoder.feed_object(chunk))
     return out + decoder.finish()
+
+
+# --- the upstream codec (router.registry lists it) -------------------------------------------------
+CODEC = UpstreamCodec("gemini", decode_response, StreamDecoder, FILTERS)

@@ -25,6 +25,8 @@ from router.canonical import (
     Usage,
     new_call_id,
 )
+from router.codecs import UpstreamCodec
+from router.filters.openai import FILTERS
 from router.errors import kind_for_status
 
 _FINISH: Mapping[str, str] = MappingProxyType(
@@ -309,3 +311,7 @@ class StreamDecoder:
         """The usage seen in the stream, once, after every other event."""
         usage, self._usage = self._usage, None
         return [usage] if usage is not None else []
+
+
+# --- the upstream codec (router.registry lists it) -------------------------------------------------
+CODEC = UpstreamCodec("openai", decode_response, StreamDecoder, FILTERS)

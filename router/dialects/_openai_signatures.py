@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from router.canonical import CanonicalRequest, ResponseContext, fill_call_signatures
+from router.codecs import Stores
 from router.errors import BadRequest
 
-SIGNATURES_KEY = "openai.chat.signatures"  # the SignatureMemory in the engine's stores
 
 
 def signature_field(signature: str) -> dict[str, Any]:
@@ -54,10 +54,10 @@ def call_signature(call: dict[str, Any], param: str) -> str | None:
 # --- the engine's hooks (re-exported by openai_chat) -----------------------------------------------
 
 
-def prepare(stores: Mapping[str, Any], request: CanonicalRequest, owner: str | None = None
+def prepare(stores: Stores, request: CanonicalRequest, owner: str | None = None
             ) -> CanonicalRequest:
     """Put remembered signatures back on replayed tool calls that came without one."""
-    memory = stores.get(SIGNATURES_KEY)
+    memory = stores.signatures
     if memory is None:
         return request
     for msg in request.messages:
@@ -66,9 +66,9 @@ def prepare(stores: Mapping[str, Any], request: CanonicalRequest, owner: str | N
     return request
 
 
-def remember_signatures(stores: Mapping[str, Any], calls: Iterable[tuple[str, str]], owner: str | None = None
+def remember_signatures(stores: Stores, calls: Iterable[tuple[str, str]], owner: str | None = None
                         ) -> None:
     """Keep the (tool-call id, signature) pairs just handed out to this client key."""
-    memory = stores.get(SIGNATURES_KEY)
+    memory = stores.signatures
     if memory is not None:
         memory.remember(owner, calls)

@@ -21,6 +21,7 @@ Decisions beyond the obvious field renames:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -48,6 +49,7 @@ from router.dialects._anthropic_fields import (
     type_name,
 )
 from router.errors import BadRequest
+from router.codecs import ClientCodec, Family
 
 __all__ = [
     "ERROR_TYPES",
@@ -255,3 +257,17 @@ def models_list(models: list[str], created_at: str = MODEL_CREATED_AT) -> dict[s
         "first_id": models[0] if models else None,
         "last_id": models[-1] if models else None,
     }
+
+
+# --- the family and the codec (router.registry lists them) ----------------------------------------
+
+
+def _count_tokens(body: Any, params: Mapping[str, Any]) -> dict[str, Any]:
+    return count_tokens_body(decode_count_tokens_request(body, params))
+
+
+FAMILY = Family("anthropic", error_body, lambda models: models_list([m.id for m in models]),
+                lambda m: model_info(m.id), path_prefixes=("/v1/messages",),
+                marker_headers=("anthropic-version",))
+CODEC = ClientCodec(NAME, FAMILY, decode_request, encode_response, StreamEncoder, id_prefix="msg_",
+                    count_tokens=_count_tokens)

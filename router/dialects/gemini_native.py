@@ -41,6 +41,8 @@ from router.dialects._gemini_config import (
 from router.dialects._gemini_contents import decode_contents, decode_system
 from router.dialects._gemini_fields import get
 from router.errors import BadRequest, GatewayError, client_retry_after
+from router.codecs import ClientCodec, Family
+from router.dialects.anthropic_messages import count_tokens
 
 NAME = "gemini"
 
@@ -363,3 +365,16 @@ def model_info(model: str) -> dict[str, Any]:
         "description": f"{model_id} via the gateway",
         "supportedGenerationMethods": list(GENERATION_METHODS),
     }
+
+
+# --- the family and the codec (router.registry lists them) ----------------------------------------
+
+
+def _count_tokens(body: Any, params: Mapping[str, Any]) -> dict[str, Any]:
+    return count_tokens_response(count_tokens(decode_request(body, params)))
+
+
+FAMILY = Family("gemini", error_body, lambda models: models_list([m.id for m in models]),
+                lambda m: model_info(m.id), path_prefixes=("/v1beta", "/v1alpha"),
+                marker_headers=("x-goog-api-key", "x-goog-api-client"), marker_query=("key",))
+CODEC = ClientCodec(NAME, FAMILY, decode_request, encode_response, StreamEncoder, count_tokens=_count_tokens)

@@ -16,7 +16,7 @@ from here; typed field readers live in ``_openai_fields``, message decoding in `
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
@@ -50,6 +50,7 @@ from router.dialects._openai_messages import decode_messages
 # prepare and remember_signatures are this dialect's engine hooks (the engine looks them up here)
 from router.dialects._openai_signatures import handed_out, prepare, remember_signatures, signature_field  # noqa: F401
 from router.errors import BadRequest, GatewayError
+from router.codecs import ClientCodec, Family, ModelEntry
 
 NAME = "openai.chat"
 
@@ -386,3 +387,19 @@ class StreamEncoder:
 
     def error(self, err: StreamError) -> bytes:
         return error_frame(err)
+
+
+# --- the family and the codec (router.registry lists them) ----------------------------------------
+
+
+def _model_object(m: ModelEntry) -> dict[str, Any]:
+    return {"id": m.id, "object": "model", "created": m.created, "owned_by": m.owner}
+
+
+def _models_list(models: Sequence[ModelEntry]) -> dict[str, Any]:
+    return {"object": "list", "data": [_model_object(m) for m in models]}
+
+
+FAMILY = Family("openai", error_body, _models_list, _model_object)
+CODEC = ClientCodec(NAME, FAMILY, decode_request, encode_response, StreamEncoder, id_prefix="chatcmpl-",
+                    prepare=prepare, remember_signatures=remember_signatures)

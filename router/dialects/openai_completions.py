@@ -32,6 +32,8 @@ from router.canonical import (
 from router.dialects.openai_chat import DONE, error_body, error_frame, usage_dict
 from router.dialects._openai_fields import common_params, opt_bool, opt_int, require_model, require_object
 from router.errors import BadRequest
+from router.codecs import ClientCodec
+from router.dialects.openai_chat import FAMILY
 
 NAME = "openai.completions"
 
@@ -185,3 +187,6 @@ class StreamEncoder:
 
     def error(self, err: StreamError) -> bytes:
         return error_frame(err)
+
+
+CODEC = ClientCodec(NAME, FAMILY, decode_request, encode_response, StreamEncoder, id_prefix="cmpl-")

@@ -25,6 +25,8 @@ from router.dialects.openai_responses_stream import (
     usage_object,
 )
 from router.errors import BadRequest, GatewayError
+from router.codecs import ClientCodec, Stores
+from router.dialects.openai_chat import FAMILY
 from router.response_store import apply_previous, conversation_after
 
 __all__ = [
@@ -380,8 +382,7 @@ def error_body(err: GatewayError) -> dict[str, Any]:
     return {"error": {"message": err.message, "type": etype, "param": err.param, "code": err.code}}
 
 
-# --- server-side state: the engine calls these hooks with its per-dialect stores -------------------
-STORE_KEY = "openai.responses"
+# --- server-side state: the engine calls these hooks with the gateway's stores ---------------------
 
 
 def _stored_id(owner: str | None, response_id: str) -> str:
@@ -389,13 +390,13 @@ def _stored_id(owner: str | None, response_id: str) -> str:
     return f"{owner or ''}\x00{response_id}"
 
 
-def prepare(stores: Mapping[str, Any], request: CanonicalRequest, owner: str | None = None
+def prepare(stores: Stores, request: CanonicalRequest, owner: str | None = None
             ) -> CanonicalRequest:
     """Continue a stored conversation when ``previous_response_id`` is set (404 when unknown)."""
     previous = request.raw.get("previous_response_id")
     if not previous:
         return request
-    store = stores.get(STORE_KEY)
+    store = stores.responses
     stored = store.get(_stored_id(owner, str(previous))) if store is not None else None
     if stored is None:
         raise GatewayError("not_found", f"Previous response with id '{previous}' not found.",
@@ -403,9 +404,13 @@ def prepare(stores: Mapping[str, Any], request: CanonicalRequest, owner: str | N
     return apply_previous(request, stored)
 
 
-def remember(stores: Mapping[str, Any], request: CanonicalRequest, ctx: ResponseContext,
+def remember(stores: Stores, request: CanonicalRequest, ctx: ResponseContext,
              events: list[Event], owner: str | None = None) -> None:
     """Keep the finished exchange for a later ``previous_response_id`` unless ``store`` is false."""
-    store = stores.get(STORE_KEY)
+    store = stores.responses
     if store is not None and request.raw.get("store", True) is not False:
         store.put(_stored_id(owner, ctx.id), request.system, conversation_after(request, events))
+
+
+CODEC = ClientCodec(NAME, FAMILY, decode_request, encode_response, StreamEncoder, id_prefix="resp_",
+                    prepare=prepare, remember=remember)

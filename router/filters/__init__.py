@@ -1,15 +1,5 @@
-"""Template filters: the heavy canonical → upstream conversions, one module per upstream dialect."""
+"""Template filters: the heavy canonical → upstream conversions, one module per upstream codec.
 
-from __future__ import annotations
-
-from typing import Any, Callable
-
-
-def all_filters() -> dict[str, Callable[..., Any]]:
-    """Every conversion filter, by name, for the template environment."""
-    from router.filters import anthropic, gemini, openai
-
-    out: dict[str, Callable[..., Any]] = {}
-    for module in (gemini, openai, anthropic):
-        out.update(module.FILTERS)
-    return out
+Each module's ``FILTERS`` belongs to its upstream codec (``router.decoders.<name>.CODEC``); the
+registry collects them all for the template environment (``router.registry.template_filters``).
+"""

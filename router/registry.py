@@ -1,0 +1,64 @@
+"""The one table of what the gateway speaks: API families, client codecs, upstream codecs, endpoints.
+
+Everything else is derived from here: the handler names a route may name and the provider dialects
+(both checked at load time, and held equal to the JSON Schemas' enums by a test), the error style of
+each endpoint, the template filters, the upstream codec of each provider. A new client API is a
+codec module plus its lines here; a new upstream format is a decoder module plus its line here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from router import endpoints as ep
+from router.codecs import ClientCodec, Family, UpstreamCodec
+from router.decoders import anthropic as anthropic_upstream
+from router.decoders import gemini as gemini_upstream
+from router.decoders import openai as openai_upstream
+from router.dialects import anthropic_messages, gemini_native, openai_chat, openai_completions, openai_responses
+from router.endpoints import Endpoint
+
+FAMILIES: tuple[Family, ...] = (openai_chat.FAMILY, anthropic_messages.FAMILY, gemini_native.FAMILY)  # first: default
+
+UPSTREAM_CODECS: Mapping[str, UpstreamCodec] = {
+    c.name: c for c in (openai_upstream.CODEC, anthropic_upstream.CODEC, gemini_upstream.CODEC)}
+
+
+def _proxy(name: str, codec: ClientCodec) -> Endpoint:
+    return Endpoint(name, ep.proxy, codec.family, codec)
+
+
+def _endpoints() -> tuple[Endpoint, ...]:
+    anthropic, gemini = anthropic_messages.FAMILY, gemini_native.FAMILY
+    return (
+        Endpoint("health", ep.health),
+        Endpoint("models.list", ep.list_models(FAMILIES)),
+        Endpoint("models.get", ep.get_model(FAMILIES)),
+        _proxy("openai.chat", openai_chat.CODEC),
+        _proxy("openai.completions", openai_completions.CODEC),
+        _proxy("openai.responses", openai_responses.CODEC),
+        _proxy("anthropic.messages", anthropic_messages.CODEC),
+        Endpoint("anthropic.count_tokens", ep.count_tokens, anthropic, anthropic_messages.CODEC),
+        Endpoint("anthropic.models", ep.list_models((anthropic,)), anthropic),
+        _proxy("gemini.generate", gemini_native.CODEC),
+        _proxy("gemini.stream", gemini_native.CODEC),
+        Endpoint("gemini.count_tokens", ep.count_tokens, gemini, gemini_native.CODEC),
+        Endpoint("gemini.models", ep.list_models((gemini,)), gemini),
+        Endpoint("admin.config", ep.admin_config, admin=True),
+        Endpoint("admin.reload", ep.admin_reload, admin=True),
+        Endpoint("admin.accounts", ep.admin_accounts, admin=True),
+        Endpoint("admin.account_reset", ep.admin_account_reset, admin=True),
+        Endpoint("metrics", ep.metrics),
+    )
+
+
+ENDPOINTS: Mapping[str, Endpoint] = {e.name: e for e in _endpoints()}
+
+
+def template_filters() -> dict[str, Callable[..., Any]]:
+    """Every upstream codec's conversion filters, by name, for the template environment."""
+    out: dict[str, Callable[..., Any]] = {}
+    for codec in UPSTREAM_CODECS.values():
+        out.update(codec.filters)
+    return out
