@@ -47,8 +47,11 @@ from router.dialects._openai_fields import (
     require_object,
 )
 from router.dialects._openai_messages import decode_messages
-# prepare and remember_signatures are this dialect's engine hooks (the engine looks them up here)
-from router.dialects._openai_signatures import handed_out, prepare, remember_signatures, signature_field  # noqa: F401
+from router.dialects._openai_signatures import handed_out, signature_field
+
+# this dialect's engine hooks, re-exported: the engine looks them up in this module
+from router.dialects._openai_signatures import prepare as prepare
+from router.dialects._openai_signatures import remember_signatures as remember_signatures
 from router.errors import BadRequest, GatewayError
 
 NAME = "openai.chat"
@@ -319,8 +322,7 @@ class StreamEncoder:
         return self._chunk(choice, {"role": "assistant", "content": ""})
 
     def feed(self, ev: Event) -> bytes:
-        cls = ev.__class__
-        if cls is TextDelta:
+        if type(ev) is TextDelta:
             if not ev.text:
                 return b""
             c = ev.choice
@@ -328,7 +330,7 @@ class StreamEncoder:
             if c == 0:
                 return opened + self._text0 + orjson.dumps(ev.text) + _TEXT_TAIL
             return opened + self._chunk(c, {"content": ev.text})
-        if cls is ToolCallDelta:
+        if type(ev) is ToolCallDelta:
             if not ev.arguments:
                 return b""
             c = ev.choice
@@ -336,15 +338,15 @@ class StreamEncoder:
             if c == 0:
                 return b"".join((opened, self._args0, str(ev.index).encode(), _ARGS_MID,
                                  orjson.dumps(ev.arguments), _ARGS_TAIL))
-            call = {"index": ev.index, "function": {"arguments": ev.arguments}}
-            return opened + self._chunk(c, {"tool_calls": [call]})
-        if cls is ReasoningDelta:
+            delta = {"index": ev.index, "function": {"arguments": ev.arguments}}
+            return opened + self._chunk(c, {"tool_calls": [delta]})
+        if type(ev) is ReasoningDelta:
             if ev.signature:  # the next tool call of the choice carries it (see the module docstring)
                 self._unclaimed[ev.choice] = self._unclaimed.get(ev.choice, "") + ev.signature
             if not ev.text:
                 return b""
             return self._open(ev.choice) + self._chunk(ev.choice, {"reasoning_content": ev.text})
-        if cls is ToolCallStart:
+        if type(ev) is ToolCallStart:
             self._tools[ev.choice] = True
             call: dict[str, Any] = {
                 "index": ev.index,
@@ -357,12 +359,12 @@ class StreamEncoder:
                 call["extra_content"] = signature_field(signature)
                 handed_out(self._ctx, ev.id, signature)
             return self._open(ev.choice) + self._chunk(ev.choice, {"tool_calls": [call]})
-        if cls is Finish:
+        if type(ev) is Finish:
             return self._finish_choice(ev.choice, ev.reason)
-        if cls is Usage:
+        if type(ev) is Usage:
             self._usage = ev
             return b""
-        if cls is StreamError:
+        if type(ev) is StreamError:
             return self.error(ev)
         return b""
 
@@ -377,8 +379,8 @@ class StreamEncoder:
         parts = []
         if not self._started:
             parts.append(self._finish_choice(0, "stop"))
-        for choice in sorted(self._started - self._finished):
-            parts.append(self._finish_choice(choice, "tool_calls" if self._tools.get(choice) else "stop"))
+        parts.extend(self._finish_choice(choice, "tool_calls" if self._tools.get(choice) else "stop")
+                     for choice in sorted(self._started - self._finished))
         if self._include_usage:
             parts.append(self._head + b'[],"usage":' + orjson.dumps(usage_dict(self._usage)) + b"}\n\n")
         parts.append(DONE)

@@ -72,7 +72,8 @@ def _opt(obj: Mapping[str, Any], key: str, path: str, kind: type | tuple[type, .
 
 
 def _opt_str(obj: Mapping[str, Any], key: str, path: str = "") -> str | None:
-    return _opt(obj, key, path, str, "a string")
+    value: str | None = _opt(obj, key, path, str, "a string")
+    return value
 
 
 def _req_str(obj: Mapping[str, Any], key: str, path: str = "", *, empty: bool = False) -> str:
@@ -83,11 +84,13 @@ def _req_str(obj: Mapping[str, Any], key: str, path: str = "", *, empty: bool = 
 
 
 def _opt_bool(obj: Mapping[str, Any], key: str, path: str = "") -> bool | None:
-    return _opt(obj, key, path, bool, "a boolean")
+    value: bool | None = _opt(obj, key, path, bool, "a boolean")
+    return value
 
 
 def _opt_dict(obj: Mapping[str, Any], key: str, path: str = "") -> dict[str, Any] | None:
-    return _opt(obj, key, path, dict, "an object")
+    value: dict[str, Any] | None = _opt(obj, key, path, dict, "an object")
+    return value
 
 
 def _opt_number(obj: Mapping[str, Any], key: str) -> float | None:
@@ -96,7 +99,7 @@ def _opt_number(obj: Mapping[str, Any], key: str) -> float | None:
 
 
 def _opt_positive_int(obj: Mapping[str, Any], key: str) -> int | None:
-    value = _opt(obj, key, "", int, "an integer")
+    value: int | None = _opt(obj, key, "", int, "an integer")
     if value is not None and value < 1:
         raise BadRequest(f"'{key}' must be at least 1", param=key)
     if value is not None and value > JSON_INT_MAX:
