@@ -229,10 +229,8 @@ class _InputDecoder:
         self._assistant().append({"type": "thinking", "text": text, "signature": signature})
 
     def _item_reference(self, item: dict[str, Any], path: str) -> None:
-        raise BadRequest(
-            "item_reference input items are not supported; send the item itself or use previous_response_id",
-            param=f"{path}.type",
-        )
+        raise BadRequest("item_reference input items are not supported; send the item itself or use "
+                         "previous_response_id", param=f"{path}.type")
 
 
 def _messages(body: Mapping[str, Any], system: list[str]) -> list[dict[str, Any]]:
@@ -266,13 +264,8 @@ def _tools(body: Mapping[str, Any]) -> list[dict[str, Any]] | None:
         if tool.get("type") != "function":
             raise BadRequest(f"tool type {tool.get('type')!r} is not supported", param=f"{path}.type")
         _opt_bool(tool, "strict", path)
-        out.append(
-            {
-                "name": _req_str(tool, "name", path),
-                "description": _opt_str(tool, "description", path),
-                "parameters": _opt_dict(tool, "parameters", path),
-            }
-        )
+        out.append({"name": _req_str(tool, "name", path), "description": _opt_str(tool, "description", path),
+                    "parameters": _opt_dict(tool, "parameters", path)})
     return out or None
 
 
@@ -304,12 +297,8 @@ def _response_format(body: Mapping[str, Any]) -> dict[str, Any] | None:
     schema = _opt_dict(fmt, "schema", "text.format")
     if schema is None:
         raise BadRequest("'text.format.schema' is required for json_schema", param="text.format.schema")
-    return {
-        "type": "json_schema",
-        "schema": schema,
-        "name": _req_str(fmt, "name", "text.format"),
-        "strict": _opt_bool(fmt, "strict", "text.format"),
-    }
+    return {"type": "json_schema", "schema": schema, "name": _req_str(fmt, "name", "text.format"),
+            "strict": _opt_bool(fmt, "strict", "text.format")}
 
 
 def _reasoning(body: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -367,14 +356,8 @@ def encode_response(events: list[Event], ctx: ResponseContext) -> dict[str, Any]
     error = None
     if agg.error is not None:
         status, details, error = "failed", None, error_object(agg.error)
-    return response_object(
-        ctx,
-        status=status,
-        output=output_items(ctx.id, choice, status),
-        usage=usage_object(agg.usage),
-        incomplete_details=details,
-        error=error,
-    )
+    return response_object(ctx, status=status, output=output_items(ctx.id, choice, status),
+                           usage=usage_object(agg.usage), incomplete_details=details, error=error)
 
 
 def error_body(err: GatewayError) -> dict[str, Any]:
@@ -392,8 +375,7 @@ def _stored_id(owner: str | None, response_id: str) -> str:
     return f"{owner or ''}\x00{response_id}"
 
 
-def prepare(stores: Mapping[str, Any], request: CanonicalRequest, owner: str | None = None
-            ) -> CanonicalRequest:
+def prepare(stores: Mapping[str, Any], request: CanonicalRequest, owner: str | None = None) -> CanonicalRequest:
     """Continue a stored conversation when ``previous_response_id`` is set (404 when unknown)."""
     previous = request.raw.get("previous_response_id")
     if not previous:
