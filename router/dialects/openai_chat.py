@@ -120,11 +120,8 @@ def _function_def(fn: Any, param: str) -> dict[str, Any]:
     name = fn.get("name")
     if not isinstance(name, str) or not name:
         raise BadRequest("a function needs a non-empty 'name'", param=f"{param}.name")
-    return {
-        "name": name,
-        "description": opt_str(fn, "description", f"{param}.description"),
-        "parameters": opt_dict(fn, "parameters", f"{param}.parameters"),
-    }
+    return {"name": name, "description": opt_str(fn, "description", f"{param}.description"),
+            "parameters": opt_dict(fn, "parameters", f"{param}.parameters")}
 
 
 def _tools(body: Mapping[str, Any]) -> list[dict[str, Any]] | None:
@@ -178,22 +175,16 @@ def _response_format(body: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     kind = fmt.get("type")
     if not isinstance(kind, str) or kind not in _RESPONSE_FORMAT_TYPES:
-        raise BadRequest(
-            "response_format.type must be 'text', 'json_object' or 'json_schema'",
-            param="response_format.type",
-        )
+        raise BadRequest("response_format.type must be 'text', 'json_object' or 'json_schema'",
+                         param="response_format.type")
     if kind != "json_schema":
         return {"type": kind, "schema": None, "name": None, "strict": None}
     spec = opt_dict(fmt, "json_schema", "response_format.json_schema")
     if spec is None:
         raise BadRequest("'json_schema' is required", param="response_format.json_schema")
     p = "response_format.json_schema"
-    return {
-        "type": "json_schema",
-        "schema": opt_dict(spec, "schema", f"{p}.schema"),
-        "name": opt_str(spec, "name", f"{p}.name"),
-        "strict": opt_bool(spec, "strict", f"{p}.strict"),
-    }
+    return {"type": "json_schema", "schema": opt_dict(spec, "schema", f"{p}.schema"),
+            "name": opt_str(spec, "name", f"{p}.name"), "strict": opt_bool(spec, "strict", f"{p}.strict")}
 
 
 # --- non-stream response ------------------------------------------------------------------------
@@ -220,11 +211,8 @@ def _tool_call(t: AggToolCall, ctx: ResponseContext) -> dict[str, Any]:
 
 
 def _message(c: AggChoice, ctx: ResponseContext) -> dict[str, Any]:
-    msg: dict[str, Any] = {
-        "role": "assistant",
-        "content": c.text if c.text or not c.tool_calls else None,
-        "refusal": None,
-    }
+    msg: dict[str, Any] = {"role": "assistant", "content": c.text if c.text or not c.tool_calls else None,
+                           "refusal": None}
     if c.tool_calls:
         msg["tool_calls"] = [_tool_call(t, ctx) for t in c.tool_calls]
     if c.reasoning:
@@ -259,14 +247,8 @@ def error_type(kind: str) -> tuple[str, str | None]:
 def error_body(err: GatewayError) -> dict[str, Any]:
     """The OpenAI error JSON for a gateway error."""
     etype, default_code = error_type(err.kind)
-    return {
-        "error": {
-            "message": err.message,
-            "type": etype,
-            "param": err.param,
-            "code": err.code if err.code is not None else default_code,
-        }
-    }
+    code = err.code if err.code is not None else default_code
+    return {"error": {"message": err.message, "type": etype, "param": err.param, "code": code}}
 
 
 def error_frame(err: StreamError) -> bytes:
