@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 MODES = ("off", "strict", "all_except_health", "auto")
 
@@ -60,7 +61,7 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return headers.get(name) or headers.get(name.lower()) or headers.get(name.title())
 
 
-def compile_auth(section: dict | None, allow_lan_access: bool) -> AuthPolicy:
+def compile_auth(section: dict[str, Any] | None, allow_lan_access: bool) -> AuthPolicy:
     section = section or {}
     mode = section.get("mode", "auto")
     if mode == "auto":
@@ -68,6 +69,6 @@ def compile_auth(section: dict | None, allow_lan_access: bool) -> AuthPolicy:
     return AuthPolicy(mode, _keys(section.get("api_keys")), _keys(section.get("admin_keys")))
 
 
-def _keys(entries: list[dict] | None) -> tuple[ApiKey, ...]:
+def _keys(entries: list[dict[str, Any]] | None) -> tuple[ApiKey, ...]:
     """Named keys; an entry whose key resolved to "" (unset variable) is left out."""
     return tuple(ApiKey(k["name"], k["key"].encode()) for k in entries or [] if k.get("key"))

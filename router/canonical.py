@@ -35,7 +35,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, TypeAlias
 
 FINISH_REASONS = ("stop", "length", "tool_calls", "content_filter")
 
@@ -165,7 +165,7 @@ class StreamError:
     message: str
 
 
-Event = Union[TextDelta, ReasoningDelta, ToolCallStart, ToolCallDelta, Finish, Usage, StreamError]
+Event: TypeAlias = TextDelta | ReasoningDelta | ToolCallStart | ToolCallDelta | Finish | Usage | StreamError
 
 
 @dataclass(slots=True)

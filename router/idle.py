@@ -26,7 +26,7 @@ class IdleTimer:
             self._loop = asyncio.get_running_loop()
             self._task = asyncio.current_task()
             self._last = self._loop.time()
-            self._handle = self._loop.call_at(self._last + self.idle, self._check)
+            self._handle = self._loop.call_at(self._last + self.idle, self._check, self.idle)
         return self
 
     def touch(self) -> None:
@@ -42,23 +42,23 @@ class IdleTimer:
         self._paused = False
         self.touch()
 
-    def _check(self) -> None:
-        due = self._last + self.idle  # type: ignore[operator]
+    def _check(self, idle: float) -> None:
+        """The timer's callback; ``idle`` is ``self.idle``, passed along because only a set one schedules it."""
+        due = self._last + idle
         if self._paused:
-            self._handle = self._loop.call_at(self._loop.time() + self.idle, self._check)  # type: ignore[operator]
+            self._handle = self._loop.call_at(self._loop.time() + idle, self._check, idle)
         elif self._loop.time() >= due:
             self.fired = True
             self._handle = None
             if self._task is not None:
                 self._task.cancel()
         else:
-            self._handle = self._loop.call_at(due, self._check)
+            self._handle = self._loop.call_at(due, self._check, idle)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-        if self.fired and exc_type is asyncio.CancelledError and self._task is not None:
-            if self._task.uncancel() == 0:
-                raise TimeoutError("stream idle timeout") from None
+        if self.fired and exc_type is asyncio.CancelledError and self._task is not None and self._task.uncancel() == 0:
+            raise TimeoutError("stream idle timeout") from None

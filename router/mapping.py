@@ -87,9 +87,10 @@ class ModelMapper:
         self._cache: dict[str, Target | None] = {}
 
     def resolve(self, model: str) -> Target | None:
-        hit = self._cache.get(model, self)
-        if hit is not self:
-            return hit  # type: ignore[return-value]
+        try:
+            return self._cache[model]  # a hit, the common case, costs no more than a get()
+        except KeyError:
+            pass
         result = self._resolve(model)
         if len(self._cache) >= self.CACHE_MAX:
             self._cache.clear()

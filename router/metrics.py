@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -63,8 +64,9 @@ class _Histogram:
         self.n += 1
 
     def family_samples(self) -> tuple[list[tuple[str, float]], float]:
-        out, acc = [], 0
-        for bound, count in zip((*map(str, LATENCY_BUCKETS), "+Inf"), self.counts):
+        out: list[tuple[str, float]] = []
+        acc = 0
+        for bound, count in zip((*map(str, LATENCY_BUCKETS), "+Inf"), self.counts, strict=True):
             acc += count
             out.append((bound, acc))
         return out, self.total

@@ -16,8 +16,14 @@ from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.http_exceptions import (BadHttpMethod, BadStatusLine, HttpProcessingError, InvalidHeader,
-                                     InvalidURLError, LineTooLong)
+from aiohttp.http_exceptions import (
+    BadHttpMethod,
+    BadStatusLine,
+    HttpProcessingError,
+    InvalidHeader,
+    InvalidURLError,
+    LineTooLong,
+)
 from aiohttp.web_protocol import RequestHandler
 
 log = logging.getLogger("router.http")

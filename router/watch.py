@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 import stat
@@ -23,10 +24,8 @@ async def watch_config(gateway: Gateway) -> None:
     """
     loop = asyncio.get_running_loop()
     hup = asyncio.Event()
-    try:
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no SIGHUP
         loop.add_signal_handler(signal.SIGHUP, hup.set)
-    except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no SIGHUP
-        pass
     debounce_ms = max(10, int(gateway.current.server.reload_debounce * 1000))
     stop = asyncio.Event()
     files = asyncio.create_task(_watch_files(gateway, debounce_ms, stop))
@@ -40,10 +39,8 @@ async def watch_config(gateway: Gateway) -> None:
         stop.set()
         files.cancel()
         await asyncio.gather(files, return_exceptions=True)
-        try:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.remove_signal_handler(signal.SIGHUP)
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass
 
 
 async def _watch_files(gateway: Gateway, debounce_ms: int, stop: asyncio.Event) -> None:
@@ -63,10 +60,8 @@ async def _watch_files(gateway: Gateway, debounce_ms: int, stop: asyncio.Event) 
             else:
                 return  # stopped
         while _identity(gateway.config_dir) is None and not stop.is_set():
-            try:
+            with contextlib.suppress(TimeoutError):  # a poll: look for the dir again
                 await asyncio.wait_for(stop.wait(), DIR_POLL)
-            except asyncio.TimeoutError:
-                pass
         if not stop.is_set():
             log.info("config dir %s is back: reloading", gateway.config_dir)
             await _reload(gateway, "watch")

@@ -24,7 +24,7 @@ MAX_DEPTH = 200  # aliases can nest (or recurse): a bound instead of a stack ove
 MAX_NODES = 1_000_000
 
 
-class LocMap(dict):  # type: ignore[type-arg]
+class LocMap(dict[Any, Any]):
     """A mapping whose ``pos[key]`` is the 0-based (line, column) of that key."""
 
     __slots__ = ("pos",)
@@ -34,7 +34,7 @@ class LocMap(dict):  # type: ignore[type-arg]
         self.pos: dict[Any, tuple[int, int]] = {}
 
 
-class LocSeq(list):  # type: ignore[type-arg]
+class LocSeq(list[Any]):
     """A sequence whose ``pos[i]`` is the 0-based (line, column) of item ``i``."""
 
     __slots__ = ("pos",)

@@ -87,6 +87,7 @@ def decode_usage(usage: Any) -> Usage | None:
 
 def error_event(error: Any) -> StreamError:
     """An upstream ``{"error": ...}`` object -> StreamError."""
+    keys: tuple[Any, ...]  # the fields naming the error's kind, most specific first
     if isinstance(error, dict):
         message = error.get("message")
         keys = (error.get("code"), error.get("type"))
@@ -131,7 +132,10 @@ def _content(obj: dict[str, Any]) -> str:
 
 def _reasoning(obj: dict[str, Any]) -> str:
     text = _str_field(obj, "reasoning_content")
-    return text if text else (obj.get("reasoning") if isinstance(obj.get("reasoning"), str) else "")
+    if text:
+        return text
+    reasoning = obj.get("reasoning")
+    return reasoning if isinstance(reasoning, str) else ""
 
 
 def _choice_index(choice: dict[str, Any]) -> int:
@@ -290,12 +294,11 @@ class StreamDecoder:
         up = call.get("index")
         if isinstance(up, int) and not isinstance(up, bool):
             index = state.by_index.get(up)
-            is_new = index is None
         else:  # no index: a new id starts a new call, anything else continues the last one
             is_new = state.last < 0 or (call_id is not None and call_id != state.last_id)
             index = None if is_new else state.last
             up = None
-        if is_new:
+        if index is None:  # a new call
             index = state.count
             state.count += 1
             if up is not None:

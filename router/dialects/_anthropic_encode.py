@@ -109,9 +109,8 @@ def encode_response(events: list[Event], ctx: ResponseContext) -> dict[str, Any]
                         "signature": choice.reasoning_signature or ""})
     if choice.text:
         content.append({"type": "text", "text": choice.text})
-    for call in choice.tool_calls:
-        content.append({"type": "tool_use", "id": call.id, "name": call.name,
-                        "input": tool_input(call.arguments)})
+    content.extend({"type": "tool_use", "id": call.id, "name": call.name, "input": tool_input(call.arguments)}
+                   for call in choice.tool_calls)
     return {
         "id": ctx.id,
         "type": "message",

@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from router.canonical import JSON_INT_MAX
-from router.dialects._json_types import type_name, wrong as _wrong  # noqa: F401 - re-exported
+from router.dialects._json_types import type_name as type_name  # re-exported to the Anthropic readers
+from router.dialects._json_types import wrong as _wrong
 from router.errors import BadRequest
 
 

@@ -47,8 +47,11 @@ from router.dialects._openai_fields import (
     require_object,
 )
 from router.dialects._openai_messages import decode_messages
-# prepare and remember_signatures are this dialect's engine hooks (the engine looks them up here)
-from router.dialects._openai_signatures import handed_out, prepare, remember_signatures, signature_field  # noqa: F401
+from router.dialects._openai_signatures import handed_out, signature_field
+
+# this dialect's engine hooks, re-exported: the engine looks them up in this module
+from router.dialects._openai_signatures import prepare as prepare
+from router.dialects._openai_signatures import remember_signatures as remember_signatures
 from router.errors import BadRequest, GatewayError
 from router.codecs import ClientCodec, Family, ModelEntry
 
@@ -118,11 +121,8 @@ def _function_def(fn: Any, param: str) -> dict[str, Any]:
     name = fn.get("name")
     if not isinstance(name, str) or not name:
         raise BadRequest("a function needs a non-empty 'name'", param=f"{param}.name")
-    return {
-        "name": name,
-        "description": opt_str(fn, "description", f"{param}.description"),
-        "parameters": opt_dict(fn, "parameters", f"{param}.parameters"),
-    }
+    return {"name": name, "description": opt_str(fn, "description", f"{param}.description"),
+            "parameters": opt_dict(fn, "parameters", f"{param}.parameters")}
 
 
 def _tools(body: Mapping[str, Any]) -> list[dict[str, Any]] | None:
@@ -176,22 +176,16 @@ def _response_format(body: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     kind = fmt.get("type")
     if not isinstance(kind, str) or kind not in _RESPONSE_FORMAT_TYPES:
-        raise BadRequest(
-            "response_format.type must be 'text', 'json_object' or 'json_schema'",
-            param="response_format.type",
-        )
+        raise BadRequest("response_format.type must be 'text', 'json_object' or 'json_schema'",
+                         param="response_format.type")
     if kind != "json_schema":
         return {"type": kind, "schema": None, "name": None, "strict": None}
     spec = opt_dict(fmt, "json_schema", "response_format.json_schema")
     if spec is None:
         raise BadRequest("'json_schema' is required", param="response_format.json_schema")
     p = "response_format.json_schema"
-    return {
-        "type": "json_schema",
-        "schema": opt_dict(spec, "schema", f"{p}.schema"),
-        "name": opt_str(spec, "name", f"{p}.name"),
-        "strict": opt_bool(spec, "strict", f"{p}.strict"),
-    }
+    return {"type": "json_schema", "schema": opt_dict(spec, "schema", f"{p}.schema"),
+            "name": opt_str(spec, "name", f"{p}.name"), "strict": opt_bool(spec, "strict", f"{p}.strict")}
 
 
 # --- non-stream response ------------------------------------------------------------------------
@@ -218,11 +212,8 @@ def _tool_call(t: AggToolCall, ctx: ResponseContext) -> dict[str, Any]:
 
 
 def _message(c: AggChoice, ctx: ResponseContext) -> dict[str, Any]:
-    msg: dict[str, Any] = {
-        "role": "assistant",
-        "content": c.text if c.text or not c.tool_calls else None,
-        "refusal": None,
-    }
+    msg: dict[str, Any] = {"role": "assistant", "content": c.text if c.text or not c.tool_calls else None,
+                           "refusal": None}
     if c.tool_calls:
         msg["tool_calls"] = [_tool_call(t, ctx) for t in c.tool_calls]
     if c.reasoning:
@@ -257,14 +248,8 @@ def error_type(kind: str) -> tuple[str, str | None]:
 def error_body(err: GatewayError) -> dict[str, Any]:
     """The OpenAI error JSON for a gateway error."""
     etype, default_code = error_type(err.kind)
-    return {
-        "error": {
-            "message": err.message,
-            "type": etype,
-            "param": err.param,
-            "code": err.code if err.code is not None else default_code,
-        }
-    }
+    code = err.code if err.code is not None else default_code
+    return {"error": {"message": err.message, "type": etype, "param": err.param, "code": code}}
 
 
 def error_frame(err: StreamError) -> bytes:
@@ -320,8 +305,7 @@ class StreamEncoder:
         return self._chunk(choice, {"role": "assistant", "content": ""})
 
     def feed(self, ev: Event) -> bytes:
-        cls = ev.__class__
-        if cls is TextDelta:
+        if type(ev) is TextDelta:
             if not ev.text:
                 return b""
             c = ev.choice
@@ -329,7 +313,7 @@ class StreamEncoder:
             if c == 0:
                 return opened + self._text0 + orjson.dumps(ev.text) + _TEXT_TAIL
             return opened + self._chunk(c, {"content": ev.text})
-        if cls is ToolCallDelta:
+        if type(ev) is ToolCallDelta:
             if not ev.arguments:
                 return b""
             c = ev.choice
@@ -337,15 +321,15 @@ class StreamEncoder:
             if c == 0:
                 return b"".join((opened, self._args0, str(ev.index).encode(), _ARGS_MID,
                                  orjson.dumps(ev.arguments), _ARGS_TAIL))
-            call = {"index": ev.index, "function": {"arguments": ev.arguments}}
-            return opened + self._chunk(c, {"tool_calls": [call]})
-        if cls is ReasoningDelta:
+            delta = {"index": ev.index, "function": {"arguments": ev.arguments}}
+            return opened + self._chunk(c, {"tool_calls": [delta]})
+        if type(ev) is ReasoningDelta:
             if ev.signature:  # the next tool call of the choice carries it (see the module docstring)
                 self._unclaimed[ev.choice] = self._unclaimed.get(ev.choice, "") + ev.signature
             if not ev.text:
                 return b""
             return self._open(ev.choice) + self._chunk(ev.choice, {"reasoning_content": ev.text})
-        if cls is ToolCallStart:
+        if type(ev) is ToolCallStart:
             self._tools[ev.choice] = True
             call: dict[str, Any] = {
                 "index": ev.index,
@@ -358,12 +342,12 @@ class StreamEncoder:
                 call["extra_content"] = signature_field(signature)
                 handed_out(self._ctx, ev.id, signature)
             return self._open(ev.choice) + self._chunk(ev.choice, {"tool_calls": [call]})
-        if cls is Finish:
+        if type(ev) is Finish:
             return self._finish_choice(ev.choice, ev.reason)
-        if cls is Usage:
+        if type(ev) is Usage:
             self._usage = ev
             return b""
-        if cls is StreamError:
+        if type(ev) is StreamError:
             return self.error(ev)
         return b""
 
@@ -378,8 +362,8 @@ class StreamEncoder:
         parts = []
         if not self._started:
             parts.append(self._finish_choice(0, "stop"))
-        for choice in sorted(self._started - self._finished):
-            parts.append(self._finish_choice(choice, "tool_calls" if self._tools.get(choice) else "stop"))
+        parts.extend(self._finish_choice(choice, "tool_calls" if self._tools.get(choice) else "stop")
+                     for choice in sorted(self._started - self._finished))
         if self._include_usage:
             parts.append(self._head + b'[],"usage":' + orjson.dumps(usage_dict(self._usage)) + b"}\n\n")
         parts.append(DONE)

@@ -29,8 +29,8 @@ from router.canonical import (
     Usage,
     aggregate,
 )
-from router.dialects.openai_chat import DONE, error_body, error_frame, usage_dict
 from router.dialects._openai_fields import common_params, opt_bool, opt_int, require_model, require_object
+from router.dialects.openai_chat import DONE, error_body, error_frame, usage_dict
 from router.errors import BadRequest
 from router.codecs import ClientCodec
 from router.dialects.openai_chat import FAMILY
@@ -85,7 +85,8 @@ def _echo_prefix(request: CanonicalRequest) -> str:
     """The prompt text when the client asked for ``echo``, else ""."""
     if request.raw.get("echo") is not True:
         return ""
-    return request.messages[0]["content"][0]["text"]
+    text: str = request.messages[0]["content"][0]["text"]  # decode_request put the prompt there
+    return text
 
 
 def encode_response(events: list[Event], ctx: ResponseContext) -> dict[str, Any]:
@@ -149,8 +150,7 @@ class StreamEncoder:
         return self._chunk(choice, self._echo) if self._echo else b""
 
     def feed(self, ev: Event) -> bytes:
-        cls = ev.__class__
-        if cls is TextDelta:
+        if type(ev) is TextDelta:
             if not ev.text:
                 return b""
             c = ev.choice
@@ -158,12 +158,12 @@ class StreamEncoder:
             if c == 0:
                 return opened + self._text0 + orjson.dumps(ev.text) + _TEXT_TAIL
             return opened + self._chunk(c, ev.text)
-        if cls is Finish:
+        if type(ev) is Finish:
             return self._finish_choice(ev.choice, ev.reason)
-        if cls is Usage:
+        if type(ev) is Usage:
             self._usage = ev
             return b""
-        if cls is StreamError:
+        if type(ev) is StreamError:
             return self.error(ev)
         return b""
 
@@ -178,8 +178,7 @@ class StreamEncoder:
         parts = []
         if not self._started:
             parts.append(self._finish_choice(0, "stop"))
-        for choice in sorted(self._started - self._finished):
-            parts.append(self._finish_choice(choice, "stop"))
+        parts.extend(self._finish_choice(choice, "stop") for choice in sorted(self._started - self._finished))
         if self._include_usage:
             parts.append(self._head + b'[],"usage":' + orjson.dumps(usage_dict(self._usage)) + b"}\n\n")
         parts.append(DONE)

@@ -74,7 +74,8 @@ def _opt(obj: Mapping[str, Any], key: str, path: str, kind: type | tuple[type, .
 
 
 def _opt_str(obj: Mapping[str, Any], key: str, path: str = "") -> str | None:
-    return _opt(obj, key, path, str, "a string")
+    value: str | None = _opt(obj, key, path, str, "a string")
+    return value
 
 
 def _req_str(obj: Mapping[str, Any], key: str, path: str = "", *, empty: bool = False) -> str:
@@ -85,11 +86,13 @@ def _req_str(obj: Mapping[str, Any], key: str, path: str = "", *, empty: bool = 
 
 
 def _opt_bool(obj: Mapping[str, Any], key: str, path: str = "") -> bool | None:
-    return _opt(obj, key, path, bool, "a boolean")
+    value: bool | None = _opt(obj, key, path, bool, "a boolean")
+    return value
 
 
 def _opt_dict(obj: Mapping[str, Any], key: str, path: str = "") -> dict[str, Any] | None:
-    return _opt(obj, key, path, dict, "an object")
+    value: dict[str, Any] | None = _opt(obj, key, path, dict, "an object")
+    return value
 
 
 def _opt_number(obj: Mapping[str, Any], key: str) -> float | None:
@@ -98,7 +101,7 @@ def _opt_number(obj: Mapping[str, Any], key: str) -> float | None:
 
 
 def _opt_positive_int(obj: Mapping[str, Any], key: str) -> int | None:
-    value = _opt(obj, key, "", int, "an integer")
+    value: int | None = _opt(obj, key, "", int, "an integer")
     if value is not None and value < 1:
         raise BadRequest(f"'{key}' must be at least 1", param=key)
     if value is not None and value > JSON_INT_MAX:
@@ -228,10 +231,8 @@ class _InputDecoder:
         self._assistant().append({"type": "thinking", "text": text, "signature": signature})
 
     def _item_reference(self, item: dict[str, Any], path: str) -> None:
-        raise BadRequest(
-            "item_reference input items are not supported; send the item itself or use previous_response_id",
-            param=f"{path}.type",
-        )
+        raise BadRequest("item_reference input items are not supported; send the item itself or use "
+                         "previous_response_id", param=f"{path}.type")
 
 
 def _messages(body: Mapping[str, Any], system: list[str]) -> list[dict[str, Any]]:
@@ -265,13 +266,8 @@ def _tools(body: Mapping[str, Any]) -> list[dict[str, Any]] | None:
         if tool.get("type") != "function":
             raise BadRequest(f"tool type {tool.get('type')!r} is not supported", param=f"{path}.type")
         _opt_bool(tool, "strict", path)
-        out.append(
-            {
-                "name": _req_str(tool, "name", path),
-                "description": _opt_str(tool, "description", path),
-                "parameters": _opt_dict(tool, "parameters", path),
-            }
-        )
+        out.append({"name": _req_str(tool, "name", path), "description": _opt_str(tool, "description", path),
+                    "parameters": _opt_dict(tool, "parameters", path)})
     return out or None
 
 
@@ -303,12 +299,8 @@ def _response_format(body: Mapping[str, Any]) -> dict[str, Any] | None:
     schema = _opt_dict(fmt, "schema", "text.format")
     if schema is None:
         raise BadRequest("'text.format.schema' is required for json_schema", param="text.format.schema")
-    return {
-        "type": "json_schema",
-        "schema": schema,
-        "name": _req_str(fmt, "name", "text.format"),
-        "strict": _opt_bool(fmt, "strict", "text.format"),
-    }
+    return {"type": "json_schema", "schema": schema, "name": _req_str(fmt, "name", "text.format"),
+            "strict": _opt_bool(fmt, "strict", "text.format")}
 
 
 def _reasoning(body: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -366,14 +358,8 @@ def encode_response(events: list[Event], ctx: ResponseContext) -> dict[str, Any]
     error = None
     if agg.error is not None:
         status, details, error = "failed", None, error_object(agg.error)
-    return response_object(
-        ctx,
-        status=status,
-        output=output_items(ctx.id, choice, status),
-        usage=usage_object(agg.usage),
-        incomplete_details=details,
-        error=error,
-    )
+    return response_object(ctx, status=status, output=output_items(ctx.id, choice, status),
+                           usage=usage_object(agg.usage), incomplete_details=details, error=error)
 
 
 def error_body(err: GatewayError) -> dict[str, Any]:
@@ -390,8 +376,7 @@ def _stored_id(owner: str | None, response_id: str) -> str:
     return f"{owner or ''}\x00{response_id}"
 
 
-def prepare(stores: Stores, request: CanonicalRequest, owner: str | None = None
-            ) -> CanonicalRequest:
+def prepare(stores: Stores, request: CanonicalRequest, owner: str | None = None) -> CanonicalRequest:
     """Continue a stored conversation when ``previous_response_id`` is set (404 when unknown)."""
     previous = request.raw.get("previous_response_id")
     if not previous:

@@ -309,7 +309,7 @@ class StreamEncoder:
         out = b""
         status = "completed"
         if item.kind == "reasoning" and item.part_open:
-            part = {"type": "summary_text", "text": item.text}
+            part: dict[str, Any] = {"type": "summary_text", "text": item.text}
             out += self._frame("response.reasoning_summary_text.done", {**where, "summary_index": 0, "text": item.text})
             out += self._frame("response.reasoning_summary_part.done", {**where, "summary_index": 0, "part": part})
         elif item.kind == "message":

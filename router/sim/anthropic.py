@@ -163,6 +163,7 @@ def _event(name: str, data: dict[str, Any], content: bool = False) -> Frame:
 
 def _block_frames(index: int, block: dict[str, Any], chunks: int) -> list[Frame]:
     kind = block["type"]
+    start: dict[str, Any]
     if kind == "thinking":
         start, deltas = {"type": "thinking", "thinking": "", "signature": ""}, [
             {"type": "thinking_delta", "thinking": p} for p in split_text(block["thinking"], chunks)]

@@ -203,9 +203,8 @@ async def _write_stream(request: web.Request, dialect: Dialect, frames: list[Fra
     sent_content = False
     try:
         for index in range(len(frames) + 1):
-            if index == cut and mid is not None:
-                if not await _strike(request, response, mid, dialect):
-                    return response
+            if index == cut and mid is not None and not await _strike(request, response, mid, dialect):
+                return response
             if index == len(frames):
                 break
             frame = frames[index]

@@ -72,7 +72,8 @@ def _ask(body: dict[str, Any]) -> Ask:
     users = [_text(m.get("content")) for m in messages if m.get("role") == "user"]
     last = messages[-1]
     mode, forced = _tool_choice(body.get("tool_choice"))
-    fmt = body.get("response_format") if isinstance(body.get("response_format"), dict) else {}
+    response_format = body.get("response_format")
+    fmt: dict[str, Any] = response_format if isinstance(response_format, dict) else {}
     schema = (fmt.get("json_schema") or {}).get("schema") if fmt.get("type") == "json_schema" else None
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
     stop = body.get("stop")
@@ -140,7 +141,8 @@ class _Shape:
     def __init__(self, body: dict[str, Any], reply: Reply) -> None:
         self.reply = reply
         self.model = body["model"]
-        self.n = body.get("n") if isinstance(body.get("n"), int) and body["n"] > 0 else 1
+        n = body.get("n")
+        self.n = n if isinstance(n, int) and n > 0 else 1
         self.id = f"chatcmpl-{digest(orjson.dumps(body).decode())}"
         self.created = int(time.time())
         options = body.get("stream_options")

@@ -29,7 +29,7 @@ class SimOptions:
 
     def with_headers(self, headers: Any) -> SimOptions:
         """Apply ``x-sim-*`` overrides; raises ``ValueError`` on a malformed value."""
-        changes: dict[str, float | int] = {}
+        changes: dict[str, Any] = {}  # field name -> its value (chunks is an int, the rest are floats)
         for name, header in OPTION_HEADERS.items():
             raw = headers.get(header)
             if raw is None:
