@@ -1,4 +1,4 @@
-"""router.upstream: SSE framing, reading upstream errors, Retry-After, and safe request rendering."""
+"""SSE framing, reading upstream errors, Retry-After, and safe request rendering (sse, failures, upstream_request)."""
 
 from __future__ import annotations
 
@@ -14,19 +14,17 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from router.errors import GatewayError
-from router.registry import template_filters
-from router.snapshot import Template
-from router.templates import compile_tree, make_environment
-from router.upstream import (
+from router.failures import (
     HUGE_DELAY,
-    USER_AGENT,
-    EventTooLarge,
-    SSEParser,
-    _inside,
+    UpstreamFailure,
     parse_failure,
-    render_request,
     retry_after_seconds,
 )
+from router.registry import template_filters
+from router.snapshot import Template
+from router.sse import EventTooLarge, SSEParser
+from router.templates import compile_tree, make_environment
+from router.upstream_request import USER_AGENT, _inside, render_request
 
 Events = list[tuple[str | None, bytes]]
 
@@ -212,7 +210,6 @@ def test_parse_failure_redacts_before_truncating() -> None:
 @pytest.mark.parametrize(("outcome", "status"), [("timeout", 504), ("connect_error", 502), ("reset", 502),
                                                  ("malformed", 502)], ids=["timeout", "connect", "reset", "malformed"])
 def test_transport_outcomes_have_statuses(outcome: str, status: int) -> None:
-    from router.upstream import UpstreamFailure
     assert UpstreamFailure(outcome, "x").status == status
 
 
