@@ -23,7 +23,7 @@ from router.canonical import CanonicalRequest, Event, ResponseContext, StreamErr
 from router.codecs import ClientCodec, StreamEncoder, Stores
 from router.errors import BadRequest, GatewayError, kind_for_status
 from router.exchange import Attempt, ClientHeaders, Exchange, response_headers
-from router.failures import UpstreamFailure, parse_failure
+from router.failures import UpstreamFailure
 from router.idle import IdleTimer
 from router.ids import IdGenerator
 from router.logs import Throttle
@@ -208,7 +208,7 @@ class Engine:
             try:
                 if resp.status >= 400:
                     body = await read_limited(resp.content, ERROR_BODY_LIMIT) or b""
-                    return parse_failure(resp.status, resp.headers, body, secrets_)
+                    return provider.codec.parse_failure(resp.status, resp.headers, body, secrets_)
                 if req.stream:
                     return await self._stream(x, provider, resp, request)
                 return await self._json(x, provider, resp)
