@@ -20,11 +20,9 @@ Decisions beyond the obvious field renames:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 
 from router.canonical import CanonicalRequest
 from router.dialects._anthropic_blocks import decode_messages, decode_system
@@ -38,12 +36,12 @@ from router.dialects._fields import ANTHROPIC as fields
 from router.dialects._fields import type_name
 from router.errors import BadRequest
 from router.codecs import ClientCodec, Family
+from router.token_estimate import estimate_tokens
 
 __all__ = [
     "ERROR_TYPES",
     "NAME",
     "StreamEncoder",
-    "count_tokens",
     "count_tokens_body",
     "decode_count_tokens_request",
     "decode_request",
@@ -55,10 +53,6 @@ __all__ = [
 
 NAME = "anthropic.messages"
 
-CHARS_PER_TOKEN = 4
-MESSAGE_OVERHEAD_TOKENS = 4
-SYSTEM_OVERHEAD_TOKENS = 3
-IMAGE_TOKENS = 1500
 MODEL_CREATED_AT = "2025-01-01T00:00:00Z"
 
 
@@ -182,48 +176,9 @@ def _user(body: dict[str, Any]) -> str | None:
 # --- token counting --------------------------------------------------------------------------
 
 
-def count_tokens(req: CanonicalRequest) -> int:
-    """A deterministic, provider-independent estimate of a request's input tokens.
-
-    ``ceil(chars / 4) + 4 * messages + 3 (if a system prompt) + 1500 * images``, where ``chars``
-    counts the characters of the system prompt, every text and thinking part, every tool call's
-    name and arguments, every tool result's content, and each tool definition serialised as
-    compact JSON. Never less than 1. It is an estimate for budgeting, not the upstream's count.
-    """
-    chars = len(req.system or "")
-    images = 0
-    for message in req.messages:
-        for part in _parts(message):
-            chars += _part_chars(part)
-            images += part.get("type") == "image"
-    for tool in req.tools or []:
-        chars += len(orjson.dumps(tool).decode())
-    total = (math.ceil(chars / CHARS_PER_TOKEN) + MESSAGE_OVERHEAD_TOKENS * len(req.messages)
-             + IMAGE_TOKENS * images + (SYSTEM_OVERHEAD_TOKENS if req.system else 0))
-    return max(1, total)
-
-
 def count_tokens_body(req: CanonicalRequest) -> dict[str, int]:
     """The ``/v1/messages/count_tokens`` response."""
-    return {"input_tokens": count_tokens(req)}
-
-
-def _parts(message: dict[str, Any]) -> list[dict[str, Any]]:
-    content = message.get("content")
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    return [p for p in content or [] if isinstance(p, dict)]
-
-
-def _part_chars(part: dict[str, Any]) -> int:
-    kind = part.get("type")
-    if kind == "tool_call":
-        return len(part.get("name") or "") + len(part.get("arguments") or "")
-    if kind == "tool_result":
-        return len(part.get("content") or "")
-    if kind in ("text", "thinking"):
-        return len(part.get("text") or "")
-    return 0
+    return {"input_tokens": estimate_tokens(req)}
 
 
 # --- models ----------------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from router.dialects._gemini_contents import decode_contents, decode_system
 from router.dialects._fields import GEMINI as fields
 from router.errors import BadRequest, GatewayError, client_retry_after
 from router.codecs import ClientCodec, Family
-from router.dialects.anthropic_messages import count_tokens
+from router.token_estimate import estimate_tokens
 
 NAME = "gemini"
 
@@ -371,7 +371,7 @@ def model_info(model: str) -> dict[str, Any]:
 
 
 def _count_tokens(body: Any, params: Mapping[str, Any]) -> dict[str, Any]:
-    return count_tokens_response(count_tokens(decode_request(body, params)))
+    return count_tokens_response(estimate_tokens(decode_request(body, params)))
 
 
 FAMILY = Family("gemini", error_body, lambda models: models_list([m.id for m in models]),
