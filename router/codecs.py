@@ -20,8 +20,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from router import failures
 from router.canonical import CanonicalRequest, Event, ResponseContext, StreamError
 from router.errors import GatewayError
+from router.failures import ErrorReader, UpstreamFailure
 
 if TYPE_CHECKING:
     from router.response_store import ResponseStore
@@ -129,12 +131,20 @@ class ClientCodec:
 
 @dataclass(frozen=True, slots=True)
 class UpstreamCodec:
-    """One provider wire format: how its answers and stream events become canonical events."""
+    """One provider wire format: how its answers and stream events become canonical events, and what
+    its error bodies say."""
 
     name: str  # what a provider's ``dialect:`` names
     decode_response: Callable[[Any], list[Event]]  # parsed JSON body → events; ValueError if malformed
     stream_decoder: Callable[[], StreamDecoder]
     filters: Mapping[str, Callable[..., Any]] = field(default_factory=dict)  # its template filters
+    # parsed JSON error body (None when not JSON) → message, retry hint, quota scope
+    error_details: ErrorReader = field(kw_only=True)
+
+    def parse_failure(self, status: int, headers: Mapping[str, str], body: bytes, secrets: tuple[str, ...] = ()
+                      ) -> UpstreamFailure:
+        """An error response of this upstream as a failed attempt, ``secrets`` redacted from its texts."""
+        return failures.parse_failure(self.error_details, status, headers, body, secrets)
 
 
 def family_of_path(path: str, families: Sequence[Family]) -> Family:

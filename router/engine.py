@@ -23,12 +23,15 @@ from router.canonical import CanonicalRequest, Event, ResponseContext, StreamErr
 from router.codecs import ClientCodec, StreamEncoder, Stores
 from router.errors import BadRequest, GatewayError, kind_for_status
 from router.exchange import Attempt, ClientHeaders, Exchange, response_headers
+from router.failures import UpstreamFailure
 from router.idle import IdleTimer
 from router.ids import IdGenerator
 from router.logs import Throttle
+from router.redact import redact
 from router.retry import decide
 from router.snapshot import Provider, Timeouts
-from router.upstream import SSEParser, UpstreamFailure, parse_failure, redact, render_request
+from router.sse import SSEParser
+from router.upstream_request import render_request
 
 log = logging.getLogger("router.engine")
 
@@ -205,7 +208,7 @@ class Engine:
             try:
                 if resp.status >= 400:
                     body = await read_limited(resp.content, ERROR_BODY_LIMIT) or b""
-                    return parse_failure(resp.status, resp.headers, body, secrets_)
+                    return provider.codec.parse_failure(resp.status, resp.headers, body, secrets_)
                 if req.stream:
                     return await self._stream(x, provider, resp, request)
                 return await self._json(x, provider, resp)

@@ -14,9 +14,10 @@ from router.accounts import Account
 from router.canonical import CanonicalRequest
 from router.codecs import ClientCodec, StreamEncoder
 from router.endpoints import Endpoint
+from router.redact import loggable_url
 from router.snapshot import Provider, Snapshot
 from router.templates import PRUNE, logged_error
-from router.upstream import UpstreamRequest, loggable_url
+from router.upstream_request import UpstreamRequest
 
 log = logging.getLogger("router.engine")  # the pipeline's log: a header template failing is a request event
 

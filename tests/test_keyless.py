@@ -16,7 +16,7 @@ from router.registry import template_filters
 from router.snapshot import Template, build
 from router.template_codegen import compile_structure
 from router.templates import compile_tree, make_environment
-from router.upstream import render_request
+from router.upstream_request import render_request
 from tests.conftest import ROOT, ROUTES, start_gateway
 
 README = (ROOT / "README.md").read_text()

@@ -27,11 +27,11 @@ from router.dialects import (
     openai_completions,
     openai_responses,
 )
-from router.exchange import ClientHeaders
 from router.errors import BadRequest, GatewayError
+from router.exchange import ClientHeaders
 from router.registry import template_filters
 from router.snapshot import build
-from router.upstream import render_request
+from router.upstream_request import render_request
 from tests.conftest import ROUTES, Harness
 
 # No shrink phase: a failure prints its (unshrunk) example at once and the file stays fast.

@@ -1,4 +1,4 @@
-"""router.upstream: SSE framing, reading upstream errors, Retry-After, and safe request rendering."""
+"""SSE framing, reading upstream errors, Retry-After, and safe request rendering (sse, failures, upstream_request)."""
 
 from __future__ import annotations
 
@@ -13,22 +13,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
+from router.decoders import anthropic, gemini, openai
 from router.errors import GatewayError
+from router.failures import HUGE_DELAY, UpstreamFailure, retry_after_seconds
 from router.registry import template_filters
 from router.snapshot import Template
+from router.sse import EventTooLarge, SSEParser
 from router.templates import compile_tree, make_environment
-from router.upstream import (
-    HUGE_DELAY,
-    USER_AGENT,
-    EventTooLarge,
-    SSEParser,
-    _inside,
-    parse_failure,
-    render_request,
-    retry_after_seconds,
-)
+from router.upstream_request import USER_AGENT, _inside, render_request
 
 Events = list[tuple[str | None, bytes]]
+# The openai codec reads every error body below: OpenAI's, the bare forms OpenAI-compatible servers send,
+# and Gemini's, which Google's OpenAI-compatible endpoint sends (in an array, with google.rpc details).
+parse_failure = openai.CODEC.parse_failure
 
 
 def parse(*chunks: bytes) -> Events:
@@ -212,7 +209,6 @@ def test_parse_failure_redacts_before_truncating() -> None:
 @pytest.mark.parametrize(("outcome", "status"), [("timeout", 504), ("connect_error", 502), ("reset", 502),
                                                  ("malformed", 502)], ids=["timeout", "connect", "reset", "malformed"])
 def test_transport_outcomes_have_statuses(outcome: str, status: int) -> None:
-    from router.upstream import UpstreamFailure
     assert UpstreamFailure(outcome, "x").status == status
 
 
@@ -273,6 +269,36 @@ def test_parse_failure_notes_unusable_retry_hints(headers: dict[str, str], delay
         {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}]}})
     f = parse_failure(429, CIMultiDict(headers), body, secrets=("AIzaSECRET123",))
     assert (f.retry_after, f.note) == (retry_after, note)
+
+
+def test_each_upstream_codec_reads_its_own_error_bodies() -> None:
+    read = {c.name: c.parse_failure for c in (openai.CODEC, anthropic.CODEC, gemini.CODEC)}
+    for body in (GEMINI_429, [GEMINI_429]):
+        f = read["gemini"](429, {}, orjson.dumps(body))
+        assert (f.message, f.retry_after, f.model_scoped) == (GEMINI_429["error"]["message"], 12.0, True)
+    f = read["anthropic"](529, {}, orjson.dumps({"type": "error", "error": {"type": "overloaded_error",
+                                                                             "message": "Overloaded"}}))
+    assert (f.message, f.retry_after, f.model_scoped) == ("Overloaded", None, False)
+    # Google's OpenAI-compatible endpoint: Gemini's body in an array, read by the openai codec
+    google = [{"error": {"code": 400, "message": "Invalid JSON payload received.", "status": "INVALID_ARGUMENT",
+                         "details": [{"@type": "type.googleapis.com/google.rpc.BadRequest"}]}}]
+    assert read["openai"](400, {}, orjson.dumps(google)).message == "Invalid JSON payload received."
+
+
+def test_anthropic_codec_knows_no_google_rpc_details() -> None:
+    f = anthropic.CODEC.parse_failure(429, {}, orjson.dumps(GEMINI_429))
+    assert (f.message, f.retry_after, f.model_scoped, f.note) == (
+        "Resource has been exhausted (e.g. check quota).", None, False, None)
+    assert anthropic.CODEC.parse_failure(429, {}, orjson.dumps([GEMINI_429])).message == "upstream returned HTTP 429"
+
+
+def test_a_usable_header_hides_the_bodys_unusable_retry_hints() -> None:
+    body = orjson.dumps({"error": {"message": "quota", "details": [
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "soon"}]}})
+    f = gemini.CODEC.parse_failure(429, CIMultiDict({"Retry-After": "4"}), body)
+    assert (f.retry_after, f.note) == (4.0, None)
+    f = gemini.CODEC.parse_failure(429, {}, body)
+    assert (f.retry_after, f.note) == (None, "retryDelay 'soon' is not a duration like '12s'")
 
 
 # --- rendering a request ----------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from router.canonical import (
     Usage,
 )
 from router.codecs import UpstreamCodec
+from router.failures import ErrorDetails, error_message
 from router.filters.anthropic import FILTERS
 
 FINISH_REASONS: dict[str, str] = {
@@ -254,5 +255,13 @@ def _delta_str(delta: dict[str, Any], key: str) -> str:
     return value
 
 
+# --- error bodies ------------------------------------------------------------------------------------
+def error_details(doc: Any) -> ErrorDetails:
+    """The message of ``{"type": "error", "error": {"type", "message"}}`` (or of a bare ``{"error": "..."}``
+    or ``{"message": "..."}``, which servers speaking this format may send). Anthropic's retry hint is
+    its ``retry-after`` header, read for every upstream."""
+    return ErrorDetails(error_message(doc))
+
+
 # --- the upstream codec (router.registry lists it) -------------------------------------------------
-CODEC = UpstreamCodec("anthropic", decode_response, StreamDecoder, FILTERS)
+CODEC = UpstreamCodec("anthropic", decode_response, StreamDecoder, FILTERS, error_details=error_details)

@@ -15,10 +15,16 @@ Raises ``ValueError`` on malformed upstream data. Mapping:
 - ``usageMetadata`` (cumulative; the last one wins) → one Usage, after every other event, when the
   upstream sent any.
 - A top-level ``error`` object → StreamError.
+
+Error bodies (:func:`error_details`): ``{"error": {"code", "message", "status", "details"}}``, wrapped
+in an array by the non-SSE stream endpoint (and by Google's OpenAI-compatible endpoint). Of the
+``google.rpc`` details, ``RetryInfo.retryDelay`` is a retry hint and ``QuotaFailure`` means the
+model's quota is spent (another model may still have some).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Any
@@ -37,8 +43,9 @@ from router.canonical import (
     new_call_id,
 )
 from router.codecs import UpstreamCodec
-from router.filters.gemini import FILTERS
 from router.errors import kind_for_status
+from router.failures import ErrorDetails, error_message, note_problem, usable_delay
+from router.filters.gemini import FILTERS
 
 _FINISH: Mapping[str, str] = MappingProxyType(
     {
@@ -257,5 +264,36 @@ def decode_response(body: bytes | str | dict[str, Any]) -> list[Event]:
     return out + decoder.finish()
 
 
+# --- error bodies ------------------------------------------------------------------------------------
+_RETRY_DELAY = re.compile(r"\A(\d+(?:\.\d+)?)s\Z")  # google.protobuf.Duration as JSON: "12s", "1.5s"
+
+
+def error_details(doc: Any) -> ErrorDetails:
+    """The message, ``RetryInfo`` delay and ``QuotaFailure`` scope of a Gemini error body."""
+    if isinstance(doc, list) and doc:
+        doc = doc[0]
+    message = error_message(doc)
+    err = doc.get("error") if isinstance(doc, dict) else None
+    details = err.get("details") if isinstance(err, dict) else None
+    if not isinstance(details, list):
+        return ErrorDetails(message)
+    notes: list[str] = []
+    retry_after = _retry_delay(details, notes)
+    model_scoped = any(isinstance(d, dict) and str(d.get("@type", "")).endswith("QuotaFailure") for d in details)
+    return ErrorDetails(message, retry_after, tuple(notes), model_scoped)
+
+
+def _retry_delay(details: list[Any], problems: list[str]) -> float | None:
+    """The first usable ``RetryInfo.retryDelay`` among an error's details."""
+    for d in details:
+        if isinstance(d, dict) and str(d.get("@type", "")).endswith("RetryInfo"):
+            text = str(d.get("retryDelay", ""))
+            m = _RETRY_DELAY.match(text)
+            if m:
+                return usable_delay("retryDelay", m.group(1), float(m.group(1)), problems)
+            note_problem(problems, "retryDelay", text, "is not a duration like '12s'")
+    return None
+
+
 # --- the upstream codec (router.registry lists it) -------------------------------------------------
-CODEC = UpstreamCodec("gemini", decode_response, StreamDecoder, FILTERS)
+CODEC = UpstreamCodec("gemini", decode_response, StreamDecoder, FILTERS, error_details=error_details)

@@ -26,8 +26,10 @@ from router.canonical import (
     new_call_id,
 )
 from router.codecs import UpstreamCodec
-from router.filters.openai import FILTERS
+from router.decoders import gemini
 from router.errors import kind_for_status
+from router.failures import ErrorDetails, error_message
+from router.filters.openai import FILTERS
 
 _FINISH: Mapping[str, str] = MappingProxyType(
     {
@@ -316,5 +318,20 @@ class StreamDecoder:
         return [usage] if usage is not None else []
 
 
+# --- error bodies ------------------------------------------------------------------------------------
+def error_details(doc: Any) -> ErrorDetails:
+    """The message of ``{"error": {"message", "type", "code"}}``, or of what OpenAI-compatible servers
+    send instead (``{"error": "..."}``, ``{"message": "..."}``). Google's OpenAI-compatible endpoint
+    sends Gemini's error bodies (in an array, with ``google.rpc`` details): those read as Gemini's."""
+    if isinstance(doc, list) or _has_details(doc):
+        return gemini.error_details(doc)
+    return ErrorDetails(error_message(doc))
+
+
+def _has_details(doc: Any) -> bool:
+    err = doc.get("error") if isinstance(doc, dict) else None
+    return isinstance(err, dict) and "details" in err
+
+
 # --- the upstream codec (router.registry lists it) -------------------------------------------------
-CODEC = UpstreamCodec("openai", decode_response, StreamDecoder, FILTERS)
+CODEC = UpstreamCodec("openai", decode_response, StreamDecoder, FILTERS, error_details=error_details)

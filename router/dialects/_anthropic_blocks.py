@@ -21,15 +21,8 @@ from typing import Any
 
 import orjson
 
-from router.dialects._anthropic_fields import (
-    obj,
-    opt_bool,
-    opt_str,
-    req_list,
-    req_obj,
-    req_str,
-    type_name,
-)
+from router.dialects._fields import ANTHROPIC as fields
+from router.dialects._fields import type_name
 from router.errors import BadRequest
 
 SYSTEM_JOIN = "\n\n"
@@ -49,12 +42,12 @@ def decode_system(body: dict[str, Any]) -> str | None:
     texts = []
     for i, item in enumerate(value):
         path = f"system.{i}"
-        block = obj(item, path)
-        kind = req_str(block, "type", f"{path}.type")
+        block = fields.obj(item, path)
+        kind = fields.req_str(block, "type", path)
         if kind != "text":
             raise BadRequest(f"{path}.type: system blocks must be 'text', got {kind!r}",
                              param=f"{path}.type")
-        texts.append(req_str(block, "text", f"{path}.text"))
+        texts.append(fields.req_str(block, "text", path))
     return SYSTEM_JOIN.join(texts) or None
 
 
@@ -67,8 +60,8 @@ def decode_messages(items: list[Any]) -> list[dict[str, Any]]:
     last = len(items) - 1
     for i, raw in enumerate(items):
         path = f"messages.{i}"
-        message = obj(raw, path)
-        role = req_str(message, "role", f"{path}.role")
+        message = fields.obj(raw, path)
+        role = fields.req_str(message, "role", path)
         if role not in ("user", "assistant"):
             raise BadRequest(f"{path}.role: must be 'user' or 'assistant', got {role!r}",
                              param=f"{path}.role")
@@ -92,11 +85,11 @@ def _blocks(message: dict[str, Any], path: str, *, allow_empty: bool) -> list[di
                          param=cpath)
     if not content and not allow_empty:
         raise BadRequest(f"{cpath}: must not be empty", param=cpath)
-    return [obj(block, f"{cpath}.{j}") for j, block in enumerate(content)]
+    return [fields.obj(block, f"{cpath}.{j}") for j, block in enumerate(content)]
 
 
 def _block_type(block: dict[str, Any], path: str) -> str:
-    return req_str(block, "type", f"{path}.type")
+    return fields.req_str(block, "type", path)
 
 
 def _unsupported(kind: str, path: str, role: str) -> BadRequest:
@@ -117,11 +110,11 @@ def _assistant_parts(blocks: list[dict[str, Any]], path: str,
             names[part["id"]] = part["name"]
             parts.append(part)
         elif kind == "thinking":
-            parts.append({"type": "thinking", "text": req_str(block, "thinking", f"{bpath}.thinking"),
-                          "signature": opt_str(block, "signature", f"{bpath}.signature")})
+            parts.append({"type": "thinking", "text": fields.req_str(block, "thinking", bpath),
+                          "signature": fields.opt_str(block, "signature", bpath)})
         elif kind == "redacted_thinking":
             parts.append({"type": "thinking", "text": "", "redacted": True,
-                          "signature": req_str(block, "data", f"{bpath}.data")})
+                          "signature": fields.req_str(block, "data", bpath)})
         elif kind == "server_tool_use" or kind.endswith("_tool_result"):
             continue
         else:
@@ -154,26 +147,26 @@ def _user_turn(blocks: list[dict[str, Any]], path: str,
 
 
 def _text_part(block: dict[str, Any], path: str) -> dict[str, Any]:
-    return {"type": "text", "text": req_str(block, "text", f"{path}.text")}
+    return {"type": "text", "text": fields.req_str(block, "text", path)}
 
 
 def _tool_call_part(block: dict[str, Any], path: str) -> dict[str, Any]:
-    call_input = req_obj(block, "input", f"{path}.input")
-    return {"type": "tool_call", "id": req_str(block, "id", f"{path}.id"),
-            "name": req_str(block, "name", f"{path}.name"),
+    call_input = fields.req_obj(block, "input", path)
+    return {"type": "tool_call", "id": fields.req_str(block, "id", path),
+            "name": fields.req_str(block, "name", path),
             "arguments": orjson.dumps(call_input).decode()}
 
 
 def _image_part(block: dict[str, Any], path: str) -> dict[str, Any]:
     spath = f"{path}.source"
-    source = req_obj(block, "source", spath)
-    kind = req_str(source, "type", f"{spath}.type")
+    source = fields.req_obj(block, "source", path)
+    kind = fields.req_str(source, "type", spath)
     if kind == "base64":
         return {"type": "image", "url": None,
-                "media_type": req_str(source, "media_type", f"{spath}.media_type"),
-                "data": req_str(source, "data", f"{spath}.data")}
+                "media_type": fields.req_str(source, "media_type", spath),
+                "data": fields.req_str(source, "data", spath)}
     if kind == "url":
-        return {"type": "image", "url": req_str(source, "url", f"{spath}.url"),
+        return {"type": "image", "url": fields.req_str(source, "url", spath),
                 "media_type": None, "data": None}
     raise BadRequest(f"{spath}.type: image source type {kind!r} is not supported",
                      param=f"{spath}.type")
@@ -181,10 +174,10 @@ def _image_part(block: dict[str, Any], path: str) -> dict[str, Any]:
 
 def _document_part(block: dict[str, Any], path: str) -> dict[str, Any]:
     spath = f"{path}.source"
-    source = req_obj(block, "source", spath)
-    kind = req_str(source, "type", f"{spath}.type")
+    source = fields.req_obj(block, "source", path)
+    kind = fields.req_str(source, "type", spath)
     if kind == "text":
-        return {"type": "text", "text": req_str(source, "data", f"{spath}.data")}
+        return {"type": "text", "text": fields.req_str(source, "data", spath)}
     if kind == "content":
         text, images = _nested_content(source, f"{spath}.content")
         if images:
@@ -197,9 +190,9 @@ def _document_part(block: dict[str, Any], path: str) -> dict[str, Any]:
 
 def _tool_result(block: dict[str, Any], path: str,
                  names: dict[str, str]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    call_id = req_str(block, "tool_use_id", f"{path}.tool_use_id")
+    call_id = fields.req_str(block, "tool_use_id", path)
     text, images = _nested_content(block, f"{path}.content")
-    is_error = opt_bool(block, "is_error", f"{path}.is_error") or False
+    is_error = fields.opt_bool(block, "is_error", path) or False
     result = {"type": "tool_result", "tool_call_id": call_id, "name": names.get(call_id),
               "content": text, "is_error": is_error}
     return result, images
@@ -212,15 +205,15 @@ def _nested_content(container: dict[str, Any], path: str) -> tuple[str, list[dic
         return "", []
     if isinstance(value, str):
         return value, []
-    items = req_list(container, "content", path)
+    items = fields.array(value, path)
     texts: list[str] = []
     images: list[dict[str, Any]] = []
     for k, raw in enumerate(items):
         ipath = f"{path}.{k}"
-        item = obj(raw, ipath)
+        item = fields.obj(raw, ipath)
         kind = _block_type(item, ipath)
         if kind == "text":
-            texts.append(req_str(item, "text", f"{ipath}.text"))
+            texts.append(fields.req_str(item, "text", ipath))
         elif kind == "image":
             images.append(_image_part(item, ipath))
         else:

@@ -11,18 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from router.dialects._gemini_fields import (
-    as_list,
-    as_obj,
-    get,
-    opt_bool,
-    opt_int,
-    opt_list,
-    opt_number,
-    opt_obj,
-    opt_str,
-    str_list,
-)
+from router.dialects._fields import GEMINI as fields
 from router.errors import BadRequest
 
 _MODES = {"AUTO": "auto", "VALIDATED": "auto", "NONE": "none", "ANY": "required"}
@@ -51,7 +40,7 @@ def to_json_schema(schema: Any, depth: int = 0) -> Any:
             out[key] = [to_json_schema(sub, depth + 1) for sub in value]
         else:
             out[key] = value
-    if get(schema, "nullable") is True:
+    if fields.get(schema, "nullable") is True:
         if isinstance(out.get("type"), str):
             out["type"] = [out["type"], "null"]
         elif "anyOf" in out:
@@ -73,40 +62,40 @@ def decode_tools(value: Any) -> list[dict[str, Any]] | None:
     if isinstance(value, dict):
         value = [value]
     tools: list[dict[str, Any]] = []
-    for t, tool in enumerate(as_list(value, "tools")):
+    for t, tool in enumerate(fields.array(value, "tools")):
         path = f"tools[{t}]"
-        decls = opt_list(as_obj(tool, path), "functionDeclarations", path) or []
+        decls = fields.opt_list(fields.obj(tool, path), "functionDeclarations", path) or []
         for d, decl in enumerate(decls):
             dpath = f"{path}.functionDeclarations[{d}]"
-            tools.append(_declaration(as_obj(decl, dpath), dpath))
+            tools.append(_declaration(fields.obj(decl, dpath), dpath))
     return tools or None
 
 
 def _declaration(decl: dict[str, Any], path: str) -> dict[str, Any]:
-    name = opt_str(decl, "name", path)
+    name = fields.opt_str(decl, "name", path)
     if not name:
         raise BadRequest(f"{path}.name: field required", param=f"{path}.name")
-    params = opt_obj(decl, "parametersJsonSchema", path)
+    params = fields.opt_obj(decl, "parametersJsonSchema", path)
     if params is None:
-        gemini_params = opt_obj(decl, "parameters", path)
+        gemini_params = fields.opt_obj(decl, "parameters", path)
         params = to_json_schema(gemini_params) if gemini_params is not None else None
-    return {"name": name, "description": opt_str(decl, "description", path), "parameters": params}
+    return {"name": name, "description": fields.opt_str(decl, "description", path), "parameters": params}
 
 
 def decode_tool_choice(value: Any) -> str | dict[str, Any] | None:
     """``toolConfig.functionCallingConfig`` → ``auto|none|required`` or ``{"name": n}``."""
     if value is None:
         return None
-    fcc = opt_obj(as_obj(value, "toolConfig"), "functionCallingConfig", "toolConfig")
+    fcc = fields.opt_obj(fields.obj(value, "toolConfig"), "functionCallingConfig", "toolConfig")
     if fcc is None:
         return None
     path = "toolConfig.functionCallingConfig"
-    mode = (opt_str(fcc, "mode", path) or "").upper()
+    mode = (fields.opt_str(fcc, "mode", path) or "").upper()
     if mode in ("", "MODE_UNSPECIFIED"):
         return None
     if mode not in _MODES:
         raise BadRequest(f"{path}.mode: unknown mode {mode!r}", param=f"{path}.mode")
-    names = str_list(fcc, "allowedFunctionNames", path) or []
+    names = fields.str_list(fcc, "allowedFunctionNames", path) or []
     if _MODES[mode] == "required" and len(names) == 1:
         return {"name": names[0]}
     return _MODES[mode]
@@ -120,28 +109,28 @@ def decode_generation_config(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     path = "generationConfig"
-    cfg = as_obj(value, path)
+    cfg = fields.obj(value, path)
     out: dict[str, Any] = {
-        "temperature": opt_number(cfg, "temperature", path),
-        "top_p": opt_number(cfg, "topP", path),
-        "top_k": opt_int(cfg, "topK", path, minimum=1),
-        "max_tokens": opt_int(cfg, "maxOutputTokens", path, minimum=1),
-        "stop": str_list(cfg, "stopSequences", path) or None,
-        "n": opt_int(cfg, "candidateCount", path, minimum=1),
-        "seed": opt_int(cfg, "seed", path),
+        "temperature": fields.opt_number(cfg, "temperature", path),
+        "top_p": fields.opt_number(cfg, "topP", path),
+        "top_k": fields.opt_int(cfg, "topK", path, minimum=1),
+        "max_tokens": fields.opt_int(cfg, "maxOutputTokens", path, minimum=1),
+        "stop": fields.str_list(cfg, "stopSequences", path) or None,
+        "n": fields.opt_int(cfg, "candidateCount", path, minimum=1),
+        "seed": fields.opt_int(cfg, "seed", path),
         "response_format": _response_format(cfg, path),
-        "reasoning": _reasoning(opt_obj(cfg, "thinkingConfig", path), f"{path}.thinkingConfig"),
+        "reasoning": _reasoning(fields.opt_obj(cfg, "thinkingConfig", path), f"{path}.thinkingConfig"),
     }
     return {k: v for k, v in out.items() if v is not None}
 
 
 def _response_format(cfg: dict[str, Any], path: str) -> dict[str, Any] | None:
-    mime = opt_str(cfg, "responseMimeType", path)
+    mime = fields.opt_str(cfg, "responseMimeType", path)
     if mime != "application/json":
         return None
-    schema = opt_obj(cfg, "responseJsonSchema", path)
+    schema = fields.opt_obj(cfg, "responseJsonSchema", path)
     if schema is None:
-        gemini_schema = opt_obj(cfg, "responseSchema", path)
+        gemini_schema = fields.opt_obj(cfg, "responseSchema", path)
         schema = to_json_schema(gemini_schema) if gemini_schema is not None else None
     if schema is None:
         return {"type": "json_object", "schema": None, "name": None, "strict": None}
@@ -152,9 +141,9 @@ def _reasoning(cfg: dict[str, Any] | None, path: str) -> dict[str, Any] | None:
     """``thinkingConfig`` → ``{"effort", "budget"}``; ``thinkingLevel`` becomes the effort."""
     if cfg is None:
         return None
-    budget = opt_int(cfg, "thinkingBudget", path, minimum=-1)
-    level = opt_str(cfg, "thinkingLevel", path)
-    opt_bool(cfg, "includeThoughts", path)
+    budget = fields.opt_int(cfg, "thinkingBudget", path, minimum=-1)
+    level = fields.opt_str(cfg, "thinkingLevel", path)
+    fields.opt_bool(cfg, "includeThoughts", path)
     effort = level.lower() if level and level.upper() != "THINKING_LEVEL_UNSPECIFIED" else None
     if budget is None and effort is None:
         return None
@@ -163,7 +152,7 @@ def _reasoning(cfg: dict[str, Any] | None, path: str) -> dict[str, Any] | None:
 
 def unwrap_count_tokens(body: dict[str, Any]) -> dict[str, Any]:
     """A ``countTokens`` body may wrap the request as ``generateContentRequest``."""
-    inner = get(body, "generateContentRequest")
-    if inner is not None and get(body, "contents") is None:
-        return as_obj(inner, "generateContentRequest")
+    inner = fields.get(body, "generateContentRequest")
+    if inner is not None and fields.get(body, "contents") is None:
+        return fields.obj(inner, "generateContentRequest")
     return body

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from router.dialects._gemini_fields import as_list, as_obj, get, opt_obj, opt_str, wrong
+from router.dialects._fields import GEMINI as fields
 from router.errors import BadRequest
 
 _ROLES = {"user": "user", "function": "user", "model": "assistant"}
@@ -60,11 +60,11 @@ def decode_contents(value: Any) -> list[dict[str, Any]]:
         return [{"role": "user", "content": [{"type": "text", "text": value}]}]
     if isinstance(value, dict):
         value = [value]
-    contents = as_list(value, "contents")
+    contents = fields.array(value, "contents")
     ids = _CallIds()
     messages: list[dict[str, Any]] = []
     for i, content in enumerate(contents):
-        for message in _decode_content(as_obj(content, f"contents[{i}]"), f"contents[{i}]", ids):
+        for message in _decode_content(fields.obj(content, f"contents[{i}]"), f"contents[{i}]", ids):
             if message["role"] == "assistant" and messages and messages[-1]["role"] == "assistant":
                 messages[-1]["content"].extend(message["content"])  # e.g. a chat's streamed chunks
             else:
@@ -79,14 +79,14 @@ def decode_system(value: Any) -> str | None:
     if isinstance(value, list):
         parts: Any = value
     else:
-        parts = get(as_obj(value, "systemInstruction"), "parts")
+        parts = fields.get(fields.obj(value, "systemInstruction"), "parts")
     texts = []
-    for k, part in enumerate(as_list(parts or [], "systemInstruction.parts")):
+    for k, part in enumerate(fields.array(parts or [], "systemInstruction.parts")):
         path = f"systemInstruction.parts[{k}]"
         if isinstance(part, str):
             texts.append(part)
             continue
-        text = opt_str(as_obj(part, path), "text", path)
+        text = fields.opt_str(fields.obj(part, path), "text", path)
         if text is None:
             raise BadRequest(f"{path}: only text parts are allowed in a system instruction", param=path)
         texts.append(text)
@@ -94,12 +94,12 @@ def decode_system(value: Any) -> str | None:
 
 
 def _decode_content(content: dict[str, Any], path: str, ids: _CallIds) -> list[dict[str, Any]]:
-    role_name = opt_str(content, "role", path) or "user"
+    role_name = fields.opt_str(content, "role", path) or "user"
     role = _ROLES.get(role_name)
     if role is None:
         raise BadRequest(f"{path}.role: must be 'user' or 'model', got {role_name!r}", param=f"{path}.role")
-    parts = get(content, "parts")
-    parts = as_list(parts if parts is not None else [], f"{path}.parts")
+    parts = fields.get(content, "parts")
+    parts = fields.array(parts if parts is not None else [], f"{path}.parts")
     body: list[dict[str, Any]] = []
     if role == "assistant":
         for k, part in enumerate(parts):
@@ -109,9 +109,9 @@ def _decode_content(content: dict[str, Any], path: str, ids: _CallIds) -> list[d
     for k, part in enumerate(parts):
         ppath = f"{path}.parts[{k}]"
         part = _part_obj(part, ppath)
-        response = get(part, "functionResponse")
+        response = fields.get(part, "functionResponse")
         if response is not None:
-            tools.append(_tool_message(as_obj(response, f"{ppath}.functionResponse"), ppath, ids))
+            tools.append(_tool_message(fields.obj(response, f"{ppath}.functionResponse"), ppath, ids))
         else:
             body.extend(_common_part(part, ppath))
     user = [{"role": "user", "content": body}] if body else []
@@ -121,46 +121,46 @@ def _decode_content(content: dict[str, Any], path: str, ids: _CallIds) -> list[d
 def _part_obj(part: Any, path: str) -> dict[str, Any]:
     if isinstance(part, str):  # tolerated shorthand for a text part
         return {"text": part}
-    return as_obj(part, path)
+    return fields.obj(part, path)
 
 
 def _model_part(raw: Any, path: str, ids: _CallIds) -> list[dict[str, Any]]:
     part = _part_obj(raw, path)
-    signature = opt_str(part, "thoughtSignature", path)
+    signature = fields.opt_str(part, "thoughtSignature", path)
     signature = std_base64(signature) if signature else None
-    if get(part, "thought") is True:
-        text = opt_str(part, "text", path) or ""
+    if fields.get(part, "thought") is True:
+        text = fields.opt_str(part, "text", path) or ""
         return [{"type": "thinking", "text": text, "signature": signature}]
     out = [{"type": "thinking", "text": "", "signature": signature}] if signature else []
-    call = get(part, "functionCall")
+    call = fields.get(part, "functionCall")
     if call is not None:
-        out.append(_tool_call(as_obj(call, f"{path}.functionCall"), f"{path}.functionCall", ids))
+        out.append(_tool_call(fields.obj(call, f"{path}.functionCall"), f"{path}.functionCall", ids))
     else:
         out.extend(_common_part(part, path))
     return out
 
 
 def _tool_call(call: dict[str, Any], path: str, ids: _CallIds) -> dict[str, Any]:
-    name = opt_str(call, "name", path)
+    name = fields.opt_str(call, "name", path)
     if not name:
         raise BadRequest(f"{path}.name: field required", param=f"{path}.name")
-    args = get(call, "args")
+    args = fields.get(call, "args")
     if args is not None and not isinstance(args, dict):
-        raise wrong(f"{path}.args", "an object", args)
-    call_id = ids.for_call(opt_str(call, "id", path), name)
+        raise fields.wrong(f"{path}.args", "an object", args)
+    call_id = ids.for_call(fields.opt_str(call, "id", path), name)
     arguments = orjson.dumps(args or {}).decode()
     return {"type": "tool_call", "id": call_id, "name": name, "arguments": arguments}
 
 
 def _tool_message(response: dict[str, Any], path: str, ids: _CallIds) -> dict[str, Any]:
     path = f"{path}.functionResponse"
-    name = opt_str(response, "name", path)
+    name = fields.opt_str(response, "name", path)
     if not name:
         raise BadRequest(f"{path}.name: field required", param=f"{path}.name")
-    body = opt_obj(response, "response", path) or {}
+    body = fields.opt_obj(response, "response", path) or {}
     result = {
         "type": "tool_result",
-        "tool_call_id": ids.for_response(opt_str(response, "id", path), name),
+        "tool_call_id": ids.for_response(fields.opt_str(response, "id", path), name),
         "name": name,
         "content": orjson.dumps(body).decode(),
         "is_error": set(body) == {"error"},
@@ -170,35 +170,35 @@ def _tool_message(response: dict[str, Any], path: str, ids: _CallIds) -> dict[st
 
 def _common_part(part: dict[str, Any], path: str) -> list[dict[str, Any]]:
     """text, inlineData and fileData parts (the kinds both roles may carry)."""
-    text = opt_str(part, "text", path)
+    text = fields.opt_str(part, "text", path)
     if text is not None:
         return [{"type": "text", "text": text}] if text else []
-    inline = get(part, "inlineData")
+    inline = fields.get(part, "inlineData")
     if inline is not None:
-        return [_inline(as_obj(inline, f"{path}.inlineData"), f"{path}.inlineData")]
-    file_data = get(part, "fileData")
+        return [_inline(fields.obj(inline, f"{path}.inlineData"), f"{path}.inlineData")]
+    file_data = fields.get(part, "fileData")
     if file_data is not None:
-        return [_file(as_obj(file_data, f"{path}.fileData"), f"{path}.fileData")]
-    if get(part, "functionCall") is not None or get(part, "functionResponse") is not None:
-        kind = "functionCall" if get(part, "functionCall") is not None else "functionResponse"
+        return [_file(fields.obj(file_data, f"{path}.fileData"), f"{path}.fileData")]
+    if fields.get(part, "functionCall") is not None or fields.get(part, "functionResponse") is not None:
+        kind = "functionCall" if fields.get(part, "functionCall") is not None else "functionResponse"
         raise BadRequest(f"{path}: a {kind} part is not allowed in this role", param=path)
-    if get(part, "thoughtSignature") is not None and len(part) == 1:
+    if fields.get(part, "thoughtSignature") is not None and len(part) == 1:
         return []
     keys = ", ".join(sorted(part)) or "none"
     raise BadRequest(f"{path}: unsupported part (keys: {keys})", param=path)
 
 
 def _inline(blob: dict[str, Any], path: str) -> dict[str, Any]:
-    data = opt_str(blob, "data", path)
+    data = fields.opt_str(blob, "data", path)
     if not data:
         raise BadRequest(f"{path}.data: field required", param=f"{path}.data")
-    mime = opt_str(blob, "mimeType", path)
+    mime = fields.opt_str(blob, "mimeType", path)
     return {"type": "image", "url": None, "media_type": mime or None, "data": std_base64(data)}
 
 
 def _file(file_data: dict[str, Any], path: str) -> dict[str, Any]:
-    uri = opt_str(file_data, "fileUri", path)
+    uri = fields.opt_str(file_data, "fileUri", path)
     if not uri:
         raise BadRequest(f"{path}.fileUri: field required", param=f"{path}.fileUri")
-    mime = opt_str(file_data, "mimeType", path)
+    mime = fields.opt_str(file_data, "mimeType", path)
     return {"type": "image", "url": uri, "media_type": mime or None, "data": None}

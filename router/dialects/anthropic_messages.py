@@ -20,11 +20,9 @@ Decisions beyond the obvious field renames:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 
 from router.canonical import CanonicalRequest
 from router.dialects._anthropic_blocks import decode_messages, decode_system
@@ -34,28 +32,16 @@ from router.dialects._anthropic_encode import (
     encode_response,
     error_body,
 )
-from router.dialects._anthropic_fields import (
-    obj,
-    opt_bool,
-    opt_int,
-    opt_list,
-    opt_num,
-    opt_obj,
-    opt_str,
-    req_list,
-    req_obj,
-    req_str,
-    str_list,
-    type_name,
-)
+from router.dialects._fields import ANTHROPIC as fields
+from router.dialects._fields import type_name
 from router.errors import BadRequest
 from router.codecs import ClientCodec, Family
+from router.token_estimate import estimate_tokens
 
 __all__ = [
     "ERROR_TYPES",
     "NAME",
     "StreamEncoder",
-    "count_tokens",
     "count_tokens_body",
     "decode_count_tokens_request",
     "decode_request",
@@ -67,10 +53,6 @@ __all__ = [
 
 NAME = "anthropic.messages"
 
-CHARS_PER_TOKEN = 4
-MESSAGE_OVERHEAD_TOKENS = 4
-SYSTEM_OVERHEAD_TOKENS = 3
-IMAGE_TOKENS = 1500
 MODEL_CREATED_AT = "2025-01-01T00:00:00Z"
 
 
@@ -88,12 +70,11 @@ def decode_count_tokens_request(body: Any, params: dict[str, Any] | None = None
 def _decode(body: Any, *, max_tokens_required: bool) -> CanonicalRequest:
     if not isinstance(body, dict):
         raise BadRequest(f"request body must be a JSON object, got {type_name(body)}")
-    model = req_str(body, "model", "model")
+    model = fields.req_str(body, "model")
     if not model:
         raise BadRequest("model: must not be empty", param="model")
-    max_tokens = opt_int(body, "max_tokens", "max_tokens", required=max_tokens_required,
-                         minimum=1)
-    items = req_list(body, "messages", "messages")
+    max_tokens = fields.opt_int(body, "max_tokens", required=max_tokens_required, minimum=1)
+    items = fields.req_list(body, "messages")
     tool_choice, parallel = _tool_choice(body)
     return CanonicalRequest(
         model=model,
@@ -103,13 +84,13 @@ def _decode(body: Any, *, max_tokens_required: bool) -> CanonicalRequest:
         tool_choice=tool_choice,
         parallel_tool_calls=parallel,
         max_tokens=max_tokens,
-        temperature=opt_num(body, "temperature", "temperature"),
-        top_p=opt_num(body, "top_p", "top_p"),
-        top_k=opt_int(body, "top_k", "top_k", minimum=0),
-        stop=str_list(body, "stop_sequences", "stop_sequences") or None,
+        temperature=fields.opt_number(body, "temperature"),
+        top_p=fields.opt_number(body, "top_p"),
+        top_k=fields.opt_int(body, "top_k", minimum=0),
+        stop=fields.str_list(body, "stop_sequences") or None,
         reasoning=_reasoning(body),
         response_format=_response_format(body),
-        stream=bool(opt_bool(body, "stream", "stream")),
+        stream=bool(fields.opt_bool(body, "stream")),
         include_usage=True,
         user=_user(body),
         raw=body,
@@ -118,29 +99,29 @@ def _decode(body: Any, *, max_tokens_required: bool) -> CanonicalRequest:
 
 
 def _tools(body: dict[str, Any]) -> list[dict[str, Any]] | None:
-    items = opt_list(body, "tools", "tools")
+    items = fields.opt_list(body, "tools")
     if items is None:
         return None
     tools: list[dict[str, Any]] = []
     for i, raw in enumerate(items):
         path = f"tools.{i}"
-        tool = obj(raw, path)
-        if opt_str(tool, "type", f"{path}.type") not in (None, "custom"):
+        tool = fields.obj(raw, path)
+        if fields.opt_str(tool, "type", path) not in (None, "custom"):
             continue  # server / Anthropic-defined tool: ignored (module docstring)
         tools.append({
-            "name": req_str(tool, "name", f"{path}.name"),
-            "description": opt_str(tool, "description", f"{path}.description"),
-            "parameters": req_obj(tool, "input_schema", f"{path}.input_schema"),
+            "name": fields.req_str(tool, "name", path),
+            "description": fields.opt_str(tool, "description", path),
+            "parameters": fields.req_obj(tool, "input_schema", path),
         })
     return tools or None
 
 
 def _tool_choice(body: dict[str, Any]) -> tuple[str | dict[str, Any] | None, bool | None]:
-    choice = opt_obj(body, "tool_choice", "tool_choice")
+    choice = fields.opt_obj(body, "tool_choice")
     if choice is None:
         return None, None
-    kind = req_str(choice, "type", "tool_choice.type")
-    disable = opt_bool(choice, "disable_parallel_tool_use", "tool_choice.disable_parallel_tool_use")
+    kind = fields.req_str(choice, "type", "tool_choice")
+    disable = fields.opt_bool(choice, "disable_parallel_tool_use", "tool_choice")
     parallel = False if disable else None
     if kind == "auto":
         return "auto", parallel
@@ -149,26 +130,25 @@ def _tool_choice(body: dict[str, Any]) -> tuple[str | dict[str, Any] | None, boo
     if kind == "none":
         return "none", parallel
     if kind == "tool":
-        return {"name": req_str(choice, "name", "tool_choice.name")}, parallel
+        return {"name": fields.req_str(choice, "name", "tool_choice")}, parallel
     raise BadRequest(f"tool_choice.type: must be auto, any, none or tool, got {kind!r}",
                      param="tool_choice.type")
 
 
 def _output_config(body: dict[str, Any]) -> dict[str, Any]:
-    return opt_obj(body, "output_config", "output_config") or {}
+    return fields.opt_obj(body, "output_config") or {}
 
 
 def _reasoning(body: dict[str, Any]) -> dict[str, Any] | None:
-    effort = opt_str(_output_config(body), "effort", "output_config.effort")
-    thinking = opt_obj(body, "thinking", "thinking")
+    effort = fields.opt_str(_output_config(body), "effort", "output_config")
+    thinking = fields.opt_obj(body, "thinking")
     if thinking is None:
         return {"effort": effort, "budget": None} if effort else None
-    kind = req_str(thinking, "type", "thinking.type")
+    kind = fields.req_str(thinking, "type", "thinking")
     if kind == "disabled":
         return None
     if kind == "enabled":
-        budget = opt_int(thinking, "budget_tokens", "thinking.budget_tokens", required=True,
-                         minimum=1)
+        budget = fields.opt_int(thinking, "budget_tokens", "thinking", required=True, minimum=1)
         return {"effort": effort, "budget": budget}
     if kind in ("adaptive", "between_tools"):
         return {"effort": effort or "medium", "budget": None}
@@ -177,67 +157,28 @@ def _reasoning(body: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
-    fmt = opt_obj(_output_config(body), "format", "output_config.format")
+    fmt = fields.opt_obj(_output_config(body), "format", "output_config")
     if fmt is None:
         return None
-    kind = req_str(fmt, "type", "output_config.format.type")
+    kind = fields.req_str(fmt, "type", "output_config.format")
     if kind != "json_schema":
         raise BadRequest(f"output_config.format.type: must be json_schema, got {kind!r}",
                          param="output_config.format.type")
-    schema = req_obj(fmt, "schema", "output_config.format.schema")
+    schema = fields.req_obj(fmt, "schema", "output_config.format")
     return {"type": "json_schema", "schema": schema, "name": None, "strict": None}
 
 
 def _user(body: dict[str, Any]) -> str | None:
-    metadata = opt_obj(body, "metadata", "metadata")
-    return None if metadata is None else opt_str(metadata, "user_id", "metadata.user_id")
+    metadata = fields.opt_obj(body, "metadata")
+    return None if metadata is None else fields.opt_str(metadata, "user_id", "metadata")
 
 
 # --- token counting --------------------------------------------------------------------------
 
 
-def count_tokens(req: CanonicalRequest) -> int:
-    """A deterministic, provider-independent estimate of a request's input tokens.
-
-    ``ceil(chars / 4) + 4 * messages + 3 (if a system prompt) + 1500 * images``, where ``chars``
-    counts the characters of the system prompt, every text and thinking part, every tool call's
-    name and arguments, every tool result's content, and each tool definition serialised as
-    compact JSON. Never less than 1. It is an estimate for budgeting, not the upstream's count.
-    """
-    chars = len(req.system or "")
-    images = 0
-    for message in req.messages:
-        for part in _parts(message):
-            chars += _part_chars(part)
-            images += part.get("type") == "image"
-    for tool in req.tools or []:
-        chars += len(orjson.dumps(tool).decode())
-    total = (math.ceil(chars / CHARS_PER_TOKEN) + MESSAGE_OVERHEAD_TOKENS * len(req.messages)
-             + IMAGE_TOKENS * images + (SYSTEM_OVERHEAD_TOKENS if req.system else 0))
-    return max(1, total)
-
-
 def count_tokens_body(req: CanonicalRequest) -> dict[str, int]:
     """The ``/v1/messages/count_tokens`` response."""
-    return {"input_tokens": count_tokens(req)}
-
-
-def _parts(message: dict[str, Any]) -> list[dict[str, Any]]:
-    content = message.get("content")
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    return [p for p in content or [] if isinstance(p, dict)]
-
-
-def _part_chars(part: dict[str, Any]) -> int:
-    kind = part.get("type")
-    if kind == "tool_call":
-        return len(part.get("name") or "") + len(part.get("arguments") or "")
-    if kind == "tool_result":
-        return len(part.get("content") or "")
-    if kind in ("text", "thinking"):
-        return len(part.get("text") or "")
-    return 0
+    return {"input_tokens": estimate_tokens(req)}
 
 
 # --- models ----------------------------------------------------------------------------------

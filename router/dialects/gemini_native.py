@@ -39,10 +39,10 @@ from router.dialects._gemini_config import (
     unwrap_count_tokens,
 )
 from router.dialects._gemini_contents import decode_contents, decode_system
-from router.dialects._gemini_fields import get
+from router.dialects._fields import GEMINI as fields
 from router.errors import BadRequest, GatewayError, client_retry_after
 from router.codecs import ClientCodec, Family
-from router.dialects.anthropic_messages import count_tokens
+from router.token_estimate import estimate_tokens
 
 NAME = "gemini"
 
@@ -85,21 +85,21 @@ def decode_request(body: Any, params: Mapping[str, Any] | None = None) -> Canoni
         raise BadRequest("the request body must be a JSON object", param=None)
     model, method = _model(params, body)
     req = unwrap_count_tokens(body)
-    contents = get(req, "contents")
+    contents = fields.get(req, "contents")
     if contents is None:
         raise BadRequest("contents: field required", param="contents")
     stream = params.get("stream") in _TRUE or params.get("alt") == "sse"
     return CanonicalRequest(
         model=model,
         messages=decode_contents(contents),
-        system=decode_system(get(req, "systemInstruction")),
-        tools=decode_tools(get(req, "tools")),
-        tool_choice=decode_tool_choice(get(req, "toolConfig")),
+        system=decode_system(fields.get(req, "systemInstruction")),
+        tools=decode_tools(fields.get(req, "tools")),
+        tool_choice=decode_tool_choice(fields.get(req, "toolConfig")),
         stream=stream or method == "streamGenerateContent",
         include_usage=True,
         raw=body,
         inbound=NAME,
-        **decode_generation_config(get(req, "generationConfig")),
+        **decode_generation_config(fields.get(req, "generationConfig")),
     )
 
 
@@ -107,7 +107,7 @@ def _model(params: Mapping[str, Any], body: dict[str, Any]) -> tuple[str, str]:
     """The model from the path (``models/`` prefix and a ``:method`` suffix stripped)."""
     model = params.get("model")
     if model is None:
-        inner = get(body, "generateContentRequest")
+        inner = fields.get(body, "generateContentRequest")
         model = inner.get("model") if isinstance(inner, dict) else body.get("model")
     if not isinstance(model, str):
         raise BadRequest("the model name is missing from the path", param="model")
@@ -371,7 +371,7 @@ def model_info(model: str) -> dict[str, Any]:
 
 
 def _count_tokens(body: Any, params: Mapping[str, Any]) -> dict[str, Any]:
-    return count_tokens_response(count_tokens(decode_request(body, params)))
+    return count_tokens_response(estimate_tokens(decode_request(body, params)))
 
 
 FAMILY = Family("gemini", error_body, lambda models: models_list([m.id for m in models]),

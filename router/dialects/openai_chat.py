@@ -11,7 +11,8 @@ dialect's ``prepare``/``remember_signatures`` hooks); in a stream it rides on th
 only, as the SDK's accumulator concatenates a string sent twice.
 
 The legacy completions dialect reuses ``usage_dict``, ``error_body``, ``error_frame`` and ``DONE``
-from here; typed field readers live in ``_openai_fields``, message decoding in ``_openai_messages``.
+from here; fields are read with ``_fields.OPENAI_CHAT``, the fields shared with legacy completions are
+``_openai_common``, message decoding is ``_openai_messages``.
 """
 
 from __future__ import annotations
@@ -37,21 +38,10 @@ from router.canonical import (
 )
 from router.canonical import Choice as AggChoice
 from router.canonical import ToolCall as AggToolCall
-from router.dialects._openai_fields import (
-    common_params,
-    opt_bool,
-    opt_dict,
-    opt_int,
-    opt_str,
-    require_model,
-    require_object,
-)
+from router.dialects._fields import OPENAI_CHAT as fields
+from router.dialects._openai_common import common_params, require_model, require_object
 from router.dialects._openai_messages import decode_messages
-from router.dialects._openai_signatures import handed_out, signature_field
-
-# this dialect's engine hooks, re-exported: the engine looks them up in this module
-from router.dialects._openai_signatures import prepare as prepare
-from router.dialects._openai_signatures import remember_signatures as remember_signatures
+from router.dialects._openai_signatures import handed_out, prepare, remember_signatures, signature_field
 from router.errors import BadRequest, GatewayError
 from router.codecs import ClientCodec, Family, ModelEntry
 
@@ -93,7 +83,7 @@ def decode_request(body: Any, params: Mapping[str, Any] | None = None) -> Canoni
         raise BadRequest("'messages' must be a non-empty array", param="messages")
     system, canonical_messages = decode_messages(messages)
     # each reader runs only when its field is present
-    effort = opt_str(body, "reasoning_effort") if "reasoning_effort" in body else None
+    effort = fields.opt_str(body, "reasoning_effort") if "reasoning_effort" in body else None
     return CanonicalRequest(
         model=model,
         messages=canonical_messages,
@@ -103,7 +93,7 @@ def decode_request(body: Any, params: Mapping[str, Any] | None = None) -> Canoni
         max_tokens=_max_tokens(body) if "max_tokens" in body or "max_completion_tokens" in body else None,
         response_format=_response_format(body) if "response_format" in body else None,
         reasoning={"effort": effort, "budget": None} if effort else None,
-        parallel_tool_calls=opt_bool(body, "parallel_tool_calls") if "parallel_tool_calls" in body else None,
+        parallel_tool_calls=fields.opt_bool(body, "parallel_tool_calls") if "parallel_tool_calls" in body else None,
         raw=body,
         inbound=NAME,
         **common_params(body),
@@ -111,8 +101,8 @@ def decode_request(body: Any, params: Mapping[str, Any] | None = None) -> Canoni
 
 
 def _max_tokens(body: Mapping[str, Any]) -> int | None:
-    value = opt_int(body, "max_completion_tokens", 1)
-    return value if value is not None else opt_int(body, "max_tokens", 1)
+    value = fields.opt_int(body, "max_completion_tokens", minimum=1)
+    return value if value is not None else fields.opt_int(body, "max_tokens", minimum=1)
 
 
 def _function_def(fn: Any, param: str) -> dict[str, Any]:
@@ -121,8 +111,11 @@ def _function_def(fn: Any, param: str) -> dict[str, Any]:
     name = fn.get("name")
     if not isinstance(name, str) or not name:
         raise BadRequest("a function needs a non-empty 'name'", param=f"{param}.name")
-    return {"name": name, "description": opt_str(fn, "description", f"{param}.description"),
-            "parameters": opt_dict(fn, "parameters", f"{param}.parameters")}
+    return {
+        "name": name,
+        "description": fields.opt_str(fn, "description", param),
+        "parameters": fields.opt_obj(fn, "parameters", param),
+    }
 
 
 def _tools(body: Mapping[str, Any]) -> list[dict[str, Any]] | None:
@@ -171,7 +164,7 @@ def _tool_choice(body: Mapping[str, Any]) -> str | dict[str, Any] | None:
 
 
 def _response_format(body: Mapping[str, Any]) -> dict[str, Any] | None:
-    fmt = opt_dict(body, "response_format")
+    fmt = fields.opt_obj(body, "response_format")
     if fmt is None:
         return None
     kind = fmt.get("type")
@@ -180,12 +173,16 @@ def _response_format(body: Mapping[str, Any]) -> dict[str, Any] | None:
                          param="response_format.type")
     if kind != "json_schema":
         return {"type": kind, "schema": None, "name": None, "strict": None}
-    spec = opt_dict(fmt, "json_schema", "response_format.json_schema")
+    spec = fields.opt_obj(fmt, "json_schema", "response_format")
     if spec is None:
         raise BadRequest("'json_schema' is required", param="response_format.json_schema")
     p = "response_format.json_schema"
-    return {"type": "json_schema", "schema": opt_dict(spec, "schema", f"{p}.schema"),
-            "name": opt_str(spec, "name", f"{p}.name"), "strict": opt_bool(spec, "strict", f"{p}.strict")}
+    return {
+        "type": "json_schema",
+        "schema": fields.opt_obj(spec, "schema", p),
+        "name": fields.opt_str(spec, "name", p),
+        "strict": fields.opt_bool(spec, "strict", p),
+    }
 
 
 # --- non-stream response ------------------------------------------------------------------------

@@ -29,8 +29,9 @@ from router.canonical import (
     Usage,
     aggregate,
 )
-from router.dialects._openai_fields import common_params, opt_bool, opt_int, require_model, require_object
 from router.dialects.openai_chat import DONE, error_body, error_frame, usage_dict
+from router.dialects._fields import OPENAI_CHAT as fields
+from router.dialects._openai_common import common_params, require_model, require_object
 from router.errors import BadRequest
 from router.codecs import ClientCodec
 from router.dialects.openai_chat import FAMILY
@@ -70,11 +71,11 @@ def decode_request(body: Any, params: Mapping[str, Any] | None = None) -> Canoni
     body = require_object(body)
     model = require_model(body)
     prompt = _prompt(body)
-    opt_bool(body, "echo")
+    fields.opt_bool(body, "echo")
     return CanonicalRequest(
         model=model,
         messages=[{"role": "user", "content": [{"type": "text", "text": prompt}]}],
-        max_tokens=opt_int(body, "max_tokens", 1),
+        max_tokens=fields.opt_int(body, "max_tokens", minimum=1),
         raw=body,
         inbound=NAME,
         **common_params(body),

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from router.canonical import JSON_INT_MAX, CanonicalRequest, Choice, Event, ResponseContext, aggregate
+from router.canonical import CanonicalRequest, Choice, Event, ResponseContext, aggregate
 from router.dialects.openai_responses_stream import (
     StreamEncoder,
     error_object,
@@ -24,6 +24,7 @@ from router.dialects.openai_responses_stream import (
     response_object,
     usage_object,
 )
+from router.dialects._fields import OPENAI_RESPONSES as fields
 from router.errors import BadRequest, GatewayError
 from router.codecs import ClientCodec, Stores
 from router.dialects.openai_chat import FAMILY
@@ -57,65 +58,13 @@ _ERROR_TYPES = {
 }
 
 
-# --- field checks -------------------------------------------------------------------------------
-
-
-def _name(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
-
-
-def _opt(obj: Mapping[str, Any], key: str, path: str, kind: type | tuple[type, ...], what: str) -> Any:
-    value = obj.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
-        raise BadRequest(f"'{_name(path, key)}' must be {what}", param=_name(path, key))
-    return value
-
-
-def _opt_str(obj: Mapping[str, Any], key: str, path: str = "") -> str | None:
-    value: str | None = _opt(obj, key, path, str, "a string")
-    return value
-
-
-def _req_str(obj: Mapping[str, Any], key: str, path: str = "", *, empty: bool = False) -> str:
-    value = obj.get(key)
-    if not isinstance(value, str) or (not value and not empty):
-        raise BadRequest(f"'{_name(path, key)}' is required and must be a string", param=_name(path, key))
-    return value
-
-
-def _opt_bool(obj: Mapping[str, Any], key: str, path: str = "") -> bool | None:
-    value: bool | None = _opt(obj, key, path, bool, "a boolean")
-    return value
-
-
-def _opt_dict(obj: Mapping[str, Any], key: str, path: str = "") -> dict[str, Any] | None:
-    value: dict[str, Any] | None = _opt(obj, key, path, dict, "an object")
-    return value
-
-
-def _opt_number(obj: Mapping[str, Any], key: str) -> float | None:
-    value = _opt(obj, key, "", (int, float), "a number")
-    return None if value is None else float(value)
-
-
-def _opt_positive_int(obj: Mapping[str, Any], key: str) -> int | None:
-    value: int | None = _opt(obj, key, "", int, "an integer")
-    if value is not None and value < 1:
-        raise BadRequest(f"'{key}' must be at least 1", param=key)
-    if value is not None and value > JSON_INT_MAX:
-        raise BadRequest(f"'{key}' must be at most {JSON_INT_MAX}", param=key)
-    return value
-
-
 # --- input items -------------------------------------------------------------------------------
 
 
 def _image_part(part: Mapping[str, Any], path: str) -> dict[str, Any]:
     if part.get("file_id") is not None:
         raise BadRequest("images by file_id are not supported; send image_url", param=f"{path}.file_id")
-    url = _req_str(part, "image_url", path)
+    url = fields.req_str(part, "image_url", path, empty=False)
     if url.startswith(("http://", "https://")):
         return {"type": "image", "url": url, "media_type": None, "data": None}
     header, sep, data = url.partition(",")
@@ -130,9 +79,9 @@ def _content_part(part: Any, path: str, images: bool) -> dict[str, Any]:
         raise BadRequest("a content part must be an object", param=path)
     kind = part.get("type")
     if kind in _TEXT_PARTS:
-        return {"type": "text", "text": _req_str(part, "text", path, empty=True)}
+        return {"type": "text", "text": fields.req_str(part, "text", path)}
     if kind == "refusal":
-        return {"type": "text", "text": _req_str(part, "refusal", path, empty=True)}
+        return {"type": "text", "text": fields.req_str(part, "refusal", path)}
     if kind == "input_image" and images:
         return _image_part(part, path)
     raise BadRequest(f"content part type {kind!r} is not supported here", param=f"{path}.type")
@@ -161,7 +110,7 @@ def _summary_text(item: Mapping[str, Any], path: str) -> str:
         for j, part in enumerate(parts):
             if not isinstance(part, dict):
                 raise BadRequest("a reasoning part must be an object", param=f"{path}.{key}[{j}]")
-            texts.append(_req_str(part, "text", f"{path}.{key}[{j}]", empty=True))
+            texts.append(fields.req_str(part, "text", f"{path}.{key}[{j}]"))
         if texts:
             break
     return "\n\n".join(texts)
@@ -211,23 +160,23 @@ class _InputDecoder:
             self._assistant().extend(_content(content, f"{path}.content", False))
 
     def _function_call(self, item: dict[str, Any], path: str) -> None:
-        call_id = _req_str(item, "call_id", path)
-        name = _req_str(item, "name", path)
-        arguments = _req_str(item, "arguments", path, empty=True)
+        call_id = fields.req_str(item, "call_id", path, empty=False)
+        name = fields.req_str(item, "name", path, empty=False)
+        arguments = fields.req_str(item, "arguments", path)
         self._call_names[call_id] = name
         self._assistant().append({"type": "tool_call", "id": call_id, "name": name, "arguments": arguments})
 
     def _function_call_output(self, item: dict[str, Any], path: str) -> None:
-        call_id = _req_str(item, "call_id", path)
+        call_id = fields.req_str(item, "call_id", path, empty=False)
         output = item.get("output")
         text = output if isinstance(output, str) else _plain_text(output, f"{path}.output")
-        name = _opt_str(item, "name", path) or self._call_names.get(call_id)
+        name = fields.opt_str(item, "name", path) or self._call_names.get(call_id)
         result = {"type": "tool_result", "tool_call_id": call_id, "name": name, "content": text, "is_error": False}
         self.messages.append({"role": "tool", "content": [result]})
 
     def _reasoning(self, item: dict[str, Any], path: str) -> None:
         text = _summary_text(item, path)
-        signature = _opt_str(item, "encrypted_content", path)
+        signature = fields.opt_str(item, "encrypted_content", path)
         self._assistant().append({"type": "thinking", "text": text, "signature": signature})
 
     def _item_reference(self, item: dict[str, Any], path: str) -> None:
@@ -265,9 +214,14 @@ def _tools(body: Mapping[str, Any]) -> list[dict[str, Any]] | None:
             raise BadRequest("a tool must be an object", param=path)
         if tool.get("type") != "function":
             raise BadRequest(f"tool type {tool.get('type')!r} is not supported", param=f"{path}.type")
-        _opt_bool(tool, "strict", path)
-        out.append({"name": _req_str(tool, "name", path), "description": _opt_str(tool, "description", path),
-                    "parameters": _opt_dict(tool, "parameters", path)})
+        fields.opt_bool(tool, "strict", path)
+        out.append(
+            {
+                "name": fields.req_str(tool, "name", path, empty=False),
+                "description": fields.opt_str(tool, "description", path),
+                "parameters": fields.opt_obj(tool, "parameters", path),
+            }
+        )
     return out or None
 
 
@@ -283,12 +237,12 @@ def _tool_choice(body: Mapping[str, Any]) -> str | dict[str, Any] | None:
         raise BadRequest("tool_choice must be a string or an object", param="tool_choice")
     if choice.get("type") != "function":
         raise BadRequest(f"tool_choice type {choice.get('type')!r} is not supported", param="tool_choice.type")
-    return {"name": _req_str(choice, "name", "tool_choice")}
+    return {"name": fields.req_str(choice, "name", "tool_choice", empty=False)}
 
 
 def _response_format(body: Mapping[str, Any]) -> dict[str, Any] | None:
-    text = _opt_dict(body, "text")
-    fmt = None if text is None else _opt_dict(text, "format", "text")
+    text = fields.opt_obj(body, "text")
+    fmt = None if text is None else fields.opt_obj(text, "format", "text")
     if fmt is None:
         return None
     kind = fmt.get("type")
@@ -296,19 +250,23 @@ def _response_format(body: Mapping[str, Any]) -> dict[str, Any] | None:
         raise BadRequest("text.format.type must be 'text', 'json_object' or 'json_schema'", param="text.format.type")
     if kind != "json_schema":
         return {"type": kind, "schema": None, "name": None, "strict": None}
-    schema = _opt_dict(fmt, "schema", "text.format")
+    schema = fields.opt_obj(fmt, "schema", "text.format")
     if schema is None:
         raise BadRequest("'text.format.schema' is required for json_schema", param="text.format.schema")
-    return {"type": "json_schema", "schema": schema, "name": _req_str(fmt, "name", "text.format"),
-            "strict": _opt_bool(fmt, "strict", "text.format")}
+    return {
+        "type": "json_schema",
+        "schema": schema,
+        "name": fields.req_str(fmt, "name", "text.format", empty=False),
+        "strict": fields.opt_bool(fmt, "strict", "text.format"),
+    }
 
 
 def _reasoning(body: Mapping[str, Any]) -> dict[str, Any] | None:
-    reasoning = _opt_dict(body, "reasoning")
+    reasoning = fields.opt_obj(body, "reasoning")
     if reasoning is None:
         return None
-    _opt_str(reasoning, "summary", "reasoning")
-    effort = _opt_str(reasoning, "effort", "reasoning")
+    fields.opt_str(reasoning, "summary", "reasoning")
+    effort = fields.opt_str(reasoning, "effort", "reasoning")
     return None if effort is None else {"effort": effort, "budget": None}
 
 
@@ -319,11 +277,11 @@ def decode_request(body: Any, params: Mapping[str, Any] | None = None) -> Canoni
     """A Responses API request body -> :class:`CanonicalRequest` (raises only BadRequest)."""
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object")
-    model = _req_str(body, "model")
-    previous = _opt_str(body, "previous_response_id")
-    _opt_bool(body, "store")
+    model = fields.req_str(body, "model", empty=False)
+    previous = fields.opt_str(body, "previous_response_id")
+    fields.opt_bool(body, "store")
     system: list[str] = []
-    instructions = _opt_str(body, "instructions")
+    instructions = fields.opt_str(body, "instructions")
     if instructions:
         system.append(instructions)
     messages = _messages(body, system)
@@ -335,16 +293,16 @@ def decode_request(body: Any, params: Mapping[str, Any] | None = None) -> Canoni
         system="\n\n".join(system) if system else None,
         tools=_tools(body),
         tool_choice=_tool_choice(body),
-        max_tokens=_opt_positive_int(body, "max_output_tokens"),
-        temperature=_opt_number(body, "temperature"),
-        top_p=_opt_number(body, "top_p"),
+        max_tokens=fields.opt_int(body, "max_output_tokens", minimum=1),
+        temperature=fields.opt_number(body, "temperature"),
+        top_p=fields.opt_number(body, "top_p"),
         response_format=_response_format(body),
         reasoning=_reasoning(body),
-        stream=bool(_opt_bool(body, "stream")),
+        stream=bool(fields.opt_bool(body, "stream")),
         include_usage=True,
-        parallel_tool_calls=_opt_bool(body, "parallel_tool_calls"),
-        user=_opt_str(body, "user"),
-        metadata=_opt_dict(body, "metadata"),
+        parallel_tool_calls=fields.opt_bool(body, "parallel_tool_calls"),
+        user=fields.opt_str(body, "user"),
+        metadata=fields.opt_obj(body, "metadata"),
         raw=body,
         inbound=NAME,
     )
