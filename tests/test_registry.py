@@ -48,8 +48,9 @@ def test_schema_enums_equal_the_registry() -> None:
         props["dialect"]["enum"], by_codec["enum"] = want_dialects, want_templates
         SCHEMA.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
         return
-    assert set(dialects) == set(want_dialects), "regenerate: UPDATE_SCHEMAS=1 python -m pytest tests/test_registry.py"
-    assert set(by_codec["enum"]) == set(want_templates), "regenerate: UPDATE_SCHEMAS=1 python -m pytest tests/test_registry.py"
+    regenerate = "regenerate: UPDATE_SCHEMAS=1 python -m pytest tests/test_registry.py"
+    assert set(dialects) == set(want_dialects), regenerate
+    assert set(by_codec["enum"]) == set(want_templates), regenerate
 
 
 def test_every_endpoint_with_a_codec_speaks_its_family() -> None:
