@@ -5,10 +5,12 @@ list and info, the version, errors and a failure after the first byte."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
 from typing import Any
 
 import ollama
+import orjson
 import pytest
 
 from tests.conftest import Harness, start_gateway
@@ -182,3 +184,13 @@ async def test_failure_mid_stream_reaches_the_client(config_dir: Path, endpoint:
         assert len(await h.sim_requests()) == 1  # no retry once the client had bytes
     finally:
         await h.close()
+
+
+@pytest.mark.parametrize("upstream", list(UPSTREAMS))
+async def test_images_reach_the_upstream(gw: Harness, upstream: str) -> None:
+    png = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c489")  # a PNG's head
+    r = await client(gw).chat(model=UPSTREAMS[upstream], messages=[
+        {"role": "user", "content": "What is in this picture?", "images": [png]}])
+    assert r.message.content
+    seen = orjson.dumps((await gw.sim_requests())[-1]["body"]).decode()
+    assert base64.b64encode(png).decode() in seen and "image/png" in seen
