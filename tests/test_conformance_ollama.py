@@ -194,3 +194,16 @@ async def test_images_reach_the_upstream(gw: Harness, upstream: str) -> None:
     assert r.message.content
     seen = orjson.dumps((await gw.sim_requests())[-1]["body"]).decode()
     assert base64.b64encode(png).decode() in seen and "image/png" in seen
+
+
+async def test_api_keys_ride_in_the_clients_authorization_header(config_dir: Path) -> None:
+    (config_dir / "00-server.yaml").write_text("auth:\n  mode: strict\n  api_keys:\n    - {name: a, key: sk-a}\n")
+    h = await start_gateway(config_dir)
+    try:
+        with pytest.raises(ollama.ResponseError) as e:
+            await client(h).list()
+        assert e.value.status_code == 401 and "API key" in e.value.error
+        keyed = ollama.AsyncClient(host=h.url, headers={"Authorization": "Bearer sk-a"})  # or OLLAMA_API_KEY
+        assert (await keyed.chat(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])).message.content
+    finally:
+        await h.close()
