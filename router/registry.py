@@ -16,10 +16,11 @@ from router.codecs import ClientCodec, Family, UpstreamCodec
 from router.decoders import anthropic as anthropic_upstream
 from router.decoders import gemini as gemini_upstream
 from router.decoders import openai as openai_upstream
-from router.dialects import anthropic_messages, gemini_native, openai_chat, openai_completions, openai_responses
+from router.dialects import anthropic_messages, gemini_native, ollama, openai_chat, openai_completions, openai_responses
 from router.endpoints import Endpoint
 
-FAMILIES: tuple[Family, ...] = (openai_chat.FAMILY, anthropic_messages.FAMILY, gemini_native.FAMILY)  # first: default
+FAMILIES: tuple[Family, ...] = (openai_chat.FAMILY, anthropic_messages.FAMILY, gemini_native.FAMILY,  # first: default
+                                ollama.FAMILY)
 
 UPSTREAM_CODECS: Mapping[str, UpstreamCodec] = {
     c.name: c for c in (openai_upstream.CODEC, anthropic_upstream.CODEC, gemini_upstream.CODEC)}
@@ -45,6 +46,12 @@ def _endpoints() -> tuple[Endpoint, ...]:
         _proxy("gemini.stream", gemini_native.CODEC),
         Endpoint("gemini.count_tokens", ep.count_tokens, gemini, gemini_native.CODEC),
         Endpoint("gemini.models", ep.list_models((gemini,)), gemini),
+        _proxy("ollama.chat", ollama.CHAT),
+        _proxy("ollama.generate", ollama.GENERATE),
+        Endpoint("ollama.tags", ep.list_models((ollama.FAMILY,)), ollama.FAMILY),
+        Endpoint("ollama.show", ollama.show, ollama.FAMILY),
+        Endpoint("ollama.version", ollama.version, ollama.FAMILY),
+        Endpoint("ollama.running", ollama.running, ollama.FAMILY),
         Endpoint("admin.config", ep.admin_config, admin=True),
         Endpoint("admin.reload", ep.admin_reload, admin=True),
         Endpoint("admin.accounts", ep.admin_accounts, admin=True),

@@ -26,6 +26,8 @@ DIALECTS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "openai.responses": ("/v1/responses", "openai", {"model": "gpt-4o", "input": "hi"}),
     "anthropic.messages": ("/v1/messages", "anthropic", {"model": "gpt-4o", "max_tokens": 50, "messages": USER_MSG}),
     "gemini": ("/v1beta/models/gemini-2.5-flash:generateContent", "gemini", {"contents": GEMINI_CONTENTS}),
+    "ollama.chat": ("/api/chat", "ollama", {"model": "gpt-4o", "messages": USER_MSG, "stream": False}),
+    "ollama.generate": ("/api/generate", "ollama", {"model": "gpt-4o", "prompt": "hi", "stream": False}),
 }
 
 
@@ -51,6 +53,8 @@ def body_for(handler: str) -> dict[str, Any]:
         return {"contents": GEMINI_CONTENTS}
     if family == "anthropic":
         return DIALECTS["anthropic.messages"][2]
+    if family == "ollama":
+        return DIALECTS[handler][2] if handler in DIALECTS else {"model": "gpt-4o"}  # /api/show
     if handler == "openai.completions":
         return DIALECTS["openai.completions"][2]
     if handler == "openai.responses":
@@ -61,6 +65,9 @@ def body_for(handler: str) -> dict[str, Any]:
 def assert_dialect_error(style: str, status: int, doc: Any) -> str:
     """The error body has the caller's dialect shape; returns its message."""
     assert isinstance(doc, dict), doc
+    if style == "ollama":  # the message alone
+        assert set(doc) == {"error"} and isinstance(doc["error"], str) and doc["error"], doc
+        return str(doc["error"])
     if style == "anthropic":
         assert doc.get("type") == "error", doc
         err = doc["error"]
@@ -131,6 +138,8 @@ async def test_invalid_json_is_400_on_every_dialect_route(gw: Harness) -> None:
 
 def _named(doc: Any, field: str) -> bool:
     err = doc["error"]
+    if isinstance(err, str):  # Ollama's: the message names the field
+        return field in err
     return field in (err.get("param") or "") or field in err["message"]
 
 
@@ -155,6 +164,12 @@ WRONG_TYPES = [
     ("gemini", {"generationConfig": {"temperature": "hot"}}, "temperature"),
     ("gemini", {"generationConfig": {"maxOutputTokens": -1}}, "maxOutputTokens"),
     ("gemini", {"generationConfig": "x"}, "generationConfig"),
+    ("ollama.chat", {"messages": "x"}, "messages"),
+    ("ollama.chat", {"options": {"temperature": "hot"}}, "options.temperature"),
+    ("ollama.chat", {"format": 5}, "format"),
+    ("ollama.generate", {"prompt": 5}, "prompt"),
+    ("ollama.generate", {"stream": "yes"}, "stream"),
+    ("ollama.generate", {"options": {"num_predict": "x"}}, "options.num_predict"),
 ]
 
 
@@ -174,6 +189,7 @@ MISSING = [
     ("openai.responses", "model"),
     ("anthropic.messages", "model"), ("anthropic.messages", "max_tokens"), ("anthropic.messages", "messages"),
     ("gemini", "contents"),
+    ("ollama.chat", "model"), ("ollama.chat", "messages"), ("ollama.generate", "model"), ("ollama.generate", "prompt"),
 ]
 
 

@@ -27,6 +27,8 @@ REQUESTS: dict[str, tuple[str, dict[str, Any]]] = {
                                             "messages": [{"role": "user", "content": "hello"}]}),
     "gemini": ("/v1beta/models/gpt-4o:streamGenerateContent?alt=sse",
                {"contents": [{"role": "user", "parts": [{"text": "hello"}]}]}),
+    "ollama.chat": ("/api/chat", {"model": "gpt-4o", "messages": [{"role": "user", "content": "hello"}]}),
+    "ollama.generate": ("/api/generate", {"model": "gpt-4o", "prompt": "hello"}),  # both stream by default
 }
 
 
@@ -40,6 +42,8 @@ def error_form(dialect: str, text: str) -> bool:
         return "event: response.failed" in joined and "response.completed" not in text
     if dialect == "anthropic.messages":
         return "event: error" in joined and "message_stop" not in text
+    if dialect.startswith("ollama."):  # NDJSON: the last line is the error, and no line says done
+        return text.rstrip().rsplit("\n", 1)[-1].startswith('{"error":') and '"done":true' not in text
     return 'data: {"error":' in joined and '"finishReason"' not in text
 
 

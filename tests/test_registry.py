@@ -48,8 +48,9 @@ def test_schema_enums_equal_the_registry() -> None:
         props["dialect"]["enum"], by_codec["enum"] = want_dialects, want_templates
         SCHEMA.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
         return
-    assert set(dialects) == set(want_dialects), "regenerate: UPDATE_SCHEMAS=1 python -m pytest tests/test_registry.py"
-    assert set(by_codec["enum"]) == set(want_templates), "regenerate: UPDATE_SCHEMAS=1 python -m pytest tests/test_registry.py"
+    regenerate = "regenerate: UPDATE_SCHEMAS=1 python -m pytest tests/test_registry.py"
+    assert set(dialects) == set(want_dialects), regenerate
+    assert set(by_codec["enum"]) == set(want_templates), regenerate
 
 
 def test_every_endpoint_with_a_codec_speaks_its_family() -> None:
@@ -62,7 +63,7 @@ def test_every_endpoint_with_a_codec_speaks_its_family() -> None:
 def test_codec_names_and_id_prefixes() -> None:
     prefixes = {e.codec.name: e.codec.id_prefix for e in ENDPOINTS.values() if e.codec}
     assert prefixes == {"openai.chat": "chatcmpl-", "openai.completions": "cmpl-", "openai.responses": "resp_",
-                        "anthropic.messages": "msg_", "gemini": ""}
+                        "anthropic.messages": "msg_", "gemini": "", "ollama.chat": "", "ollama.generate": ""}
 
 
 def test_template_filters_come_from_every_upstream_codec() -> None:
@@ -78,6 +79,7 @@ def test_template_filters_come_from_every_upstream_codec() -> None:
     ("/v1/models", {}, {"key": "k"}, "gemini"),
     ("/v1beta/models", {}, {}, "gemini"),
     ("/v1/models", {"anthropic-version": "x", "x-goog-api-key": "k"}, {}, "anthropic"),
+    ("/api/tags", {}, {}, "ollama"),
 ])
 def test_which_family_asks_for_a_model_list(path: str, headers: dict[str, str], query: dict[str, str],
                                             family: str) -> None:
@@ -86,6 +88,13 @@ def test_which_family_asks_for_a_model_list(path: str, headers: dict[str, str], 
 
 @pytest.mark.parametrize(("path", "family"), [
     ("/nope", "openai"), ("/v1/messages/x", "anthropic"), ("/v1beta/x", "gemini"), ("/v1alpha/x", "gemini"),
+    ("/api/pull", "ollama"), ("/api", "openai"),
 ])
 def test_the_family_of_an_unrouted_path(path: str, family: str) -> None:
     assert family_of_path(path, FAMILIES).name == family
+
+
+def test_ollama_streams_ndjson_and_the_others_sse() -> None:
+    media = {e.codec.name: e.codec.stream_media_type for e in ENDPOINTS.values() if e.codec}
+    assert media.pop("ollama.chat") == media.pop("ollama.generate") == "application/x-ndjson"
+    assert set(media.values()) == {"text/event-stream"}
