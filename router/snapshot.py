@@ -24,7 +24,7 @@ from router.retry import DEFAULT_POLICY, Policy, compile_policy, parse_duration
 from router.routes import RouteTable, compile_routes
 from router.schema import cross_reference_errors, schema_errors
 from router.template_budget import DEFAULT_LIMITS, TemplateLimits, header_limits
-from router.templates import _Node, compile_tree, make_environment, template_errors
+from router.templates import CompiledTree, compile_tree, make_environment, template_errors
 
 # The handler names a route may name; the app implements each one.
 HANDLERS = frozenset({
@@ -59,10 +59,10 @@ class Timeouts:
 class Template:
     name: str
     method: str
-    url: _Node
-    query: _Node | None
-    headers: _Node | None
-    body: _Node
+    url: CompiledTree
+    query: CompiledTree | None
+    headers: CompiledTree | None
+    body: CompiledTree
     limits: TemplateLimits = DEFAULT_LIMITS  # the render budget of its Jinja leaves
     # some part falls back to Jinja: rendered under one budget, off the event loop (engine._attempt)
     jinja: bool = field(init=False, repr=False, compare=False)
@@ -131,7 +131,7 @@ class Snapshot:
     mapper: ModelMapper
     providers: dict[str, Provider]
     fallbacks: dict[str, str]
-    response_headers: _Node  # renders {header: value}; none/undefined values are left out
+    response_headers: CompiledTree  # renders {header: value}; none/undefined values are left out
     # rendered response headers by (upstream model, client model, provider, account) when the template
     # reads nothing else (see exchange.response_headers); a cache that lives and dies with the snapshot
     header_cache: dict[tuple[Any, ...], dict[str, str]] = field(default_factory=dict, compare=False, repr=False)
