@@ -1,6 +1,6 @@
 """Micro-benchmark of the per-request template work: the shipped Gemini template rendered for the
 bench's chat request (url, query, headers, body: ``upstream.render_request``), its body alone, and
-the response headers (``exchange.response_headers``).
+the response headers (``exchange.response_headers``), cached and rendered.
 
     python bench/template_render.py                 # µs per render, best of 5 rounds
     python bench/template_render.py --count 20000   # just render that often (run it under callgrind
@@ -8,7 +8,8 @@ the response headers (``exchange.response_headers``).
                                                     # the instructions of one render)
 
 The numbers are what the decisions about the template fast path are based on (see
-``router/template_closures.py``): compare them with ``bench/instructions.py``'s gateway row.
+``router/template_codegen.py``, ``exchange.response_headers``): compare them with
+``bench/instructions.py``'s gateway row.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.measure import chat_body  # noqa: E402
 from router.dialects import openai_chat  # noqa: E402
-from router.exchange import Exchange, response_headers  # noqa: E402
+from router.exchange import Exchange, _render_headers, response_headers  # noqa: E402
 from router.filters import all_filters  # noqa: E402
 from router.snapshot import build  # noqa: E402
 from router.upstream import render_request  # noqa: E402
@@ -48,6 +49,8 @@ def subjects() -> dict[str, Callable[[], Any]]:
         "render_request (gemini)": lambda: render_request(provider.template, ctx, provider.base_url),
         "body (gemini)": lambda: provider.template.body.render(ctx),
         "response_headers": lambda: response_headers(x),
+        # what every response would cost without the snapshot's header cache
+        "response_headers rendered": lambda: {"X-Request-Id": x.request_id, **_render_headers(x)},
     }
 
 

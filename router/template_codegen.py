@@ -189,7 +189,9 @@ class _Expressions:
         base = None if _private(node.attr) else self.expr(node.node)
         if base is None:
             return None
-        if node.attr in _REQUEST_FIELDS:  # the canonical request: a plain attribute read inline
+        if node.attr in _REQUEST_FIELDS:
+            # the canonical request: a plain attribute read inline instead of a call of the lookup
+            # (measured: 80.0k -> 62.7k instructions for the Gemini render_request, 1.8% of a request)
             t = self.tmp("r")
             return f"({t}.{node.attr} if type({t} := {base}) is _CR else _get({t}, {node.attr!r}))"
         return f"_get({base}, {node.attr!r})"

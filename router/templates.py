@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
-from functools import lru_cache
 from typing import Any
 from urllib.parse import quote
 
@@ -26,13 +25,9 @@ __all__ = ["PRUNE", "CompiledTree", "compile_tree", "make_environment", "render_
 
 
 def _path_segment(value: Any) -> str:
-    return _segment(value if type(value) is str else str(value))
-
-
-@lru_cache(maxsize=4096)  # model names repeat: quote once per name, not per request
-def _segment(text: str) -> str:
-    # Encodes '/', '?', '#', '%' and '.', so a model name can never leave its path segment.
-    quoted = quote(text, safe="")
+    """Encodes '/', '?', '#', '%' and '.', so a model name can never leave its path segment. (A cache
+    of the quoted names saved 5.4k of the ~930k instructions a request costs, 0.6%: gone.)"""
+    quoted = quote(value if type(value) is str else str(value), safe="")
     return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
 
 
