@@ -21,7 +21,8 @@ from router.template_budget import DEFAULT_LIMITS, TemplateLimitError, TemplateL
 from router.template_codegen import PRUNE, CompiledTree, compile_structure
 from router.template_sandbox import GuardedEnvironment
 
-__all__ = ["PRUNE", "CompiledTree", "compile_tree", "make_environment", "render_tree", "template_errors"]
+__all__ = ["BASE_FILTERS", "MAX_ERROR_CHARS", "PRUNE", "CompiledTree", "client_error", "compile_tree", "logged_error",
+           "make_environment", "render_tree", "template_errors"]
 
 
 def _path_segment(value: Any) -> str:
