@@ -102,3 +102,18 @@ def test_the_generator_does_not_import_the_templates_module() -> None:
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert "router.templates" not in imported and "router.template_codegen" not in imported
+
+
+def test_the_gateways_filters_are_declared_to_the_environment() -> None:
+    """The filters the generated code calls directly are the environment's ``own_filters``, given to it
+    when it is built (BASE_FILTERS and the configured ones), never Jinja's budget-wrapped ones."""
+
+    def shout(value: Any) -> str:
+        return str(value).upper()
+
+    env = make_environment({"shout": shout})
+    assert {"shout", "bearer", "path_segment"} <= env.own_filters and "upper" not in env.own_filters
+    assert env.filters["shout"] is shout
+    node = compile_tree(env, {"a": "{{ model | shout }}", "b": "{{ model | upper }}"})
+    assert node.jinja and render_tree(node, CTX) == {"a": "GEMINI-2.5-FLASH", "b": "GEMINI-2.5-FLASH"}
+    assert not compile_tree(env, {"a": "{{ model | shout }}"}).jinja
