@@ -84,7 +84,9 @@ def response_headers(x: Exchange) -> dict[str, str]:
     """The snapshot's templated response headers (X-Mapped-Model, X-Account-Email...).
 
     A template that reads only the models, the provider and the account (the shipped one) renders
-    once per combination of them: the result is kept in the snapshot's ``header_cache``.
+    once per combination of them: the result is kept in the snapshot's ``header_cache``. Measured
+    (``bench/template_render.py`` under callgrind): 5.0k instructions per response cached, 14.5k
+    rendered, of the ~930k a request costs (``bench/instructions.py``): the cache saves 1.0%.
     """
     template = x.snapshot.response_headers
     if not (template.pure and template.names <= HEADER_CACHE_NAMES):

@@ -21,7 +21,7 @@ class RenderPool(ThreadPoolExecutor):
         super().__init__(max_workers, thread_name_prefix=thread_name_prefix)
         self.stop = threading.Event()
 
-    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:  # type: ignore[override]
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         return super().submit(stoppable, self.stop, fn, *args, **kwargs)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:

@@ -35,7 +35,7 @@ from router.server import LOOPBACK_HOSTS as LOOPBACK_HOSTS  # re-exported: summa
 from router.server import Server, compile_server, exposed, template_limits
 from router.template_budget import DEFAULT_LIMITS, TemplateLimits, header_limits
 from router.template_sandbox import GuardedEnvironment
-from router.templates import _Node, compile_tree, make_environment, template_errors
+from router.templates import CompiledTree, compile_tree, make_environment, template_errors
 
 HANDLERS = frozenset(ENDPOINTS)  # the handler names a route may name (router.registry)
 
@@ -56,10 +56,10 @@ class Timeouts:
 class Template:
     name: str
     method: str
-    url: _Node
-    query: _Node | None
-    headers: _Node | None
-    body: _Node
+    url: CompiledTree
+    query: CompiledTree | None
+    headers: CompiledTree | None
+    body: CompiledTree
     limits: TemplateLimits = DEFAULT_LIMITS  # the render budget of its Jinja leaves
     # some part falls back to Jinja: rendered under one budget, off the event loop (engine._attempt)
     jinja: bool = field(init=False, repr=False, compare=False)
@@ -121,7 +121,7 @@ class Snapshot:
     mapper: ModelMapper
     providers: dict[str, Provider]
     fallbacks: dict[str, str]  # provider without an account -> the provider serving in its place
-    response_headers: _Node  # renders {header: value}; none/undefined values are left out
+    response_headers: CompiledTree  # renders {header: value}; none/undefined values are left out
     # rendered response headers by (upstream model, client model, provider, account) when the template
     # reads nothing else (see exchange.response_headers); a cache that lives and dies with the snapshot
     header_cache: dict[tuple[Any, ...], dict[str, str]] = field(default_factory=dict, compare=False, repr=False)
@@ -183,7 +183,7 @@ def _timeouts(section: dict[str, Any] | None) -> Timeouts:
                       for k in ("connect", "first_byte", "total", "idle")))
 
 
-def _response_headers(c: Compiling) -> _Node:
+def _response_headers(c: Compiling) -> CompiledTree:
     """Rendered on the event loop: a budget of a few milliseconds, whatever server.template_limits says."""
     return compile_tree(c.env, dict(c.data.get("response_headers") or {}), "response_headers",
                         header_limits(c.env.limits))

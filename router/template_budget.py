@@ -187,24 +187,41 @@ def binop_size(op: str, left: Any, right: Any) -> int:
     """Characters/items ``left <op> right`` will have (0 for numbers), computed without building it.
 
     Raises TemplateLimitError for an integer result beyond MAX_INT_BITS."""
-    if op == "*":
-        if isinstance(left, _SEQ) and _is_int(right):
-            return len(left) * max(right, 0)
-        if _is_int(left) and isinstance(right, _SEQ):
-            return len(right) * max(left, 0)
-        if _is_int(left) and _is_int(right):
-            _int_bits(left.bit_length() + right.bit_length())
-    elif op == "**":
-        if _is_int(left) and _is_int(right) and right > 0 and left not in (0, 1, -1):
-            _int_bits(left.bit_length() * right)
-    elif op == "+":
-        if isinstance(left, _SEQ) and isinstance(right, _SEQ):
-            return len(left) + len(right)
-        if _is_int(left) and _is_int(right):
-            _int_bits(max(left.bit_length(), right.bit_length()) + 1)
-    elif op == "%" and isinstance(left, (str, bytes)):
+    size = _BINOP_SIZES.get(op)
+    return size(left, right) if size is not None else 0
+
+
+def _mul_size(left: Any, right: Any) -> int:
+    if isinstance(left, _SEQ) and _is_int(right):
+        return len(left) * max(int(right), 0)
+    if _is_int(left) and isinstance(right, _SEQ):
+        return len(right) * max(int(left), 0)
+    if _is_int(left) and _is_int(right):
+        _int_bits(left.bit_length() + right.bit_length())
+    return 0
+
+
+def _pow_size(left: Any, right: Any) -> int:
+    if _is_int(left) and _is_int(right) and right > 0 and left not in (0, 1, -1):
+        _int_bits(left.bit_length() * right)
+    return 0
+
+
+def _add_size(left: Any, right: Any) -> int:
+    if isinstance(left, _SEQ) and isinstance(right, _SEQ):
+        return len(left) + len(right)
+    if _is_int(left) and _is_int(right):
+        _int_bits(max(left.bit_length(), right.bit_length()) + 1)
+    return 0
+
+
+def _mod_size(left: Any, right: Any) -> int:
+    if isinstance(left, (str, bytes)):
         return printf_size(left if isinstance(left, str) else left.decode("latin-1"), right)
     return 0
+
+
+_BINOP_SIZES: dict[str, Callable[[Any, Any], int]] = {"*": _mul_size, "**": _pow_size, "+": _add_size, "%": _mod_size}
 
 
 _PRINTF = re.compile(r"%(?:\([^)]*\))?[#0 +\-]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?(.)", re.DOTALL)
@@ -304,7 +321,7 @@ def escape_size(s: str) -> int:
 def materialized(items: Any) -> list[Any]:
     """An iterable as a list, each item charged as an iteration (a join or sum must see them all)."""
     budget = current()
-    if isinstance(items, _SEQ) or isinstance(items, (dict, range)):
+    if isinstance(items, (*_SEQ, dict, range)):
         budget.tick(len(items))
         return list(items)
     out = []

@@ -144,7 +144,8 @@ def test_template_limits_are_read_from_the_server_section(tmp_path: Path) -> Non
     from tests.conftest import MINIMAL_CONFIG
 
     (tmp_path / "c.yaml").write_text(MINIMAL_CONFIG.replace(
-        'body: {model: "{{ model }}"}', 'body: {model: "{% for i in range(8) %}{% for j in range(8) %}.{% endfor %}{% endfor %}"}')
+        'body: {model: "{{ model }}"}',
+        'body: {model: "{% for i in range(8) %}{% for j in range(8) %}.{% endfor %}{% endfor %}"}')
         + "server: {template_limits: {max_iterations: 10, max_output_chars: 999, max_time: 250ms}}\n")
     snap, _ = build(tmp_path, 1, template_filters())
     limits = TemplateLimits(max_iterations=10, max_output_chars=999, max_time=0.25)
@@ -181,7 +182,8 @@ def test_bad_template_limits_are_schema_errors_not_crashes(tmp_path: Path) -> No
     from router.snapshot import check
     from tests.conftest import MINIMAL_CONFIG
 
-    (tmp_path / "c.yaml").write_text(MINIMAL_CONFIG + "server: {template_limits: {max_iterations: three, max_time: soon}}\n")
+    (tmp_path / "c.yaml").write_text(MINIMAL_CONFIG
+                                     + "server: {template_limits: {max_iterations: three, max_time: soon}}\n")
     errors = check(tmp_path, template_filters())
     pointers = {e.pointer for e in errors}
     assert "/server/template_limits/max_iterations" in pointers and "/server/template_limits/max_time" in pointers
@@ -210,7 +212,8 @@ def test_a_deeply_nested_expression_is_a_located_config_error(tmp_path: Path, le
     from router.errors import ConfigErrors
     from tests.conftest import MINIMAL_CONFIG
 
-    (tmp_path / "c.yaml").write_text(MINIMAL_CONFIG.replace('body: {model: "{{ model }}"}', f'body: {{model: "{leaf}"}}'))
+    (tmp_path / "c.yaml").write_text(
+        MINIMAL_CONFIG.replace('body: {model: "{{ model }}"}', f'body: {{model: "{leaf}"}}'))
     with pytest.raises(ConfigErrors) as caught:
         build(tmp_path, 1, template_filters())
     assert any("nested too deeply" in e.message and e.line == 8 for e in caught.value.errors)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
 from typing import Any
 
 import pytest
 from jinja2.runtime import Undefined
 
+from router import template_codegen
 from router.canonical import CanonicalRequest
 from router.registry import template_filters
 from router.templates import PRUNE, compile_tree, make_environment, render_tree
@@ -89,3 +92,28 @@ def test_sandbox_still_guards_attribute_access() -> None:
 def test_templates_know_what_they_read(tree: Any, names: set[str], pure: bool) -> None:
     node = compile_tree(ENV, tree, "t")
     assert node.names == names and node.pure is pure
+
+
+
+def test_the_generator_does_not_import_the_templates_module() -> None:
+    """Dependencies point one way: templates -> template_codegen -> template_sandbox; not even an
+    import inside a function goes back (no cycle dodged by a lazy import)."""
+    tree = ast.parse(Path(template_codegen.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "router.templates" not in imported and "router.template_codegen" not in imported
+
+
+def test_the_gateways_filters_are_declared_to_the_environment() -> None:
+    """The filters the generated code calls directly are the environment's ``own_filters``, given to it
+    when it is built (BASE_FILTERS and the configured ones), never Jinja's budget-wrapped ones."""
+
+    def shout(value: Any) -> str:
+        return str(value).upper()
+
+    env = make_environment({"shout": shout})
+    assert {"shout", "bearer", "path_segment"} <= env.own_filters and "upper" not in env.own_filters
+    assert env.filters["shout"] is shout
+    node = compile_tree(env, {"a": "{{ model | shout }}", "b": "{{ model | upper }}"})
+    assert node.jinja and render_tree(node, CTX) == {"a": "GEMINI-2.5-FLASH", "b": "GEMINI-2.5-FLASH"}
+    assert not compile_tree(env, {"a": "{{ model | shout }}"}).jinja

@@ -29,10 +29,12 @@ def with_gemini_leaf(config_dir: Path, leaf: str) -> None:
 async def test_a_runaway_render_holds_up_no_other_request(config_dir: Path) -> None:
     """Two nested range(100000) loops, with an iteration budget too large to stop them: the time
     limit does; meanwhile /healthz answers in well under 100 ms."""
-    with_gemini_leaf(config_dir, "{% for i in range(100000) %}{% for j in range(100000) %}{{ j }}{% endfor %}{% endfor %}")
+    with_gemini_leaf(config_dir,
+                     "{% for i in range(100000) %}{% for j in range(100000) %}{{ j }}{% endfor %}{% endfor %}")
     server = config_dir / "00-server.yaml"
     server.write_text(server.read_text().replace(
-        "server:\n", "server:\n  template_limits: {max_iterations: 1000000000, max_output_chars: 1000000000, max_time: 2s}\n", 1))
+        "server:\n",
+        "server:\n  template_limits: {max_iterations: 1000000000, max_output_chars: 1000000000, max_time: 2s}\n", 1))
     h = await start_gateway(config_dir)
     try:
         t0 = time.monotonic()
@@ -56,7 +58,8 @@ async def test_a_runaway_render_holds_up_no_other_request(config_dir: Path) -> N
 
 
 async def test_over_the_default_budget_is_a_quick_500_naming_the_template(config_dir: Path) -> None:
-    with_gemini_leaf(config_dir, "{% for i in range(100000) %}{% for j in range(100000) %}{{ j }}{% endfor %}{% endfor %}")
+    with_gemini_leaf(config_dir,
+                     "{% for i in range(100000) %}{% for j in range(100000) %}{{ j }}{% endfor %}{% endfor %}")
     h = await start_gateway(config_dir)
     try:
         t0 = time.monotonic()
@@ -178,7 +181,8 @@ async def test_a_runaway_response_header_holds_the_event_loop_under_100ms(
                                                 f"  X-Evil: \"{evil}\"\n")
     server = config_dir / "00-server.yaml"
     server.write_text(server.read_text().replace(
-        "server:\n", "server:\n  template_limits: {max_iterations: 1000000000, max_output_chars: 1000000000, max_time: 0}\n", 1))
+        "server:\n",
+        "server:\n  template_limits: {max_iterations: 1000000000, max_output_chars: 1000000000, max_time: 0}\n", 1))
     h = await start_gateway(config_dir)
 
     async def chats() -> list[tuple[int, dict[str, str]]]:
