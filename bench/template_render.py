@@ -30,7 +30,7 @@ from router.dialects import openai_chat  # noqa: E402
 from router.exchange import Exchange, _render_headers, response_headers  # noqa: E402
 from router.registry import template_filters  # noqa: E402
 from router.snapshot import build  # noqa: E402
-from router.upstream import render_request  # noqa: E402
+from router.upstream_request import render_request  # noqa: E402
 
 ROUTES = Path(__file__).resolve().parent.parent / "router" / "routes.d"
 
@@ -43,7 +43,7 @@ def subjects() -> dict[str, Callable[[], Any]]:
     request = openai_chat.decode_request(orjson.loads(chat_body(False)))
     ctx = {"request": request, "model": "gemini-2.5-flash", "stream": request.stream, "client_headers": {},
            "provider": provider.template_view, "account": account.template_view}
-    x = Exchange("req-1", snap, "openai.chat", 0.0, client_model="gpt-4o", provider=provider,
+    x = Exchange("req-1", snap, None, 0.0, client_model="gpt-4o", provider=provider,
                  upstream_model="gemini-2.5-flash", account=account, attempt=1)
     return {
         "render_request (gemini)": lambda: render_request(provider.template, ctx, provider.base_url),
