@@ -69,10 +69,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from router.config import load_dir
-    from router.registry import template_filters
     from router.gateway import Gateway
     from router.listen import url as listen_url
     from router.loops import new_event_loop
+    from router.registry import template_filters
     from router.runner import run, serve
     from router.snapshot import BUILTIN_SIMULATOR, compile_config
 

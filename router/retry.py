@@ -103,14 +103,14 @@ def decide(policy: Policy, attempt: int, outcome: int | str, retry_after: float 
     if rule.cooldown == "retry_after":
         cooldown = retry_after if retry_after is not None else DEFAULT_COOLDOWN
     elif _seconds(rule.cooldown):
-        cooldown = float(rule.cooldown)  # type: ignore[arg-type]
+        cooldown = float(rule.cooldown)  # type: ignore[arg-type]  # _seconds() checked it is a number
     if not rule.retry:  # a rule may only cool the account down (e.g. a revoked key)
         return Decision(retry=False, rotate=rule.rotate, cooldown=cooldown)
     if rule.wait == "retry_after":
         wait = retry_after if retry_after is not None else (
             rule.backoff.delay(attempt, rand) if rule.backoff else 1.0)
     elif _seconds(rule.wait):
-        wait = float(rule.wait)  # type: ignore[arg-type]
+        wait = float(rule.wait)  # type: ignore[arg-type]  # _seconds() checked it is a number
     elif rule.backoff is not None:
         wait = rule.backoff.delay(attempt, rand)
     else:

@@ -7,8 +7,8 @@ that dispatches through this table, which a reload swaps with the rest of the sn
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from router.endpoints import Endpoint
@@ -97,7 +97,7 @@ class RouteTable:
                 return Match(r, {})
             allowed |= r.methods
         for _, r in self._candidates(path):
-            m = r.pattern.fullmatch(path)  # type: ignore[union-attr]
+            m = r.pattern.fullmatch(path)  # type: ignore[union-attr]  # a dynamic route always has a pattern
             if m is None:
                 continue
             if method in r.methods or (method == "HEAD" and "GET" in r.methods):

@@ -8,7 +8,8 @@ import contextlib
 import logging
 import signal
 import socket
-from typing import Any, Coroutine
+from collections.abc import Coroutine
+from typing import Any
 
 from aiohttp import web
 
@@ -17,7 +18,8 @@ from router.app import Dispatcher
 from router.drain import drain
 from router.engine import Engine
 from router.gateway import Gateway
-from router.listen import BACKLOG, url as listen_url
+from router.listen import BACKLOG
+from router.listen import url as listen_url
 from router.metrics import Metrics
 from router.protocol import GatewayServer
 

@@ -267,7 +267,7 @@ def join_size(sep: Any, items: list[Any]) -> int:
 
 def tabs_size(s: str | bytes, tabsize: Any = 8) -> int:
     tab = "\t" if isinstance(s, str) else b"\t"
-    return len(s) + s.count(tab) * max(0, tabsize if _is_int(tabsize) else 8)  # type: ignore[arg-type]
+    return len(s) + s.count(tab) * max(0, tabsize if _is_int(tabsize) else 8)  # type: ignore[arg-type]  # _is_int checked it
 
 
 def translate_size(s: str, table: Any) -> int:
@@ -300,7 +300,7 @@ def split_bound(s: str | bytes, sep: Any = None, maxsplit: Any = -1) -> int:
     """At most how many pieces ``s.split(sep, maxsplit)`` returns; exact for a separator given, and
     the whitespace counted (in C) only when the length alone does not make it small."""
     if isinstance(sep, (str, bytes)) and sep and type(sep) is type(s):
-        n = s.count(sep) + 1  # type: ignore[arg-type]
+        n = s.count(sep) + 1  # type: ignore[arg-type]  # sep has the type of s, checked above
     else:
         n = words_bound(s)
         if n > 1000:

@@ -97,7 +97,7 @@ class _CheckedFormatter(SandboxedFormatter):
 
     def format_field(self, value: Any, format_spec: str) -> Any:
         if format_spec:
-            current(self._env.limits).produce(format_spec_size(format_spec), "a format field")  # type: ignore[attr-defined]
+            current(self._env.limits).produce(format_spec_size(format_spec), "a format field")  # type: ignore[attr-defined]  # a GuardedEnvironment
         return super().format_field(value, format_spec)
 
 
@@ -162,7 +162,7 @@ class GuardedEnvironment(ImmutableSandboxedEnvironment):
             out.append(piece)
         return "".join(out)
 
-    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805  # Jinja's signature: 'self' may be a keyword of the call
         if not __self.is_safe_callable(__obj):
             raise SecurityError(f"{__obj!r} is not safely callable")
         budget = current(__self.limits)
@@ -238,7 +238,7 @@ def _constant(node: nodes.Node, budget: Budget) -> Any:
         return node.value
     op = _BINOPS.get(type(node))
     if op is not None:
-        left, right = _constant(node.left, budget), _constant(node.right, budget)  # type: ignore[attr-defined]
+        left, right = _constant(node.left, budget), _constant(node.right, budget)  # type: ignore[attr-defined]  # every _BINOPS node is a BinExpr
         if left is _UNKNOWN or right is _UNKNOWN:
             return _UNKNOWN
         try:

@@ -113,7 +113,7 @@ def client_error(e: BaseException) -> str:
     """What the client is told of a template failing on its request: our budget messages (which hold
     no request data) or the error's type. Messages of other errors quote lookup keys and values the
     render computed (``'dict object' has no attribute '<the key, upper-cased>'``)."""
-    return e.message if isinstance(e, TemplateLimitError) else type(e).__name__  # type: ignore[return-value]
+    return e.message if isinstance(e, TemplateLimitError) else type(e).__name__  # type: ignore[return-value]  # our limit errors always carry a message
 
 
 def logged_error(e: BaseException, words: frozenset[str]) -> str:

@@ -11,13 +11,12 @@ puts a remembered signature back on a replayed call that came without one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from router.canonical import CanonicalRequest, ResponseContext, fill_call_signatures
 from router.codecs import Stores
 from router.errors import BadRequest
-
 
 
 def signature_field(signature: str) -> dict[str, Any]:

@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-
 from router.canonical import CanonicalRequest
+from router.codecs import ClientCodec, Family
 from router.dialects._anthropic_blocks import decode_messages, decode_system
 from router.dialects._anthropic_encode import (
     ERROR_TYPES,
@@ -35,7 +35,6 @@ from router.dialects._anthropic_encode import (
 from router.dialects._fields import ANTHROPIC as fields
 from router.dialects._fields import type_name
 from router.errors import BadRequest
-from router.codecs import ClientCodec, Family
 from router.token_estimate import estimate_tokens
 
 __all__ = [
@@ -56,12 +55,12 @@ NAME = "anthropic.messages"
 MODEL_CREATED_AT = "2025-01-01T00:00:00Z"
 
 
-def decode_request(body: Any, params: dict[str, Any] | None = None) -> CanonicalRequest:
+def decode_request(body: Any, params: Mapping[str, Any] | None = None) -> CanonicalRequest:
     """A ``POST /v1/messages`` body → canonical request; BadRequest names the bad field."""
     return _decode(body, max_tokens_required=True)
 
 
-def decode_count_tokens_request(body: Any, params: dict[str, Any] | None = None
+def decode_count_tokens_request(body: Any, params: Mapping[str, Any] | None = None
                                 ) -> CanonicalRequest:
     """A ``POST /v1/messages/count_tokens`` body: as :func:`decode_request`, max_tokens optional."""
     return _decode(body, max_tokens_required=False)

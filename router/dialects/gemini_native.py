@@ -32,6 +32,8 @@ from router.canonical import (
     Usage,
     aggregate,
 )
+from router.codecs import ClientCodec, Family
+from router.dialects._fields import GEMINI as fields
 from router.dialects._gemini_config import (
     decode_generation_config,
     decode_tool_choice,
@@ -39,9 +41,7 @@ from router.dialects._gemini_config import (
     unwrap_count_tokens,
 )
 from router.dialects._gemini_contents import decode_contents, decode_system
-from router.dialects._fields import GEMINI as fields
 from router.errors import BadRequest, GatewayError, client_retry_after
-from router.codecs import ClientCodec, Family
 from router.token_estimate import estimate_tokens
 
 NAME = "gemini"

@@ -38,12 +38,12 @@ from router.canonical import (
 )
 from router.canonical import Choice as AggChoice
 from router.canonical import ToolCall as AggToolCall
+from router.codecs import ClientCodec, Family, ModelEntry
 from router.dialects._fields import OPENAI_CHAT as fields
 from router.dialects._openai_common import common_params, require_model, require_object
 from router.dialects._openai_messages import decode_messages
 from router.dialects._openai_signatures import handed_out, prepare, remember_signatures, signature_field
 from router.errors import BadRequest, GatewayError
-from router.codecs import ClientCodec, Family, ModelEntry
 
 NAME = "openai.chat"
 

@@ -29,12 +29,11 @@ from router.canonical import (
     Usage,
     aggregate,
 )
-from router.dialects.openai_chat import DONE, error_body, error_frame, usage_dict
+from router.codecs import ClientCodec
 from router.dialects._fields import OPENAI_CHAT as fields
 from router.dialects._openai_common import common_params, require_model, require_object
+from router.dialects.openai_chat import DONE, FAMILY, error_body, error_frame, usage_dict
 from router.errors import BadRequest
-from router.codecs import ClientCodec
-from router.dialects.openai_chat import FAMILY
 
 NAME = "openai.completions"
 

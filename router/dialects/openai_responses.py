@@ -16,6 +16,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from router.canonical import CanonicalRequest, Choice, Event, ResponseContext, aggregate
+from router.codecs import ClientCodec, Stores
+from router.dialects._fields import OPENAI_RESPONSES as fields
+from router.dialects.openai_chat import FAMILY
 from router.dialects.openai_responses_stream import (
     StreamEncoder,
     error_object,
@@ -24,10 +27,7 @@ from router.dialects.openai_responses_stream import (
     response_object,
     usage_object,
 )
-from router.dialects._fields import OPENAI_RESPONSES as fields
 from router.errors import BadRequest, GatewayError
-from router.codecs import ClientCodec, Stores
-from router.dialects.openai_chat import FAMILY
 from router.response_store import apply_previous, conversation_after
 
 __all__ = [
