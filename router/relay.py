@@ -68,7 +68,7 @@ class StreamRelay:
                     except ValueError as e:
                         raise MalformedStream(str(e)) from e
                     if frames:
-                        ended = await self._relay(frames, decoder, idle)
+                        ended = await self._relay_frames(frames, decoder, idle)
                         if ended is not None:
                             return ended
                     if not chunk:
@@ -91,7 +91,7 @@ class StreamRelay:
             return await self._failure("malformed", f"upstream sent a malformed stream chunk: {str(e)[:200]}")
         return await self._finish(tail)
 
-    async def _relay(self, frames: list[tuple[str | None, bytes]], decoder: StreamDecoder, idle: IdleTimer
+    async def _relay_frames(self, frames: list[tuple[str | None, bytes]], decoder: StreamDecoder, idle: IdleTimer
                      ) -> web.StreamResponse | UpstreamFailure | None:
         """One upstream read's frames: decoded, encoded and written at once (None: the stream goes on;
         else the upstream's own error event ended it)."""
