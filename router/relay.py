@@ -91,8 +91,8 @@ class StreamRelay:
             return await self._failure("malformed", f"upstream sent a malformed stream chunk: {str(e)[:200]}")
         return await self._finish(tail)
 
-    async def _relay_frames(self, frames: list[tuple[str | None, bytes]], decoder: StreamDecoder, idle: IdleTimer
-                     ) -> web.StreamResponse | UpstreamFailure | None:
+    async def _relay_frames(self, frames: list[tuple[str | None, bytes]], decoder: StreamDecoder,
+                            idle: IdleTimer) -> web.StreamResponse | UpstreamFailure | None:
         """One upstream read's frames: decoded, encoded and written at once (None: the stream goes on;
         else the upstream's own error event ended it)."""
         encoder = self.encoder
