@@ -23,7 +23,7 @@ from router.accounts import Account, StateStore
 from router.attempts import AttemptLoop
 from router.bodies import read_json, read_limited
 from router.canonical import CanonicalRequest, Event, ResponseContext, StreamError, Usage
-from router.codecs import ClientCodec, Stores
+from router.codecs import Stores
 from router.errors import BadRequest, GatewayError
 from router.exchange import ClientHeaders, Exchange, response_headers
 from router.ids import IdGenerator
@@ -198,26 +198,25 @@ class Engine:
 
     def _answer(self, x: Exchange, events: list[Event]) -> web.Response:
         """The client's non-stream response: the events encoded by its client codec."""
+        codec = x.codec
+        assert codec is not None  # set by the proxy endpoint before the engine runs
         x.usage = next((e for e in reversed(events) if isinstance(e, Usage)), None)
         rctx = self._context(x)
-        body = self._codec(x).encode_response(events, rctx)
-        self.after_response(x, rctx, events)
+        body = codec.encode_response(events, rctx)
+        if codec.remember is not None:  # most codecs keep nothing
+            self.after_response(x, rctx, events)
         if rctx.signed_calls:
             self.remember_signatures(x, rctx)
         return web.Response(body=orjson.dumps(body), content_type="application/json",
                             headers=response_headers(x))
 
-    # --- codecs with server-side state (Responses store, OpenAI Chat signatures) ----------------------
-
-    @staticmethod
-    def _codec(x: Exchange) -> ClientCodec:
-        assert x.codec is not None  # set by the proxy endpoint before the engine runs
-        return x.codec
-
     def _context(self, x: Exchange) -> ResponseContext:
-        assert x.canonical is not None
-        return ResponseContext(self.ids.new(self._codec(x).id_prefix), x.client_model or x.canonical.model,
-                               int(time.time()), x.canonical)
+        """What the client codec's encoder needs to know of this response (its id, model, time)."""
+        codec, req = x.codec, x.canonical
+        assert codec is not None and req is not None
+        return ResponseContext(self.ids.new(codec.id_prefix), x.client_model or req.model, int(time.time()), req)
+
+    # --- codecs with server-side state (Responses store, OpenAI Chat signatures) ----------------------
 
     @staticmethod
     def keeps_events(x: Exchange) -> bool:
