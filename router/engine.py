@@ -1,14 +1,16 @@
-"""The proxy pipeline over one per-request :class:`Exchange`.
+"""The proxy pipeline over one per-request :class:`Exchange`, as named stages.
 
-decode inbound dialect → map model → attempt loop [pick account → render template → send →
-classify → retry?] → decode upstream dialect → encode inbound dialect → client.
+read the body → decode it with the client codec → apply server-side state → resolve the model
+mapping → the provider → the attempt loop (:mod:`router.attempts`: pick an account, one attempt,
+retry?) where one attempt is render the template → send → classify → read the JSON answer (decode
+with the upstream codec, encode with the client codec) or relay the stream (:mod:`router.relay`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import hashlib
+import logging
 import time
 from concurrent.futures import Executor
 from typing import Any
@@ -18,19 +20,18 @@ import orjson
 from aiohttp import web
 
 from router.accounts import Account, StateStore
+from router.attempts import AttemptLoop
 from router.bodies import read_json, read_limited
 from router.canonical import CanonicalRequest, Event, ResponseContext, StreamError, Usage
-from router.codecs import ClientCodec, StreamEncoder, Stores
-from router.errors import BadRequest, GatewayError, kind_for_status
-from router.exchange import Attempt, ClientHeaders, Exchange, response_headers
+from router.codecs import Stores
+from router.errors import BadRequest, GatewayError
+from router.exchange import ClientHeaders, Exchange, response_headers
 from router.failures import UpstreamFailure
-from router.idle import IdleTimer
 from router.ids import IdGenerator
-from router.logs import Throttle
+from router.mapping import Target
 from router.redact import redact
-from router.retry import decide
+from router.relay import StreamRelay
 from router.snapshot import Provider, Timeouts
-from router.sse import SSEParser
 from router.upstream_request import render_request
 
 log = logging.getLogger("router.engine")
@@ -53,112 +54,60 @@ class Engine:
         self.stores = stores if stores is not None else Stores()  # what client codecs keep between requests
         self._timeouts: dict[Timeouts, tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]] = {}
         self.session = session
-        self._hint_warnings = Throttle()  # odd Retry-After values: a hostile upstream sends one per request
+        self.attempts = AttemptLoop(store, self._attempt)  # where retry happens
 
-    # --- the attempt loop ---------------------------------------------------------------------
+    # --- the pipeline ---------------------------------------------------------------------------
 
     async def proxy(self, x: Exchange, request: web.BaseRequest, params: dict[str, Any]) -> web.StreamResponse:
-        """Decode the client's request with ``x.codec``, then run the attempt loop."""
-        codec = x.codec
-        assert codec is not None
-        body = await read_json(request, x.snapshot.server.max_body_bytes, x.snapshot.server.body_timeout)
-        req = x.canonical = codec.decode_request(body, params)
+        """The proxy pipeline, stage by stage; the attempts (and every retry) are the attempt loop's."""
+        server = x.snapshot.server
+        body = await read_json(request, server.max_body_bytes, server.body_timeout)
+        req = self._decode(x, body, params)
+        req = self._apply_state(x, req)
+        provider = self._provider(x, self._resolve(x, req))
+        return await self.attempts.run(x, provider, request, self._session_id(provider, request, req))
+
+    @staticmethod
+    def _decode(x: Exchange, body: Any, params: dict[str, Any]) -> CanonicalRequest:
+        """The client's body through its client codec."""
+        assert x.codec is not None  # set by the proxy endpoint before the engine runs
+        req = x.canonical = x.codec.decode_request(body, params)
         if len(req.model) > MAX_NAME:  # names become cache keys and metric labels: bound them
             raise BadRequest(f"model name longer than {MAX_NAME} characters", param="model")
         x.client_model = req.model
-        if codec.prepare is not None:  # codecs with server-side state (Responses API store)
-            req = x.canonical = codec.prepare(self.stores, req, x.client_key)
+        return req
+
+    def _apply_state(self, x: Exchange, req: CanonicalRequest) -> CanonicalRequest:
+        """Server-side state a client codec keeps between requests (the Responses API store)."""
+        prepare = x.codec.prepare if x.codec is not None else None
+        if prepare is None:
+            return req
+        req = x.canonical = prepare(self.stores, req, x.client_key)
+        return req
+
+    @staticmethod
+    def _resolve(x: Exchange, req: CanonicalRequest) -> Target:
+        """The model mapping's provider name and upstream model for the requested model."""
         target = x.snapshot.mapper.resolve(req.model)
         if target is None:
             raise GatewayError("not_found", f"The model '{req.model}' does not exist or is not mapped",
                                param="model", code="model_not_found")
+        return target
+
+    @staticmethod
+    def _provider(x: Exchange, target: Target) -> Provider:
+        """The mapping target's provider, with at least one account to try."""
         provider = x.snapshot.provider(target.provider)
         if provider is None:
             raise GatewayError("server", f"provider '{target.provider}' is not available")
         x.provider, x.upstream_model = provider, target.model
         if not provider.pool.accounts:
             raise GatewayError("unavailable", f"provider '{provider.name}' has no account with a key")
-        policy = provider.retry
-        session = self._session_id(provider, request, req)
-        exclude: set[str] = set()
-        account: Account | None = None
-        failure: UpstreamFailure | None = None
-        for attempt in range(1, policy.max_attempts + 1):
-            if account is None:
-                pick = provider.pool.pick(self.store, target.model, session, exclude)
-                if pick.account is None and failure is None and 0 < pick.wait <= policy.max_wait:
-                    await asyncio.sleep(pick.wait)
-                    pick = provider.pool.pick(self.store, target.model, session, exclude)
-                if pick.account is None:
-                    if failure is None:
-                        raise GatewayError("rate_limit", f"every account of '{provider.name}' is cooling down",
-                                           retry_after=max(1.0, pick.wait))
-                    break
-                account = pick.account
-            x.account, x.attempt = account, attempt
-            t0 = time.monotonic()
-            result = await self._attempt(x, provider, account, request)
-            if not isinstance(result, UpstreamFailure):
-                x.attempts.append(Attempt(account.email, result.status, time.monotonic() - t0))
-                return result
-            failure = result
-            x.attempts.append(Attempt(account.email, failure.outcome, time.monotonic() - t0))
-            if failure.retry_after is not None or failure.note is not None:
-                self._check_hint(x, provider, failure)
-            decision = decide(policy, attempt, failure.outcome, failure.retry_after)
-            retry = decision.retry
-            if retry and decision.rotate and len(exclude) + 1 >= len(provider.pool.accounts):
-                retry = False  # no other account to rotate to: the error goes out now, not after a wait
-            self._log_failure(x, provider, account, failure, retry)
-            if decision.cooldown is not None:
-                self.store.cool(account, decision.cooldown, target.model if failure.model_scoped else None,
-                                str(failure.outcome))
-            else:
-                self.store.record_failure(account, str(failure.outcome))
-            if not retry:
-                break
-            if decision.rotate:
-                exclude.add(account.state_key)
-                account = None
-            elif decision.cooldown is not None:
-                account = None  # it is resting now: pick again (another account, or wait for it)
-            if decision.wait > 0:
-                await asyncio.sleep(decision.wait)
-        assert failure is not None
-        raise GatewayError(kind_for_status(failure.status), failure.message, status=failure.status,
-                           retry_after=failure.retry_after)
-
-    def _check_hint(self, x: Exchange, provider: Provider, failure: UpstreamFailure) -> None:
-        """Caps the upstream's retry hint at the policy's ``max_cooldown`` (for the cooldown, the wait
-        and the client's Retry-After alike); logs an unusable or capped hint, once a minute per provider."""
-        note = failure.note
-        capped = provider.retry.cap(failure.retry_after)
-        if capped != failure.retry_after:
-            note = (f"{note}; " if note else "") + \
-                f"a retry delay of {failure.retry_after:.6g} s is capped at max_cooldown {capped:g} s"
-            failure.retry_after = capped
-        if note is None:
-            return
-        held = self._hint_warnings.allow(provider.name)
-        if held is not None:
-            log.warning("upstream sent an unusable retry delay: %s", note, extra={
-                "request_id": x.request_id, "provider": provider.name, "outcome": failure.outcome,
-                "similar_warnings_suppressed": held})
-
-    @staticmethod
-    def _log_failure(x: Exchange, provider: Provider, account: Account, failure: UpstreamFailure,
-                     retry: bool) -> None:
-        """One line per failed attempt naming method, host and path (never the query: it may hold
-        the key) and the outcome; the account by its label, never its key."""
-        method, url = x.upstream_target()
-        log.info("upstream attempt %d failed: %s %s -> %s%s", x.attempt, method, url, failure.outcome,
-                 " (retrying)" if retry else "",
-                 extra={"request_id": x.request_id, "provider": provider.name, "account": account.email,
-                        "method": method, "upstream": url, "outcome": failure.outcome, "retry": retry,
-                        "detail": failure.message[:300]})
+        return provider
 
     @staticmethod
     def _session_id(provider: Provider, request: web.BaseRequest, req: CanonicalRequest) -> str | None:
+        """The sticky session a request belongs to (None unless the pool schedules sticky)."""
         if provider.pool.scheduling != "sticky":
             return None
         md = req.metadata or {}
@@ -169,8 +118,12 @@ class Engine:
         sid = str(sid)
         return sid if len(sid) <= MAX_NAME else hashlib.sha256(sid.encode()).hexdigest()
 
+    # --- one attempt: render, send, classify, read --------------------------------------------
+
     async def _attempt(self, x: Exchange, provider: Provider, account: Account, request: web.BaseRequest
                        ) -> web.StreamResponse | UpstreamFailure:
+        """One attempt with one account (the attempt loop's transport): the client's response, or why
+        the attempt failed while nothing reached the client."""
         req = x.canonical
         assert req is not None
         ctx = {"request": req, "model": x.upstream_model, "stream": req.stream,
@@ -210,7 +163,7 @@ class Engine:
                     body = await read_limited(resp.content, ERROR_BODY_LIMIT) or b""
                     return provider.codec.parse_failure(resp.status, resp.headers, body, secrets_)
                 if req.stream:
-                    return await self._stream(x, provider, resp, request)
+                    return await StreamRelay(self, x, request, self._context(x)).run(provider, resp.content)
                 return await self._json(x, provider, resp)
             except TimeoutError:
                 return UpstreamFailure("timeout", "upstream timed out")
@@ -226,6 +179,7 @@ class Engine:
 
     async def _json(self, x: Exchange, provider: Provider, resp: aiohttp.ClientResponse
                     ) -> web.StreamResponse | UpstreamFailure:
+        """A non-stream answer: read it (bounded), decode it with the upstream codec, then answer."""
         limit = x.snapshot.server.upstream_max_body_bytes
         try:  # bounded after decompression: read_limited keeps aiohttp inflating in small steps
             raw = await read_limited(resp.content, limit)
@@ -235,132 +189,36 @@ class Engine:
             return UpstreamFailure("malformed", f"upstream response body is larger than {limit} bytes "
                                                 "(server.upstream_limits.max_body_bytes)")
         x.ttfb = time.monotonic() - x.started
-        try:
+        try:  # only the upstream's body is decoded here: the encoder's errors are the gateway's own
             events = provider.codec.decode_response(orjson.loads(raw))
         except ValueError as e:  # orjson.JSONDecodeError is a ValueError
             return UpstreamFailure("malformed", f"upstream sent a malformed response: {str(e)[:200]}")
         for ev in events:
             if isinstance(ev, StreamError):
                 return UpstreamFailure(ev.status, redact(ev.message, (x.account.api_key,) if x.account else ()))
+        return self._answer(x, events)
+
+    def _answer(self, x: Exchange, events: list[Event]) -> web.Response:
+        """The client's non-stream response: the events encoded by its client codec."""
+        codec = x.codec
+        assert codec is not None  # set by the proxy endpoint before the engine runs
         x.usage = next((e for e in reversed(events) if isinstance(e, Usage)), None)
         rctx = self._context(x)
-        body = self._codec(x).encode_response(events, rctx)
-        self.after_response(x, rctx, events)
+        body = codec.encode_response(events, rctx)
+        if codec.remember is not None:  # most codecs keep nothing
+            self.after_response(x, rctx, events)
         if rctx.signed_calls:
             self.remember_signatures(x, rctx)
         return web.Response(body=orjson.dumps(body), content_type="application/json",
                             headers=response_headers(x))
 
-    async def _stream(self, x: Exchange, provider: Provider, resp: aiohttp.ClientResponse,
-                      request: web.BaseRequest) -> web.StreamResponse | UpstreamFailure:
-        decoder = provider.codec.stream_decoder()
-        parser = SSEParser(x.snapshot.server.upstream_max_event_bytes)
-        rctx = self._context(x)
-        encoder = self._codec(x).stream_encoder(rctx)
-        out: web.StreamResponse | None = None
-        keep: list[Event] | None = [] if self.keeps_events(x) else None
-        content = resp.content
-        try:
-            with IdleTimer(provider.timeouts.idle) as idle:
-                while True:
-                    chunk = await content.readany()
-                    idle.touch()
-                    frames = parser.feed(chunk) if chunk else parser.close()
-                    pending: list[bytes] = []  # one write per upstream read, however many events
-                    for name, data in frames:
-                        events = decoder.feed(name, data)
-                        if not events:
-                            continue
-                        for ev in events:
-                            if isinstance(ev, StreamError):
-                                ev.message = redact(ev.message, (x.account.api_key,) if x.account else ())
-                                if out is None:
-                                    return UpstreamFailure(ev.status, ev.message)
-                                x.encoder = None
-                                pending.append(encoder.error(ev))
-                                await out.write(b"".join(pending))
-                                x.error = ev.message
-                                return out
-                        if out is None:
-                            out = await self._start_stream(x, request, encoder)
-                        if keep is not None:
-                            keep.extend(events)
-                        pending.extend([encoder.feed(ev) for ev in events])
-                    if pending and out is not None:
-                        idle.pause()  # a slow client is not an idle upstream
-                        await out.write(b"".join(pending))
-                        idle.resume()
-                    if not chunk:
-                        break
-            tail = decoder.finish()
-        except ConnectionResetError:
-            raise  # our own client went away (a write to it failed): not an upstream failure
-        except TimeoutError:  # the IdleTimer's, or aiohttp's for the attempt's ``total``
-            why = "upstream stream stalled (idle timeout)" if idle.fired else \
-                f"upstream stream exceeded the total timeout of {provider.timeouts.total:g} s"
-            return await self._stream_failure(x, out, encoder, "timeout", why)
-        except aiohttp.ClientPayloadError:
-            return await self._stream_failure(x, out, encoder, "reset", "upstream connection reset mid-stream")
-        except aiohttp.ClientConnectionError:
-            return await self._stream_failure(x, out, encoder, "reset", "upstream connection lost mid-stream")
-        except ValueError as e:
-            return await self._stream_failure(x, out, encoder, "malformed",
-                                              f"upstream sent a malformed stream chunk: {str(e)[:200]}")
-        if out is None:
-            out = await self._start_stream(x, request, encoder)
-        if keep is not None:
-            keep.extend(tail)
-        buf = b"".join([encoder.feed(ev) for ev in tail])
-        x.usage = next((e for e in reversed(tail) if isinstance(e, Usage)), None)
-        x.encoder = None
-        last = buf + encoder.finish()
-        # remembered before the last write: a client may send its follow-up (previous_response_id, a
-        # replayed tool call) as soon as it has the end of the stream
-        if rctx.signed_calls:
-            self.remember_signatures(x, rctx)
-        if keep is not None:
-            self.after_response(x, rctx, keep)
-        await out.write(last)
-        await out.write_eof()
-        return out
-
-    async def _start_stream(self, x: Exchange, request: web.BaseRequest, encoder: StreamEncoder
-                            ) -> web.StreamResponse:
-        out = x.response = web.StreamResponse(status=200, headers=response_headers(x))
-        x.encoder = encoder  # a shutdown that cuts the stream ends it with the encoder's error event
-        out.content_type = self._codec(x).stream_media_type
-        out.headers["Cache-Control"] = "no-cache"
-        out.headers["X-Accel-Buffering"] = "no"
-        await out.prepare(request)
-        x.ttfb = time.monotonic() - x.started
-        start = encoder.start()
-        if start:
-            await out.write(start)
-        return out
-
-    async def _stream_failure(self, x: Exchange, out: web.StreamResponse | None, encoder: StreamEncoder,
-                              outcome: str, message: str) -> web.StreamResponse | UpstreamFailure:
-        if out is None:
-            return UpstreamFailure(outcome, message)  # nothing reached the client yet: retryable
-        status = 504 if outcome == "timeout" else 502
-        method, url = x.upstream_target()
-        log.warning("stream failed after the first byte: %s %s -> %s", method, url, outcome,
-                    extra={"request_id": x.request_id, "upstream": url, "outcome": outcome, "detail": message})
-        x.error, x.encoder = message, None
-        await out.write(encoder.error(StreamError(status, kind_for_status(status), message)))
-        return out
+    def _context(self, x: Exchange) -> ResponseContext:
+        """What the client codec's encoder needs to know of this response (its id, model, time)."""
+        codec, req = x.codec, x.canonical
+        assert codec is not None and req is not None
+        return ResponseContext(self.ids.new(codec.id_prefix), x.client_model or req.model, int(time.time()), req)
 
     # --- codecs with server-side state (Responses store, OpenAI Chat signatures) ----------------------
-
-    @staticmethod
-    def _codec(x: Exchange) -> ClientCodec:
-        assert x.codec is not None  # set by the proxy endpoint before the engine runs
-        return x.codec
-
-    def _context(self, x: Exchange) -> ResponseContext:
-        assert x.canonical is not None
-        return ResponseContext(self.ids.new(self._codec(x).id_prefix), x.client_model or x.canonical.model,
-                               int(time.time()), x.canonical)
 
     @staticmethod
     def keeps_events(x: Exchange) -> bool:

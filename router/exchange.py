@@ -4,6 +4,7 @@ response headers (X-Mapped-Model, X-Account-Email...) and the client headers tem
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,7 +51,8 @@ class Exchange:
     usage: Any = None
     error: str | None = None
     response: web.StreamResponse | None = None  # set once a stream's headers are going out
-    encoder: StreamEncoder | None = None  # the stream's encoder while its events flow; None once its last frames are going out
+    # the stream's encoder while its events flow; None once its last frames are going out
+    encoder: StreamEncoder | None = None
     client_key: str | None = None  # the name of the API key that authenticated the request
     upstream: UpstreamRequest | None = None  # the attempt in progress (named in its log lines)
 
@@ -126,7 +128,7 @@ class ClientHeaders:
     HIDDEN = frozenset({"authorization", "x-api-key", "x-goog-api-key", "cookie", "proxy-authorization"})
     __slots__ = ("_headers",)
 
-    def __init__(self, headers: Any):
+    def __init__(self, headers: Mapping[str, str]):
         self._headers = headers
 
     def get(self, name: str, default: str | None = None) -> str | None:

@@ -60,5 +60,7 @@ class IdleTimer:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-        if self.fired and exc_type is asyncio.CancelledError and self._task is not None and self._task.uncancel() == 0:
+        # our cancellation, and no one else's pending (uncancel() counts them): the stream was idle
+        if self.fired and exc_type is asyncio.CancelledError and self._task is not None \
+                and self._task.uncancel() == 0:
             raise TimeoutError("stream idle timeout") from None
