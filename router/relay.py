@@ -103,6 +103,7 @@ class StreamRelay:
             try:
                 events = decoder.feed(name, data)
             except ValueError as e:
+                await self._write(pending, idle)  # what came before the bad frame still goes out
                 raise MalformedStream(str(e)) from e
             if not events:
                 continue
@@ -114,11 +115,14 @@ class StreamRelay:
             if self.keep is not None:
                 self.keep.extend(events)
             pending.extend([encoder.feed(ev) for ev in events])
+        await self._write(pending, idle)
+        return None
+
+    async def _write(self, pending: list[bytes], idle: IdleTimer) -> None:
         if pending and self.out is not None:
             idle.pause()  # a slow client is not an idle upstream
             await self.out.write(b"".join(pending))
             idle.resume()
-        return None
 
     async def _upstream_error(self, ev: StreamError, pending: list[bytes]) -> web.StreamResponse | UpstreamFailure:
         """The upstream reported an error in its stream: the attempt's failure before the first byte,
