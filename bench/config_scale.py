@@ -33,8 +33,8 @@ if str(REPO) not in sys.path:  # run as a script: make ``router`` importable
     sys.path.insert(0, str(REPO))
 
 from router.config import load_dir
-from router.registry import template_filters
 from router.mapping import compile_mapping
+from router.registry import template_filters
 from router.snapshot import Snapshot, compile_config
 
 PROVIDERS = 10

@@ -26,7 +26,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.measure import chat_body  # noqa: E402
-from router.dialects import openai_chat  # noqa: E402
+from router.client_codecs import openai_chat  # noqa: E402
 from router.exchange import Exchange, _render_headers, response_headers  # noqa: E402
 from router.registry import template_filters  # noqa: E402
 from router.snapshot import build  # noqa: E402

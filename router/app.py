@@ -1,7 +1,7 @@
 """aiohttp wiring: the low-level server hands every request to one dispatcher and its route table.
 
-This is the single error boundary: a GatewayError becomes an error body in the caller's dialect,
-anything unexpected is logged with its traceback and answered as a dialect-shaped 500.
+This is the single error boundary: a GatewayError becomes an error body in the caller's API family,
+anything unexpected is logged with its traceback and answered as a 500 in that family's shape.
 """
 
 from __future__ import annotations
@@ -111,8 +111,8 @@ class Dispatcher:
             self._finish(x, request, route, status, x.started)
 
     async def _cut(self, task: asyncio.Task[Any], x: Exchange, family: Family) -> web.StreamResponse:
-        """A shutdown's grace ended with this request still running: a 503 in its dialect when nothing
-        was sent yet, else a stream still flowing ends with its dialect's error event."""
+        """A shutdown's grace ended with this request still running: a 503 in its family when nothing
+        was sent yet, else a stream still flowing ends with its codec's error event."""
         self.inflight.cut_off.discard(task)
         if task.uncancel():  # cancelled for another reason as well (its client went away)
             raise asyncio.CancelledError

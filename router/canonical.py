@@ -1,8 +1,8 @@
-"""The canonical request and response events: the one contract between dialects.
+"""The canonical request and response events: the one contract between codecs.
 
-Every inbound dialect decodes its request body into a :class:`CanonicalRequest`; every upstream
-dialect decodes its response (JSON or SSE stream) into a sequence of :data:`Event` objects; every
-inbound dialect encodes those events back into its own wire format. N + M codecs, not N x M.
+Every client codec decodes its request body into a :class:`CanonicalRequest`; every upstream
+codec decodes its response (JSON or SSE stream) into a sequence of :data:`Event` objects; every
+client codec encodes those events back into its own wire format. N + M codecs, not N x M.
 
 Canonical messages are OpenAI-chat-shaped dicts with the system prompt removed and content always a
 list of typed parts::
@@ -51,7 +51,7 @@ def new_call_id() -> str:
 
 @dataclass(slots=True)
 class CanonicalRequest:
-    """A client request, independent of the dialect it arrived in."""
+    """A client request, independent of the client codec it arrived through."""
 
     model: str
     messages: list[dict[str, Any]]
@@ -246,5 +246,5 @@ class ResponseContext:
     created: int  # unix seconds
     request: CanonicalRequest
     # (tool-call id, signature) of the calls an encoder handed out with their signature, for a
-    # dialect whose clients may drop it on replay (``remember_signatures``); None when there were none
+    # codec whose clients may drop it on replay (``remember_signatures``); None when there were none
     signed_calls: list[tuple[str, str]] | None = None

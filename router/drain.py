@@ -3,8 +3,8 @@
 The dispatcher keeps every request it is handling in ``InFlight.requests`` (its task -> its exchange:
 one dict insert and one delete per request). A cut cancels the request's task after putting it in
 ``InFlight.cut_off``, so the dispatcher can tell a shutdown from a client that went away: it answers
-a 503 in the request's dialect when nothing was sent yet, or ends a started stream with its
-dialect's error event.
+a 503 in the request's API family when nothing was sent yet, or ends a started stream with its
+client codec's error event.
 """
 
 from __future__ import annotations

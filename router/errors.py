@@ -1,4 +1,4 @@
-"""Errors with a status and a dialect-neutral kind; dialects render them in their own shape."""
+"""Errors with a status and a family-neutral kind; each API family renders them in its own shape."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def client_retry_after(seconds: float) -> int:
 
 
 class GatewayError(Exception):
-    """An error answered to the client in its own dialect.
+    """An error answered to the client in its API family's shape.
 
     ``kind`` is one of ERROR_KINDS; ``param`` names the offending request field when there is one;
     ``code`` is an optional machine code (``model_not_found``, ``invalid_api_key``...);

@@ -1,7 +1,7 @@
 """A failed upstream attempt: its outcome, its message, and its retry hints.
 
 What is generic lives here (the status, ``Retry-After`` and ``retry-after-ms``, redaction, truncation);
-what an error body means is each upstream codec's ``error_details`` (``router.decoders.<name>``).
+what an error body means is each upstream codec's ``error_details`` (``router.upstream_codecs.<name>``).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ aiohttp answers a request it cannot parse (an oversized or malformed header, a g
 with a 400 whose body quotes the offending line, and logs that line with a traceback: an
 ``Authorization: Bearer`` header over the size limit put the client's key in the log. Here such a
 request gets one short log line naming the client and what was wrong (a fixed phrase, never a header
-value), and a short JSON 400 in the OpenAI shape (the path, hence the dialect, is unknown).
+value), and a short JSON 400 in the OpenAI shape (the path, hence the API family, is unknown).
 """
 
 from __future__ import annotations

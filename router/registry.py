@@ -1,9 +1,10 @@
 """The one table of what the gateway speaks: API families, client codecs, upstream codecs, endpoints.
 
-Everything else is derived from here: the handler names a route may name and the provider dialects
-(both checked at load time, and held equal to the JSON Schemas' enums by a test), the error style of
-each endpoint, the template filters, the upstream codec of each provider. A new client API is a
-codec module plus its lines here; a new upstream format is a decoder module plus its line here.
+Everything else is derived from here, at load time: the handler names a route may name, the
+upstream codec behind each provider's ``dialect:``, the family each endpoint's errors are written
+in, the template filters. A test holds the JSON Schemas' enums equal to this table. A new client API
+is one codec module (its family, codecs and own endpoints) plus its lines here and its routes; a new
+upstream format is one upstream codec module plus its line here.
 """
 
 from __future__ import annotations
@@ -12,12 +13,19 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from router import endpoints as ep
+from router.client_codecs import (
+    anthropic_messages,
+    gemini_native,
+    ollama,
+    openai_chat,
+    openai_completions,
+    openai_responses,
+)
 from router.codecs import ClientCodec, Family, UpstreamCodec
-from router.decoders import anthropic as anthropic_upstream
-from router.decoders import gemini as gemini_upstream
-from router.decoders import openai as openai_upstream
-from router.dialects import anthropic_messages, gemini_native, ollama, openai_chat, openai_completions, openai_responses
 from router.endpoints import Endpoint
+from router.upstream_codecs import anthropic as anthropic_upstream
+from router.upstream_codecs import gemini as gemini_upstream
+from router.upstream_codecs import openai as openai_upstream
 
 FAMILIES: tuple[Family, ...] = (openai_chat.FAMILY, anthropic_messages.FAMILY, gemini_native.FAMILY,  # first: default
                                 ollama.FAMILY)

@@ -1,11 +1,11 @@
-"""The stream relay: one upstream stream, as it arrives, to the client in the client's dialect.
+"""The stream relay: one upstream stream, as it arrives, to the client through its client codec.
 
 read a chunk → SSE frames → the upstream codec's stream decoder → canonical events → the client
 codec's stream encoder → one write per upstream read.
 
 Only the SSE parser and the stream decoder read what the upstream sent, so only their ValueError
 means "the upstream sent a malformed stream": an attempt failure, retryable while nothing reached the
-client, the dialect's error event after that. The encoder, the writes and the server-side hooks are
+client, the client codec's error event after that. The encoder, the writes and the server-side hooks are
 the gateway's own code: what they raise goes to the app's error boundary (logged with its traceback).
 """
 
@@ -44,7 +44,7 @@ class StreamRelay:
 
     Before the first event nothing is sent: a failure then is the attempt's (``UpstreamFailure``, for
     the attempt loop to retry). The first event sends the headers; a failure after that ends the
-    stream with the client dialect's error event.
+    stream with the client codec's error event.
     """
 
     __slots__ = ("encoder", "engine", "keep", "out", "request", "rctx", "x")
@@ -126,7 +126,7 @@ class StreamRelay:
 
     async def _upstream_error(self, ev: StreamError, pending: list[bytes]) -> web.StreamResponse | UpstreamFailure:
         """The upstream reported an error in its stream: the attempt's failure before the first byte,
-        else the client dialect's error event after what this read already encoded."""
+        else the client codec's error event after what this read already encoded."""
         x = self.x
         ev.message = redact(ev.message, (x.account.api_key,) if x.account else ())
         if self.out is None:

@@ -1,7 +1,7 @@
 """Stored conversations for the Responses API's ``previous_response_id`` and ``store``.
 
 :class:`ResponseStore` is a bounded in-memory LRU owned by the engine (no module state). It keeps
-dialect-neutral canonical messages, so a stored conversation can continue on any upstream.
+codec-neutral canonical messages, so a stored conversation can continue on any upstream.
 Entries are kept serialized: callers can neither mutate a stored conversation nor see later edits.
 """
 

@@ -50,7 +50,7 @@ class GatewayRunner(web.BaseRunner):
     cost ~5% of a proxied request's CPU, and our own route table already does their job. Start-up
     (``setup()``) loads the config and opens the upstream session; ``cleanup()`` stops listening,
     lets in-flight requests finish for ``shutdown_timeout`` seconds (the grace), cuts the rest
-    (streams end with their dialect's error event, other requests get a 503), then closes the gateway.
+    (streams end with their codec's error event, other requests get a 503), then closes the gateway.
     """
 
     def __init__(self, gateway: Gateway, *, watch: bool = True, handle_signals: bool = False,

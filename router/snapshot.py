@@ -75,7 +75,7 @@ class Provider:
     dialect: str
     base_url: str
     template: Template
-    inbound_templates: dict[str, Template]  # same-dialect passthrough etc., keyed by client dialect
+    inbound_templates: dict[str, Template]  # same-dialect passthrough etc., keyed by client codec name
     retry: Policy
     timeouts: Timeouts
     pool: Pool

@@ -10,8 +10,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from router.runner import GatewayRunner
 from router.gateway import Gateway
+from router.runner import GatewayRunner
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUTES = ROOT / "routes.d"

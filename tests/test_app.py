@@ -236,9 +236,9 @@ async def test_shipped_aliases_for_clients_that_stack_or_drop_path_parts(gw: Har
 
 
 async def test_a_config_that_does_not_load_leaves_nothing_open(config_dir: Path) -> None:
-    from router.runner import GatewayRunner
     from router.errors import ConfigErrors
     from router.gateway import Gateway
+    from router.runner import GatewayRunner
 
     (config_dir / "20-mapping.yaml").write_text("model_mapping: [not, a, mapping]\n")
     gateway = Gateway(config_dir, env={})

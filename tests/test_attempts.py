@@ -16,9 +16,9 @@ from router.accounts import Account, StateStore
 from router.attempts import AttemptLoop
 from router.errors import GatewayError
 from router.exchange import Exchange
+from router.failures import UpstreamFailure
 from router.registry import template_filters
 from router.snapshot import Provider, Snapshot, build
-from router.failures import UpstreamFailure
 from tests.conftest import FAST_RETRY
 
 CONFIG = """\

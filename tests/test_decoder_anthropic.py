@@ -19,8 +19,8 @@ from router.canonical import (
     Usage,
     aggregate,
 )
-from router.decoders import anthropic as dec
-from router.dialects import anthropic_messages as am
+from router.client_codecs import anthropic_messages as am
+from router.upstream_codecs import anthropic as dec
 
 
 def message(content: list[Any], stop: Any = "end_turn", **usage: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Upstream Gemini responses → canonical events (router.decoders.gemini)."""
+"""Upstream Gemini responses → canonical events (router.upstream_codecs.gemini)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from router.canonical import (
     Usage,
     aggregate,
 )
-from router.decoders.gemini import StreamDecoder, decode_response
+from router.upstream_codecs.gemini import StreamDecoder, decode_response
 
 
 def cand(*parts: dict[str, Any], finish: str | None = None, index: int | None = None) -> dict[str, Any]:

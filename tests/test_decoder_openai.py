@@ -15,7 +15,7 @@ from router.canonical import (
     Usage,
     aggregate,
 )
-from router.decoders.openai import StreamDecoder, decode_response
+from router.upstream_codecs.openai import StreamDecoder, decode_response
 
 
 def completion(message: dict[str, Any], finish: Any = "stop", usage: Any = None, index: int = 0) -> dict[str, Any]:

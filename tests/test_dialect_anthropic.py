@@ -6,6 +6,7 @@ import copy
 from typing import Any
 
 import anthropic
+
 try:  # recent SDK releases are built on the httpx2 fork, older ones on httpx
     import httpx2 as httpx
 except ImportError:  # pragma: no cover - depends on the installed SDK
@@ -25,7 +26,7 @@ from router.canonical import (
     ToolCallStart,
     Usage,
 )
-from router.dialects import anthropic_messages as am
+from router.client_codecs import anthropic_messages as am
 from router.errors import BadRequest, GatewayError
 from router.token_estimate import estimate_tokens
 

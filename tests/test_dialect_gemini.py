@@ -1,4 +1,4 @@
-"""The inbound Gemini dialect (router.dialects.gemini_native), checked against google-genai's types
+"""The inbound Gemini dialect (router.client_codecs.gemini_native), checked against google-genai's types
 and, end to end, against the google-genai client talking to a local aiohttp server."""
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from router.canonical import (
     ToolCallStart,
     Usage,
 )
-from router.dialects import gemini_native as g
+from router.client_codecs import gemini_native as g
 from router.errors import BadRequest, GatewayError
 
 MODEL = "gemini-2.5-flash"

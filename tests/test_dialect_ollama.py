@@ -1,4 +1,4 @@
-"""The Ollama client dialect (router.dialects.ollama): request decoding, answers and NDJSON streams,
+"""The Ollama client dialect (router.client_codecs.ollama): request decoding, answers and NDJSON streams,
 table-driven, and the answers parsed by the official ``ollama`` client's own types."""
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from router.canonical import (
     ToolCallStart,
     Usage,
 )
+from router.client_codecs import ollama as o
 from router.codecs import ModelEntry
-from router.dialects import ollama as o
 from router.errors import BadRequest, GatewayError
 
 MODEL = "llama3.2"

@@ -18,7 +18,7 @@ from router.canonical import (
     ToolCallStart,
     Usage,
 )
-from router.dialects import openai_chat as oc
+from router.client_codecs import openai_chat as oc
 from router.errors import BadRequest, GatewayError
 
 USER = {"role": "user", "content": "hi"}
@@ -604,9 +604,8 @@ def test_decode_rejects_a_malformed_signature(extra: Any, param: str) -> None:
 
 
 def test_prepare_puts_remembered_signatures_back() -> None:
-    from router.signature_memory import SignatureMemory
-
     from router.codecs import Stores
+    from router.signature_memory import SignatureMemory
 
     memory = SignatureMemory(10)
     stores = Stores(signatures=memory)

@@ -16,8 +16,8 @@ from router.canonical import (
     ToolCallStart,
     Usage,
 )
-from router.dialects import openai_chat
-from router.dialects import openai_completions as ocm
+from router.client_codecs import openai_chat
+from router.client_codecs import openai_completions as ocm
 from router.errors import BadRequest
 
 

@@ -29,7 +29,7 @@ from router.canonical import (
     ToolCallStart,
     Usage,
 )
-from router.dialects import openai_responses as d
+from router.client_codecs import openai_responses as d
 from router.errors import BadRequest, GatewayError
 
 EVENT_ADAPTER: TypeAdapter[Any] = TypeAdapter(ResponseStreamEvent)

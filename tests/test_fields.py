@@ -1,4 +1,4 @@
-"""router.dialects._fields: one set of field readers, worded as each client API words its errors."""
+"""router.client_codecs._fields: one set of field readers, worded as each client API words its errors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from router.dialects._fields import ANTHROPIC, GEMINI, OPENAI_CHAT, OPENAI_RESPONSES, Fields
+from router.client_codecs._fields import ANTHROPIC, GEMINI, OPENAI_CHAT, OPENAI_RESPONSES, Fields
 from router.errors import BadRequest
 
 BIG = 2**53

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from router.canonical import CanonicalRequest
-from router.dialects import anthropic_messages as am
+from router.client_codecs import anthropic_messages as am
 from router.filters import anthropic as flt
 
 

@@ -499,7 +499,7 @@ def test_filters_registry_names_every_filter() -> None:
 
 def test_round_trip_through_the_gemini_dialect() -> None:
     """Gemini contents → canonical (inbound dialect) → Gemini contents (filters) loses nothing."""
-    from router.dialects.gemini_native import decode_request
+    from router.client_codecs.gemini_native import decode_request
 
     contents = [
         {"role": "user", "parts": [{"text": "weather?"}, {"inlineData": {"mimeType": "image/png", "data": "QUJD"}}]},

@@ -5,7 +5,7 @@ from typing import Any
 import pytest
 
 from router.canonical import CanonicalRequest
-from router.dialects.openai_chat import decode_request
+from router.client_codecs.openai_chat import decode_request
 from router.filters.openai import (
     FILTERS,
     openai_messages,

@@ -361,7 +361,7 @@ async def test_total_timeout_ending_a_stream_says_total(config_dir: Path) -> Non
     (0.0, 1), (0.2, 1), (7.0, 7), (7.01, 8), (300.0, 300), (1e308, 86400), (float("inf"), 86400), (float("nan"), 86400),
 ], ids=["zero", "fraction", "whole", "rounded-up", "cap", "1e308", "inf", "nan"])
 def test_clients_are_told_a_small_integer(seconds: float, told: int) -> None:
-    from router.dialects import gemini_native
+    from router.client_codecs import gemini_native
     from router.errors import GatewayError, client_retry_after
 
     assert client_retry_after(seconds) == told

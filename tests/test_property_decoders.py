@@ -17,10 +17,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from router.canonical import CanonicalRequest
-from router.decoders import anthropic as dec_anthropic
-from router.decoders import gemini as dec_gemini
-from router.decoders import openai as dec_openai
-from router.dialects import (
+from router.client_codecs import (
     anthropic_messages,
     gemini_native,
     openai_chat,
@@ -31,6 +28,9 @@ from router.errors import BadRequest, GatewayError
 from router.exchange import ClientHeaders
 from router.registry import template_filters
 from router.snapshot import build
+from router.upstream_codecs import anthropic as dec_anthropic
+from router.upstream_codecs import gemini as dec_gemini
+from router.upstream_codecs import openai as dec_openai
 from router.upstream_request import render_request
 from tests.conftest import ROUTES, Harness
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +99,9 @@ def test_ollama_streams_ndjson_and_the_others_sse() -> None:
     media = {e.codec.name: e.codec.stream_media_type for e in ENDPOINTS.values() if e.codec}
     assert media.pop("ollama.chat") == media.pop("ollama.generate") == "application/x-ndjson"
     assert set(media.values()) == {"text/event-stream"}
+
+
+def test_the_readme_lists_every_handler() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    listed = readme[readme.index("Handlers: `health`"):readme.index("(the table in `router/registry.py`)")]
+    assert set(re.findall(r"`([a-z_.]+)`", listed)) == set(ENDPOINTS)

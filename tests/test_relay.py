@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from router.dialects import openai_chat
+from router.client_codecs import openai_chat
 from tests.conftest import Harness
 
 LIMIT = aiohttp.ClientTimeout(total=30)  # a broken relay must fail the test, not hang it

@@ -4,9 +4,8 @@ exits within grace + 1 s, logging what it drained and what it cut."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import asyncio
+import dataclasses
 import json
 import signal
 import subprocess

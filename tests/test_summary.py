@@ -73,8 +73,8 @@ async def test_reload_logs_the_summary_only_when_it_changes(config_dir: Path,
 
 async def test_a_workers_child_other_than_the_first_logs_it_at_debug(config_dir: Path,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
-    from router.runner import GatewayRunner
     from router.gateway import Gateway
+    from router.runner import GatewayRunner
 
     caplog.set_level(logging.DEBUG)
     runner = GatewayRunner(Gateway(config_dir, env={}, announce=False), watch=False)

@@ -13,13 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from multidict import CIMultiDict
 
-from router.decoders import anthropic, gemini, openai
 from router.errors import GatewayError
 from router.failures import HUGE_DELAY, UpstreamFailure, retry_after_seconds
 from router.registry import template_filters
 from router.snapshot import Template
 from router.sse import EventTooLarge, SSEParser
 from router.templates import compile_tree, make_environment
+from router.upstream_codecs import anthropic, gemini, openai
 from router.upstream_request import USER_AGENT, _inside, render_request
 
 Events = list[tuple[str | None, bytes]]

@@ -1,12 +1,12 @@
 """What OpenAI Chat Completions and legacy Completions requests share: the body, the model, and the
-sampling and stream fields (read with :data:`router.dialects._fields.OPENAI_CHAT`)."""
+sampling and stream fields (read with :data:`router.client_codecs._fields.OPENAI_CHAT`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from typing import Any
 
-from router.dialects._fields import OPENAI_CHAT as fields
+from router.client_codecs._fields import OPENAI_CHAT as fields
 from router.errors import BadRequest
 
 

@@ -1,6 +1,6 @@
 """Anthropic ``system`` and ``messages`` (content blocks) → canonical system string and messages.
 
-Mapping decisions (see also the dialect module docstring):
+Mapping decisions (see also the codec module docstring):
 
 * ``tool_result`` blocks of a user turn become one canonical ``{"role": "tool"}`` message each,
   placed before a user message holding the turn's remaining parts; the tool name is looked up
@@ -21,8 +21,8 @@ from typing import Any
 
 import orjson
 
-from router.dialects._fields import ANTHROPIC as fields
-from router.dialects._fields import type_name
+from router.client_codecs._fields import ANTHROPIC as fields
+from router.client_codecs._fields import type_name
 from router.errors import BadRequest
 
 SYSTEM_JOIN = "\n\n"

@@ -1,4 +1,4 @@
-"""Reasoning signatures on OpenAI Chat tool calls (a helper of ``openai_chat``; not a dialect).
+"""Reasoning signatures on OpenAI Chat tool calls (a helper of ``openai_chat``; not a codec).
 
 OpenAI Chat has no field for the signature of the reasoning behind a tool call, which Gemini 3
 requires back on replay. It rides where Gemini's own OpenAI-compatible endpoint puts it,

@@ -34,9 +34,9 @@ from router.canonical import (
     Usage,
     aggregate,
 )
+from router.client_codecs._fields import ANTHROPIC as fields  # its wording: 'path: expected X, got Y'
+from router.client_codecs._openai_common import require_object
 from router.codecs import ClientCodec, Family, ModelEntry
-from router.dialects._fields import ANTHROPIC as fields  # its wording: 'path: expected X, got Y'
-from router.dialects._openai_common import require_object
 from router.errors import BadRequest, GatewayError
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """OpenAI chat ``messages`` -> canonical system prompt + messages (a helper of ``openai_chat``).
 
-Not a dialect itself (it has no ``NAME``). Raises only :class:`BadRequest` with the field path
+Not a codec itself (it has no ``CODEC``). Raises only :class:`BadRequest` with the field path
 (``messages[2].content[0].image_url.url``) of whatever is malformed.
 
 A tool call's ``extra_content.google.thought_signature`` (where Gemini's own OpenAI-compatible
@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from router.canonical import fill_call_signatures
-from router.dialects._openai_signatures import call_signature
+from router.client_codecs._openai_signatures import call_signature
 from router.errors import BadRequest
 
 Part = dict[str, Any]

@@ -7,10 +7,10 @@ frequent event, are framed by concatenating precomputed bytes around ``orjson.du
 
 Tool calls carry the signature of the reasoning that produced them (Gemini's ``thoughtSignature``)
 in ``extra_content.google.thought_signature`` (see ``_openai_signatures``, which also holds this
-dialect's ``prepare``/``remember_signatures`` hooks); in a stream it rides on the call's first chunk
+codec's ``prepare``/``remember_signatures`` capabilities); in a stream it rides on the call's first chunk
 only, as the SDK's accumulator concatenates a string sent twice.
 
-The legacy completions dialect reuses ``usage_dict``, ``error_body``, ``error_frame`` and ``DONE``
+The legacy completions codec reuses ``usage_dict``, ``error_body``, ``error_frame`` and ``DONE``
 from here; fields are read with ``_fields.OPENAI_CHAT``, the fields shared with legacy completions are
 ``_openai_common``, message decoding is ``_openai_messages``.
 """
@@ -38,11 +38,11 @@ from router.canonical import (
 )
 from router.canonical import Choice as AggChoice
 from router.canonical import ToolCall as AggToolCall
+from router.client_codecs._fields import OPENAI_CHAT as fields
+from router.client_codecs._openai_common import common_params, require_model, require_object
+from router.client_codecs._openai_messages import decode_messages
+from router.client_codecs._openai_signatures import handed_out, prepare, remember_signatures, signature_field
 from router.codecs import ClientCodec, Family, ModelEntry
-from router.dialects._fields import OPENAI_CHAT as fields
-from router.dialects._openai_common import common_params, require_model, require_object
-from router.dialects._openai_messages import decode_messages
-from router.dialects._openai_signatures import handed_out, prepare, remember_signatures, signature_field
 from router.errors import BadRequest, GatewayError
 
 NAME = "openai.chat"

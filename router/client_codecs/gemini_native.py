@@ -32,15 +32,15 @@ from router.canonical import (
     Usage,
     aggregate,
 )
-from router.codecs import ClientCodec, Family
-from router.dialects._fields import GEMINI as fields
-from router.dialects._gemini_config import (
+from router.client_codecs._fields import GEMINI as fields
+from router.client_codecs._gemini_config import (
     decode_generation_config,
     decode_tool_choice,
     decode_tools,
     unwrap_count_tokens,
 )
-from router.dialects._gemini_contents import decode_contents, decode_system
+from router.client_codecs._gemini_contents import decode_contents, decode_system
+from router.codecs import ClientCodec, Family
 from router.errors import BadRequest, GatewayError, client_retry_after
 from router.token_estimate import estimate_tokens
 

@@ -4,7 +4,7 @@ Mapping choices:
 - ``prompt`` is a string or an array holding exactly one string; it becomes one user text message.
   Several prompts (batching) and token-id prompts are rejected with 400 (param ``prompt``).
 - ``suffix``, ``logprobs``, ``best_of`` and the penalties are ignored (kept in ``raw`` for a
-  same-dialect pass-through template); ``logprobs`` is always null in responses.
+  same-family pass-through template); ``logprobs`` is always null in responses.
 - ``echo: true`` prepends the prompt to each choice's text (non-stream), or sends it as the first
   frame of each choice (stream).
 - ``max_tokens`` is passed through as is; absent stays ``None`` (the template decides a default).
@@ -29,10 +29,10 @@ from router.canonical import (
     Usage,
     aggregate,
 )
+from router.client_codecs._fields import OPENAI_CHAT as fields
+from router.client_codecs._openai_common import common_params, require_model, require_object
+from router.client_codecs.openai_chat import DONE, FAMILY, error_body, error_frame, usage_dict
 from router.codecs import ClientCodec
-from router.dialects._fields import OPENAI_CHAT as fields
-from router.dialects._openai_common import common_params, require_model, require_object
-from router.dialects.openai_chat import DONE, FAMILY, error_body, error_frame, usage_dict
 from router.errors import BadRequest
 
 NAME = "openai.completions"

@@ -1,4 +1,4 @@
-"""Gemini ``contents`` / ``systemInstruction`` → canonical messages; private to the Gemini dialect.
+"""Gemini ``contents`` / ``systemInstruction`` → canonical messages; private to the Gemini codec.
 
 - ``user`` turns → user messages; ``functionResponse`` parts split off into ``tool`` messages
   placed before the turn's other parts (they answer the preceding model turn).
@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from router.dialects._fields import GEMINI as fields
+from router.client_codecs._fields import GEMINI as fields
 from router.errors import BadRequest
 
 _ROLES = {"user": "user", "function": "user", "model": "assistant"}

@@ -1,6 +1,6 @@
 """Gemini ``tools``, ``toolConfig`` and ``generationConfig`` → canonical request fields.
 
-Private to the Gemini dialect. Only ``functionDeclarations`` map to canonical tools; built-in
+Private to the Gemini codec. Only ``functionDeclarations`` map to canonical tools; built-in
 tools (``googleSearch``, ``codeExecution``, ``urlContext``...) have no canonical form and are
 ignored. Gemini's OpenAPI-style ``Schema`` (``parameters``, ``responseSchema``; upper-case types,
 ``nullable``) is turned into plain JSON Schema; ``parametersJsonSchema``/``responseJsonSchema``
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from router.dialects._fields import GEMINI as fields
+from router.client_codecs._fields import GEMINI as fields
 from router.errors import BadRequest
 
 _MODES = {"AUTO": "auto", "VALIDATED": "auto", "NONE": "none", "ANY": "required"}

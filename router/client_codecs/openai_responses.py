@@ -1,4 +1,4 @@
-"""Inbound dialect: the OpenAI Responses API (``POST /v1/responses``).
+"""Client codec: the OpenAI Responses API (``POST /v1/responses``).
 
 Decoding notes:
 - ``instructions`` comes first in the system prompt, then system/developer messages from ``input``.
@@ -16,10 +16,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from router.canonical import CanonicalRequest, Choice, Event, ResponseContext, aggregate
-from router.codecs import ClientCodec, Stores
-from router.dialects._fields import OPENAI_RESPONSES as fields
-from router.dialects.openai_chat import FAMILY
-from router.dialects.openai_responses_stream import (
+from router.client_codecs._fields import OPENAI_RESPONSES as fields
+from router.client_codecs.openai_chat import FAMILY
+from router.client_codecs.openai_responses_stream import (
     StreamEncoder,
     error_object,
     finish_status,
@@ -27,6 +26,7 @@ from router.dialects.openai_responses_stream import (
     response_object,
     usage_object,
 )
+from router.codecs import ClientCodec, Stores
 from router.errors import BadRequest, GatewayError
 from router.response_store import apply_previous, conversation_after
 

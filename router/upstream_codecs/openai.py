@@ -26,10 +26,10 @@ from router.canonical import (
     new_call_id,
 )
 from router.codecs import UpstreamCodec
-from router.decoders import gemini
 from router.errors import kind_for_status
 from router.failures import ErrorDetails, error_message
 from router.filters.openai import FILTERS
+from router.upstream_codecs import gemini
 
 _FINISH: Mapping[str, str] = MappingProxyType(
     {

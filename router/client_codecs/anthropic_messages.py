@@ -1,9 +1,9 @@
-"""The Anthropic Messages dialect: ``POST /v1/messages``, ``/v1/messages/count_tokens``, models.
+"""The Anthropic Messages client codec: ``POST /v1/messages``, ``/v1/messages/count_tokens``, models.
 
 Request decoding maps the body onto :class:`router.canonical.CanonicalRequest` (content blocks are
-handled in :mod:`router.dialects._anthropic_blocks`); responses are encoded in
-:mod:`router.dialects._anthropic_encode` and re-exported here, so the engine sees the one module
-interface described in :mod:`router.dialects`.
+handled in :mod:`router.client_codecs._anthropic_blocks`); responses are encoded in
+:mod:`router.client_codecs._anthropic_encode` and re-exported here, so the engine sees the one module
+interface described in :mod:`router.client_codecs`.
 
 Decisions beyond the obvious field renames:
 
@@ -24,16 +24,16 @@ from collections.abc import Mapping
 from typing import Any
 
 from router.canonical import CanonicalRequest
-from router.codecs import ClientCodec, Family
-from router.dialects._anthropic_blocks import decode_messages, decode_system
-from router.dialects._anthropic_encode import (
+from router.client_codecs._anthropic_blocks import decode_messages, decode_system
+from router.client_codecs._anthropic_encode import (
     ERROR_TYPES,
     StreamEncoder,
     encode_response,
     error_body,
 )
-from router.dialects._fields import ANTHROPIC as fields
-from router.dialects._fields import type_name
+from router.client_codecs._fields import ANTHROPIC as fields
+from router.client_codecs._fields import type_name
+from router.codecs import ClientCodec, Family
 from router.errors import BadRequest
 from router.token_estimate import estimate_tokens
 
