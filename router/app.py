@@ -25,11 +25,13 @@ from router.exchange import Exchange, response_headers
 from router.gateway import Gateway
 from router.ids import IdGenerator
 from router.metrics import Metrics
-from router.registry import FAMILIES
+from router.registry import FAMILIES, KEY_HEADERS
 from router.routes import Route
 from router.snapshot import Snapshot
 
 log = logging.getLogger("router.app")
+MISSING_KEY = "Missing API key: send " + " or ".join([", ".join(["Authorization: Bearer <key>", *KEY_HEADERS[:-1]]),
+                                                      *KEY_HEADERS[-1:]])
 
 
 class Dispatcher:
@@ -184,17 +186,16 @@ class Dispatcher:
         if endpoint.admin:
             admin = snap.auth.admin_keys
             if admin:
-                found = snap.auth.identify(presented_key(request.headers), admin)
+                found = snap.auth.identify(presented_key(request.headers, KEY_HEADERS), admin)
                 if found is None:
                     raise GatewayError("authentication", "admin endpoints need a valid admin key",
                                        code="invalid_api_key")
                 return found.name
-        if not snap.auth.required(endpoint.name, route_auth):
+        if not snap.auth.required(endpoint.public, route_auth):
             return None
-        key = presented_key(request.headers)
+        key = presented_key(request.headers, KEY_HEADERS)
         if key is None:
-            raise GatewayError("authentication", "Missing API key: send Authorization: Bearer <key>, "
-                               "x-api-key or x-goog-api-key", code="invalid_api_key")
+            raise GatewayError("authentication", MISSING_KEY, code="invalid_api_key")
         found = snap.auth.identify(key)
         if found is None:
             raise GatewayError("authentication", "Incorrect API key provided", code="invalid_api_key")

@@ -22,8 +22,9 @@ class AuthPolicy:
     keys: tuple[ApiKey, ...]
     admin_keys: tuple[ApiKey, ...] = ()
 
-    def required(self, handler: str, route_auth: str = "inherit") -> bool:
-        """Whether a request to ``handler`` must carry a valid key."""
+    def required(self, public: bool, route_auth: str = "inherit") -> bool:
+        """Whether a request must carry a valid key; ``public``: the endpoint is one the
+        ``all_except_health`` mode leaves open (the health check)."""
         if route_auth == "none":
             return False
         if route_auth == "required":
@@ -31,7 +32,7 @@ class AuthPolicy:
         if self.mode == "off":
             return False
         if self.mode == "all_except_health":
-            return handler != "health"
+            return not public
         return True
 
     def identify(self, presented: str | None, keys: tuple[ApiKey, ...] | None = None) -> ApiKey | None:
@@ -46,14 +47,19 @@ class AuthPolicy:
         return found
 
 
-def presented_key(headers: Mapping[str, str]) -> str | None:
-    """The key a client sent: ``Authorization: Bearer``, then ``x-api-key``, then ``x-goog-api-key``."""
+def presented_key(headers: Mapping[str, str], key_headers: tuple[str, ...]) -> str | None:
+    """The key a client sent: ``Authorization: Bearer``, then each of ``key_headers`` (the API
+    families' own key headers, ``router.registry.KEY_HEADERS``) in order."""
     auth = _header(headers, "Authorization")
     if auth:
         scheme, _, value = auth.strip().partition(" ")
         if scheme.lower() == "bearer" and value.strip():
             return value.strip()
-    return _header(headers, "x-api-key") or _header(headers, "x-goog-api-key") or None
+    for name in key_headers:
+        given = _header(headers, name)
+        if given:
+            return given
+    return None
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

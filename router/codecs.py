@@ -81,6 +81,8 @@ class Family:
     # (one path, /v1/models, serves several families)
     marker_headers: tuple[str, ...] = ()
     marker_query: tuple[str, ...] = ()
+    # the header its clients send their API key in, besides ``Authorization: Bearer``
+    key_header: str | None = None
 
 
 @dataclass(slots=True)

@@ -44,7 +44,7 @@ class Endpoint:
 
     ``family``: the API family its errors are written in (None: the request path's family);
     ``codec``: the client codec of a proxy or token-count endpoint; ``admin``: needs an admin key
-    when admin keys are configured.
+    when admin keys are configured; ``public``: open in the ``all_except_health`` auth mode.
     """
 
     name: str
@@ -52,6 +52,7 @@ class Endpoint:
     family: Family | None = None
     codec: ClientCodec | None = None
     admin: bool = False
+    public: bool = False
 
 
 def json_response(obj: Any, status: int = 200) -> web.Response:

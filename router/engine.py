@@ -72,6 +72,7 @@ class Engine:
         """The client's body through its client codec."""
         assert x.codec is not None  # set by the proxy endpoint before the engine runs
         req = x.canonical = x.codec.decode_request(body, params)
+        req.inbound = x.codec.name  # picks the provider's template for this codec, if it names one
         if len(req.model) > MAX_NAME:  # names become cache keys and metric labels: bound them
             raise BadRequest(f"model name longer than {MAX_NAME} characters", param="model")
         x.client_model = req.model

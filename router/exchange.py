@@ -16,6 +16,7 @@ from router.canonical import CanonicalRequest
 from router.codecs import ClientCodec, StreamEncoder
 from router.endpoints import Endpoint
 from router.redact import loggable_url
+from router.registry import KEY_HEADERS
 from router.snapshot import Provider, Snapshot
 from router.templates import PRUNE, logged_error
 from router.upstream_request import UpstreamRequest
@@ -125,7 +126,7 @@ def _render_headers(x: Exchange) -> dict[str, str]:
 class ClientHeaders:
     """The client's request headers as templates see them: credentials and cookies hidden."""
 
-    HIDDEN = frozenset({"authorization", "x-api-key", "x-goog-api-key", "cookie", "proxy-authorization"})
+    HIDDEN = frozenset({"authorization", "cookie", "proxy-authorization", *KEY_HEADERS})
     __slots__ = ("_headers",)
 
     def __init__(self, headers: Mapping[str, str]):

@@ -30,6 +30,9 @@ from router.upstream_codecs import openai as openai_upstream
 FAMILIES: tuple[Family, ...] = (openai_chat.FAMILY, anthropic_messages.FAMILY, gemini_native.FAMILY,  # first: default
                                 ollama.FAMILY)
 
+# the headers a client API key may come in besides ``Authorization: Bearer``, in the families' order
+KEY_HEADERS: tuple[str, ...] = tuple(dict.fromkeys(f.key_header for f in FAMILIES if f.key_header))
+
 UPSTREAM_CODECS: Mapping[str, UpstreamCodec] = {
     c.name: c for c in (openai_upstream.CODEC, anthropic_upstream.CODEC, gemini_upstream.CODEC)}
 
@@ -41,7 +44,7 @@ def _proxy(name: str, codec: ClientCodec) -> Endpoint:
 def _endpoints() -> tuple[Endpoint, ...]:
     anthropic, gemini = anthropic_messages.FAMILY, gemini_native.FAMILY
     return (
-        Endpoint("health", ep.health),
+        Endpoint("health", ep.health, public=True),
         Endpoint("models.list", ep.list_models(FAMILIES)),
         Endpoint("models.get", ep.get_model(FAMILIES)),
         _proxy("openai.chat", openai_chat.CODEC),

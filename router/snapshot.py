@@ -30,8 +30,6 @@ from router.retry import Policy, compile_policies, parse_duration
 from router.routes import RouteTable, compile_routes
 from router.schema import auth_references, mapping_references, provider_references, route_references, schema_errors
 from router.sections import Compiling, Section, apply_logging, compile_sections, reference_errors, resize_stores
-from router.server import DEFAULT_MAX_EVENT_BYTES as DEFAULT_MAX_EVENT_BYTES  # re-exported: upstream.py reads it
-from router.server import LOOPBACK_HOSTS as LOOPBACK_HOSTS  # re-exported: summary.py reads it
 from router.server import Server, compile_server, exposed, template_limits
 from router.template_budget import DEFAULT_LIMITS, TemplateLimits, header_limits
 from router.template_sandbox import GuardedEnvironment

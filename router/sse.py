@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from router.snapshot import DEFAULT_MAX_EVENT_BYTES
+from router.server import DEFAULT_MAX_EVENT_BYTES
 
 LINE_COST = 64  # what a held line or piece costs beyond its bytes (list slot, bytes object header)
 LONG_LINE = 1024  # an unfinished line this long is kept in pieces, never copied again per read

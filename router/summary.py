@@ -15,7 +15,8 @@ from typing import Any
 
 from router.config import LoadedConfig
 from router.reachability import key_hint, key_sources
-from router.snapshot import BUILTIN_SIMULATOR, LOOPBACK_HOSTS, Provider, Snapshot
+from router.server import LOOPBACK_HOSTS
+from router.snapshot import BUILTIN_SIMULATOR, Provider, Snapshot
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from router import __version__
 from router.auth import presented_key
 from router.errors import BadRequest, GatewayError
 from router.redact import redact
+from router.registry import KEY_HEADERS
 from router.snapshot import Template
 from router.template_budget import within_budget
 from router.templates import PRUNE, client_error, logged_error
@@ -67,7 +68,7 @@ def _redacted(text: str, ctx: dict[str, Any], client_headers: Mapping[str, str] 
     account = ctx.get("account")
     secrets = [account.get("api_key") if isinstance(account, dict) else None]
     if client_headers is not None:
-        secrets.append(presented_key(client_headers))
+        secrets.append(presented_key(client_headers, KEY_HEADERS))
     return redact(text, tuple(s for s in secrets if isinstance(s, str)))
 
 

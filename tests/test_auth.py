@@ -9,6 +9,7 @@ import pytest
 from multidict import CIMultiDict
 
 from router.auth import ApiKey, AuthPolicy, compile_auth, presented_key
+from router.registry import ENDPOINTS, KEY_HEADERS
 from router.registry import template_filters
 from router.snapshot import check
 from tests.conftest import MINIMAL_CONFIG
@@ -42,7 +43,8 @@ def test_effective_mode(mode: str | None, lan: bool, effective: str) -> None:
 ], ids=["off", "off-route-required", "strict-health", "strict-chat", "strict-route-none",
         "aeh-health", "aeh-chat", "aeh-models"])
 def test_required(mode: str, handler: str, route_auth: str, required: bool) -> None:
-    assert compile_auth({"mode": mode, "api_keys": KEYS}, False).required(handler, route_auth) is required
+    public = ENDPOINTS[handler].public  # the registry marks the endpoints all_except_health leaves open
+    assert compile_auth({"mode": mode, "api_keys": KEYS}, False).required(public, route_auth) is required
 
 
 @pytest.mark.parametrize(("headers", "key"), [
@@ -61,8 +63,8 @@ def test_required(mode: str, handler: str, route_auth: str, required: bool) -> N
 ], ids=["bearer", "bearer-case-space", "x-api-key", "x-goog-api-key", "bearer-first", "x-api-key-second",
         "basic-ignored", "empty-bearer", "empty-x-api-key", "lowercase-dict", "none", "bare-scheme"])
 def test_presented_key_order(headers: dict[str, str], key: str | None) -> None:
-    assert presented_key(headers) == key
-    assert presented_key(CIMultiDict(headers)) == key
+    assert presented_key(headers, KEY_HEADERS) == key
+    assert presented_key(CIMultiDict(headers), KEY_HEADERS) == key
 
 
 def test_identify_named_keys_and_ignores_empty_ones() -> None:

@@ -208,6 +208,6 @@ def _count_tokens(body: Any, params: Mapping[str, Any]) -> dict[str, Any]:
 
 FAMILY = Family("anthropic", error_body, lambda models: models_list([m.id for m in models]),
                 lambda m: model_info(m.id), path_prefixes=("/v1/messages",),
-                marker_headers=("anthropic-version",))
+                marker_headers=("anthropic-version",), key_header="x-api-key")
 CODEC = ClientCodec(NAME, FAMILY, decode_request, encode_response, StreamEncoder, id_prefix="msg_",
                     count_tokens=_count_tokens)

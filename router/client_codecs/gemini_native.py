@@ -376,5 +376,6 @@ def _count_tokens(body: Any, params: Mapping[str, Any]) -> dict[str, Any]:
 
 FAMILY = Family("gemini", error_body, lambda models: models_list([m.id for m in models]),
                 lambda m: model_info(m.id), path_prefixes=("/v1beta", "/v1alpha"),
-                marker_headers=("x-goog-api-key", "x-goog-api-client"), marker_query=("key",))
+                marker_headers=("x-goog-api-key", "x-goog-api-client"), marker_query=("key",),
+                key_header="x-goog-api-key")
 CODEC = ClientCodec(NAME, FAMILY, decode_request, encode_response, StreamEncoder, count_tokens=_count_tokens)
