@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-# kind -> default HTTP status. Dialects map a kind to their own error type names.
+# kind -> default HTTP status. API families map a kind to their own error type names.
 ERROR_KINDS: dict[str, int] = {
     "invalid_request": 400,
     "authentication": 401,

@@ -1,7 +1,7 @@
 """The gateway's memory of reasoning signatures by tool-call id, for clients that drop them.
 
 Gemini 3 rejects a replayed function call without the ``thoughtSignature`` it came with. Clients of
-dialects with no standard place for it (OpenAI Chat: the signature rides in a vendor field that a
+client codecs with no standard place for it (OpenAI Chat: the signature rides in a vendor field that a
 client rebuilding ``tool_calls`` from id/name/arguments loses) get it back from here on replay.
 
 :class:`SignatureMemory` is owned by the engine (``Engine.stores``; no module state), bounded like

@@ -37,7 +37,7 @@ def _tojson(value: Any) -> str:
 
 
 def _with_model(body: Any, model: str) -> Any:
-    """A shallow copy of a passthrough body with ``model`` replaced (same-dialect routes)."""
+    """A shallow copy of a passthrough body with ``model`` replaced (same-format routes)."""
     if not isinstance(body, dict):
         return body
     out = dict(body)

@@ -5,7 +5,8 @@ the body), treats ``null`` as absent, and raises only :class:`BadRequest` naming
 ``param`` is the field's path (``at.key``). The client APIs differ only in what a :class:`Fields`
 subclass says: how an error is worded (clients and their SDKs show these messages), how a list
 item is named, whether ``2.0`` is an integer, whether a number keeps its JSON type, how a key may be
-spelled. Use the instances at the end (``OPENAI_CHAT``, ``OPENAI_RESPONSES``, ``ANTHROPIC``, ``GEMINI``).
+spelled. Use the instances at the end (``OPENAI_CHAT``, ``OPENAI_RESPONSES``, ``ANTHROPIC``, ``GEMINI``;
+Ollama reads with ``ANTHROPIC``).
 """
 
 from __future__ import annotations

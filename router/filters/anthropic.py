@@ -15,7 +15,7 @@ Used from request templates, e.g.::
     output_config: "{{ request.response_format | anthropic_output_config }}"
 
 Every filter returns None for "nothing to send" so the template prunes the field. Inputs are
-canonical (already validated by an inbound decoder); the filters are still defensive about absent
+canonical (already validated by a client codec); the filters are still defensive about absent
 or oddly typed values and never raise on them.
 """
 

@@ -1,7 +1,7 @@
 """Template filters: canonical request pieces -> OpenAI Chat Completions request fields.
 
 Each filter returns ``None`` when there is nothing to send, so the template engine prunes the field.
-Inputs are canonical (already validated by an inbound decoder); filters read them leniently.
+Inputs are canonical (already validated by a client codec); filters read them leniently.
 """
 
 from __future__ import annotations
