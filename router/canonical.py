@@ -248,3 +248,4 @@ class ResponseContext:
     # (tool-call id, signature) of the calls an encoder handed out with their signature, for a
     # codec whose clients may drop it on replay (``remember_signatures``); None when there were none
     signed_calls: list[tuple[str, str]] | None = None
+    started: float | None = None  # time.monotonic() when the request arrived (None: unknown)

@@ -103,6 +103,8 @@ Prepare = Callable[[Stores, CanonicalRequest, "str | None"], CanonicalRequest]
 Remember = Callable[[Stores, CanonicalRequest, ResponseContext, list[Event], "str | None"], None]
 # (stores, (tool-call id, signature) pairs, client key name)
 RememberSignatures = Callable[[Stores, Iterable[tuple[str, str]], "str | None"], None]
+# a request the codec answers without an upstream (the answer's body), else None
+LocalAnswer = Callable[[CanonicalRequest], "JSON | None"]
 # (request body, route parameters) → the family's token-count answer
 CountTokens = Callable[[Any, Mapping[str, Any]], JSON]
 
@@ -129,6 +131,7 @@ class ClientCodec:
     remember: Remember | None = None  # keep the finished exchange (the engine then keeps its events)
     remember_signatures: RememberSignatures | None = None  # keep tool-call signatures handed out
     count_tokens: CountTokens | None = None  # the family's count-tokens endpoint
+    answer_locally: LocalAnswer | None = None  # requests with nothing to ask upstream (Ollama's load)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from router.accounts import Account, StateStore
 from router.attempts import AttemptLoop
 from router.bodies import read_json, read_limited
 from router.canonical import CanonicalRequest, Event, ResponseContext, StreamError, Usage
-from router.codecs import Stores
+from router.codecs import LocalAnswer, Stores
 from router.errors import BadRequest, GatewayError
 from router.exchange import ClientHeaders, Exchange, response_headers
 from router.failures import UpstreamFailure
@@ -65,6 +65,10 @@ class Engine:
         req = self._decode(x, body, params)
         req = self._apply_state(x, req)
         provider = self._provider(x, self._resolve(x, req))
+        if x.codec is not None and x.codec.answer_locally is not None:
+            local = self._local_answer(x, x.codec.answer_locally, req)
+            if local is not None:
+                return local
         return await self.attempts.run(x, provider, request, self._session_id(provider, request, req))
 
     @staticmethod
@@ -85,6 +89,15 @@ class Engine:
             return req
         req = x.canonical = prepare(self.stores, req, x.client_key)
         return req
+
+    @staticmethod
+    def _local_answer(x: Exchange, answer: LocalAnswer, req: CanonicalRequest) -> web.Response | None:
+        """A request the client codec answers itself once the model is known to be served (Ollama's
+        "load the model"); None for every other request."""
+        body = answer(req)
+        if body is None:
+            return None
+        return web.Response(body=orjson.dumps(body), content_type="application/json", headers=response_headers(x))
 
     @staticmethod
     def _resolve(x: Exchange, req: CanonicalRequest) -> Target:
@@ -217,7 +230,8 @@ class Engine:
         """What the client codec's encoder needs to know of this response (its id, model, time)."""
         codec, req = x.codec, x.canonical
         assert codec is not None and req is not None
-        return ResponseContext(self.ids.new(codec.id_prefix), x.client_model or req.model, int(time.time()), req)
+        return ResponseContext(self.ids.new(codec.id_prefix), x.client_model or req.model, int(time.time()), req,
+                               None, x.started)
 
     # --- codecs with server-side state (Responses store, OpenAI Chat signatures) ----------------------
 

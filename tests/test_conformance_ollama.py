@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import time
 from pathlib import Path
 from typing import Any
 
@@ -206,3 +207,37 @@ async def test_api_keys_ride_in_the_clients_authorization_header(config_dir: Pat
         assert (await keyed.chat(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])).message.content
     finally:
         await h.close()
+
+
+@pytest.mark.parametrize("endpoint", ["chat", "generate"])
+async def test_loading_a_model_is_answered_without_an_upstream(gw: Harness, endpoint: str) -> None:
+    """What ``ollama run`` sends first: no messages, or an empty prompt (``keep_alive: 0`` unloads)."""
+    c, before = client(gw), len(await gw.sim_requests())
+    for keep_alive, reason in ((None, "load"), (0, "unload")):
+        if endpoint == "chat":
+            r: Any = await c.chat(model="gpt-4o", messages=[], keep_alive=keep_alive)
+            assert r.message.content == ""
+        else:
+            r = await c.generate(model="gpt-4o", keep_alive=keep_alive)
+            assert r.response == ""
+        assert r.done is True and r.done_reason == reason and r.model == "gpt-4o"
+    assert len(await gw.sim_requests()) == before  # nothing went upstream
+
+
+async def test_loading_an_unknown_model_is_a_404(config_dir: Path) -> None:
+    (config_dir / "20-mapping.yaml").write_text("model_mapping:\n  exact: {gpt-4o: gemini/gemini-2.5-flash}\n")
+    h = await start_gateway(config_dir)
+    try:
+        with pytest.raises(ollama.ResponseError) as e:
+            await client(h).generate(model="nope")
+        assert e.value.status_code == 404 and "'nope'" in e.value.error
+    finally:
+        await h.close()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "ndjson"])
+async def test_durations_are_the_requests_own(gw: Harness, stream: bool) -> None:
+    started = time.monotonic_ns()
+    _, last = await run_chat(client(gw), "gpt-4o", stream, messages=[{"role": "user", "content": PROMPT}])
+    took = time.monotonic_ns() - started
+    assert 0 < last.total_duration <= took and last.eval_duration <= took, (last.total_duration, took)

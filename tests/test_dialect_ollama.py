@@ -3,6 +3,7 @@ table-driven, and the answers parsed by the official ``ollama`` client's own typ
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -161,9 +162,6 @@ def test_decode_generate() -> None:
 BAD_REQUESTS = [
     pytest.param(o.decode_chat, [], None, id="chat-body-not-object"),
     pytest.param(o.decode_chat, {"messages": [{"role": "user", "content": "x"}]}, "model", id="no-model"),
-    pytest.param(o.decode_chat, {"model": MODEL}, "messages", id="no-messages"),
-    pytest.param(o.decode_chat, {"model": MODEL, "messages": [{"role": "system", "content": "s"}]}, "messages",
-                 id="system-only"),
     pytest.param(o.decode_chat, {"model": MODEL, "messages": "hi"}, "messages", id="messages-not-array"),
     pytest.param(o.decode_chat, {"model": MODEL, "messages": ["hi"]}, "messages[0]", id="message-not-object"),
     pytest.param(o.decode_chat, {"model": MODEL, "messages": [{"role": "bot", "content": "x"}]}, "messages[0].role",
@@ -184,7 +182,6 @@ BAD_REQUESTS = [
                                  "tools": [{"type": "retrieval"}]}, "tools[0].type", id="tool-type"),
     pytest.param(o.decode_chat, {"model": MODEL, "messages": [{"role": "user", "content": "x"}],
                                  "tools": [{"type": "function"}]}, "tools[0].function", id="tool-without-function"),
-    pytest.param(o.decode_generate, {"model": MODEL}, "prompt", id="generate-no-prompt"),
     pytest.param(o.decode_generate, {"model": MODEL, "prompt": "x", "stream": "yes"}, "stream", id="stream-type"),
     pytest.param(o.decode_generate, {"model": MODEL, "prompt": "x", "format": "yaml"}, "format", id="format"),
     pytest.param(o.decode_generate, {"model": MODEL, "prompt": "x", "think": "hard"}, "think", id="think"),
@@ -294,3 +291,40 @@ def test_tags_and_show_parse_as_the_client_types() -> None:
     show = ShowResponse(**o.FAMILY.model_info(entries[0]))
     assert show.capabilities and "tools" in show.capabilities and show.modelinfo is not None
     assert o.FAMILY.path_prefixes == ("/api/",)
+
+
+@pytest.mark.parametrize(("decode", "body", "answer"), [
+    pytest.param(o.decode_generate, {"model": MODEL}, {"response": ""}, id="generate-no-prompt"),
+    pytest.param(o.decode_generate, {"model": MODEL, "prompt": ""}, {"response": ""}, id="generate-empty-prompt"),
+    pytest.param(o.decode_chat, {"model": MODEL, "messages": []}, {"message": {"role": "assistant", "content": ""}},
+                 id="chat-no-messages"),
+    pytest.param(o.decode_chat, {"model": MODEL}, {"message": {"role": "assistant", "content": ""}},
+                 id="chat-messages-absent"),
+    pytest.param(o.decode_chat, {"model": MODEL, "messages": [{"role": "system", "content": "s"}]},
+                 {"message": {"role": "assistant", "content": ""}}, id="chat-system-only"),
+])
+@pytest.mark.parametrize("keep_alive", [None, 0, "5m"])
+def test_a_request_with_nothing_to_ask_loads_the_model(decode: Any, body: dict[str, Any], answer: dict[str, Any],
+                                                       keep_alive: Any) -> None:
+    req = decode({**body, **({} if keep_alive is None else {"keep_alive": keep_alive})}, {})
+    req.inbound = o.CHAT_NAME if decode is o.decode_chat else o.GENERATE_NAME  # as the engine sets it
+    got = o.load_answer(req)
+    assert got is not None and got["created_at"].endswith("Z")
+    want = "unload" if keep_alive == 0 else "load"
+    assert {k: got[k] for k in ("model", "done", "done_reason", *answer)} == {
+        "model": MODEL, "done": True, "done_reason": want, **answer}
+
+
+def test_a_request_with_something_to_ask_is_not_answered_locally() -> None:
+    assert o.load_answer(o.decode_generate({"model": MODEL, "prompt": "hi"}, {})) is None
+    assert o.load_answer(o.decode_chat({"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}, {})) is None
+
+
+@pytest.mark.parametrize("chat_", [True, False], ids=["chat", "generate"])
+def test_durations_count_from_when_the_request_arrived(chat_: bool) -> None:
+    started = ResponseContext("x", MODEL, 1700000000, CanonicalRequest(MODEL, []), started=time.monotonic() - 2.0)
+    body = o.encode_response([TextDelta("a"), Finish("stop"), Usage(1, 1)], started, chat_)
+    enc = o.StreamEncoder(started, chat_)
+    last = lines(enc.start() + enc.feed(TextDelta("a")) + enc.finish())[-1]
+    for done in (body, last):
+        assert 2.0e9 <= done["total_duration"] < 3.0e9, done

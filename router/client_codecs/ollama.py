@@ -6,7 +6,8 @@ without ids and answer them by ``tool_name``: a call without an id gets ``call_<
 a tool message claims the first open call of its name. ``suffix``, ``raw``, ``template``,
 ``context`` and ``keep_alive`` mean nothing upstream and are ignored.
 Answers: one object, or NDJSON lines with ``done: false`` and a last one with ``done: true``, counts
-and durations (ns, from when the answer began: a codec does not see the request's start).
+and durations (ns, from when the request arrived). A request with nothing to ask (no messages, an
+empty prompt: Ollama's "load the model") is answered at once (``load_answer``).
 """
 
 from __future__ import annotations
@@ -61,9 +62,7 @@ def decode_chat(body: Any, params: Mapping[str, Any]) -> CanonicalRequest:
     """An ``/api/chat`` body → CanonicalRequest."""
     body = require_object(body)
     model = _model(body)
-    system, messages = _messages(fields.opt_list(body, "messages") or [])
-    if not messages:  # Ollama would load the model: there is nothing to do for that upstream
-        raise BadRequest("messages: at least one message besides the system prompt is required", param="messages")
+    system, messages = _messages(fields.opt_list(body, "messages") or [])  # none: load the model
     return CanonicalRequest(model=model, messages=messages, system=system, tools=_tools(body),
                             raw=body, inbound=CHAT_NAME, **_common(body))
 
@@ -73,10 +72,8 @@ def decode_generate(body: Any, params: Mapping[str, Any]) -> CanonicalRequest:
     body = require_object(body)
     model = _model(body)
     prompt = fields.opt_str(body, "prompt")
-    if not prompt:  # an empty prompt asks Ollama to load the model, which a gateway has nothing to do for
-        raise BadRequest("prompt: a non-empty prompt is required", param="prompt")
-    content = [*_images(body), {"type": "text", "text": prompt}]
-    return CanonicalRequest(model=model, messages=[{"role": "user", "content": content}],
+    content = [*_images(body), {"type": "text", "text": prompt}] if prompt else []  # none: load the model
+    return CanonicalRequest(model=model, messages=[{"role": "user", "content": content}] if content else [],
                             system=fields.opt_str(body, "system") or None, raw=body, inbound=GENERATE_NAME,
                             **_common(body))
 
@@ -90,36 +87,28 @@ def _model(body: dict[str, Any]) -> str:
 
 def _common(body: dict[str, Any]) -> dict[str, Any]:
     """The fields chat and generate share, as CanonicalRequest keywords."""
-    return {
-        "stream": fields.opt_bool(body, "stream") is not False,  # Ollama streams unless told not to
-        "include_usage": True,  # Ollama always reports the counts
-        "response_format": _format(body.get("format")),
-        "reasoning": _think(body.get("think")),
-        **_options(fields.opt_obj(body, "options")),
-    }
+    return {"stream": fields.opt_bool(body, "stream") is not False,  # Ollama streams unless told not to
+            "include_usage": True,  # Ollama always reports the counts
+            "response_format": _format(body.get("format")), "reasoning": _think(body.get("think")),
+            **_options(fields.opt_obj(body, "options"))}
 
 
 def _options(o: dict[str, Any] | None) -> dict[str, Any]:
-    if not o:
-        return {}
+    o = o or {}
     predict = fields.opt_int(o, "num_predict", "options")
-    return {
-        "temperature": fields.opt_number(o, "temperature", "options"),
-        "top_p": fields.opt_number(o, "top_p", "options"),
-        "top_k": fields.opt_int(o, "top_k", "options", minimum=1) if o.get("top_k") != 0 else None,  # 0: off
-        "max_tokens": predict if predict is not None and predict > 0 else None,  # -1, -2: no limit
-        "stop": fields.str_list(o, "stop", "options") or None,
-        "seed": fields.opt_int(o, "seed", "options"),
-    }
+    return {"temperature": fields.opt_number(o, "temperature", "options"),
+            "top_p": fields.opt_number(o, "top_p", "options"),
+            "top_k": fields.opt_int(o, "top_k", "options", minimum=1) if o.get("top_k") != 0 else None,  # 0: off
+            "max_tokens": predict if predict is not None and predict > 0 else None,  # -1, -2: no limit
+            "stop": fields.str_list(o, "stop", "options") or None, "seed": fields.opt_int(o, "seed", "options")}
 
 
 def _format(fmt: Any) -> dict[str, Any] | None:
     if fmt is None or fmt == "":
         return None
-    if fmt == "json":
-        return {"type": "json_object", "schema": None, "name": None, "strict": None}
-    if isinstance(fmt, dict):
-        return {"type": "json_schema", "schema": fmt, "name": None, "strict": None}
+    if fmt == "json" or isinstance(fmt, dict):
+        schema = fmt if isinstance(fmt, dict) else None
+        return {"type": "json_schema" if schema else "json_object", "schema": schema, "name": None, "strict": None}
     raise BadRequest('format: expected "json" or a JSON schema object', param="format")
 
 
@@ -224,10 +213,20 @@ def _created_at() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
 
 
+def load_answer(req: CanonicalRequest) -> dict[str, Any] | None:
+    """Nothing to ask (no messages, an empty prompt): Ollama's "load the model", or "unload" with
+    ``keep_alive: 0``. An upstream model is always loaded, so the answer is immediate."""
+    if req.messages:
+        return None
+    reason = "unload" if req.raw.get("keep_alive") in (0, "0", "0s") else "load"
+    body = {"message": {"role": "assistant", "content": ""}} if req.inbound == CHAT_NAME else {"response": ""}
+    return {"model": req.model, "created_at": _created_at(), **body, "done": True, "done_reason": reason}
+
+
 def _done(reason: str | None, usage: Usage | None, since: float) -> dict[str, Any]:
-    """The final object's fields: why it ended, the token counts and the durations (ns)."""
+    """The final object's fields: why it ended, the counts, the durations (ns since monotonic ``since``)."""
     u = usage or Usage()
-    ns = max(0, int((time.time() - since) * 1e9))
+    ns = max(0, int((time.monotonic() - since) * 1e9))
     return {"done": True, "done_reason": "length" if reason == "length" else "stop", "total_duration": ns,
             "load_duration": 0, "prompt_eval_count": u.input_tokens, "prompt_eval_duration": 0,
             "eval_count": u.output_tokens, "eval_duration": ns}
@@ -256,7 +255,8 @@ def encode_response(events: list[Event], ctx: ResponseContext, chat: bool) -> di
     if c.tool_calls and chat:
         answer["tool_calls"] = [_tool_call(t.id, t.name, t.arguments, k) for k, t in enumerate(c.tool_calls)]
     body = {"message": answer} if chat else answer
-    return {"model": ctx.model, "created_at": _created_at(), **body, **_done(c.finish_reason, agg.usage, ctx.created)}
+    done = _done(c.finish_reason, agg.usage, ctx.started or time.monotonic())
+    return {"model": ctx.model, "created_at": _created_at(), **body, **done}
 
 
 class StreamEncoder:
@@ -278,7 +278,7 @@ class StreamEncoder:
             self._think = b'","response":"","thinking":'
         self._calls = b'","message":{"role":"assistant","content":"","tool_calls":'
         self._chat = chat
-        self._since = time.time()
+        self._since = ctx.started or time.monotonic()
         self._call: tuple[str, str, list[str]] | None = None  # (id, name, argument deltas) being buffered
         self._index = 0
         self._reason: str | None = None
@@ -394,6 +394,7 @@ async def running(svc: ep.Services, x: Exchange, request: web.BaseRequest, param
 
 CHAT_NAME, GENERATE_NAME = "ollama.chat", "ollama.generate"
 CHAT = ClientCodec(CHAT_NAME, FAMILY, decode_chat, lambda events, ctx: encode_response(events, ctx, True),
-                   lambda ctx: StreamEncoder(ctx, True), stream_media_type=MEDIA_TYPE)
+                   lambda ctx: StreamEncoder(ctx, True), stream_media_type=MEDIA_TYPE, answer_locally=load_answer)
 GENERATE = ClientCodec(GENERATE_NAME, FAMILY, decode_generate, lambda events, ctx: encode_response(events, ctx, False),
-                       lambda ctx: StreamEncoder(ctx, False), stream_media_type=MEDIA_TYPE)
+                       lambda ctx: StreamEncoder(ctx, False), stream_media_type=MEDIA_TYPE,
+                       answer_locally=load_answer)
