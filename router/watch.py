@@ -83,5 +83,5 @@ async def _reload(gateway: Gateway, reason: str) -> None:
     """A reload that fails unexpectedly is logged; the watcher itself must never die."""
     try:
         await gateway.reload(reason)
-    except Exception:  # noqa: BLE001 - a task boundary: log and keep watching
+    except Exception:  # a task boundary: log (ruff's BLE001 accepts a logged exception) and keep watching
         log.exception("reload (%s) failed unexpectedly; keeping the current config", reason)
