@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 import orjson
-from jinja2 import TemplateSyntaxError, Undefined
+from jinja2 import ChainableUndefined, TemplateSyntaxError
 
 from router.template_budget import DEFAULT_LIMITS, TemplateLimitError, TemplateLimits, within_budget
 from router.template_codegen import PRUNE, CompiledTree, compile_structure
@@ -69,7 +69,7 @@ BASE_FILTERS: dict[str, Callable[..., Any]] = {
 def make_environment(filters: dict[str, Callable[..., Any]], limits: TemplateLimits = DEFAULT_LIMITS
                      ) -> GuardedEnvironment:
     """The templates' environment: the gateway's filters (``filters`` over BASE_FILTERS) and Jinja's."""
-    return GuardedEnvironment(limits, {**BASE_FILTERS, **filters}, undefined=Undefined, autoescape=False,
+    return GuardedEnvironment(limits, {**BASE_FILTERS, **filters}, undefined=ChainableUndefined, autoescape=False,
                               auto_reload=False, cache_size=0)
 
 
@@ -105,7 +105,7 @@ def _text_words(node: Any) -> Iterable[str]:
 _QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
 _TYPE_NAME = re.compile(r"\A[\w.]+ object\Z")  # Jinja's description of a value: 'dict object'
 _PY_TYPES = frozenset({"str", "int", "float", "bool", "dict", "list", "tuple", "NoneType", "bytes", "range",
-                       "Undefined", "Markup", "function", "method", "builtin_function_or_method"})
+                       "Undefined", "ChainableUndefined", "Markup", "function", "method", "builtin_function_or_method"})
 MAX_ERROR_CHARS = 500
 
 
