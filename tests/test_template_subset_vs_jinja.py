@@ -37,6 +37,7 @@ EXPRESSIONS = [
     "request.raw.items", "request.raw['items']", "request.items",
     # missing names and lookups on them (an attribute or item of an undefined is undefined)
     "missing", "missing.y", "missing['y']", "missing[0]", "missing.y.z", "missing.items", "missing['keys']",
+    "request.raw.a.b",
     # none values and lookups on them
     "nothing", "body.a", "body.a.b", "nothing.x", "nothing[0]", "nothing.items", "body.copy.x",
     # other lookups: nested dicts, list and string indexes, attributes of lists and strings
@@ -114,6 +115,8 @@ def test_the_reviewers_cases() -> None:
     assert jinja("{{ body.items | list }}") == subset("{{ body.items | tojson }}") == ("error", "TypeError")
     assert subset("{{ body['items'] }}") == jinja("{{ body['items'] | list }}") == [1, 2]
     assert subset("{{ missing.y }}") == jinja("{{ missing.y | default(none) }}") == PRUNE
+    # any other use of an undefined is an error, a lookup on it first or not (README, templates)
+    assert jinja("{{ missing.y + 1 }}") == jinja("{{ missing + 1 }}") == ("error", "UndefinedError")
 
 
 def test_the_shipped_templates_read_dicts_directly() -> None:
