@@ -213,7 +213,8 @@ class _Expressions:
         return repr(node.value) if _is_literal(node.value) else self.bind(node.value)
 
     def _name(self, node: nodes.Name) -> str | None:
-        if node.ctx != "load" or _private(node.name):
+        # Jinja's globals (range, dict, lipsum...) and ``self`` (the template) are names too: left to Jinja
+        if node.ctx != "load" or _private(node.name) or node.name in self.env.globals or node.name == "self":
             return None
         local = self.names.get(node.name)
         if local is None:

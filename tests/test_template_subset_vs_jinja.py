@@ -115,6 +115,11 @@ def test_the_reviewers_cases() -> None:
     assert jinja("{{ body.items | list }}") == subset("{{ body.items | tojson }}") == ("error", "TypeError")
     assert subset("{{ body['items'] }}") == jinja("{{ body['items'] | list }}") == [1, 2]
     assert subset("{{ missing.y }}") == jinja("{{ missing.y | default(none) }}") == PRUNE
+    # a name of Jinja's globals, or ``self`` (the template), is Jinja's: such a leaf is not in the subset
+    for name in ("range", "dict", "lipsum", "cycler", "joiner", "namespace", "self"):
+        assert compile_tree(ENV, {"v": "{{ " + name + " }}"}).jinja
+        assert compile_tree(ENV, {"v": "{{ " + name + ".x | path_segment }}"}).jinja
+    assert jinja("{{ dict }}") == ("callable", "dict", "NoneType")
     # any other use of an undefined is an error, a lookup on it first or not (README, templates)
     assert jinja("{{ missing.y + 1 }}") == jinja("{{ missing + 1 }}") == ("error", "UndefinedError")
 
