@@ -2,9 +2,12 @@
 
 A leaf that is exactly one ``{{ expr }}`` keeps the native type of its value (list, dict, number,
 bool); mixed text renders as a string; leaves (and mapping entries) that evaluate to none/undefined
-are pruned, so optional fields need no ``{% if %}``. Everything runs in Jinja's immutable sandbox:
-templates cannot reach Python internals or mutate the request; leaves that need Jinja itself run
-under a render budget (``template_sandbox``, ``template_budget``).
+are pruned, so optional fields need no ``{% if %}``. Every leaf means what Jinja's immutable sandbox
+means by it, with a chainable undefined (an attribute or item of an undefined is undefined) and the
+gateway's filters given none for an undefined argument: leaves in the subset of ``template_codegen``
+run as generated Python doing the sandbox's lookups and calling only the gateway's filters; the
+others run in the sandbox, under a render budget (``template_sandbox``, ``template_budget``).
+Neither reaches Python internals or mutates the request.
 """
 
 from __future__ import annotations
