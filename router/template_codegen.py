@@ -3,9 +3,16 @@
 The whole tree becomes a single function: dict/list construction and pruning inline, expressions in
 a subset (names, attribute/item lookups by a constant, constants, the gateway's own filters called
 with positional arguments, ``a if b else c``, ``and``/``or``/``not``, text with such ``{{ }}``
-parts: every shipped template) as inline Python expressions, attribute access through one checked
-helper, filters called directly. Any other leaf (Jinja's own filters, loops, operators...) renders
-through Jinja itself (:func:`jinja_leaf`), under the render budget.
+parts: every shipped template) as inline Python expressions, lookups through checked helpers,
+filters called directly. Any other leaf (Jinja's own filters, loops, operators...) renders through
+Jinja itself (:func:`jinja_leaf`), under the render budget.
+
+A subset expression means exactly what Jinja means by it in this environment (``templates.py``:
+an attribute or item of an undefined value is undefined; the gateway's filters get none for an
+undefined argument): lookups are Jinja's sandboxed ``getattr``-then-``getitem`` (``obj.name``) and
+``getitem``-then-``getattr`` (``obj[key]``), read directly only where that gives the same value (a
+plain dict and a name no dict attribute has; a field of a plain record); MISSING stands for
+Jinja's undefined. ``tests/test_template_subset_vs_jinja.py`` renders each construct both ways.
 
 Why generated code and not closures over the parsed expressions (measured; ``bench/template_render.py``
 under callgrind, ``--count 0`` against ``--count 3000``): rendering the shipped Gemini template for the
@@ -15,8 +22,8 @@ whole request costs the gateway 929k (``bench/instructions.py``): the generator 
 
 Safety: the generated source only ever contains identifiers we make up and ``repr()`` of constants
 taken from the parsed template (strings, numbers, booleans, None); template text never becomes code.
-Attribute access goes through ``lookup``, which applies the sandbox's checks to anything that is not a
-plain dict or one of our plain data records.
+Lookups go through ``make_lookups``' functions, which leave anything that is not a plain dict or one
+of our plain data records to the sandbox's own ``getattr``/``getitem``.
 """
 
 from __future__ import annotations
@@ -98,24 +105,47 @@ def _is_literal(value: Any) -> bool:
     return isinstance(value, _LITERALS) and not (isinstance(value, float) and not math.isfinite(value))
 
 
-def make_lookup(env: GuardedEnvironment) -> Callable[[Any, Any], Any]:
-    """``lookup(obj, key)``: ``obj.key`` / ``obj[key]`` as the sandbox allows it, MISSING where Jinja
-    would be undefined."""
+# A dict's own attributes: ``d.items`` is Jinja's ``getattr(d, 'items')``, the bound method, and
+# ``d['items']`` falls back to it when the dict has no such key. Lookups by these names go through
+# Jinja's own functions; every other name reads a plain dict directly (decided when compiling).
+DICT_ATTRIBUTES = frozenset(name for name in dir(dict) if not name.startswith("_"))
+
+
+def make_lookups(env: GuardedEnvironment) -> dict[str, Callable[[Any, Any], Any]]:
+    """The generated code's lookups, each exactly the sandbox's (``env.getattr`` for ``obj.name``,
+    ``env.getitem`` for ``obj[key]``) with MISSING where Jinja's value is undefined: ``_attr`` and
+    ``_item`` read a plain dict or a plain record directly (for names no dict attribute has),
+    ``_jattr`` and ``_jitem`` always ask Jinja. None and MISSING have no attributes or items."""
     getattr_, getitem = env.getattr, env.getitem
 
-    def lookup(obj: Any, key: Any) -> Any:
-        t = type(obj)
-        if t is dict:
-            return obj.get(key, MISSING)
-        fields = PLAIN_RECORDS.get(t)
-        if fields is not None and key in fields:
-            return getattr(obj, key)
+    def jattr(obj: Any, name: str) -> Any:
         if obj is MISSING or obj is None:
             return MISSING
-        value = getattr_(obj, key) if isinstance(key, str) else getitem(obj, key)
+        value = getattr_(obj, name)
         return MISSING if isinstance(value, Undefined) else value
 
-    return lookup
+    def jitem(obj: Any, key: Any) -> Any:
+        if obj is MISSING or obj is None:
+            return MISSING
+        value = getitem(obj, key)
+        return MISSING if isinstance(value, Undefined) else value
+
+    def attr(obj: Any, name: str) -> Any:
+        t = type(obj)
+        if t is dict:
+            return obj.get(name, MISSING)
+        fields = PLAIN_RECORDS.get(t)
+        if fields is not None and name in fields:
+            return getattr(obj, name)
+        if obj is MISSING or obj is None:
+            return MISSING
+        value = getattr_(obj, name)
+        return MISSING if isinstance(value, Undefined) else value
+
+    def item(obj: Any, key: Any) -> Any:
+        return obj.get(key, MISSING) if type(obj) is dict else jitem(obj, key)
+
+    return {"_attr": attr, "_item": item, "_jattr": jattr, "_jitem": jitem}
 
 
 def jinja_leaf(env: GuardedEnvironment, text: str) -> Renderer:
@@ -141,6 +171,11 @@ def _str(value: Any) -> str:
     return "" if value is MISSING or isinstance(value, Undefined) else str(value)
 
 
+def _lookup(kind: str, key: Any) -> str:
+    """The lookup function for ``obj.key`` (kind ``_attr``) or ``obj[key]`` (``_item``)."""
+    return "_j" + kind[1:] if key in DICT_ATTRIBUTES else kind
+
+
 def _private(name: Any) -> bool:
     return isinstance(name, str) and name.startswith("_")
 
@@ -150,8 +185,8 @@ class _Expressions:
 
     def __init__(self, env: GuardedEnvironment):
         self.env = env
-        self.ns: dict[str, Any] = {"MISSING": MISSING, "PRUNE": PRUNE, "_get": make_lookup(env), "_str": _str,
-                                   "_defined": _defined, "_CR": CanonicalRequest}
+        self.ns: dict[str, Any] = {"MISSING": MISSING, "PRUNE": PRUNE, "_str": _str, "_defined": _defined,
+                                   "_CR": CanonicalRequest, **make_lookups(env)}
         self.names: dict[str, str] = {}  # template variable -> local
         self.pure = True  # only names, lookups, constants and operators: no filter, no Jinja leaf
         self._ids = count()
@@ -178,7 +213,8 @@ class _Expressions:
         return repr(node.value) if _is_literal(node.value) else self.bind(node.value)
 
     def _name(self, node: nodes.Name) -> str | None:
-        if node.ctx != "load" or _private(node.name):
+        # Jinja's globals (range, dict, lipsum...) and ``self`` (the template) are names too: left to Jinja
+        if node.ctx != "load" or _private(node.name) or node.name in self.env.globals or node.name == "self":
             return None
         local = self.names.get(node.name)
         if local is None:
@@ -189,19 +225,20 @@ class _Expressions:
         base = None if _private(node.attr) else self.expr(node.node)
         if base is None:
             return None
+        lookup = _lookup("_attr", node.attr)
         if node.attr in _REQUEST_FIELDS:
             # the canonical request: a plain attribute read inline instead of a call of the lookup
             # (measured: 80.0k -> 62.7k instructions for the Gemini render_request, 1.8% of a request)
             t = self.tmp("r")
-            return f"({t}.{node.attr} if type({t} := {base}) is _CR else _get({t}, {node.attr!r}))"
-        return f"_get({base}, {node.attr!r})"
+            return f"({t}.{node.attr} if type({t} := {base}) is _CR else {lookup}({t}, {node.attr!r}))"
+        return f"{lookup}({base}, {node.attr!r})"
 
     def _getitem(self, node: nodes.Getitem) -> str | None:
         key = node.arg.value if isinstance(node.arg, nodes.Const) else None
         if not isinstance(key, (str, int)) or _private(key):
             return None
         base = self.expr(node.node)
-        return None if base is None else f"_get({base}, {key!r})"
+        return None if base is None else f"{_lookup('_item', key)}({base}, {key!r})"
 
     def _filter(self, node: nodes.Filter) -> str | None:
         if node.name not in self.env.own_filters or node.kwargs or node.dyn_args or node.dyn_kwargs \

@@ -32,7 +32,7 @@ from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError, TemplateSyntaxError
 from jinja2.filters import FILTERS as DEFAULT_FILTERS
 from jinja2.lexer import TOKEN_EOF, Token, TokenStream
-from jinja2.runtime import Context
+from jinja2.runtime import Context, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedFormatter
 from jinja2.utils import generate_lorem_ipsum
 
@@ -53,6 +53,7 @@ class _GuardedCodeGenerator(CodeGenerator):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self._ticks: set[int] = set()  # ids of the nodes this generator inserted to charge an iteration
+        self._or_none: dict[int, nodes.Expr] = {}  # the filter arguments it wrapped (kept alive: ids stay unique)
 
     def _tick(self, lineno: int) -> nodes.Expr:
         """A node for ``environment.loop_tick()`` (Jinja allows no custom node types: this one is
@@ -71,6 +72,29 @@ class _GuardedCodeGenerator(CodeGenerator):
             self.write("environment.loop_tick()")
         else:
             super().visit_EnvironmentAttribute(node, frame)
+
+    def _none_if_undefined(self, expr: nodes.Expr) -> nodes.Expr:
+        """A node for ``environment.none_if_undefined(expr)`` (recognized by identity, like ``_tick``)."""
+        node = nodes.MarkSafeIfAutoescape(expr, lineno=expr.lineno)
+        self._or_none[id(node)] = node
+        return node
+
+    def visit_MarkSafeIfAutoescape(self, node: nodes.MarkSafeIfAutoescape, frame: Frame) -> None:
+        if id(node) not in self._or_none:
+            return super().visit_MarkSafeIfAutoescape(node, frame)
+        self.write("environment.none_if_undefined(")
+        self.visit(node.expr, frame)
+        self.write(")")
+        return None
+
+    def visit_Filter(self, node: nodes.Filter, frame: Frame) -> None:
+        # the gateway's filters get none for an undefined argument, as in the generated fast path
+        if node.node is not None and node.name in self.environment.own_filters:  # type: ignore[attr-defined]  # a GuardedEnvironment
+            wrap = self._none_if_undefined
+            node = nodes.Filter(wrap(node.node), node.name, [wrap(a) for a in node.args],
+                                [nodes.Keyword(k.key, wrap(k.value), lineno=k.lineno) for k in node.kwargs],
+                                node.dyn_args, node.dyn_kwargs, lineno=node.lineno)
+        super().visit_Filter(node, frame)
 
     def visit_For(self, node: nodes.For, frame: Frame) -> None:
         node.body = [nodes.ExprStmt(self._tick(node.lineno), lineno=node.lineno), *node.body]
@@ -135,6 +159,11 @@ class GuardedEnvironment(ImmutableSandboxedEnvironment):
         return super()._generate(source, name, filename, defer_init)
 
     # -- render-time hooks (the generated code calls these) --------------------------------------
+
+    @staticmethod
+    def none_if_undefined(value: Any) -> Any:
+        """An argument of the gateway's filters: none for an undefined value (they are written for none)."""
+        return None if isinstance(value, Undefined) else value
 
     def loop_tick(self) -> bool:
         return current(self.limits).tick()

@@ -2,9 +2,12 @@
 
 A leaf that is exactly one ``{{ expr }}`` keeps the native type of its value (list, dict, number,
 bool); mixed text renders as a string; leaves (and mapping entries) that evaluate to none/undefined
-are pruned, so optional fields need no ``{% if %}``. Everything runs in Jinja's immutable sandbox:
-templates cannot reach Python internals or mutate the request; leaves that need Jinja itself run
-under a render budget (``template_sandbox``, ``template_budget``).
+are pruned, so optional fields need no ``{% if %}``. Every leaf means what Jinja's immutable sandbox
+means by it, with a chainable undefined (an attribute or item of an undefined is undefined) and the
+gateway's filters given none for an undefined argument: leaves in the subset of ``template_codegen``
+run as generated Python doing the sandbox's lookups and calling only the gateway's filters; the
+others run in the sandbox, under a render budget (``template_sandbox``, ``template_budget``).
+Neither reaches Python internals or mutates the request.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any
 from urllib.parse import quote
 
 import orjson
-from jinja2 import TemplateSyntaxError, Undefined
+from jinja2 import ChainableUndefined, TemplateSyntaxError
 
 from router.template_budget import DEFAULT_LIMITS, TemplateLimitError, TemplateLimits, within_budget
 from router.template_codegen import PRUNE, CompiledTree, compile_structure
@@ -69,7 +72,7 @@ BASE_FILTERS: dict[str, Callable[..., Any]] = {
 def make_environment(filters: dict[str, Callable[..., Any]], limits: TemplateLimits = DEFAULT_LIMITS
                      ) -> GuardedEnvironment:
     """The templates' environment: the gateway's filters (``filters`` over BASE_FILTERS) and Jinja's."""
-    return GuardedEnvironment(limits, {**BASE_FILTERS, **filters}, undefined=Undefined, autoescape=False,
+    return GuardedEnvironment(limits, {**BASE_FILTERS, **filters}, undefined=ChainableUndefined, autoescape=False,
                               auto_reload=False, cache_size=0)
 
 
@@ -105,7 +108,7 @@ def _text_words(node: Any) -> Iterable[str]:
 _QUOTED = re.compile(r"'[^'\n]*'|\"[^\"\n]*\"")
 _TYPE_NAME = re.compile(r"\A[\w.]+ object\Z")  # Jinja's description of a value: 'dict object'
 _PY_TYPES = frozenset({"str", "int", "float", "bool", "dict", "list", "tuple", "NoneType", "bytes", "range",
-                       "Undefined", "Markup", "function", "method", "builtin_function_or_method"})
+                       "Undefined", "ChainableUndefined", "Markup", "function", "method", "builtin_function_or_method"})
 MAX_ERROR_CHARS = 500
 
 

@@ -68,5 +68,7 @@ def test_outside_the_subset_falls_back(expr: str) -> None:
 
 
 def test_missing_attribute_of_missing_is_none_not_an_error() -> None:
-    """Jinja raises UndefinedError here; the fast path is lenient and the leaf is pruned."""
+    """An attribute of an undefined is undefined, on the fast path and in Jinja (the environment's
+    undefined is chainable): the leaf is pruned."""
     assert fast("missing.deeper") is not None and rendered("{{ missing.deeper }}") is None
+    assert jinja_value("missing.deeper") is None and rendered("{{ missing.deeper | default(none) }}") is None

@@ -77,13 +77,14 @@ async def test_over_the_default_budget_is_a_quick_500_naming_the_template(config
 @pytest.mark.parametrize(("leaf", "secret"), [
     ("{{ request.raw[account.api_key] + 1 }}", "sim-key-"),  # the account's key, read by the template
     ("{{ request.raw[request.user] + 1 }}", "client-secret-0123456789"),  # the client's key, sent in the body
-    ("{{ request.raw[account.api_key].x.y }}", "sim-key-"),
+    # an attribute of an undefined is undefined too: the ``+`` fails, with the first undefined's message
+    ("{{ request.raw[account.api_key].x.y + 1 }}", "sim-key-"),
     # a key transformed at run time is no longer the string redaction looks for
-    ("{{ request.raw[account.api_key|upper].x }}", "SIM-KEY-"),
-    ("{{ request.raw[account.api_key[1:]].x }}", "im-key-"),
-    ("{{ request.raw[account.api_key ~ 1].x }}", "sim-key-"),
-    ("{{ request.raw[request.user|upper].x }}", "CLIENT-SECRET-0123456789"),
-    ("{{ request.raw[request.user[2:]].x }}", "ient-secret-0123456789"),
+    ("{{ request.raw[account.api_key|upper].x + 1 }}", "SIM-KEY-"),
+    ("{{ request.raw[account.api_key[1:]].x + 1 }}", "im-key-"),
+    ("{{ request.raw[account.api_key ~ 1].x + 1 }}", "sim-key-"),
+    ("{{ request.raw[request.user|upper].x + 1 }}", "CLIENT-SECRET-0123456789"),
+    ("{{ request.raw[request.user[2:]].x + 1 }}", "ient-secret-0123456789"),
 ], ids=["account-key", "client-key", "attribute-chain", "upper", "slice", "concat", "client-upper", "client-slice"])
 async def test_template_errors_carry_no_key(config_dir: Path, caplog: pytest.LogCaptureFixture,
                                             leaf: str, secret: str) -> None:
