@@ -1,0 +1,305 @@
+"""router/state_redis.py against a real redis-server on a free loopback port (no mocks).
+
+CI installs the Debian package `redis-server` when it is missing (.ci/run); redis-py comes with the
+`test` extra.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+redis = pytest.importorskip("redis", reason="redis-py comes with the `test` extra")
+
+from redis.asyncio import Connection, ConnectionPool, Redis  # noqa: E402 - after the importorskip
+from redis.crc import key_slot  # noqa: E402 - after the importorskip
+
+from router.state_redis import RedisState  # noqa: E402 - after the importorskip
+
+START_TIMEOUT = 10.0  # seconds for redis-server to answer PING
+T0 = 1_800_000_000_000  # an epoch ms for the tests that pass their own clock
+
+
+def _free_port() -> int:
+    # redis-server takes no port 0: bind one, read it, release it (a tiny race, acceptable in tests)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class RedisServer:
+    """One redis-server process on loopback, without persistence, restartable on the same port."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = _free_port()
+        self.workdir = workdir
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        assert binary, "redis-server is missing: install the Debian package redis-server (.ci/run does)"
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._wait_ping()
+
+    def _wait_ping(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            assert self.process is not None and self.process.poll() is None, "redis-server exited at start"
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.02)
+        raise AssertionError(f"redis-server on port {self.port} did not answer PING in {START_TIMEOUT}s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self.process = None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    instance = RedisServer(tmp_path_factory.mktemp("redis"))
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+async def client(server: RedisServer) -> AsyncIterator[Redis]:
+    connection = Redis(host="127.0.0.1", port=server.port)
+    await connection.flushall()
+    yield connection
+    await connection.aclose()
+
+
+@pytest.fixture
+def state(client: Redis) -> RedisState:
+    return RedisState(client, prefix="t")
+
+
+# cooldowns
+
+async def test_cool_extends_and_never_shortens(state: RedisState, client: Redis) -> None:
+    far = int(time.time() * 1000) + 60_000
+    assert await state.cool("acct", far) == far
+    assert await state.cool("acct", far - 30_000) == far  # an earlier deadline changes nothing
+    assert await state.cool("acct", far + 5_000) == far + 5_000
+    assert await client.get(state.cooldown_key("acct")) == str(far + 5_000).encode()
+    assert abs(await client.pexpiretime(state.cooldown_key("acct")) - (far + 5_000)) <= 1  # expires at the deadline
+
+
+async def test_cool_in_the_past_leaves_nothing(state: RedisState, client: Redis) -> None:
+    past = int(time.time() * 1000) - 1_000
+    await state.cool("acct", past)
+    assert await client.exists(state.cooldown_key("acct")) == 0
+    assert await state.read_cooldowns(["acct"]) == {"acct": 0}
+
+
+async def test_concurrent_writers_keep_the_latest_deadline(state: RedisState, server: RedisServer) -> None:
+    base = int(time.time() * 1000) + 60_000
+    deadlines = [base + random.randrange(0, 100_000) for _ in range(300)]
+    others = [Redis(host="127.0.0.1", port=server.port) for _ in range(3)]
+    states = [state, *(RedisState(other, prefix="t") for other in others)]
+    try:
+        await asyncio.gather(*(states[i % len(states)].cool("acct", d) for i, d in enumerate(deadlines)))
+        assert await state.read_cooldowns(["acct"]) == {"acct": max(deadlines)}
+    finally:
+        for other in others:
+            await other.aclose()
+
+
+async def test_read_cooldowns_reads_a_pool_in_one_mget(state: RedisState, client: Redis) -> None:
+    far = int(time.time() * 1000) + 60_000
+    await state.cool("a", far)
+    await state.cool("a:gpt-x", far + 1)
+    await client.config_resetstat()
+    assert await state.read_cooldowns(["a", "b", "a:gpt-x"]) == {"a": far, "b": 0, "a:gpt-x": far + 1}
+    assert await state.read_cooldowns([]) == {}
+    stats = await client.info("commandstats")
+    assert stats["cmdstat_mget"]["calls"] == 1
+    assert "cmdstat_get" not in stats
+
+
+# rate limits (GCRA); now_ms makes the schedule exact
+
+async def test_gcra_allows_exactly_the_burst_then_spaces_at_the_rate(state: RedisState) -> None:
+    # 10 per second, burst 5: five at once, then one every 100 ms
+    results = [await state.reserve("k", 10, 1.0, 5, now_ms=T0) for _ in range(6)]
+    assert [r.allowed for r in results] == [True] * 5 + [False]
+    assert [r.remaining for r in results[:5]] == [4, 3, 2, 1, 0]
+    assert results[5].retry_after_s == pytest.approx(0.1)
+    assert results[4].reset_after_s == pytest.approx(0.5)
+    assert not (await state.reserve("k", 10, 1.0, 5, now_ms=T0 + 99)).allowed
+    assert (await state.reserve("k", 10, 1.0, 5, now_ms=T0 + 100)).allowed
+    assert not (await state.reserve("k", 10, 1.0, 5, now_ms=T0 + 150)).allowed
+    assert (await state.reserve("k", 10, 1.0, 5, now_ms=T0 + 200)).allowed
+
+
+async def test_gcra_has_no_double_burst_at_a_window_edge(state: RedisState) -> None:
+    # a fixed 1 s window would allow 10 at 0.999 s and 10 more at 1.001 s; GCRA refills 10 per second
+    edge = T0 + 999
+    first = [(await state.reserve("k", 10, 1.0, 10, now_ms=edge)).allowed for _ in range(10)]
+    after = [(await state.reserve("k", 10, 1.0, 10, now_ms=edge + 2)).allowed for _ in range(10)]
+    assert all(first)
+    assert not any(after)
+    # over any second, at most burst + rate: a steady caller gets one per 100 ms
+    later = [(await state.reserve("k", 10, 1.0, 10, now_ms=edge + 100 * i)).allowed for i in range(1, 11)]
+    assert all(later)
+    assert not (await state.reserve("k", 10, 1.0, 10, now_ms=edge + 1000)).allowed
+
+
+async def test_gcra_cost_counts_tokens(state: RedisState) -> None:
+    # 1000 tokens per minute, burst 1000
+    first = await state.reserve("tpm", 1000, 60, 1000, cost=600, now_ms=T0)
+    assert first.allowed and first.remaining == 400
+    second = await state.reserve("tpm", 1000, 60, 1000, cost=500, now_ms=T0)
+    assert not second.allowed
+    assert second.retry_after_s == pytest.approx(6.0)  # 100 tokens at 60 ms each
+    assert (await state.reserve("tpm", 1000, 60, 1000, cost=400, now_ms=T0)).allowed
+    with pytest.raises(ValueError, match="never fits"):
+        await state.reserve("tpm", 1000, 60, 1000, cost=1001)
+
+
+async def test_a_denied_request_reserves_nothing(state: RedisState, client: Redis) -> None:
+    await state.reserve("k", 10, 1.0, 10, cost=8, now_ms=T0)
+    before = await client.get(state.rate_key("k"))
+    for _ in range(20):
+        assert not (await state.reserve("k", 10, 1.0, 10, cost=5, now_ms=T0)).allowed
+    assert await client.get(state.rate_key("k")) == before
+    assert (await state.reserve("k", 10, 1.0, 10, cost=2, now_ms=T0)).allowed
+
+
+async def test_adjust_corrects_an_estimate_up_and_down(state: RedisState) -> None:
+    # reserve an estimate of 300 tokens, then learn the real use
+    await state.reserve("tpm", 1000, 60, 1000, cost=300, now_ms=T0)
+    down = await state.adjust("tpm", 1000, 60, 1000, 100 - 300, now_ms=T0)  # used 100
+    assert down.remaining == 900
+    up = await state.adjust("tpm", 1000, 60, 1000, 1500 - 100, now_ms=T0)  # a second call used 1500 of 100
+    assert up.allowed and up.remaining == 0  # charged past the burst: the tokens were spent
+    denied = await state.reserve("tpm", 1000, 60, 1000, now_ms=T0)
+    assert not denied.allowed
+    assert denied.retry_after_s == pytest.approx(30.06)  # the 500-token debt plus one token, at 60 ms each
+    back = await state.refund("tpm", 1000, 60, 1000, 10_000, now_ms=T0)
+    assert back.remaining == 1000  # never more than a full burst
+    assert back.reset_after_s == 0
+
+
+async def test_gcra_on_redis_time(state: RedisState) -> None:
+    results = [await state.reserve("k", 2, 1.0, 3) for _ in range(4)]
+    assert [r.allowed for r in results] == [True, True, True, False]
+    assert 0.3 < results[3].retry_after_s <= 0.5  # the next token is due 500 ms after the first
+    await asyncio.sleep(results[3].retry_after_s + 0.02)
+    assert (await state.reserve("k", 2, 1.0, 3)).allowed
+
+
+async def test_concurrent_reservations_never_overspend(server: RedisServer, client: Redis) -> None:
+    clients = [Redis(host="127.0.0.1", port=server.port) for _ in range(4)]  # `client` flushed the keys
+
+    async def spend(state: RedisState) -> int:
+        return sum([(await state.reserve("k", 1, 3600, 50, now_ms=T0)).allowed for _ in range(50)])
+
+    try:
+        spent = await asyncio.gather(*(spend(RedisState(c, prefix="t")) for c in clients))
+        assert sum(spent) == 50
+    finally:
+        for c in clients:
+            await c.aclose()
+
+
+# counters
+
+def _counting_pool(port: int, sends: list[int]) -> ConnectionPool:
+    class CountingConnection(Connection):
+        async def send_packed_command(self, command: object, check_health: bool = True) -> None:
+            sends.append(1)
+            await super().send_packed_command(command, check_health)  # type: ignore[arg-type]
+
+    return ConnectionPool(host="127.0.0.1", port=port, connection_class=CountingConnection)
+
+
+async def test_incr_many_is_one_round_trip(server: RedisServer, client: Redis) -> None:
+    sends: list[int] = []
+    counted = Redis(connection_pool=_counting_pool(server.port, sends))
+    try:
+        await counted.ping()  # connect (the handshake's sends are not the call's)
+        await client.config_resetstat()
+        sends.clear()
+        values = await RedisState(counted, prefix="t").incr_many({"a": 1, "b": 5, "c": -2}, ttl_s=60)
+        assert values == {"a": 1, "b": 5, "c": -2}
+        assert len(sends) == 1
+        stats = await client.info("commandstats")
+        assert stats["cmdstat_incrby"]["calls"] == 3
+        assert stats["cmdstat_pexpire"]["calls"] == 3
+    finally:
+        await counted.aclose()
+
+
+async def test_incr_many_adds_and_sets_ttls_per_key(state: RedisState, client: Redis) -> None:
+    await state.incr_many({"a": 2, "b": 3})
+    assert await state.incr_many({"a": 1, "b": 1}, ttl_s={"a": 30}) == {"a": 3, "b": 4}
+    assert 29_000 < await client.pttl(state.counter_key("a")) <= 30_000
+    assert await client.pttl(state.counter_key("b")) == -1  # no TTL asked for b
+    assert await state.incr_many({}) == {}
+
+
+# cluster safety, scripts, restarts
+
+def test_keys_are_cluster_safe() -> None:
+    state = RedisState(Redis(), prefix="gw")  # no connection is made
+    cool = {key_slot(state.cooldown_key(k).encode()) for k in ("a", "b", "a:model-x", "acct{1}")}
+    counters = {key_slot(state.counter_key(k).encode()) for k in ("a", "b", "c")}
+    assert len(cool) == 1  # one MGET reads a whole pool on a cluster too
+    assert len(counters) == 1  # one pipeline, one node
+    assert state.rate_key("client-7") == "{gw:rate:client-7}"  # each limit is its own slot: one key per script
+    with pytest.raises(ValueError, match="braces"):
+        RedisState(Redis(), prefix="a{b}")
+
+
+async def test_scripts_reload_after_script_flush(state: RedisState, client: Redis) -> None:
+    far = int(time.time() * 1000) + 60_000
+    await state.cool("a", far)
+    await state.reserve("k", 10, 1.0, 5, now_ms=T0)
+    await client.script_flush()
+    assert await state.cool("a", far + 1) == far + 1
+    assert (await state.reserve("k", 10, 1.0, 5, now_ms=T0)).remaining == 3
+
+
+async def test_survives_a_redis_restart(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path)
+    server.start()
+    connection = Redis(host="127.0.0.1", port=server.port)
+    try:
+        state = RedisState(connection, prefix="t")
+        far = int(time.time() * 1000) + 60_000
+        await state.cool("a", far)
+        await state.reserve("k", 10, 1.0, 5, now_ms=T0)
+        server.stop()
+        server.start()  # same port, empty (no persistence), no scripts loaded
+        assert await state.read_cooldowns(["a"]) == {"a": 0}
+        assert await state.cool("a", far) == far
+        assert (await state.reserve("k", 10, 1.0, 5, now_ms=T0)).remaining == 4
+        assert await state.incr_many({"c": 1}) == {"c": 1}
+    finally:
+        await connection.aclose()
+        server.stop()
