@@ -12,7 +12,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -251,6 +251,28 @@ async def test_incr_many_is_one_round_trip(server: RedisServer, client: Redis) -
         stats = await client.info("commandstats")
         assert stats["cmdstat_incrby"]["calls"] == 3
         assert stats["cmdstat_pexpire"]["calls"] == 3
+    finally:
+        await counted.aclose()
+
+
+async def test_every_primitive_is_one_round_trip(server: RedisServer, client: Redis) -> None:
+    sends: list[int] = []
+    counted = Redis(connection_pool=_counting_pool(server.port, sends))
+    state = RedisState(counted, prefix="t")
+    far = int(time.time() * 1000) + 60_000
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "cool": lambda: state.cool("a", far),
+        "read_cooldowns": lambda: state.read_cooldowns(["a", "b", "c"]),
+        "reserve": lambda: state.reserve("k", 10, 1.0, 5),
+        "adjust": lambda: state.adjust("k", 10, 1.0, 5, -1),
+    }
+    try:
+        for call in calls.values():
+            await call()  # connect, and load the scripts (NOSCRIPT, SCRIPT LOAD, EVALSHA)
+        for name, call in calls.items():
+            sends.clear()
+            await call()
+            assert len(sends) == 1, name
     finally:
         await counted.aclose()
 
