@@ -16,13 +16,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
+from redis.asyncio import Connection, ConnectionPool, Redis
+from redis.crc import key_slot
 
-redis = pytest.importorskip("redis", reason="redis-py comes with the `test` extra")
-
-from redis.asyncio import Connection, ConnectionPool, Redis  # noqa: E402 - after the importorskip
-from redis.crc import key_slot  # noqa: E402 - after the importorskip
-
-from router.state_redis import RedisState  # noqa: E402 - after the importorskip
+from router.state_redis import RedisState
 
 START_TIMEOUT = 10.0  # seconds for redis-server to answer PING
 T0 = 1_800_000_000_000  # an epoch ms for the tests that pass their own clock
