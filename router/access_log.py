@@ -21,10 +21,12 @@ FLUSH_BYTES = 64 * 1024
 class AccessLog:
     """Formats and buffers access lines (``json`` or ``text``) for a binary stream (stderr by default)."""
 
-    def __init__(self, stream: IO[bytes] | None = None, fmt: str = "text", enabled: bool = True):
+    def __init__(self, stream: IO[bytes] | None = None, fmt: str = "text", enabled: bool = True,
+                 worker: int | None = None):
         self.stream = stream if stream is not None else sys.stderr.buffer
         self.fmt = fmt
         self.enabled = enabled
+        self.worker = worker  # a --workers child's index, in every line it writes
         self._pending: list[bytes] = []
         self._size = 0
         self._second = -1
@@ -47,6 +49,8 @@ class AccessLog:
         if not self.enabled:
             return
         ts = self._timestamp()
+        if self.worker is not None:
+            fields = {**fields, "worker": self.worker}
         if self.fmt == "json":
             line = orjson.dumps({"ts": ts, "level": "info", "logger": "router.access", **fields}) + b"\n"
         else:

@@ -33,10 +33,10 @@ def _config_dir(value: str | None) -> Path:
     return packaged
 
 
-def setup_logging(level: str = "info", fmt: str = "text") -> None:
+def setup_logging(level: str = "info", fmt: str = "text", worker: int | None = None) -> None:
     from router.logs import configure
 
-    configure(level, fmt)
+    configure(level, fmt, worker)
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -86,7 +86,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             print(str(err), file=sys.stderr)
         print(f"refusing to start: {len(e.errors)} config error(s) in {directory}", file=sys.stderr)
         return 1
-    setup_logging(args.log_level or snap.logging.level, snap.logging.format)
+    setup_logging(args.log_level or snap.logging.level, snap.logging.format, args.worker)
     host = args.host or snap.server.host
     port = args.port if args.port is not None else snap.server.port
     sockets = _listening_sockets(args, host, port)
@@ -95,14 +95,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.workers and args.workers > 1:
         from router.workers import serve_workers
 
-        logging.getLogger("router").info("router %s listening on %s with %d workers (config %s)", __version__,
-                                         ", ".join(listen_url(s) for s in sockets), args.workers, directory)
+        log = logging.getLogger("router")
+        log.info("router %s listening on %s with %d workers (config %s)", __version__,
+                 ", ".join(listen_url(s) for s in sockets), args.workers, directory)
+        log.warning("%d workers, each with its own memory: account cooldowns, round-robin and sticky sessions, "
+                    "the Responses store (previous_response_id), /metrics counters and POST /admin/reload are "
+                    "per worker; log lines carry the worker's index (SIGHUP to this process reloads every worker)",
+                    args.workers)
         extra = (["--log-level", args.log_level] if args.log_level else []) + \
             (["--require-keys"] if args.require_keys else [])
         return serve_workers(args.workers, directory, host, sockets, snap.server.shutdown_grace, extra)
     worker = args.worker or 0  # a --workers child: only the first one logs the config summary
     gateway = Gateway(directory, bind_host=host, manage_logging=args.log_level is None, announce=worker == 0,
-                      require_keys=args.require_keys)
+                      require_keys=args.require_keys, worker=args.worker)
     run(serve(gateway, sockets, shutdown_timeout=snap.server.shutdown_grace, announce=not args.listen_fd),
         new_event_loop())
     return 0

@@ -60,7 +60,8 @@ class Gateway:
 
     def __init__(self, config_dir: str | Path, env: Mapping[str, str] | None = None,
                  sim_options: dict[str, Any] | None = None, bind_host: str | None = None,
-                 manage_logging: bool = False, require_keys: bool = False, announce: bool = True):
+                 manage_logging: bool = False, require_keys: bool = False, announce: bool = True,
+                 worker: int | None = None):
         self.config_dir = Path(config_dir)
         # log what is served (per provider live/SIMULATED, auth) at start-up and when a reload changes
         # it; a --workers child other than the first logs it at debug only (the others say the same)
@@ -85,7 +86,7 @@ class Gateway:
         self._lock = asyncio.Lock()
         self.reloads_ok = 0
         self.reloads_failed = 0
-        self.access_log = AccessLog()
+        self.access_log = AccessLog(worker=worker)  # a --workers child's lines carry its index
 
     @property
     def current(self) -> Snapshot:

@@ -36,8 +36,21 @@ class TextFormatter(logging.Formatter):
         return base + ("  " + orjson.dumps(extra, default=str).decode() if extra else "")
 
 
-def configure(level: str = "info", fmt: str = "text") -> None:
-    """Process-wide logging set-up, called once by the CLI (never by library code)."""
+class _Worker(logging.Filter):
+    """Stamps every record with the ``--workers`` child that wrote it (a field of its own)."""
+
+    def __init__(self, worker: int) -> None:
+        super().__init__()
+        self.worker = worker
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker = self.worker
+        return True
+
+
+def configure(level: str = "info", fmt: str = "text", worker: int | None = None) -> None:
+    """Process-wide logging set-up, called once by the CLI (never by library code); ``worker``: the
+    index of a ``--workers`` child, carried by each of its lines."""
     # The access log writes a record per request: skip the per-record work nobody reads.
     logging.logThreads = False
     logging.logProcesses = False
@@ -45,6 +58,8 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     logging._srcfile = None  # no caller lookup (file/line) per record
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    if worker is not None:
+        handler.addFilter(_Worker(worker))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
