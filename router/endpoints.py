@@ -140,7 +140,7 @@ async def admin_config(svc: Services, x: Exchange, request: web.BaseRequest, par
 
 
 async def admin_accounts(svc: Services, x: Exchange, request: web.BaseRequest, params: Params) -> web.Response:
-    return json_response({"accounts": svc.gateway.accounts_status()})
+    return json_response({**svc.gateway.answered_by(), "accounts": svc.gateway.accounts_status()})
 
 
 async def admin_account_reset(svc: Services, x: Exchange, request: web.BaseRequest, params: Params

@@ -66,6 +66,7 @@ class Gateway:
         # log what is served (per provider live/SIMULATED, auth) at start-up and when a reload changes
         # it; a --workers child other than the first logs it at debug only (the others say the same)
         self.announce = announce
+        self.worker = worker  # a --workers child's index (None: the only process); admin views name it
         self._summary: list[Line] = []
         self.manage_logging = manage_logging  # the CLI owns process logging: re-apply logging.level
         self.bind_host = bind_host  # the listener's address when given on the command line
@@ -201,10 +202,15 @@ class Gateway:
                     done.append(acc.state_key)
         return done
 
+    def answered_by(self) -> dict[str, int]:
+        """``{"worker": N}`` in a --workers child's admin answers (each worker answers for itself)."""
+        return {} if self.worker is None else {"worker": self.worker}
+
     def config_status(self) -> dict[str, Any]:
         """What /admin/config shows: no secret, only names, hashes and errors."""
         snap = self.current
         return {
+            **self.answered_by(),
             "generation": snap.generation,
             "loaded_at": snap.loaded_at,
             "config_dir": str(self.config_dir),

@@ -1,5 +1,5 @@
-"""``router serve --workers N``: what the parent says about per-worker state, and a worker id on every
-log line (each child's own lines and its access lines)."""
+"""``router serve --workers N``: what the parent says about per-worker state, a worker id on every log
+line (each child's own lines and its access lines), and admin answers that name the worker."""
 
 from __future__ import annotations
 
@@ -32,6 +32,13 @@ def test_each_workers_lines_carry_its_index(tmp_path: Path) -> None:
             time.sleep(0.1)
         for _ in range(20):  # a new connection each: either worker may accept it
             assert _healthy(port)
+        for path in ("/admin/config", "/admin/accounts"):  # each worker answers for itself, and says so
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                assert json.loads(r.read())["worker"] in (0, 1)
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/admin/reload", method="POST")
+        with urllib.request.urlopen(req, timeout=10) as r:
+            answer = json.loads(r.read())
+            assert answer["reloaded"] is True and answer["worker"] in (0, 1) and answer["generation"] == 2
         time.sleep(1.0)  # the access log is flushed every 0.5 s
         proc.terminate()
         _, err = proc.communicate(timeout=30)
