@@ -152,22 +152,20 @@ class UpstreamCodec:
         return failures.parse_failure(self.error_details, status, headers, body, secrets)
 
 
+def _claiming(path: str, families: Sequence[Family]) -> Family | None:
+    """The first family that claims the path by one of its prefixes."""
+    return next((f for f in families if path.startswith(f.path_prefixes)), None)
+
+
 def family_of_path(path: str, families: Sequence[Family]) -> Family:
     """The family whose paths these are (the first family when none claims them)."""
-    for f in families:
-        if path.startswith(f.path_prefixes):
-            return f
-    return families[0]
+    return _claiming(path, families) or families[0]
 
 
 def family_asking(path: str, headers: Mapping[str, str], query: Mapping[str, str], families: Sequence[Family]
                   ) -> Family:
     """Which family a request that several families share (``GET /v1/models``) speaks: its path's,
     else the first whose marker header or query parameter it carries, else the first family."""
-    for f in families:
-        if path.startswith(f.path_prefixes):
-            return f
-    for f in families:
-        if any(h in headers for h in f.marker_headers) or any(q in query for q in f.marker_query):
-            return f
-    return families[0]
+    marked = (f for f in families
+              if any(h in headers for h in f.marker_headers) or any(q in query for q in f.marker_query))
+    return _claiming(path, families) or next(marked, families[0])
