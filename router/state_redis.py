@@ -1,11 +1,11 @@
 """State-store primitives on Redis: extend-only cooldowns, a GCRA rate limiter, batched counters.
 
-Not yet wired into the request path (issue 12 plugs them in); these are the building blocks, each one
-round trip:
+The building blocks of the shared state (``router.shared_state``), each one round trip:
 
-- ``cool`` / ``read_cooldowns``: an account's cooldown deadline (epoch ms). A write never shortens a
-  stored deadline (one Lua script compares and extends), so a late or slow writer cannot end a
-  cooldown early; a whole pool is read with one MGET.
+- ``cool`` / ``read_cooldowns``: an account's cooldown deadlines (epoch ms), for the whole account and
+  per model, in one value per account. A write never shortens a stored deadline (one Lua script
+  compares and extends), so a late or slow writer cannot end a cooldown early; a whole pool is read
+  with one MGET.
 - ``reserve`` / ``adjust``: a generic cell rate algorithm (GCRA) in one Lua script: check and reserve
   atomically, ``cost`` tokens at a time, no fixed windows (so no double burst at a window edge); a
   denied call reserves nothing. ``adjust`` corrects a reservation afterwards (reserve an estimate,
@@ -32,21 +32,47 @@ Works with Redis 6+ and Valkey (no command newer than Redis 5 is used).
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
+import orjson
 from redis.asyncio import Redis
 
-# KEYS[1] = cooldown key, ARGV[1] = new deadline (epoch ms, integer). Extend only: a stored deadline
-# at or past the new one stays as it is. Returns the effective deadline.
+MAX_SCOPES = 64  # cooldowns one account holds at once (itself and per model): bounds each value
+
+# KEYS[1] = an account's cooldowns: a JSON object {scope: deadline epoch ms}, scope "" for the whole
+# account, a model name for one model. ARGV: 1 scope, 2 new deadline (epoch ms, integer), 3 now (epoch
+# ms: entries past it are dropped), 4 most scopes kept. Extend only: a stored deadline at or past the new
+# one stays; a new scope beyond the limit is refused (never by dropping another, which would shorten
+# it). The key expires with its last deadline. Returns the deadline in effect for the scope (0: refused).
 _COOL = """
-local stored = tonumber(redis.call('GET', KEYS[1]) or '0')
-local wanted = tonumber(ARGV[1])
-if wanted <= stored then
-  return stored
+local raw = redis.call('GET', KEYS[1])
+local stored = {}
+if raw then stored = cjson.decode(raw) end
+local scope, wanted, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local current = tonumber(stored[scope] or 0)
+if wanted <= current then
+  return current
 end
-redis.call('SET', KEYS[1], ARGV[1])
-redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+local kept, n, last = {}, 0, 0
+for name, deadline in pairs(stored) do
+  if deadline > now and name ~= scope then
+    kept[name] = deadline
+    n = n + 1
+    if deadline > last then last = deadline end
+  end
+end
+if wanted <= now then
+  return current
+end
+if n >= tonumber(ARGV[4]) then
+  return 0
+end
+kept[scope] = wanted
+if wanted > last then last = wanted end
+redis.call('SET', KEYS[1], cjson.encode(kept))
+redis.call('PEXPIREAT', KEYS[1], last)
 return wanted
 """
 
@@ -94,6 +120,43 @@ end
 return {1, remaining, 0, math.ceil(reset)}
 """
 
+# Bounded blobs (stored Responses, signatures): KEYS 1 the entry, 2 the index (a sorted set of entry
+# keys by time written), 3 the sizes (hash entry key -> bytes), 4 the total bytes. ARGV: 1 the blob,
+# 2 now (ms), 3 time to live (ms), 4 most entries, 5 most bytes. Oldest entries go first when a bound
+# is passed; each call does a bounded amount of work (64 evictions at most, so the bounds may be passed
+# briefly after a sudden shrink). Every key of a kind shares one hash tag, so the entries' keys used
+# here and not passed in KEYS live in the same cluster slot.
+_PUT = """
+local now, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
+local function drop(member)
+  local size = tonumber(redis.call('HGET', KEYS[3], member) or '0')
+  redis.call('HDEL', KEYS[3], member)
+  redis.call('ZREM', KEYS[2], member)
+  redis.call('DECRBY', KEYS[4], size)
+  redis.call('DEL', member)
+end
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - ttl, 'LIMIT', 0, 64)) do
+  drop(member)
+end
+if redis.call('HEXISTS', KEYS[3], KEYS[1]) == 1 then
+  drop(KEYS[1])
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
+redis.call('ZADD', KEYS[2], now, KEYS[1])
+redis.call('HSET', KEYS[3], KEYS[1], #ARGV[1])
+local total = redis.call('INCRBY', KEYS[4], #ARGV[1])
+local evicted = 0
+while evicted < 64 and (redis.call('ZCARD', KEYS[2]) > tonumber(ARGV[4]) or total > tonumber(ARGV[5])) do
+  drop(redis.call('ZRANGE', KEYS[2], 0, 0)[1])
+  total = tonumber(redis.call('GET', KEYS[4]) or '0')
+  evicted = evicted + 1
+end
+for i = 2, 4 do
+  redis.call('PEXPIRE', KEYS[i], ttl)
+end
+return evicted
+"""
+
 _US = 1_000_000
 
 
@@ -117,7 +180,7 @@ class RedisState:
     The client may decode responses or not; values are parsed either way.
     """
 
-    __slots__ = ("_client", "_cool", "_gcra", "_prefix")
+    __slots__ = ("_client", "_cool", "_gcra", "_prefix", "_put")
 
     def __init__(self, client: Redis, prefix: str = "router") -> None:
         if "{" in prefix or "}" in prefix:
@@ -126,6 +189,7 @@ class RedisState:
         self._prefix = prefix
         self._cool = client.register_script(_COOL)
         self._gcra = client.register_script(_GCRA)
+        self._put = client.register_script(_PUT)
 
     # keys: the hash tag (in braces) decides the cluster slot, see the module docstring
 
@@ -138,20 +202,63 @@ class RedisState:
     def counter_key(self, key: str) -> str:
         return f"{{{self._prefix}:count}}:{key}"
 
+    def blob_key(self, kind: str, key: str) -> str:
+        return f"{{{self._prefix}:{kind}}}:{key}"
+
+    def binding_key(self, key: str) -> str:
+        return f"{{{self._prefix}:sticky}}:{key}"
+
     # cooldowns
 
-    async def cool(self, key: str, until_ms: int) -> int:
-        """Extend ``key``'s cooldown to ``until_ms`` (epoch ms); never shortens. The effective deadline."""
-        result = await self._cool(keys=[self.cooldown_key(key)], args=[int(until_ms)])
+    async def cool(self, key: str, until_ms: int, scope: str = "", now_ms: int | None = None) -> int:
+        """Extend ``key``'s cooldown for ``scope`` ("" the whole account, else one model) to ``until_ms``
+        (epoch ms); never shortens. The deadline in effect, 0 when the key holds ``MAX_SCOPES`` already."""
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        result = await self._cool(keys=[self.cooldown_key(key)], args=[scope, int(until_ms), now, MAX_SCOPES])
         return int(result)
 
-    async def read_cooldowns(self, keys: Iterable[str]) -> dict[str, int]:
-        """Each key's cooldown deadline (epoch ms; 0 when none), in one MGET (none for no keys)."""
+    async def read_cooldowns(self, keys: Iterable[str]) -> dict[str, dict[str, int]]:
+        """Each key's cooldowns by scope (epoch ms; empty when none), in one MGET (none for no keys).
+        Deadlines already past may be included (a key expires with its last deadline only)."""
         names = list(keys)
         if not names:
             return {}
         values = await self._client.mget([self.cooldown_key(name) for name in names])
-        return {name: int(value) if value is not None else 0 for name, value in zip(names, values, strict=True)}
+        return {name: _scopes(value) for name, value in zip(names, values, strict=True)}
+
+    async def clear(self, keys: Iterable[str]) -> None:
+        """Forget the cooldowns of ``keys`` (an operator's reset: the one write allowed to shorten)."""
+        names = [self.cooldown_key(name) for name in keys]
+        if names:
+            await self._client.delete(*names)
+
+    # bounded blobs (stored conversations, signatures) and sticky bindings
+
+    async def put_blob(self, kind: str, key: str, blob: bytes, ttl_s: float, max_items: int, max_bytes: int,
+                       now_ms: int | None = None) -> int:
+        """Store ``blob`` under ``kind``/``key`` for ``ttl_s``; the oldest entries of ``kind`` go when
+        it holds more than ``max_items`` entries or ``max_bytes`` bytes. The number evicted."""
+        tag = f"{{{self._prefix}:{kind}}}"
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        keys = [self.blob_key(kind, key), f"{tag}#index", f"{tag}#sizes", f"{tag}#bytes"]
+        ttl_ms = max(1, math.ceil(ttl_s * 1000))
+        return int(await self._put(keys=keys, args=[blob, now, ttl_ms, max_items, max_bytes]))
+
+    async def get_blobs(self, kind: str, keys: Iterable[str]) -> list[bytes | None]:
+        """The blobs of ``kind`` stored under ``keys`` (None: unknown or expired), in one MGET."""
+        names = [self.blob_key(kind, key) for key in keys]
+        if not names:
+            return []
+        return [v if isinstance(v, bytes) else v.encode() if isinstance(v, str) else None
+                for v in await self._client.mget(names)]
+
+    async def bind(self, key: str, value: str, ttl_s: float) -> None:
+        """Bind a sticky session to an account for ``ttl_s`` (last writer wins)."""
+        await self._client.set(self.binding_key(key), value, px=max(1, math.ceil(ttl_s * 1000)))
+
+    async def binding(self, key: str) -> str | None:
+        value = await self._client.get(self.binding_key(key))
+        return value.decode() if isinstance(value, bytes) else value
 
     # rate limits (GCRA)
 
@@ -213,6 +320,19 @@ class RedisState:
                 pipe.pexpire(name, max(1, math.ceil(ttl * 1000)))
         replies = await pipe.execute()
         return _counter_values(amounts, replies, ttl_s)
+
+
+def _scopes(value: object) -> dict[str, int]:
+    """A stored cooldown object, read defensively (another writer of the same prefix may be broken)."""
+    if not isinstance(value, bytes | str):
+        return {}
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return {}
+    if not isinstance(parsed, dict):
+        return {}
+    return {str(k): int(v) for k, v in parsed.items() if isinstance(v, int | float)}
 
 
 def _counter_values(amounts: Mapping[str, int], replies: list[object],

@@ -8,70 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import random
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from redis.asyncio import Connection, ConnectionPool, Redis
 from redis.crc import key_slot
 
-from router.state_redis import RedisState
+from router.state_redis import MAX_SCOPES, RedisState
+from tests.redis_server import RedisServer
 
-START_TIMEOUT = 10.0  # seconds for redis-server to answer PING
 T0 = 1_800_000_000_000  # an epoch ms for the tests that pass their own clock
-
-
-def _free_port() -> int:
-    # redis-server takes no port 0: bind one, read it, release it (a tiny race, acceptable in tests)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class RedisServer:
-    """One redis-server process on loopback, without persistence, restartable on the same port."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = _free_port()
-        self.workdir = workdir
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server")
-        assert binary, "redis-server is missing: install the Debian package redis-server (.ci/run does)"
-        self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self._wait_ping()
-
-    def _wait_ping(self) -> None:
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            assert self.process is not None and self.process.poll() is None, "redis-server exited at start"
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                pass
-            time.sleep(0.02)
-        raise AssertionError(f"redis-server on port {self.port} did not answer PING in {START_TIMEOUT}s")
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        self.process = None
 
 
 @pytest.fixture(scope="module")
@@ -102,15 +51,41 @@ async def test_cool_extends_and_never_shortens(state: RedisState, client: Redis)
     assert await state.cool("acct", far) == far
     assert await state.cool("acct", far - 30_000) == far  # an earlier deadline changes nothing
     assert await state.cool("acct", far + 5_000) == far + 5_000
-    assert await client.get(state.cooldown_key("acct")) == str(far + 5_000).encode()
+    assert orjson.loads(await client.get(state.cooldown_key("acct"))) == {"": far + 5_000}
     assert abs(await client.pexpiretime(state.cooldown_key("acct")) - (far + 5_000)) <= 1  # expires at the deadline
+
+
+async def test_model_scopes_live_beside_the_account_in_one_value(state: RedisState, client: Redis) -> None:
+    far = int(time.time() * 1000) + 60_000
+    assert await state.cool("acct", far, scope="gpt-x") == far
+    assert await state.cool("acct", far - 10_000) == far - 10_000
+    assert await state.cool("acct", far - 20_000, scope="gpt-x") == far  # per scope: still extend-only
+    assert await state.read_cooldowns(["acct"]) == {"acct": {"gpt-x": far, "": far - 10_000}}
+    # the value expires with its last deadline, not its first
+    assert abs(await client.pexpiretime(state.cooldown_key("acct")) - far) <= 1
+
+
+async def test_scopes_per_account_are_bounded_and_never_shortened_to_fit(state: RedisState) -> None:
+    far = int(time.time() * 1000) + 60_000
+    for i in range(MAX_SCOPES):
+        assert await state.cool("acct", far, scope=f"m{i}") == far
+    assert await state.cool("acct", far, scope="one-too-many") == 0  # refused, nothing dropped
+    cooldowns = (await state.read_cooldowns(["acct"]))["acct"]
+    assert len(cooldowns) == MAX_SCOPES and "one-too-many" not in cooldowns
+    assert await state.cool("acct", far + 1, scope="m3") == far + 1  # a known scope still extends
+
+
+async def test_expired_scopes_are_dropped_on_the_next_write(state: RedisState) -> None:
+    await state.cool("acct", T0 + 1_000, scope="old", now_ms=T0)
+    await state.cool("acct", T0 + 90_000, now_ms=T0 + 5_000)
+    assert await state.read_cooldowns(["acct"]) == {"acct": {"": T0 + 90_000}}
 
 
 async def test_cool_in_the_past_leaves_nothing(state: RedisState, client: Redis) -> None:
     past = int(time.time() * 1000) - 1_000
     await state.cool("acct", past)
     assert await client.exists(state.cooldown_key("acct")) == 0
-    assert await state.read_cooldowns(["acct"]) == {"acct": 0}
+    assert await state.read_cooldowns(["acct"]) == {"acct": {}}
 
 
 async def test_concurrent_writers_keep_the_latest_deadline(state: RedisState, server: RedisServer) -> None:
@@ -119,8 +94,9 @@ async def test_concurrent_writers_keep_the_latest_deadline(state: RedisState, se
     others = [Redis(host="127.0.0.1", port=server.port) for _ in range(3)]
     states = [state, *(RedisState(other, prefix="t") for other in others)]
     try:
-        await asyncio.gather(*(states[i % len(states)].cool("acct", d) for i, d in enumerate(deadlines)))
-        assert await state.read_cooldowns(["acct"]) == {"acct": max(deadlines)}
+        await asyncio.gather(*(states[i % len(states)].cool("acct", d, scope=("", "m")[i % 2])
+                               for i, d in enumerate(deadlines)))
+        assert await state.read_cooldowns(["acct"]) == {"acct": {"": max(deadlines[0::2]), "m": max(deadlines[1::2])}}
     finally:
         for other in others:
             await other.aclose()
@@ -129,13 +105,68 @@ async def test_concurrent_writers_keep_the_latest_deadline(state: RedisState, se
 async def test_read_cooldowns_reads_a_pool_in_one_mget(state: RedisState, client: Redis) -> None:
     far = int(time.time() * 1000) + 60_000
     await state.cool("a", far)
-    await state.cool("a:gpt-x", far + 1)
+    await state.cool("c", far + 1, scope="gpt-x")
     await client.config_resetstat()
-    assert await state.read_cooldowns(["a", "b", "a:gpt-x"]) == {"a": far, "b": 0, "a:gpt-x": far + 1}
+    assert await state.read_cooldowns(["a", "b", "c"]) == {"a": {"": far}, "b": {}, "c": {"gpt-x": far + 1}}
     assert await state.read_cooldowns([]) == {}
     stats = await client.info("commandstats")
-    assert stats["cmdstat_mget"]["calls"] == 1
-    assert "cmdstat_get" not in stats
+    assert stats["cmdstat_mget"]["calls"] == 1 and "cmdstat_get" not in stats
+
+
+async def test_clear_forgets_cooldowns(state: RedisState) -> None:
+    far = int(time.time() * 1000) + 60_000
+    await state.cool("a", far)
+    await state.cool("b", far)
+    await state.clear(["a"])
+    await state.clear([])
+    assert await state.read_cooldowns(["a", "b"]) == {"a": {}, "b": {"": far}}
+
+
+async def test_a_corrupt_cooldown_value_reads_as_none(state: RedisState, client: Redis) -> None:
+    await client.set(state.cooldown_key("a"), b"not json")
+    await client.set(state.cooldown_key("b"), b"[1, 2]")
+    assert await state.read_cooldowns(["a", "b"]) == {"a": {}, "b": {}}
+
+
+# bounded blobs and sticky bindings
+
+async def test_blobs_round_trip_with_ttl(state: RedisState, client: Redis) -> None:
+    await state.put_blob("resp", "k1", b"one", ttl_s=30, max_items=10, max_bytes=1000)
+    assert await state.get_blobs("resp", ["k1", "nope"]) == [b"one", None]
+    assert await state.get_blobs("sig", ["k1"]) == [None]  # kinds do not share entries
+    assert 29_000 < await client.pttl(state.blob_key("resp", "k1")) <= 30_000
+    assert await state.get_blobs("resp", []) == []
+
+
+async def test_blobs_keep_within_items_and_bytes_oldest_first(state: RedisState) -> None:
+    for i in range(5):
+        await state.put_blob("resp", f"k{i}", b"x" * 10, ttl_s=60, max_items=3, max_bytes=1000, now_ms=T0 + i)
+    assert await state.get_blobs("resp", [f"k{i}" for i in range(5)]) == [None, None, b"x" * 10, b"x" * 10, b"x" * 10]
+    evicted = await state.put_blob("resp", "big", b"y" * 25, ttl_s=60, max_items=3, max_bytes=40, now_ms=T0 + 9)
+    assert evicted == 2  # 10+10+10+25 > 40: the two oldest go
+    assert await state.get_blobs("resp", ["k2", "k3", "k4", "big"]) == [None, None, b"x" * 10, b"y" * 25]
+
+
+async def test_rewriting_a_blob_does_not_count_it_twice(state: RedisState, client: Redis) -> None:
+    for _ in range(3):
+        await state.put_blob("resp", "same", b"z" * 10, ttl_s=60, max_items=3, max_bytes=15)
+    assert await state.get_blobs("resp", ["same"]) == [b"z" * 10]
+    assert int(await client.get("{t:resp}#bytes")) == 10
+
+
+async def test_blob_index_forgets_entries_past_their_ttl(state: RedisState, client: Redis) -> None:
+    await state.put_blob("resp", "old", b"o" * 10, ttl_s=1, max_items=10, max_bytes=1000, now_ms=T0)
+    await state.put_blob("resp", "new", b"n" * 10, ttl_s=1, max_items=10, max_bytes=1000, now_ms=T0 + 5_000)
+    assert await client.zrange("{t:resp}#index", 0, -1) == [state.blob_key("resp", "new").encode()]
+    assert int(await client.get("{t:resp}#bytes")) == 10
+
+
+async def test_sticky_bindings(state: RedisState, client: Redis) -> None:
+    assert await state.binding("p:alice") is None
+    await state.bind("p:alice", "p/a1", ttl_s=60)
+    await state.bind("p:alice", "p/a2", ttl_s=60)  # last writer wins
+    assert await state.binding("p:alice") == "p/a2"
+    assert 59_000 < await client.pttl(state.binding_key("p:alice")) <= 60_000
 
 
 # rate limits (GCRA); now_ms makes the schedule exact
@@ -262,6 +293,11 @@ async def test_every_primitive_is_one_round_trip(server: RedisServer, client: Re
         "read_cooldowns": lambda: state.read_cooldowns(["a", "b", "c"]),
         "reserve": lambda: state.reserve("k", 10, 1.0, 5),
         "adjust": lambda: state.adjust("k", 10, 1.0, 5, -1),
+        "put_blob": lambda: state.put_blob("resp", "k", b"v", 60, 10, 100),
+        "get_blobs": lambda: state.get_blobs("resp", ["k", "j"]),
+        "bind": lambda: state.bind("s", "p/a", 60),
+        "binding": lambda: state.binding("s"),
+        "clear": lambda: state.clear(["a", "b"]),
     }
     try:
         for call in calls.values():
@@ -290,6 +326,9 @@ def test_keys_are_cluster_safe() -> None:
     counters = {key_slot(state.counter_key(k).encode()) for k in ("a", "b", "c")}
     assert len(cool) == 1  # one MGET reads a whole pool on a cluster too
     assert len(counters) == 1  # one pipeline, one node
+    blobs = {key_slot(k.encode()) for k in (state.blob_key("resp", "x"), state.blob_key("resp", "y{z}"),
+                                             "{gw:resp}#index", "{gw:resp}#sizes", "{gw:resp}#bytes")}
+    assert len(blobs) == 1  # the put script's entry, index, sizes and total: one slot
     assert state.rate_key("client-7") == "{gw:rate:client-7}"  # each limit is its own slot: one key per script
     with pytest.raises(ValueError, match="braces"):
         RedisState(Redis(), prefix="a{b}")
@@ -315,10 +354,11 @@ async def test_survives_a_redis_restart(tmp_path: Path) -> None:
         await state.reserve("k", 10, 1.0, 5, now_ms=T0)
         server.stop()
         server.start()  # same port, empty (no persistence), no scripts loaded
-        assert await state.read_cooldowns(["a"]) == {"a": 0}
+        assert await state.read_cooldowns(["a"]) == {"a": {}}
         assert await state.cool("a", far) == far
         assert (await state.reserve("k", 10, 1.0, 5, now_ms=T0)).remaining == 4
         assert await state.incr_many({"c": 1}) == {"c": 1}
+        await state.put_blob("resp", "k", b"v", 60, 10, 100)  # its script too
     finally:
         await connection.aclose()
         server.stop()
