@@ -11,7 +11,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +51,27 @@ class AccountState:
         return max(0.0, until - now)
 
 
+class StateListener(Protocol):
+    """Told of every change to a :class:`StateStore` (``router.shared_state`` shares them). Each call
+    returns at once: whatever it sends happens later, off the request path."""
+
+    def cooled(self, key: str, scope: str, until: float) -> None: ...  # scope "": the whole account
+
+    def failed(self, key: str) -> None: ...
+
+    def used(self, key: str) -> None: ...
+
+    def bound(self, session_key: str, account_key: str) -> None: ...
+
+    def cleared(self, key: str) -> None: ...
+
+    async def recall_binding(self, session_key: str) -> None: ...  # bring in another gateway's binding
+
+
 class StateStore:
-    """In-process state shared by every snapshot (one per app / worker)."""
+    """In-process state shared by every snapshot (one per app / worker). The request path reads only
+    this; a ``listener`` (the shared state, when one is configured) hears of each change and brings
+    in what other gateways changed."""
 
     STICKY_MAX = 100_000
 
@@ -61,6 +80,7 @@ class StateStore:
         self.accounts: dict[str, AccountState] = {}
         self.sticky: OrderedDict[str, str] = OrderedDict()
         self.cursors: dict[str, int] = {}
+        self.listener: StateListener | None = None
 
     def state(self, key: str) -> AccountState:
         st = self.accounts.get(key)
@@ -68,11 +88,14 @@ class StateStore:
             st = self.accounts[key] = AccountState()
         return st
 
-    def bind(self, session: str, key: str) -> None:
+    def bind(self, session: str, key: str, *, told: bool = True) -> None:
+        """Bind a sticky session to an account (``told``: the listener hears of it)."""
         self.sticky[session] = key
         self.sticky.move_to_end(session)
         while len(self.sticky) > self.STICKY_MAX:
             self.sticky.popitem(last=False)
+        if told and self.listener is not None:
+            self.listener.bound(session, key)
 
     def advance(self, provider: str, past: int) -> None:
         """Round robin resumes after the account just used (so skipping a cooling one stays fair)."""
@@ -87,14 +110,28 @@ class StateStore:
         else:
             st.cooling_until = max(st.cooling_until, until)
         st.failures.append((time.time(), reason))
+        if self.listener is not None:
+            self.listener.cooled(account.state_key, model or "", until)
+            self.listener.failed(account.state_key)
 
     def record_failure(self, account: Account, reason: str) -> None:
         self.state(account.state_key).failures.append((time.time(), reason))
+        if self.listener is not None:
+            self.listener.failed(account.state_key)
 
     def reset(self, key: str) -> None:
         """Forget cooldowns and failures; keep the request count."""
         old = self.accounts.get(key)
         self.accounts[key] = AccountState(requests=old.requests if old else 0)
+        if self.listener is not None:
+            self.listener.cleared(key)
+
+    def adopt_cooldowns(self, key: str, whole: float, models: dict[str, float]) -> None:
+        """Replace ``key``'s cooldowns (store clock) by what the shared state holds: another gateway's
+        extend or an operator's reset elsewhere. Failures and counts stay."""
+        st = self.state(key)
+        st.cooling_until = whole
+        st.model_cooling = models
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,10 +148,14 @@ class Pool:
         self.accounts = accounts
         self.scheduling = scheduling
 
+    def session_key(self, session: str) -> str:
+        """Where a sticky session's binding is kept (sessions are per provider)."""
+        return f"{self.provider}:{session}"
+
     def pick(self, store: StateStore, model: str, session: str | None, exclude: set[str]) -> Pick:
         now = store.clock()
         if self.scheduling == "sticky" and session:
-            bound = store.sticky.get(f"{self.provider}:{session}")
+            bound = store.sticky.get(self.session_key(session))
             for acc in self.accounts:
                 if acc.state_key == bound and bound not in exclude \
                         and store.state(bound).cooling_for(model, now) == 0.0:
@@ -140,8 +181,10 @@ class Pool:
         st = store.state(acc.state_key)
         st.requests += 1
         st.last_used = now
+        if store.listener is not None:
+            store.listener.used(acc.state_key)
         if self.scheduling == "sticky" and session:
-            store.bind(f"{self.provider}:{session}", acc.state_key)
+            store.bind(self.session_key(session), acc.state_key)
         return Pick(acc)
 
 

@@ -16,7 +16,7 @@ Optional capabilities are explicit attributes that are None when absent; nothing
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -26,6 +26,7 @@ from router.errors import GatewayError
 from router.failures import ErrorReader, UpstreamFailure
 
 if TYPE_CHECKING:
+    from router.blobs import SharedBlobs
     from router.response_store import ResponseStore
     from router.signature_memory import SignatureMemory
 
@@ -95,7 +96,12 @@ class Stores:
 
     responses: ResponseStore | None = None
     signatures: SignatureMemory | None = None
+    # the shared state both copy their entries to (``state.backend: redis``); None: this process only
+    remote: SharedBlobs | None = None
 
+
+# (stores, request, client key name): bring in, from the shared state, what ``prepare`` will read
+Fetch = Callable[[Stores, CanonicalRequest, "str | None"], Awaitable[None]]
 
 # (stores, request, client key name) → the request with server-side state applied
 Prepare = Callable[[Stores, CanonicalRequest, "str | None"], CanonicalRequest]
@@ -128,6 +134,7 @@ class ClientCodec:
     stream_media_type: str = "text/event-stream"
     # optional capabilities: None when the codec has no such thing
     prepare: Prepare | None = None  # apply server-side state before mapping (previous_response_id)
+    fetch: Fetch | None = None  # read what prepare needs from the shared state (run only when shared)
     remember: Remember | None = None  # keep the finished exchange (the engine then keeps its events)
     remember_signatures: RememberSignatures | None = None  # keep tool-call signatures handed out
     count_tokens: CountTokens | None = None  # the family's count-tokens endpoint

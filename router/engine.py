@@ -63,13 +63,26 @@ class Engine:
         server = x.snapshot.server
         body = await read_json(request, server.max_body_bytes, server.body_timeout)
         req = self._decode(x, body, params)
+        if self.stores.remote is not None and x.codec is not None and x.codec.fetch is not None:
+            await x.codec.fetch(self.stores, req, x.client_key)  # what other gateways stored
         req = self._apply_state(x, req)
         provider = self._provider(x, self._resolve(x, req))
         if x.codec is not None and x.codec.answer_locally is not None:
             local = self._local_answer(x, x.codec.answer_locally, req)
             if local is not None:
                 return local
-        return await self.attempts.run(x, provider, request, self._session_id(provider, request, req))
+        session = self._session_id(provider, request, req)
+        if session is not None and self.store.listener is not None:
+            await self._recall_binding(provider, session, x.upstream_model or req.model)
+        return await self.attempts.run(x, provider, request, session)
+
+    async def _recall_binding(self, provider: Provider, session: str, model: str) -> None:
+        """A sticky session this process has no usable binding for: ask the shared state (another
+        gateway may have bound it) before an account is chosen."""
+        store, key = self.store, provider.pool.session_key(session)
+        bound = store.sticky.get(key)
+        if store.listener is not None and (bound is None or store.state(bound).cooling_for(model, store.clock())):
+            await store.listener.recall_binding(key)
 
     @staticmethod
     def _decode(x: Exchange, body: Any, params: dict[str, Any]) -> CanonicalRequest:

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -26,7 +26,11 @@ from router.registry import template_filters
 from router.render_pool import RenderPool
 from router.sections import swap_in
 from router.snapshot import BUILTIN_SIMULATOR, SECTIONS, Snapshot, compile_config
+from router.state_settings import StateSettings
 from router.summary import Line, describe
+
+if TYPE_CHECKING:
+    from router.shared_state import SharedState
 
 log = logging.getLogger("router.gateway")
 
@@ -84,6 +88,8 @@ class Gateway:
         self.sim: Any = None
         self.builtins: dict[str, str] = {}
         self.stores = Stores()  # what client codecs keep between requests, sized by each snapshot
+        self.shared: SharedState | None = None  # state.backend: redis (router.shared_state)
+        self._closing: set[asyncio.Task[None]] = set()  # shared states replaced by a reload, closing
         self._lock = asyncio.Lock()
         self.reloads_ok = 0
         self.reloads_failed = 0
@@ -110,6 +116,8 @@ class Gateway:
             raise ConfigErrors(self.last_error.errors)
 
     async def close(self) -> None:
+        self.use_state(None)
+        await asyncio.gather(*self._closing, return_exceptions=True)
         if self.renders is not None:  # a render still running ends at its budget's next check
             self.renders.shutdown(wait=False, cancel_futures=True)
             self.renders = None
@@ -152,6 +160,30 @@ class Gateway:
             self._log_summary(describe(snap, loaded, self.bind_host))
             return True
 
+    def use_state(self, settings: StateSettings | None) -> None:
+        """Open, replace or close the shared state for a snapshot's ``state:`` (None: closing down).
+        Unchanged settings keep the connection; a change closes the old one in the background."""
+        old = self.shared
+        if old is not None and settings == old.settings:
+            return
+        if old is not None:
+            task = asyncio.get_running_loop().create_task(old.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        self.shared = self.stores.remote = None
+        if settings is not None and settings.shared:
+            from router.shared_state import SharedState  # redis-py: only with backend redis (an extra)
+
+            self.shared = SharedState(settings, self.store, self._pools)
+            self.shared.start()
+            self.stores.remote = self.shared
+            log.info("state: %s", settings.public())
+
+    def _pools(self) -> list[list[str]]:
+        """Each provider's account keys in the snapshot serving now (what the shared state syncs)."""
+        snap = self.snapshot
+        return [] if snap is None else [[a.state_key for a in p.pool.accounts] for p in snap.providers.values()]
+
     def _log_summary(self, lines: list[Line]) -> None:
         """The served-config summary, at start-up and whenever a reload changes it."""
         if lines == self._summary:
@@ -189,8 +221,17 @@ class Gateway:
                     "cooling_models": models,
                     "recent_failures": [{"at": round(at, 3), "reason": why} for at, why in st.failures],
                     "requests": st.requests,
+                    **self._totals(acc.state_key),
                 })
         return out
+
+    def _totals(self, key: str) -> dict[str, Any]:
+        """With a shared state: the account's requests and failures through every gateway (as of the
+        last sync, forgotten after a day without one)."""
+        if self.shared is None:
+            return {}
+        requests, failures = self.shared.totals.get(key, (0, 0))
+        return {"all_gateways": {"requests": requests, "failures": failures, "synced_at": self.shared.synced_at}}
 
     def reset_accounts(self, wanted: str) -> list[str]:
         """Clear cooldowns of the accounts matching an id, an email or ``provider/id``."""
@@ -218,6 +259,7 @@ class Gateway:
             "last_reload": self.last_reload.as_dict() if self.last_reload else None,
             "last_error": self.last_error.as_dict() if self.last_error else None,
             "reloads": {"ok": self.reloads_ok, "failed": self.reloads_failed},
+            "state": self.shared.public() if self.shared is not None else snap.state.public(),
             "routes": snap.routes.describe(),
             "providers": {n: {**p.public(), "accounts": [a.public() for a in p.pool.accounts],
                               "fallback": snap.fallbacks.get(n)} for n, p in snap.providers.items()},

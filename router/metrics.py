@@ -46,6 +46,11 @@ class _StateCollector(Collector):
                 total.add_metric([name], len(p.pool.accounts))
         yield cooling
         yield total
+        up = GaugeMetricFamily("router_state_backend_up", "1 while the state backend answers (memory: always)",
+                               labels=["backend"])
+        shared = gw.shared
+        up.add_metric([shared.settings.backend if shared else "memory"], 1 if shared is None or shared.up else 0)
+        yield up
 
 
 class _Histogram:

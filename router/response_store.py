@@ -3,6 +3,12 @@
 :class:`ResponseStore` is a bounded in-memory LRU owned by the engine (no module state). It keeps
 codec-neutral canonical messages, so a stored conversation can continue on any upstream.
 Entries are kept serialized: callers can neither mutate a stored conversation nor see later edits.
+
+With a shared state (``state.backend: redis``) each entry is also copied there (in the background,
+bounded by the same items, bytes and time to live, for all gateways together), and a conversation this
+process does not hold is read from there before the request is prepared (``fetch``). Entries never
+change once written, so a local copy is never stale; one read from the shared store lives locally
+for at most one more time to live.
 """
 
 from __future__ import annotations
@@ -14,10 +20,12 @@ from typing import Any
 
 import orjson
 
+from router.blobs import SharedBlobs, shared_ttl
 from router.canonical import CanonicalRequest, Choice, Event, aggregate
 from router.lru import BoundedLRU
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+KIND = "resp"  # the shared store's name for these entries
 
 Conversation = tuple[str | None, list[dict[str, Any]]]  # (system prompt, canonical messages)
 
@@ -41,16 +49,36 @@ class ResponseStore:
         max_bytes: int = DEFAULT_MAX_BYTES,
     ):
         self._entries: BoundedLRU[bytes] = BoundedLRU(_size, max_items, ttl, max_bytes, clock)
+        self._bounds = (max_items, ttl, max_bytes)
+        self.remote: SharedBlobs | None = None  # the shared state, when one is configured
 
     def resize(self, max_items: int, ttl: float | None, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         """New bounds, keeping what still fits (a reload changes settings, not conversations)."""
         self._entries.resize(max_items, ttl, max_bytes)
+        self._bounds = (max_items, ttl, max_bytes)
+
+    @property
+    def unavailable(self) -> bool:
+        """A shared store is configured and cannot be read now: a miss may be another gateway's entry."""
+        return self.remote is not None and not self.remote.up
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def put(self, response_id: str, system: str | None, messages: list[dict[str, Any]]) -> None:
-        self._entries.put(response_id, orjson.dumps([system, messages]))
+        blob = orjson.dumps([system, messages])
+        self._entries.put(response_id, blob)
+        items, ttl, max_bytes = self._bounds
+        if self.remote is not None and len(blob) <= max_bytes:
+            self.remote.put_blobs(KIND, ((response_id, blob),), shared_ttl(ttl), items, max_bytes)
+
+    async def fetch(self, response_id: str) -> None:
+        """Bring in a conversation another gateway stored, when this one does not hold it."""
+        if self.remote is None or self._entries.get(response_id) is not None:
+            return
+        found = await self.remote.get_blobs(KIND, [response_id])
+        if found and found[0] is not None:
+            self._entries.put(response_id, found[0])
 
     def get(self, response_id: str) -> Conversation | None:
         """The stored (system, messages), or None when unknown or expired."""

@@ -18,6 +18,7 @@ from router.config import LoadedConfig
 from router.errors import ConfigError
 from router.response_store import ResponseStore
 from router.signature_memory import SignatureMemory
+from router.state_settings import StateSettings
 
 if TYPE_CHECKING:
     from router.snapshot import Snapshot
@@ -35,6 +36,8 @@ class Live(Protocol):
     stores: Stores
     access_log: AccessLog
     manage_logging: bool
+
+    def use_state(self, settings: StateSettings) -> None: ...  # open, replace or close the shared state
 
 
 Swap = Callable[[Live, "Snapshot"], None]
@@ -91,6 +94,11 @@ def swap_in(sections: Collection[Section[Any]], live: Live, snap: Snapshot) -> N
             section.swap(live, snap)
 
 
+def use_state(live: Live, snap: Snapshot) -> None:
+    """The shared state follows ``state:`` (kept as it is when the section did not change)."""
+    live.use_state(snap.state)
+
+
 def resize_stores(live: Live, snap: Snapshot) -> None:
     """Create, resize or drop the Responses store and the OpenAI Chat signature memory (both follow
     ``server.response_store``); resizing keeps what they hold."""
@@ -107,6 +115,7 @@ def resize_stores(live: Live, snap: Snapshot) -> None:
         stores.signatures = SignatureMemory(items, ttl)
     else:
         stores.signatures.resize(items, ttl)
+    stores.responses.remote = stores.signatures.remote = stores.remote  # set by use_state, just before
 
 
 def apply_logging(live: Live, snap: Snapshot) -> None:

@@ -29,8 +29,17 @@ from router.registry import ENDPOINTS, UPSTREAM_CODECS
 from router.retry import Policy, compile_policies, parse_duration
 from router.routes import RouteTable, compile_routes
 from router.schema import auth_references, mapping_references, provider_references, route_references, schema_errors
-from router.sections import Compiling, Section, apply_logging, compile_sections, reference_errors, resize_stores
+from router.sections import (
+    Compiling,
+    Section,
+    apply_logging,
+    compile_sections,
+    reference_errors,
+    resize_stores,
+    use_state,
+)
 from router.server import Server, compile_server, exposed, template_limits
+from router.state_settings import StateSettings, compile_state, state_references
 from router.template_budget import DEFAULT_LIMITS, TemplateLimits, header_limits
 from router.template_sandbox import GuardedEnvironment
 from router.templates import CompiledTree, compile_tree, make_environment, template_errors
@@ -124,6 +133,7 @@ class Snapshot:
     # reads nothing else (see exchange.response_headers); a cache that lives and dies with the snapshot
     header_cache: dict[tuple[Any, ...], dict[str, str]] = field(default_factory=dict, compare=False, repr=False)
     logging: Logging = field(default_factory=Logging)
+    state: StateSettings = field(default_factory=StateSettings)
 
     def provider(self, name: str) -> Provider | None:
         """The provider serving ``name``, following ``fallback`` while it has no account."""
@@ -208,10 +218,13 @@ ROUTES = Section("routes", "routes.schema.json", lambda c: compile_routes(c.data
                  route_references)
 RESPONSE_HEADERS = Section("response_headers", "response_headers.schema.json", _response_headers)
 LOGGING = Section("logging", "logging.schema.json", _logging, swap=apply_logging)
+# first: the stores the server section sizes are connected to the shared state it opens
+STATE = Section("state", "state.schema.json", lambda c: compile_state(c.data.get("state")), state_references,
+                use_state)
 
 # In compile order: a section comes after those it reads (providers read retry_policies and templates).
 SECTIONS: tuple[Section[Any], ...] = (
-    SERVER, AUTH, RETRY_POLICIES, TEMPLATES, PROVIDERS, MODEL_MAPPING, ROUTES, RESPONSE_HEADERS, LOGGING)
+    STATE, SERVER, AUTH, RETRY_POLICIES, TEMPLATES, PROVIDERS, MODEL_MAPPING, ROUTES, RESPONSE_HEADERS, LOGGING)
 
 
 def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, Callable[..., Any]],
@@ -232,7 +245,7 @@ def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, 
     return Snapshot(
         generation=generation, loaded_at=time.time(), files=tuple(loaded.files), server=c[SERVER], auth=c[AUTH],
         routes=c[ROUTES], mapper=c[MODEL_MAPPING], providers=providers, fallbacks=fallbacks,
-        response_headers=c[RESPONSE_HEADERS], logging=c[LOGGING],
+        response_headers=c[RESPONSE_HEADERS], logging=c[LOGGING], state=c[STATE],
     )
 
 

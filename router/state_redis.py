@@ -34,10 +34,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterable, Mapping
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 MAX_SCOPES = 64  # cooldowns one account holds at once (itself and per model): bounds each value
 
@@ -213,9 +214,19 @@ class RedisState:
     async def cool(self, key: str, until_ms: int, scope: str = "", now_ms: int | None = None) -> int:
         """Extend ``key``'s cooldown for ``scope`` ("" the whole account, else one model) to ``until_ms``
         (epoch ms); never shortens. The deadline in effect, 0 when the key holds ``MAX_SCOPES`` already."""
-        now = int(time.time() * 1000) if now_ms is None else now_ms
-        result = await self._cool(keys=[self.cooldown_key(key)], args=[scope, int(until_ms), now, MAX_SCOPES])
+        keys, args = self._cool_call(key, until_ms, scope, now_ms)
+        result = await self._cool(keys=keys, args=args)
         return int(result)
+
+    async def queue_cool(self, pipe: Pipeline, key: str, until_ms: int, scope: str = "",
+                         now_ms: int | None = None) -> None:
+        """``cool`` queued on a pipeline (its reply comes with the pipeline's)."""
+        keys, args = self._cool_call(key, until_ms, scope, now_ms)
+        await self._cool(keys=keys, args=args, client=pipe)
+
+    def _cool_call(self, key: str, until_ms: int, scope: str, now_ms: int | None) -> tuple[list[Any], list[Any]]:
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        return [self.cooldown_key(key)], [scope, int(until_ms), now, MAX_SCOPES]
 
     async def read_cooldowns(self, keys: Iterable[str]) -> dict[str, dict[str, int]]:
         """Each key's cooldowns by scope (epoch ms; empty when none), in one MGET (none for no keys).
@@ -224,7 +235,7 @@ class RedisState:
         if not names:
             return {}
         values = await self._client.mget([self.cooldown_key(name) for name in names])
-        return {name: _scopes(value) for name, value in zip(names, values, strict=True)}
+        return {name: parse_cooldowns(value) for name, value in zip(names, values, strict=True)}
 
     async def clear(self, keys: Iterable[str]) -> None:
         """Forget the cooldowns of ``keys`` (an operator's reset: the one write allowed to shorten)."""
@@ -238,11 +249,22 @@ class RedisState:
                        now_ms: int | None = None) -> int:
         """Store ``blob`` under ``kind``/``key`` for ``ttl_s``; the oldest entries of ``kind`` go when
         it holds more than ``max_items`` entries or ``max_bytes`` bytes. The number evicted."""
+        keys, args = self._put_call(kind, key, blob, ttl_s, max_items, max_bytes, now_ms)
+        return int(await self._put(keys=keys, args=args))
+
+    async def queue_put_blob(self, pipe: Pipeline, kind: str, key: str, blob: bytes, ttl_s: float,
+                             max_items: int, max_bytes: int) -> None:
+        """``put_blob`` queued on a pipeline."""
+        keys, args = self._put_call(kind, key, blob, ttl_s, max_items, max_bytes, None)
+        await self._put(keys=keys, args=args, client=pipe)
+
+    def _put_call(self, kind: str, key: str, blob: bytes, ttl_s: float, max_items: int, max_bytes: int,
+                  now_ms: int | None) -> tuple[list[Any], list[Any]]:
         tag = f"{{{self._prefix}:{kind}}}"
         now = int(time.time() * 1000) if now_ms is None else now_ms
         keys = [self.blob_key(kind, key), f"{tag}#index", f"{tag}#sizes", f"{tag}#bytes"]
         ttl_ms = max(1, math.ceil(ttl_s * 1000))
-        return int(await self._put(keys=keys, args=[blob, now, ttl_ms, max_items, max_bytes]))
+        return keys, [blob, now, ttl_ms, max_items, max_bytes]
 
     async def get_blobs(self, kind: str, keys: Iterable[str]) -> list[bytes | None]:
         """The blobs of ``kind`` stored under ``keys`` (None: unknown or expired), in one MGET."""
@@ -322,7 +344,7 @@ class RedisState:
         return _counter_values(amounts, replies, ttl_s)
 
 
-def _scopes(value: object) -> dict[str, int]:
+def parse_cooldowns(value: object) -> dict[str, int]:
     """A stored cooldown object, read defensively (another writer of the same prefix may be broken)."""
     if not isinstance(value, bytes | str):
         return {}

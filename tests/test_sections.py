@@ -17,6 +17,7 @@ from router.response_store import ResponseStore
 from router.retry import DEFAULT_POLICY, Backoff, Policy, Rule, compile_policy
 from router.sections import swap_in
 from router.signature_memory import SignatureMemory
+from router.state_settings import StateSettings
 from router.snapshot import HANDLERS, SECTIONS, Logging, Snapshot, compile_config, cross_reference_errors
 from tests.conftest import MINIMAL_CONFIG, ROUTES
 
@@ -82,12 +83,17 @@ class Live:
         self.stores = Stores()
         self.access_log = AccessLog()
         self.manage_logging = False
+        self.state: StateSettings | None = None
+
+    def use_state(self, settings: StateSettings) -> None:
+        self.state = settings
 
 
 def test_a_swap_sizes_the_stores_and_applies_logging(tmp_path: Path) -> None:
     live = Live()
     swap_in(SECTIONS, live, snapshot(tmp_path, "logging: {format: json, access_log: true}\n"))
     assert (live.access_log.fmt, live.access_log.enabled) == ("json", True)
+    assert live.state == StateSettings()  # no state section: memory
     kept = live.stores.responses
     assert isinstance(kept, ResponseStore) and isinstance(live.stores.signatures, SignatureMemory)
 

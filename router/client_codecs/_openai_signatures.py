@@ -65,6 +65,23 @@ def prepare(stores: Stores, request: CanonicalRequest, owner: str | None = None
     return request
 
 
+async def fetch(stores: Stores, request: CanonicalRequest, owner: str | None = None) -> None:
+    """Bring in the signatures other gateways handed out for the replayed tool calls that carry none."""
+    memory = stores.signatures
+    if memory is None:
+        return
+    unsigned: list[str] = []
+
+    def wanted(call: dict[str, Any]) -> None:  # asked by fill_call_signatures for each call it cannot sign
+        unsigned.append(call["id"])
+
+    for msg in request.messages:
+        if msg["role"] == "assistant" and any(p.get("type") == "tool_call" for p in msg["content"]):
+            fill_call_signatures(msg["content"], wanted)
+    if unsigned:
+        await memory.fetch(owner, unsigned)
+
+
 def remember_signatures(stores: Stores, calls: Iterable[tuple[str, str]], owner: str | None = None
                         ) -> None:
     """Keep the (tool-call id, signature) pairs just handed out to this client key."""

@@ -41,7 +41,13 @@ from router.canonical import ToolCall as AggToolCall
 from router.client_codecs._fields import OPENAI_CHAT as fields
 from router.client_codecs._openai_common import common_params, require_model, require_object
 from router.client_codecs._openai_messages import decode_messages
-from router.client_codecs._openai_signatures import handed_out, prepare, remember_signatures, signature_field
+from router.client_codecs._openai_signatures import (
+    fetch,
+    handed_out,
+    prepare,
+    remember_signatures,
+    signature_field,
+)
 from router.codecs import ClientCodec, Family, ModelEntry
 from router.errors import BadRequest, GatewayError
 
@@ -383,4 +389,4 @@ def _models_list(models: Sequence[ModelEntry]) -> dict[str, Any]:
 
 FAMILY = Family("openai", error_body, _models_list, _model_object)
 CODEC = ClientCodec(NAME, FAMILY, decode_request, encode_response, StreamEncoder, id_prefix="chatcmpl-",
-                    prepare=prepare, remember_signatures=remember_signatures)
+                    prepare=prepare, fetch=fetch, remember_signatures=remember_signatures)

@@ -342,9 +342,19 @@ def prepare(stores: Stores, request: CanonicalRequest, owner: str | None = None)
     store = stores.responses
     stored = store.get(_stored_id(owner, str(previous))) if store is not None else None
     if stored is None:
-        raise GatewayError("not_found", f"Previous response with id '{previous}' not found.",
+        why = (" The gateway's shared state store is unreachable, so responses stored through other gateway "
+               "instances cannot be read now; retry later or send the whole conversation."
+               if store is not None and store.unavailable else "")
+        raise GatewayError("not_found", f"Previous response with id '{previous}' not found.{why}",
                            param="previous_response_id", code="previous_response_not_found")
     return apply_previous(request, stored)
+
+
+async def fetch(stores: Stores, request: CanonicalRequest, owner: str | None = None) -> None:
+    """Bring in the stored conversation ``previous_response_id`` names when another gateway stored it."""
+    previous = request.raw.get("previous_response_id")
+    if previous and stores.responses is not None:
+        await stores.responses.fetch(_stored_id(owner, str(previous)))
 
 
 def remember(stores: Stores, request: CanonicalRequest, ctx: ResponseContext,
@@ -356,4 +366,4 @@ def remember(stores: Stores, request: CanonicalRequest, ctx: ResponseContext,
 
 
 CODEC = ClientCodec(NAME, FAMILY, decode_request, encode_response, StreamEncoder, id_prefix="resp_",
-                    prepare=prepare, remember=remember)
+                    prepare=prepare, fetch=fetch, remember=remember)

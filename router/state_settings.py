@@ -1,0 +1,61 @@
+"""The ``state:`` section: where the state that outlives a request lives (``memory`` or ``redis``)."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from router.config import LoadedConfig
+from router.errors import ConfigError
+from router.retry import parse_duration
+
+
+@dataclass(frozen=True, slots=True)
+class StateSettings:
+    backend: str = "memory"
+    url: str = field(default="", repr=False)  # may carry a password: never shown
+    prefix: str = "router"
+    timeout: float = 0.05  # seconds per Redis command
+    connect_timeout: float = 0.2
+    sync_interval: float = 1.0  # pools read back, and a backend that is down tried again
+    sticky_ttl: float = 3600.0
+
+    @property
+    def shared(self) -> bool:
+        return self.backend != "memory"
+
+    def public(self) -> dict[str, Any]:
+        """What admin views show: the backend and its address without credentials."""
+        return {"backend": self.backend, "prefix": self.prefix, "address": _address(self.url)}
+
+
+def _address(url: str) -> str | None:
+    """``redis://host:port/db`` of a URL, without user, password or query (which may hold one too)."""
+    if not url:
+        return None
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.partition('?')[0].rpartition('@')[2]}"
+
+
+def compile_state(section: dict[str, Any] | None) -> StateSettings:
+    section = section or {}
+    d = StateSettings()
+    return StateSettings(
+        backend=str(section.get("backend", d.backend)),
+        url=str(section.get("url", "")),
+        prefix=str(section.get("prefix", d.prefix)),
+        timeout=parse_duration(section.get("timeout"), d.timeout) or d.timeout,
+        connect_timeout=parse_duration(section.get("connect_timeout"), d.connect_timeout) or d.connect_timeout,
+        sync_interval=parse_duration(section.get("sync_interval"), d.sync_interval) or d.sync_interval,
+        sticky_ttl=parse_duration(section.get("sticky_ttl"), d.sticky_ttl) or d.sticky_ttl,
+    )
+
+
+def state_references(loaded: LoadedConfig, handlers: Collection[str]) -> list[ConfigError]:
+    """``backend: redis`` needs redis-py (the ``redis`` extra), which the quick start does without."""
+    section = loaded.data.get("state")
+    if isinstance(section, dict) and section.get("backend") == "redis" and importlib.util.find_spec("redis") is None:
+        return [loaded.locate(("state", "backend"), "backend 'redis' needs redis-py: pip install 'router[redis]'")]
+    return []
