@@ -14,7 +14,8 @@ The request path never waits for Redis to decide on an account: it reads the in-
 - Stored Responses and tool-call signatures (``put_blobs``/``get_blobs``): written at once in the
   background, read on a local miss.
 
-Faults. Every command is bounded by ``timeout`` and nothing is retried inline. The first failure
+Faults. Every command is bounded by ``timeout`` and nothing is retried inline but a command on a
+pooled connection that Redis closed (a restart), once, on a new connection. The first failure
 marks the backend down (one warning); while it is down no request waits for it: reads answer
 "unknown", writes stay pending in memory (bounded: one entry per account and scope), and the
 background loop tries again every ``sync_interval``. The first success marks it up (one info line),
@@ -34,6 +35,7 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from router.accounts import StateStore
@@ -64,11 +66,15 @@ class SharedState:
         self.wall = wall
         self.client = Redis.from_url(
             settings.url, socket_timeout=settings.timeout, socket_connect_timeout=settings.connect_timeout,
-            retry=Retry(NoBackoff(), 0), max_connections=MAX_CONNECTIONS, health_check_interval=0)
+            retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),  # a pooled connection Redis
+            max_connections=MAX_CONNECTIONS, health_check_interval=0)  # dropped (a restart): one reconnect
         self.redis = RedisState(self.client, settings.prefix)
         self.up = False
         self._decided = False  # whether up/down was ever known (the first state is logged too)
-        self._cool: dict[tuple[str, str], int] = {}  # (account, scope) -> deadline (epoch ms) not yet written
+        # (account, scope) -> deadline (epoch ms): set here and not yet written (or being written) ...
+        self._cool: dict[tuple[str, str], int] = {}
+        # ... and written, with when (store clock): a pool read sent before that may not show it yet
+        self._fresh: dict[tuple[str, str], tuple[int, float]] = {}
         self._counts: Counter[str] = Counter()  # "req:<account>" / "fail:<account>" not yet sent
         self._written: BoundedLRU[float] = BoundedLRU(lambda k, v: 0, BINDINGS_WRITTEN, None, 1 << 62)
         self.totals: dict[str, tuple[int, int]] = {}  # account -> (requests, failures), every gateway
@@ -141,12 +147,14 @@ class SharedState:
             await self._flush_cooldowns()
             counts, self._counts = self._counts, Counter()
             pools = [list(pool) for pool in self.pools()]
+            sent = self.store.clock()
             replies = await self._read_pools(counts, pools)
         except FAULTS as e:
             self._mark(False, e)
             return
         self._mark(True)
         self._adopt(pools, replies)
+        self._fresh = {item: done for item, done in self._fresh.items() if done[1] >= sent}
 
     async def _read_pools(self, counts: Counter[str], pools: list[list[str]]) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
@@ -164,24 +172,24 @@ class SharedState:
         return list(replies[2 * len(counts):])
 
     async def _flush_cooldowns(self) -> None:
-        """Write every pending cooldown (pipelined); what fails stays pending."""
-        pending, self._cool = self._cool, {}
+        """Write every pending cooldown (pipelined); each stays pending until a write of it succeeded."""
+        pending = dict(self._cool)
         if not pending:
             return
         now = int(self.wall() * 1000)
-        try:
-            if len(pending) == 1:  # the usual case: one 429 (a pipeline with a script checks it exists first)
-                ((key, scope), until), = pending.items()
-                await self.redis.cool(key, until, scope, now)
-            else:
-                pipe = self.client.pipeline(transaction=False)
-                for (key, scope), until in pending.items():
-                    await self.redis.queue_cool(pipe, key, until, scope, now)
-                await pipe.execute()
-        except BaseException:
-            for item, until in pending.items():
-                self._cool[item] = max(until, self._cool.get(item, 0))
-            raise
+        if len(pending) == 1:  # the usual case: one 429 (a pipeline with a script checks it exists first)
+            ((key, scope), until), = pending.items()
+            await self.redis.cool(key, until, scope, now)
+        else:
+            pipe = self.client.pipeline(transaction=False)
+            for (key, scope), until in pending.items():
+                await self.redis.queue_cool(pipe, key, until, scope, now)
+            await pipe.execute()
+        done = self.store.clock()
+        for item, until in pending.items():
+            if self._cool.get(item) == until:
+                del self._cool[item]
+            self._fresh[item] = (until, done)
 
     def _adopt(self, pools: list[list[str]], replies: list[Any]) -> None:
         """Every pool's shared cooldowns and counts into the local store (pending writes kept)."""
@@ -190,11 +198,16 @@ class SharedState:
         def local(ms: int) -> float:
             return now_mono + (ms / 1000 - now_wall)
 
+        mine: dict[str, dict[str, int]] = {}  # cooldowns set here that the read may not show yet
+        for (key, scope), (ms, _) in self._fresh.items():
+            mine.setdefault(key, {})[scope] = ms
+        for (key, scope), ms in self._cool.items():
+            mine.setdefault(key, {})[scope] = max(ms, mine.get(key, {}).get(scope, 0))
         for pool, cooldowns, counters in zip(pools, replies[0::2], replies[1::2], strict=True):
             for i, key in enumerate(pool):
-                scopes = {scope: max(ms, self._cool.get((key, scope), 0))
-                          for scope, ms in parse_cooldowns(cooldowns[i]).items()}
-                scopes.update({s: ms for (k, s), ms in self._cool.items() if k == key and s not in scopes})
+                scopes = parse_cooldowns(cooldowns[i])
+                for scope, ms in mine.get(key, {}).items():
+                    scopes[scope] = max(ms, scopes.get(scope, 0))
                 whole = local(scopes.pop("", 0)) if scopes.get("", 0) > 0 else 0.0
                 self.store.adopt_cooldowns(key, whole, {m: local(ms) for m, ms in scopes.items() if ms > 0})
                 self.totals[key] = (_int(counters[2 * i]), _int(counters[2 * i + 1]))
@@ -224,8 +237,8 @@ class SharedState:
             self._spawn(self.redis.bind(session_key, account_key, self.settings.sticky_ttl))
 
     def cleared(self, key: str) -> None:
-        for item in [item for item in self._cool if item[0] == key]:
-            del self._cool[item]
+        self._cool = {item: ms for item, ms in self._cool.items() if item[0] != key}
+        self._fresh = {item: done for item, done in self._fresh.items() if item[0] != key}
         self._spawn(self.redis.clear([key]))
 
     # --- request-path reads (bounded by ``timeout``; nothing when down) ----------------------------

@@ -1,0 +1,204 @@
+"""router/shared_state.py: two gateways' stores sharing one real redis-server (no mocks), and what
+each fault does: down, slow (a stopped process), back again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from redis.asyncio import Redis
+
+from router.accounts import Account, Pool, StateStore
+from router.response_store import ResponseStore
+from router.shared_state import SharedState
+from router.signature_memory import SignatureMemory
+from router.state_settings import StateSettings
+from tests.redis_server import RedisServer
+
+ACCOUNTS = tuple(Account("p", f"a{i}", f"a{i}@x", f"key{i}") for i in range(3))
+POOL = Pool("p", ACCOUNTS, "sticky")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    instance = RedisServer(tmp_path_factory.mktemp("redis"))
+    instance.start()
+    yield instance
+    instance.stop()
+
+
+def settings(port: int, **changes: object) -> StateSettings:
+    values: dict[str, object] = {"backend": "redis", "url": f"redis://127.0.0.1:{port}/0", "prefix": "t",
+                                 "sync_interval": 3600.0}  # the tests call sync() themselves
+    values.update(changes)
+    return StateSettings(**values)  # type: ignore[arg-type]  # test data of the right types
+
+
+async def gateway(port: int, **changes: object) -> SharedState:
+    shared = SharedState(settings(port, **changes), StateStore(), lambda: [[a.state_key for a in ACCOUNTS]])
+    shared.start()
+    await shared.sync()
+    return shared
+
+
+@pytest.fixture
+async def pair(server: RedisServer) -> AsyncIterator[tuple[SharedState, SharedState]]:
+    if server.process is None:
+        server.start()
+    async with Redis(host="127.0.0.1", port=server.port) as client:
+        await client.flushall()
+    a, b = await gateway(server.port), await gateway(server.port)
+    yield a, b
+    await a.close()
+    await b.close()
+
+
+async def settle(shared: SharedState) -> None:
+    """Let the background writes finish (they never block a request)."""
+    for _ in range(100):
+        if not shared._tasks:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("background writes did not finish")
+
+
+async def test_a_cooldown_reaches_the_other_gateway_at_its_next_sync(pair: tuple[SharedState, SharedState]) -> None:
+    a, b = pair
+    a.store.cool(ACCOUNTS[0], 60, None, "429")
+    a.store.cool(ACCOUNTS[1], 30, "gpt-x", "429")
+    await settle(a)
+    assert b.store.state("p/a0").cooling_for("m", b.store.clock()) == 0.0  # not before it syncs
+    await b.sync()
+    now = b.store.clock()
+    assert b.store.state("p/a0").cooling_for("m", now) == pytest.approx(60, abs=1)
+    assert b.store.state("p/a1").cooling_for("gpt-x", now) == pytest.approx(30, abs=1)
+    assert b.store.state("p/a1").cooling_for("other", now) == 0.0  # a model cooldown stays per model
+    assert POOL.pick(b.store, "m", None, set()).account in (ACCOUNTS[1], ACCOUNTS[2])
+
+
+async def test_a_shorter_cooldown_never_shortens_a_longer_one(pair: tuple[SharedState, SharedState]) -> None:
+    a, b = pair
+    a.store.cool(ACCOUNTS[0], 120, None, "429")
+    await settle(a)
+    b.store.cool(ACCOUNTS[0], 5, None, "429")  # a later, shorter write from the other gateway
+    await settle(b)
+    await a.sync()
+    await b.sync()
+    for shared in pair:
+        assert shared.store.state("p/a0").cooling_for("m", shared.store.clock()) == pytest.approx(120, abs=1)
+
+
+async def test_an_operator_reset_reaches_the_other_gateway(pair: tuple[SharedState, SharedState]) -> None:
+    a, b = pair
+    a.store.cool(ACCOUNTS[0], 60, None, "429")
+    await settle(a)
+    await b.sync()
+    assert b.store.state("p/a0").cooling_for("m", b.store.clock()) > 0
+    a.store.reset("p/a0")
+    await settle(a)
+    await b.sync()
+    assert b.store.state("p/a0").cooling_for("m", b.store.clock()) == 0.0
+
+
+async def test_counts_add_up_over_gateways_in_one_round_trip_per_sync(pair: tuple[SharedState, SharedState]) -> None:
+    a, b = pair
+    for _ in range(3):
+        POOL.pick(a.store, "m", None, set())
+    POOL.pick(b.store, "m", None, set())
+    a.store.record_failure(ACCOUNTS[0], "timeout")
+    await a.sync()
+    await b.sync()
+    assert sum(r for r, _ in b.totals.values()) == 4 and b.totals["p/a0"][1] == 1
+    assert b.synced_at is not None and abs(b.synced_at - time.time()) < 5
+
+
+async def test_sticky_bindings_are_found_by_the_other_gateway(pair: tuple[SharedState, SharedState]) -> None:
+    a, b = pair
+    first = POOL.pick(a.store, "m", "alice", set()).account
+    await settle(a)
+    await b.recall_binding(POOL.session_key("alice"))
+    assert POOL.pick(b.store, "m", "alice", set()).account == first
+
+
+async def test_stored_responses_and_signatures_are_read_through(pair: tuple[SharedState, SharedState]) -> None:
+    a, b = pair
+    mine, theirs = ResponseStore(10), ResponseStore(10)
+    mine.remote, theirs.remote = a, b
+    mine.put("k\x00resp_1", "be brief", [{"role": "user", "content": [{"type": "text", "text": "hi"}]}])
+    sig_a, sig_b = SignatureMemory(10), SignatureMemory(10)
+    sig_a.remote, sig_b.remote = a, b
+    sig_a.remember("k", [("call_1", "sig-1")])
+    await settle(a)
+    assert theirs.get("k\x00resp_1") is None  # not before fetch: get never waits for the network
+    await theirs.fetch("k\x00resp_1")
+    assert theirs.get("k\x00resp_1") == ("be brief", [{"role": "user", "content": [{"type": "text", "text": "hi"}]}])
+    await sig_b.fetch("k", ["call_1", "call_2"])
+    assert sig_b.recall("k", "call_1") == "sig-1"
+    assert sig_b.recall("other-key", "call_1") is None  # per client key
+
+
+async def test_redis_down_degrades_to_local_state_and_recovers(
+        server: RedisServer, pair: tuple[SharedState, SharedState], caplog: pytest.LogCaptureFixture) -> None:
+    a, b = pair
+    caplog.set_level(logging.INFO, logger="router.state")
+    server.stop()
+    for _ in range(3):
+        await a.sync()
+    assert not a.up
+    a.store.cool(ACCOUNTS[2], 60, None, "429")  # still works locally, and is kept to send later
+    assert POOL.pick(a.store, "m", None, {"p/a0", "p/a1"}).account is None
+    store = ResponseStore(10)
+    store.remote = a
+    t0 = time.monotonic()
+    await store.fetch("k\x00resp_x")  # down: answers at once
+    assert time.monotonic() - t0 < 0.05 and store.unavailable
+    server.start()  # same port, empty
+    await a.sync()
+    await b.sync()
+    assert a.up and b.store.state("p/a2").cooling_for("m", b.store.clock()) == pytest.approx(60, abs=1)
+    downs = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    ups = [r for r in caplog.records if "reachable:" in r.getMessage() and "unreachable" not in r.getMessage()]
+    assert len(downs) == 1 and len(ups) == 1, [r.getMessage() for r in caplog.records]
+
+
+async def test_a_stopped_redis_costs_one_timeout_then_nothing(server: RedisServer, tmp_path: Path) -> None:
+    if server.process is None:
+        server.start()
+    shared = await gateway(server.port, timeout=0.05)
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP)  # slow as can be: it accepts, never answers
+    try:
+        t0 = time.monotonic()
+        assert await shared.get_blobs("resp", ["x"]) is None
+        first = time.monotonic() - t0
+        t0 = time.monotonic()
+        assert await shared.get_blobs("resp", ["x"]) is None
+        second = time.monotonic() - t0
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+    assert first < 0.5 and second < 0.005 and not shared.up
+    await shared.sync()
+    assert shared.up
+    await shared.close()
+
+
+async def test_a_read_older_than_a_local_cooldown_does_not_undo_it(pair: tuple[SharedState, SharedState]) -> None:
+    a, _ = pair
+    pools = [[acc.state_key for acc in ACCOUNTS]]
+    stale = await a._read_pools(Counter(), pools)  # a pool read sent before the cooldown below
+    a.store.cool(ACCOUNTS[0], 60, None, "429")
+    a._adopt(pools, stale)  # its write still in flight
+    assert a.store.state("p/a0").cooling_for("m", a.store.clock()) == pytest.approx(60, abs=1)
+    await settle(a)
+    a._adopt(pools, stale)  # written now, but this read was sent before
+    assert a.store.state("p/a0").cooling_for("m", a.store.clock()) == pytest.approx(60, abs=1)
+    await a.sync()  # a read sent after the write: the cooldown is Redis' now, and kept
+    assert a.store.state("p/a0").cooling_for("m", a.store.clock()) == pytest.approx(60, abs=1)
+    assert not a._fresh and not a._cool
