@@ -3,8 +3,8 @@ entries to and read them back from (``router.shared_state.SharedState`` with ``s
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Protocol
+from collections.abc import Awaitable, Iterable
+from typing import Any, Protocol
 
 WEEK = 7 * 86_400.0
 
@@ -15,7 +15,7 @@ class SharedBlobs(Protocol):
     async def get_blobs(self, kind: str, keys: list[str]) -> list[bytes | None] | None: ...
 
     def put_blobs(self, kind: str, items: Iterable[tuple[str, bytes]], ttl: float, max_items: int,
-                  max_bytes: int) -> None: ...
+                  max_bytes: int) -> Awaitable[Any] | None: ...  # the write, None when none is sent
 
 
 def shared_ttl(ttl: float | None) -> float:

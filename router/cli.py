@@ -13,6 +13,7 @@ from pathlib import Path
 
 from router import __version__
 from router.errors import ConfigErrors
+from router.state_settings import StateSettings
 
 DEFAULT_CONFIG = "routes.d"
 
@@ -98,10 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log = logging.getLogger("router")
         log.info("router %s listening on %s with %d workers (config %s)", __version__,
                  ", ".join(listen_url(s) for s in sockets), args.workers, directory)
-        log.warning("%d workers, each with its own memory: account cooldowns, round-robin and sticky sessions, "
-                    "the Responses store (previous_response_id), /metrics counters and POST /admin/reload are "
-                    "per worker; log lines carry the worker's index (SIGHUP to this process reloads every worker)",
-                    args.workers)
+        _say_what_is_per_worker(log, args.workers, snap.state)
         extra = (["--log-level", args.log_level] if args.log_level else []) + \
             (["--require-keys"] if args.require_keys else [])
         return serve_workers(args.workers, directory, host, sockets, snap.server.shutdown_grace, extra)
@@ -164,6 +162,20 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 REQUIRE_KEYS_HELP = ("a provider whose accounts have no key is a config error instead of a silent "
                      "fallback (e.g. to the simulator); same as server.require_keys: true")
+
+
+def _say_what_is_per_worker(log: logging.Logger, workers: int, state: StateSettings) -> None:
+    """At start-up with --workers: what each worker keeps to itself, and how to share it."""
+    if state.shared:
+        log.info("%d workers sharing account cooldowns, failure counts, sticky sessions, stored responses "
+                 "(previous_response_id) and tool-call signatures through %s; round-robin positions are per "
+                 "worker; log lines carry the worker's index", workers, state.public()["address"])
+        return
+    log.warning("%d workers, each with its own memory (state.backend: memory): account cooldowns, round-robin "
+                "and sticky sessions, the Responses store (previous_response_id) and tool-call signatures are "
+                "per worker; to share them set state: {backend: redis, url: ...} (README: Several workers and "
+                "replicas); /metrics counters and POST /admin/reload are per worker; log lines carry the worker's "
+                "index (SIGHUP to this process reloads every worker)", workers)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -106,9 +106,10 @@ Fetch = Callable[[Stores, CanonicalRequest, "str | None"], Awaitable[None]]
 # (stores, request, client key name) → the request with server-side state applied
 Prepare = Callable[[Stores, CanonicalRequest, "str | None"], CanonicalRequest]
 # (stores, request, response context, every event, client key name): keep the finished exchange
-Remember = Callable[[Stores, CanonicalRequest, ResponseContext, list[Event], "str | None"], None]
-# (stores, (tool-call id, signature) pairs, client key name)
-RememberSignatures = Callable[[Stores, Iterable[tuple[str, str]], "str | None"], None]
+# (the shared store's write to await before the response ends, or None)
+Remember = Callable[[Stores, CanonicalRequest, ResponseContext, list[Event], "str | None"], "Awaitable[Any] | None"]
+# (stores, (tool-call id, signature) pairs, client key name) -> the same
+RememberSignatures = Callable[[Stores, Iterable[tuple[str, str]], "str | None"], "Awaitable[Any] | None"]
 # a request the codec answers without an upstream (the answer's body), else None
 LocalAnswer = Callable[[CanonicalRequest], "JSON | None"]
 # (request body, route parameters) → the family's token-count answer

@@ -12,6 +12,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Awaitable
 from concurrent.futures import Executor
 from typing import Any
 
@@ -223,19 +224,17 @@ class Engine:
         for ev in events:
             if isinstance(ev, StreamError):
                 return UpstreamFailure(ev.status, redact(ev.message, (x.account.api_key,) if x.account else ()))
-        return self._answer(x, events)
+        return await self._answer(x, events)
 
-    def _answer(self, x: Exchange, events: list[Event]) -> web.Response:
+    async def _answer(self, x: Exchange, events: list[Event]) -> web.Response:
         """The client's non-stream response: the events encoded by its client codec."""
         codec = x.codec
         assert codec is not None  # set by the proxy endpoint before the engine runs
         x.usage = next((e for e in reversed(events) if isinstance(e, Usage)), None)
         rctx = self._context(x)
         body = codec.encode_response(events, rctx)
-        if codec.remember is not None:  # most codecs keep nothing
-            self.after_response(x, rctx, events)
-        if rctx.signed_calls:
-            self.remember_signatures(x, rctx)
+        if codec.remember is not None or rctx.signed_calls:  # most codecs keep nothing
+            await self.keep_state(x, rctx, events)
         return web.Response(body=orjson.dumps(body), content_type="application/json",
                             headers=response_headers(x))
 
@@ -252,15 +251,27 @@ class Engine:
     def keeps_events(x: Exchange) -> bool:
         return x.codec is not None and x.codec.remember is not None
 
-    def after_response(self, x: Exchange, rctx: ResponseContext, events: list[Event]) -> None:
+    async def keep_state(self, x: Exchange, rctx: ResponseContext, events: list[Event] | None) -> None:
+        """What the client codec keeps of a finished response (its exchange, the signatures handed
+        out). Called before the response's last bytes go out, and a shared store's writes are awaited
+        (each bounded by ``state.timeout``): the client may send its follow-up to another gateway as
+        soon as it has the response."""
+        writes = [self._after_response(x, rctx, events), self._remember_signatures(x, rctx)]
+        pending = [w for w in writes if w is not None]
+        if pending:
+            await asyncio.gather(*pending)
+
+    def _after_response(self, x: Exchange, rctx: ResponseContext, events: list[Event] | None) -> Awaitable[Any] | None:
         """Lets a codec with server-side state (``remember``) keep the finished exchange."""
         remember = x.codec.remember if x.codec is not None else None
-        if remember is not None and x.canonical is not None:
-            remember(self.stores, x.canonical, rctx, events, x.client_key)
+        if remember is not None and x.canonical is not None and events is not None:
+            return remember(self.stores, x.canonical, rctx, events, x.client_key)
+        return None
 
-    def remember_signatures(self, x: Exchange, rctx: ResponseContext) -> None:
+    def _remember_signatures(self, x: Exchange, rctx: ResponseContext) -> Awaitable[Any] | None:
         """Lets the codec keep the tool-call signatures its encoder handed out, by call id, for
         clients that drop them on replay (only responses with signed calls get here)."""
         remember = x.codec.remember_signatures if x.codec is not None else None
         if remember is not None and rctx.signed_calls:
-            remember(self.stores, rctx.signed_calls, x.client_key)
+            return remember(self.stores, rctx.signed_calls, x.client_key)
+        return None

@@ -153,6 +153,8 @@ class Gateway:
             self.snapshot = snap
             self.generation = generation
             swap_in(SECTIONS, self, snap)  # stores resized, logging re-applied: see snapshot.SECTIONS
+            if self.shared is not None:
+                await self.shared.ready()  # a new shared state: its first sync (bounded)
             self.reloads_ok += 1
             self.last_reload = ReloadStatus(True, generation, [], time.time(), reason)
             log.info("config generation %d loaded from %d file(s) in %.1f ms (%s)", generation,

@@ -165,10 +165,8 @@ class StreamRelay:
         last = buf + encoder.finish()
         # remembered before the last write: a client may send its follow-up (previous_response_id, a
         # replayed tool call) as soon as it has the end of the stream
-        if rctx.signed_calls:
-            self.engine.remember_signatures(x, rctx)
-        if keep is not None:
-            self.engine.after_response(x, rctx, keep)
+        if rctx.signed_calls or keep is not None:
+            await self.engine.keep_state(x, rctx, keep)
         await out.write(last)
         await out.write_eof()
         return out

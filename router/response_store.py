@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -65,12 +65,15 @@ class ResponseStore:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def put(self, response_id: str, system: str | None, messages: list[dict[str, Any]]) -> None:
+    def put(self, response_id: str, system: str | None, messages: list[dict[str, Any]]) -> Awaitable[Any] | None:
+        """Keep a conversation; the shared store's write (to await before the client can follow up),
+        or None."""
         blob = orjson.dumps([system, messages])
         self._entries.put(response_id, blob)
         items, ttl, max_bytes = self._bounds
-        if self.remote is not None and len(blob) <= max_bytes:
-            self.remote.put_blobs(KIND, ((response_id, blob),), shared_ttl(ttl), items, max_bytes)
+        if self.remote is None or len(blob) > max_bytes:
+            return None
+        return self.remote.put_blobs(KIND, ((response_id, blob),), shared_ttl(ttl), items, max_bytes)
 
     async def fetch(self, response_id: str) -> None:
         """Bring in a conversation another gateway stored, when this one does not hold it."""

@@ -81,12 +81,20 @@ class SharedState:
         self.synced_at: float | None = None  # wall time of the last pool read
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.Task[None] | None = None
+        self._tried = asyncio.Event()  # set once the first sync has been tried (up or down is known)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
         self.store.listener = self
         self._loop = asyncio.get_running_loop().create_task(self._run())
+
+    async def ready(self) -> None:
+        """Until the first sync was tried, bounded: a gateway starts serving knowing whether the
+        backend is up, and with the pools' shared cooldowns already in."""
+        bound = self.settings.connect_timeout + 2 * self.settings.timeout + 0.5
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._tried.wait(), bound)
 
     async def close(self) -> None:
         if self.store.listener is self:
@@ -124,14 +132,16 @@ class SharedState:
         self._mark(True)
         return result
 
-    def _spawn(self, call: Coroutine[Any, Any, Any]) -> None:
-        """Send in the background (never awaited by a request); dropped past MAX_PENDING_TASKS."""
+    def _spawn(self, call: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
+        """Send in the background; a fault marks the backend down, never raises. None (not sent) past
+        MAX_PENDING_TASKS."""
         if len(self._tasks) >= MAX_PENDING_TASKS:
             call.close()
-            return
+            return None
         task = asyncio.get_running_loop().create_task(self._guard(call))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     # --- the loop: pending writes out, pools in ---------------------------------------------------
 
@@ -139,6 +149,7 @@ class SharedState:
         while True:
             with contextlib.suppress(*FAULTS):
                 await self.sync()
+            self._tried.set()
             await asyncio.sleep(self.settings.sync_interval)
 
     async def sync(self) -> None:
@@ -260,10 +271,12 @@ class SharedState:
         return result
 
     def put_blobs(self, kind: str, items: Iterable[tuple[str, bytes]], ttl: float, max_items: int,
-                  max_bytes: int) -> None:
-        """Store blobs in the background (each bounded like the local store; see ``put_blob``)."""
-        if self.up:
-            self._spawn(self._put_blobs(kind, list(items), ttl, max_items, max_bytes))
+                  max_bytes: int) -> asyncio.Task[Any] | None:
+        """Store blobs (bounded together like the local store; see ``put_blob``); the write, for a
+        response to await before it ends (it never raises), or None when the backend is down."""
+        if not self.up:
+            return None
+        return self._spawn(self._put_blobs(kind, list(items), ttl, max_items, max_bytes))
 
     async def _put_blobs(self, kind: str, items: list[tuple[str, bytes]], ttl: float, max_items: int,
                          max_bytes: int) -> None:

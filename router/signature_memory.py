@@ -15,7 +15,8 @@ whole history each turn).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from router.blobs import SharedBlobs, shared_ttl
 from router.lru import BoundedLRU
@@ -51,16 +52,17 @@ class SignatureMemory:
     def _key(owner: str | None, call_id: str) -> str:
         return f"{owner or ''}\x00{call_id}"
 
-    def remember(self, owner: str | None, calls: Iterable[tuple[str, str]]) -> None:
+    def remember(self, owner: str | None, calls: Iterable[tuple[str, str]]) -> Awaitable[Any] | None:
         """Keep each (tool-call id, signature); a signature larger than the whole budget is skipped."""
         shared = []
         for call_id, signature in calls:
             key = self._key(owner, call_id)
             self._entries.put(key, signature)
             shared.append((key, signature.encode()))
-        if self.remote is not None and shared:
-            items, ttl, max_bytes = self._bounds
-            self.remote.put_blobs(KIND, shared, shared_ttl(ttl), items, max_bytes)
+        if self.remote is None or not shared:
+            return None
+        items, ttl, max_bytes = self._bounds
+        return self.remote.put_blobs(KIND, shared, shared_ttl(ttl), items, max_bytes)
 
     async def fetch(self, owner: str | None, call_ids: Iterable[str]) -> None:
         """Bring in the signatures other gateways handed out for ``call_ids`` that this one lacks."""

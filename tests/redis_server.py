@@ -24,9 +24,10 @@ def _free_port() -> int:
 class RedisServer:
     """One redis-server process on loopback, without persistence, restartable on the same port."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *args: str) -> None:
         self.port = _free_port()
         self.workdir = workdir
+        self.args = args  # more redis-server options, e.g. ("--requirepass", "...")
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -34,7 +35,7 @@ class RedisServer:
         assert binary, "redis-server is missing: install the Debian package redis-server (.ci/run does)"
         self.process = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)],
+             "--dir", str(self.workdir), *self.args],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self._wait_ping()
 
@@ -45,7 +46,7 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
                     sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
+                    if sock.recv(64).startswith((b"+PONG", b"-NOAUTH")):  # up (with or without a password)
                         return
             except OSError:
                 pass

@@ -45,7 +45,7 @@ def test_each_workers_lines_carry_its_index(tmp_path: Path) -> None:
     finally:
         stop(proc)
     text = err.decode()
-    assert re.search(r"2 workers, each with its own memory: account cooldowns.* are per worker", text), text
+    assert re.search(r"2 workers, each with its own memory \(state.backend: memory\): account cooldowns.* are per worker; to share them set state: \{backend: redis", text), text
     lines = [line for line in text.splitlines() if line.strip()]
     access = [line for line in lines if "router.access: GET /healthz" in line]
     assert len(access) >= 20, text

@@ -11,7 +11,7 @@ puts a remembered signature back on a replayed call that came without one.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 from router.canonical import CanonicalRequest, ResponseContext, fill_call_signatures
@@ -83,8 +83,8 @@ async def fetch(stores: Stores, request: CanonicalRequest, owner: str | None = N
 
 
 def remember_signatures(stores: Stores, calls: Iterable[tuple[str, str]], owner: str | None = None
-                        ) -> None:
-    """Keep the (tool-call id, signature) pairs just handed out to this client key."""
+                        ) -> Awaitable[Any] | None:
+    """Keep the (tool-call id, signature) pairs just handed out to this client key (the shared
+    store's write, when there is one, for the engine to await)."""
     memory = stores.signatures
-    if memory is not None:
-        memory.remember(owner, calls)
+    return memory.remember(owner, calls) if memory is not None else None

@@ -12,7 +12,7 @@ Decoding notes:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from router.canonical import CanonicalRequest, Choice, Event, ResponseContext, aggregate
@@ -358,11 +358,13 @@ async def fetch(stores: Stores, request: CanonicalRequest, owner: str | None = N
 
 
 def remember(stores: Stores, request: CanonicalRequest, ctx: ResponseContext,
-             events: list[Event], owner: str | None = None) -> None:
-    """Keep the finished exchange for a later ``previous_response_id`` unless ``store`` is false."""
+             events: list[Event], owner: str | None = None) -> Awaitable[Any] | None:
+    """Keep the finished exchange for a later ``previous_response_id`` unless ``store`` is false (the
+    shared store's write, when there is one, for the engine to await)."""
     store = stores.responses
     if store is not None and request.raw.get("store", True) is not False:
-        store.put(_stored_id(owner, ctx.id), request.system, conversation_after(request, events))
+        return store.put(_stored_id(owner, ctx.id), request.system, conversation_after(request, events))
+    return None
 
 
 CODEC = ClientCodec(NAME, FAMILY, decode_request, encode_response, StreamEncoder, id_prefix="resp_",
