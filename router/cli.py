@@ -7,12 +7,17 @@ import json
 import logging
 import os
 import shlex
+import signal
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from router import __version__
 from router.errors import ConfigErrors
+
+if TYPE_CHECKING:
+    from router.worker_dir import WorkerDir
 
 DEFAULT_CONFIG = "routes.d"
 
@@ -98,19 +103,32 @@ def cmd_serve(args: argparse.Namespace) -> int:
         log = logging.getLogger("router")
         log.info("router %s listening on %s with %d workers (config %s)", __version__,
                  ", ".join(listen_url(s) for s in sockets), args.workers, directory)
-        log.warning("%d workers, each with its own memory: account cooldowns, round-robin and sticky sessions, "
-                    "the Responses store (previous_response_id), /metrics counters and POST /admin/reload are "
-                    "per worker; log lines carry the worker's index (SIGHUP to this process reloads every worker)",
-                    args.workers)
+        log.warning("%d workers, each with its own memory: account cooldowns, round-robin and sticky sessions "
+                    "and the Responses store (previous_response_id) are per worker; log lines carry the worker's "
+                    "index (/metrics counts every worker; SIGHUP to this process or POST /admin/reload reloads "
+                    "every worker)", args.workers)
         extra = (["--log-level", args.log_level] if args.log_level else []) + \
             (["--require-keys"] if args.require_keys else [])
         return serve_workers(args.workers, directory, host, sockets, snap.server.shutdown_grace, extra)
     worker = args.worker or 0  # a --workers child: only the first one logs the config summary
     gateway = Gateway(directory, bind_host=host, manage_logging=args.log_level is None, announce=worker == 0,
-                      require_keys=args.require_keys, worker=args.worker)
+                      require_keys=args.require_keys, worker=args.worker, worker_dir=_worker_dir(args))
     run(serve(gateway, sockets, shutdown_timeout=snap.server.shutdown_grace, announce=not args.listen_fd),
         new_event_loop())
     return 0
+
+
+def _worker_dir(args: argparse.Namespace) -> WorkerDir | None:
+    """A --workers child's side of the directory its parent shares with the workers (None otherwise).
+
+    Until its config watcher takes SIGHUP over, the child ignores it: a reload asked for while it
+    starts must not kill it (SIGHUP's default action), and it loads the current config anyway."""
+    if args.worker is None or args.worker_dir is None:
+        return None
+    from router.worker_dir import WorkerDir
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    return WorkerDir(Path(args.worker_dir), args.worker)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -179,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     # a --workers child: the parent's listening sockets (inherited fds) and the child's index
     s.add_argument("--listen-fd", type=int, action="append", help=argparse.SUPPRESS)
     s.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    s.add_argument("--worker-dir", help=argparse.SUPPRESS)  # the parent's private dir shared with its workers
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     s.add_argument("--require-keys", action="store_true", help=REQUIRE_KEYS_HELP)
     s.set_defaults(func=cmd_serve)

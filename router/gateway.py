@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
@@ -27,6 +27,9 @@ from router.render_pool import RenderPool
 from router.sections import swap_in
 from router.snapshot import BUILTIN_SIMULATOR, SECTIONS, Snapshot, compile_config
 from router.summary import Line, describe
+
+if TYPE_CHECKING:
+    from router.worker_dir import WorkerDir
 
 log = logging.getLogger("router.gateway")
 
@@ -61,12 +64,13 @@ class Gateway:
     def __init__(self, config_dir: str | Path, env: Mapping[str, str] | None = None,
                  sim_options: dict[str, Any] | None = None, bind_host: str | None = None,
                  manage_logging: bool = False, require_keys: bool = False, announce: bool = True,
-                 worker: int | None = None):
+                 worker: int | None = None, worker_dir: WorkerDir | None = None):
         self.config_dir = Path(config_dir)
         # log what is served (per provider live/SIMULATED, auth) at start-up and when a reload changes
         # it; a --workers child other than the first logs it at debug only (the others say the same)
         self.announce = announce
         self.worker = worker  # a --workers child's index (None: the only process); admin views name it
+        self.worker_dir = worker_dir  # a --workers child's share of metrics and reload status with the others
         self._summary: list[Line] = []
         self.manage_logging = manage_logging  # the CLI owns process logging: re-apply logging.level
         self.bind_host = bind_host  # the listener's address when given on the command line
