@@ -71,6 +71,11 @@ def merge(snapshots: Iterable[tuple[int, list[Family]]]) -> list[Metric]:
     return list(out.values())
 
 
+def exposition(snapshots: Iterable[tuple[int, list[Family]]]) -> bytes:
+    """The Prometheus text of the workers' merged families."""
+    return generate_latest(_Merged(merge(snapshots)))
+
+
 class _Merged(Collector):
     def __init__(self, metrics: list[Metric]):
         self.metrics = metrics
@@ -92,4 +97,4 @@ class SharedMetrics:
 
     def render(self, source: Collector) -> bytes:
         own = self.publish(source)  # first: the next scrape, whichever worker answers it, reads these
-        return generate_latest(_Merged(merge([(self.dir.worker, own), *self.dir.others_metrics()])))
+        return exposition([(self.dir.worker, own), *self.dir.others_metrics()])
