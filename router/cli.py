@@ -7,7 +7,6 @@ import json
 import logging
 import os
 import shlex
-import signal
 import socket
 import sys
 from pathlib import Path
@@ -119,15 +118,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _worker_dir(args: argparse.Namespace) -> WorkerDir | None:
-    """A --workers child's side of the directory its parent shares with the workers (None otherwise).
-
-    Until its config watcher takes SIGHUP over, the child ignores it: a reload asked for while it
-    starts must not kill it (SIGHUP's default action), and it loads the current config anyway."""
+    """A --workers child's side of the directory its parent shares with the workers (None otherwise)."""
     if args.worker is None or args.worker_dir is None:
         return None
     from router.worker_dir import WorkerDir
 
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     return WorkerDir(Path(args.worker_dir), args.worker)
 
 

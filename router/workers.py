@@ -39,20 +39,26 @@ def _run(n: int, config_dir: Path, host: str, sockets: list[socket.socket], grac
     fds = [s.fileno() for s in sockets]
     cmd = [sys.executable, "-m", "router", "serve", "--config", str(config_dir), "--host", host,
            *(a for fd in fds for a in ("--listen-fd", str(fd))), "--worker-dir", str(shared), *extra]
-    try:
-        procs = [subprocess.Popen([*cmd, "--worker", str(i)], pass_fds=fds) for i in range(n)]
-    finally:
-        for s in sockets:  # the children hold the port now: when they have all closed it, it is free
-            s.close()
-    worker_dir.announce_workers(shared, [p.pid for p in procs])
+    procs: list[subprocess.Popen[bytes]] = []
 
     def forward(signum: int, _frame: object) -> None:
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signum)
 
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, forward)
+    # the workers start with SIGHUP ignored (an ignored signal stays ignored across exec) until their
+    # config watcher takes it over: a reload asked for while one starts must not kill it, and it loads
+    # the current config anyway
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        procs.extend(subprocess.Popen([*cmd, "--worker", str(i)], pass_fds=fds) for i in range(n))
+    finally:
+        for s in sockets:  # the children hold the port now: when they have all closed it, it is free
+            s.close()
+    signal.signal(signal.SIGHUP, forward)
+    worker_dir.announce_workers(shared, [p.pid for p in procs])
     deadline: float | None = None
     while any(p.poll() is None for p in procs):
         if deadline is None and any(p.poll() is not None for p in procs):
