@@ -10,10 +10,14 @@ import shlex
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from router import __version__
 from router.errors import ConfigErrors
 from router.state_settings import StateSettings
+
+if TYPE_CHECKING:
+    from router.worker_dir import WorkerDir
 
 DEFAULT_CONFIG = "routes.d"
 
@@ -105,10 +109,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return serve_workers(args.workers, directory, host, sockets, snap.server.shutdown_grace, extra)
     worker = args.worker or 0  # a --workers child: only the first one logs the config summary
     gateway = Gateway(directory, bind_host=host, manage_logging=args.log_level is None, announce=worker == 0,
-                      require_keys=args.require_keys, worker=args.worker)
+                      require_keys=args.require_keys, worker=args.worker, worker_dir=_worker_dir(args))
     run(serve(gateway, sockets, shutdown_timeout=snap.server.shutdown_grace, announce=not args.listen_fd),
         new_event_loop())
     return 0
+
+
+def _worker_dir(args: argparse.Namespace) -> WorkerDir | None:
+    """A --workers child's side of the directory its parent shares with the workers (None otherwise)."""
+    if args.worker is None or args.worker_dir is None:
+        return None
+    from router.worker_dir import WorkerDir
+
+    return WorkerDir(Path(args.worker_dir), args.worker)
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -169,13 +182,14 @@ def _say_what_is_per_worker(log: logging.Logger, workers: int, state: StateSetti
     if state.shared:
         log.info("%d workers sharing account cooldowns, failure counts, sticky sessions, stored responses "
                  "(previous_response_id) and tool-call signatures through %s; round-robin positions are per "
-                 "worker; log lines carry the worker's index", workers, state.public()["address"])
+                 "worker; log lines carry the worker's index (/metrics counts every worker; SIGHUP to this "
+                 "process or POST /admin/reload reloads every worker)", workers, state.public()["address"])
         return
     log.warning("%d workers, each with its own memory (state.backend: memory): account cooldowns, round-robin "
                 "and sticky sessions, the Responses store (previous_response_id) and tool-call signatures are "
                 "per worker; to share them set state: {backend: redis, url: ...} (README: Several workers and "
-                "replicas); /metrics counters and POST /admin/reload are per worker; log lines carry the worker's "
-                "index (SIGHUP to this process reloads every worker)", workers)
+                "replicas); log lines carry the worker's index (/metrics counts every worker; SIGHUP to this "
+                "process or POST /admin/reload reloads every worker)", workers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -191,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     # a --workers child: the parent's listening sockets (inherited fds) and the child's index
     s.add_argument("--listen-fd", type=int, action="append", help=argparse.SUPPRESS)
     s.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    s.add_argument("--worker-dir", help=argparse.SUPPRESS)  # the parent's private dir shared with its workers
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     s.add_argument("--require-keys", action="store_true", help=REQUIRE_KEYS_HELP)
     s.set_defaults(func=cmd_serve)

@@ -18,6 +18,7 @@ from router import __version__
 from router.bodies import read_json
 from router.codecs import ClientCodec, Family, ModelEntry, family_asking
 from router.errors import GatewayError
+from router.worker_reload import answer_status, reload_every_worker, workers_view
 
 if TYPE_CHECKING:
     from router.engine import Engine
@@ -136,7 +137,7 @@ def get_model(families: Sequence[Family]) -> Run:
 
 
 async def admin_config(svc: Services, x: Exchange, request: web.BaseRequest, params: Params) -> web.Response:
-    return json_response(svc.gateway.config_status())
+    return json_response({**svc.gateway.config_status(), **workers_view(svc.gateway)})
 
 
 async def admin_accounts(svc: Services, x: Exchange, request: web.BaseRequest, params: Params) -> web.Response:
@@ -153,8 +154,11 @@ async def admin_account_reset(svc: Services, x: Exchange, request: web.BaseReque
 
 
 async def admin_reload(svc: Services, x: Exchange, request: web.BaseRequest, params: Params) -> web.Response:
-    ok = await svc.gateway.reload("admin")
-    return json_response({"reloaded": ok, **svc.gateway.config_status()}, status=200 if ok else 422)
+    """Under --workers: every worker reloads, and the answer lists each one (see worker_reload)."""
+    ok, workers = await reload_every_worker(svc.gateway, "admin")
+    listed = {} if workers is None else {"workers": workers}
+    return json_response({"reloaded": ok, **svc.gateway.config_status(), **listed},
+                         status=answer_status(ok, workers))
 
 
 async def metrics(svc: Services, x: Exchange, request: web.BaseRequest, params: Params) -> web.Response:

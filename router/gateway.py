@@ -31,6 +31,7 @@ from router.summary import Line, describe
 
 if TYPE_CHECKING:
     from router.shared_state import SharedState
+    from router.worker_dir import WorkerDir
 
 log = logging.getLogger("router.gateway")
 
@@ -65,12 +66,13 @@ class Gateway:
     def __init__(self, config_dir: str | Path, env: Mapping[str, str] | None = None,
                  sim_options: dict[str, Any] | None = None, bind_host: str | None = None,
                  manage_logging: bool = False, require_keys: bool = False, announce: bool = True,
-                 worker: int | None = None):
+                 worker: int | None = None, worker_dir: WorkerDir | None = None):
         self.config_dir = Path(config_dir)
         # log what is served (per provider live/SIMULATED, auth) at start-up and when a reload changes
         # it; a --workers child other than the first logs it at debug only (the others say the same)
         self.announce = announce
         self.worker = worker  # a --workers child's index (None: the only process); admin views name it
+        self.worker_dir = worker_dir  # a --workers child's share of metrics and reload status with the others
         self._summary: list[Line] = []
         self.manage_logging = manage_logging  # the CLI owns process logging: re-apply logging.level
         self.bind_host = bind_host  # the listener's address when given on the command line

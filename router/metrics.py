@@ -11,6 +11,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from router.metrics_shared import SharedMetrics
+
 if TYPE_CHECKING:
     from router.exchange import Exchange
     from router.gateway import Gateway
@@ -95,6 +97,8 @@ class Metrics:
         self.registry.register(_StateCollector(gateway))
         self.registry.register(_RequestCollector(self))
         self._models: set[str] = set()
+        # a --workers child: scrapes show every worker's values (see metrics_shared)
+        self.shared = SharedMetrics(gateway.worker_dir) if gateway.worker_dir is not None else None
 
     def _model_label(self, model: str | None) -> str:
         if not model:
@@ -127,7 +131,14 @@ class Metrics:
             self.tokens[(provider, "out")] += x.usage.output_tokens
 
     def render(self) -> bytes:
+        if self.shared is not None:
+            return self.shared.render(self.registry)
         return generate_latest(self.registry)
+
+    def share(self) -> None:
+        """A --workers child: write the current values for the other workers' scrapes to read."""
+        if self.shared is not None:
+            self.shared.publish(self.registry)
 
 
 class _RequestCollector(Collector):

@@ -43,6 +43,15 @@ async def _flush_access_log(gateway: Gateway, every: float = 0.5) -> None:
         gateway.access_log.flush()
 
 
+SHARE_EVERY = 1.0  # seconds between a --workers child's writes of its metric values for the others
+
+
+async def _share_metrics(metrics: Metrics, every: float = SHARE_EVERY) -> None:
+    while True:
+        await asyncio.sleep(every)
+        metrics.share()
+
+
 class GatewayRunner(web.BaseRunner):
     """Serves the gateway on aiohttp's low-level ``web.Server``: the Dispatcher is the handler.
 
@@ -75,6 +84,9 @@ class GatewayRunner(web.BaseRunner):
         self.dispatcher.engine = Engine(gateway.store, gateway.session, gateway.stores,
                                         self.dispatcher.ids, gateway.renders)
         self._tasks.append(asyncio.create_task(_flush_access_log(gateway)))
+        if gateway.worker_dir is not None:
+            self.dispatcher.metrics.share()  # the other workers' scrapes count this one from the start
+            self._tasks.append(asyncio.create_task(_share_metrics(self.dispatcher.metrics)))
         if self.watch:
             from router.watch import watch_config
 
@@ -100,6 +112,7 @@ class GatewayRunner(web.BaseRunner):
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         self.gateway.access_log.flush()
+        self.dispatcher.metrics.share()  # the requests that finished in the grace count after exit
         await self.gateway.close()
 
 

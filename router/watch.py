@@ -12,6 +12,7 @@ from pathlib import Path
 from watchfiles import awatch
 
 from router.gateway import Gateway
+from router.worker_reload import reload_published
 
 log = logging.getLogger("router.watch")
 
@@ -26,6 +27,8 @@ async def watch_config(gateway: Gateway) -> None:
     hup = asyncio.Event()
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no SIGHUP
         loop.add_signal_handler(signal.SIGHUP, hup.set)
+    if gateway.worker_dir is not None:  # a --workers child: siblings may SIGHUP it from now on
+        gateway.worker_dir.publish_status(gateway, 0.0)
     debounce_ms = max(10, int(gateway.current.server.reload_debounce * 1000))
     stop = asyncio.Event()
     files = asyncio.create_task(_watch_files(gateway, debounce_ms, stop))
@@ -82,6 +85,6 @@ def _identity(directory: Path) -> tuple[int, int] | None:
 async def _reload(gateway: Gateway, reason: str) -> None:
     """A reload that fails unexpectedly is logged; the watcher itself must never die."""
     try:
-        await gateway.reload(reason)
+        await reload_published(gateway, reason)
     except Exception:  # a task boundary: log (ruff's BLE001 accepts a logged exception) and keep watching
         log.exception("reload (%s) failed unexpectedly; keeping the current config", reason)
