@@ -71,10 +71,9 @@ class SharedState:
         self.redis = RedisState(self.client, settings.prefix)
         self.up = False
         self._decided = False  # whether up/down was ever known (the first state is logged too)
-        # (account, scope) -> deadline (epoch ms): set here and not yet written (or being written) ...
+        # (account, scope) -> deadline (epoch ms): set here and not yet written (or being written)
         self._cool: dict[tuple[str, str], int] = {}
-        # ... and written, with when (store clock): a pool read sent before that may not show it yet
-        self._fresh: dict[tuple[str, str], tuple[int, float]] = {}
+        self._resets: dict[str, int] = {}  # account -> the last reset mark seen (epoch ms)
         self._counts: Counter[str] = Counter()  # "req:<account>" / "fail:<account>" not yet sent
         self._written: BoundedLRU[float] = BoundedLRU(lambda k, v: 0, BINDINGS_WRITTEN, None, 1 << 62)
         self.totals: dict[str, tuple[int, int]] = {}  # account -> (requests, failures), every gateway
@@ -158,14 +157,12 @@ class SharedState:
             await self._flush_cooldowns()
             counts, self._counts = self._counts, Counter()
             pools = [list(pool) for pool in self.pools()]
-            sent = self.store.clock()
             replies = await self._read_pools(counts, pools)
         except FAULTS as e:
             self._mark(False, e)
             return
         self._mark(True)
         self._adopt(pools, replies)
-        self._fresh = {item: done for item, done in self._fresh.items() if done[1] >= sent}
 
     async def _read_pools(self, counts: Counter[str], pools: list[list[str]]) -> list[Any]:
         pipe = self.client.pipeline(transaction=False)
@@ -173,7 +170,7 @@ class SharedState:
             pipe.incrby(self.redis.counter_key(name), amount)
             pipe.pexpire(self.redis.counter_key(name), int(COUNTER_TTL * 1000))
         for pool in pools:
-            pipe.mget([self.redis.cooldown_key(k) for k in pool])
+            pipe.mget([*(self.redis.cooldown_key(k) for k in pool), *(self.redis.reset_key(k) for k in pool)])
             pipe.mget([self.redis.counter_key(f"{kind}:{k}") for k in pool for kind in ("req", "fail")])
         try:
             replies = await pipe.execute()
@@ -196,33 +193,44 @@ class SharedState:
             for (key, scope), until in pending.items():
                 await self.redis.queue_cool(pipe, key, until, scope, now)
             await pipe.execute()
-        done = self.store.clock()
         for item, until in pending.items():
             if self._cool.get(item) == until:
                 del self._cool[item]
-            self._fresh[item] = (until, done)
 
     def _adopt(self, pools: list[list[str]], replies: list[Any]) -> None:
-        """Every pool's shared cooldowns and counts into the local store (pending writes kept)."""
+        """Every pool's shared cooldowns and counts into the local store.
+
+        Extend-only here too: a cooldown this gateway holds stays (a read sent before its write
+        landed, or a Redis that restarted empty, cannot end it early), unless a reset mark newer than
+        the last one seen says an operator cleared the account (then only what is pending here and
+        what Redis holds since count)."""
         now_mono, now_wall = self.store.clock(), self.wall()
-
-        def local(ms: int) -> float:
-            return now_mono + (ms / 1000 - now_wall)
-
-        mine: dict[str, dict[str, int]] = {}  # cooldowns set here that the read may not show yet
-        for (key, scope), (ms, _) in self._fresh.items():
-            mine.setdefault(key, {})[scope] = ms
+        pending: dict[str, dict[str, int]] = {}
         for (key, scope), ms in self._cool.items():
-            mine.setdefault(key, {})[scope] = max(ms, mine.get(key, {}).get(scope, 0))
-        for pool, cooldowns, counters in zip(pools, replies[0::2], replies[1::2], strict=True):
+            pending.setdefault(key, {})[scope] = ms
+        for pool, values, counters in zip(pools, replies[0::2], replies[1::2], strict=True):
             for i, key in enumerate(pool):
-                scopes = parse_cooldowns(cooldowns[i])
-                for scope, ms in mine.get(key, {}).items():
+                scopes = parse_cooldowns(values[i])
+                mark = _int(values[len(pool) + i])
+                kept = {} if mark > self._resets.get(key, 0) else self._held(key, now_mono, now_wall)
+                self._resets[key] = max(mark, self._resets.get(key, 0))
+                for scope, ms in (*kept.items(), *pending.get(key, {}).items()):
                     scopes[scope] = max(ms, scopes.get(scope, 0))
-                whole = local(scopes.pop("", 0)) if scopes.get("", 0) > 0 else 0.0
-                self.store.adopt_cooldowns(key, whole, {m: local(ms) for m, ms in scopes.items() if ms > 0})
+                whole = scopes.pop("", 0)
+                self.store.adopt_cooldowns(key, _local(whole, now_mono, now_wall) if whole else 0.0,
+                                           {m: _local(ms, now_mono, now_wall) for m, ms in scopes.items() if ms})
                 self.totals[key] = (_int(counters[2 * i]), _int(counters[2 * i + 1]))
         self.synced_at = round(now_wall, 3)
+
+    def _held(self, key: str, now_mono: float, now_wall: float) -> dict[str, int]:
+        """The cooldowns this gateway holds for ``key`` now, by scope, in epoch ms."""
+        st = self.store.accounts.get(key)
+        if st is None:
+            return {}
+        held = {m: until for m, until in st.model_cooling.items() if until > now_mono}
+        if st.cooling_until > now_mono:
+            held[""] = st.cooling_until
+        return {scope: int((now_wall + until - now_mono) * 1000) for scope, until in held.items()}
 
     # --- the StateStore listener (called on the request path: nothing waits) ----------------------
 
@@ -249,8 +257,9 @@ class SharedState:
 
     def cleared(self, key: str) -> None:
         self._cool = {item: ms for item, ms in self._cool.items() if item[0] != key}
-        self._fresh = {item: done for item, done in self._fresh.items() if item[0] != key}
-        self._spawn(self.redis.clear([key]))
+        now = int(self.wall() * 1000)
+        self._resets[key] = now  # this gateway's own reset: its mark is nothing new here
+        self._spawn(self.redis.clear([key], now))  # down: this gateway's reset only (said in the README)
 
     # --- request-path reads (bounded by ``timeout``; nothing when down) ----------------------------
 
@@ -288,6 +297,11 @@ class SharedState:
         for key, blob in items:
             await self.redis.queue_put_blob(pipe, kind, key, blob, ttl, max_items, max_bytes)
         await pipe.execute()
+
+
+def _local(ms: int, now_mono: float, now_wall: float) -> float:
+    """An epoch-ms deadline on the store's clock."""
+    return now_mono + (ms / 1000 - now_wall)
 
 
 def _int(value: object) -> int:

@@ -40,6 +40,7 @@ import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 
+RESET_MARK_TTL_MS = 86_400_000  # a reset mark is read by every gateway's next sync, long before a day
 MAX_SCOPES = 64  # cooldowns one account holds at once (itself and per model): bounds each value
 
 # KEYS[1] = an account's cooldowns: a JSON object {scope: deadline epoch ms}, scope "" for the whole
@@ -237,11 +238,22 @@ class RedisState:
         values = await self._client.mget([self.cooldown_key(name) for name in names])
         return {name: parse_cooldowns(value) for name, value in zip(names, values, strict=True)}
 
-    async def clear(self, keys: Iterable[str]) -> None:
-        """Forget the cooldowns of ``keys`` (an operator's reset: the one write allowed to shorten)."""
-        names = [self.cooldown_key(name) for name in keys]
-        if names:
-            await self._client.delete(*names)
+    def reset_key(self, key: str) -> str:
+        """When ``key``'s cooldowns were last reset (epoch ms): readers drop what they hold of it."""
+        return f"{{{self._prefix}:cool}}#reset:{key}"
+
+    async def clear(self, keys: Iterable[str], now_ms: int | None = None) -> None:
+        """Forget the cooldowns of ``keys`` and mark when (an operator's reset: the one write allowed
+        to shorten one; the mark tells the gateways to drop their own copies). One transaction."""
+        names = list(keys)
+        if not names:
+            return
+        now = int(time.time() * 1000) if now_ms is None else now_ms
+        pipe = self._client.pipeline(transaction=True)
+        pipe.delete(*(self.cooldown_key(name) for name in names))
+        for name in names:
+            pipe.set(self.reset_key(name), now, px=RESET_MARK_TTL_MS)
+        await pipe.execute()
 
     # bounded blobs (stored conversations, signatures) and sticky bindings
 

@@ -201,4 +201,17 @@ async def test_a_read_older_than_a_local_cooldown_does_not_undo_it(pair: tuple[S
     assert a.store.state("p/a0").cooling_for("m", a.store.clock()) == pytest.approx(60, abs=1)
     await a.sync()  # a read sent after the write: the cooldown is Redis' now, and kept
     assert a.store.state("p/a0").cooling_for("m", a.store.clock()) == pytest.approx(60, abs=1)
-    assert not a._fresh and not a._cool
+    assert not a._cool
+
+
+async def test_a_redis_that_restarted_empty_ends_no_cooldown(
+        server: RedisServer, pair: tuple[SharedState, SharedState]) -> None:
+    a, b = pair
+    a.store.cool(ACCOUNTS[0], 60, "gpt-x", "429")
+    await settle(a)
+    await b.sync()
+    server.stop()
+    server.start()  # empty: no persistence
+    for shared in pair:
+        await shared.sync()
+        assert shared.up and shared.store.state("p/a0").cooling_for("gpt-x", shared.store.clock()) > 50

@@ -113,13 +113,15 @@ async def test_read_cooldowns_reads_a_pool_in_one_mget(state: RedisState, client
     assert stats["cmdstat_mget"]["calls"] == 1 and "cmdstat_get" not in stats
 
 
-async def test_clear_forgets_cooldowns(state: RedisState) -> None:
+async def test_clear_forgets_cooldowns(state: RedisState, client: Redis) -> None:
     far = int(time.time() * 1000) + 60_000
     await state.cool("a", far)
     await state.cool("b", far)
-    await state.clear(["a"])
+    await state.clear(["a"], now_ms=T0)
     await state.clear([])
     assert await state.read_cooldowns(["a", "b"]) == {"a": {}, "b": {"": far}}
+    assert await client.get(state.reset_key("a")) == str(T0).encode()  # the mark gateways drop their copies on
+    assert await client.get(state.reset_key("b")) is None
 
 
 async def test_a_corrupt_cooldown_value_reads_as_none(state: RedisState, client: Redis) -> None:
