@@ -13,7 +13,8 @@ from router.schema import validator
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 YAML_BLOCKS = [b for b in re.findall(r"```yaml\n(.*?)```", README, re.DOTALL)
-               if not b.startswith("# prometheus.yml")]
+               if not b.startswith(("# prometheus.yml", "# kubernetes"))]
+K8S_BLOCKS = [b for b in re.findall(r"```yaml\n(.*?)```", README, re.DOTALL) if b.startswith("# kubernetes")]
 PY_BLOCKS = re.findall(r"```python\n(.*?)```", README, re.DOTALL)
 
 
@@ -68,3 +69,18 @@ def test_readme_performance_numbers_are_the_harness_output() -> None:
     assert (ROOT / "bench" / "results" / "latency.png").stat().st_size > 1000
     instructions = (ROOT / "bench" / "results" / "instructions.md").read_text().strip()
     assert instructions in README, "README instructions table differs from bench/results/instructions.md"
+
+
+def test_the_kubernetes_sketch_carries_a_valid_state_config() -> None:
+    assert len(K8S_BLOCKS) == 1
+    docs = {d["kind"]: d for d in YAML(typ="safe").load_all(K8S_BLOCKS[0])}
+    assert set(docs) == {"ConfigMap", "Deployment", "Service"}
+    for name, text in docs["ConfigMap"]["data"].items():
+        config = YAML(typ="safe").load(text)
+        assert [e.message for e in validator().iter_errors(config)] == [], name
+        assert config["state"]["backend"] == "redis"
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert docs["Deployment"]["spec"]["replicas"] > 1
+    assert {e["name"] for e in container["env"]} >= {"REDIS_URL"}
+    assert container["args"][:3] == ["serve", "--config", container["volumeMounts"][0]["mountPath"]]
