@@ -133,3 +133,34 @@ def test_check_says_redis_needs_its_extra(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.undo()
     assert main(["check", str(config)]) == 1
     assert "'url' is a required property" in capsys.readouterr().out
+
+
+async def test_a_sticky_session_keeps_its_account_on_the_other_gateway(tmp_path: Path, server: RedisServer) -> None:
+    if server.process is None:
+        server.start()
+    gateways = []
+    for name in ("a", "b"):
+        config = copy_routes(tmp_path / name)
+        providers = config / "10-providers.yaml"
+        text = providers.read_text()
+        providers.write_text(text.replace("    base_url: builtin:simulator\n    template: {default: gemini,",
+                                          "    base_url: builtin:simulator\n    scheduling: sticky\n"
+                                          "    template: {default: gemini,", 1))
+        (config / "05-state.yaml").write_text(state_yaml(server.port))
+        gateways.append(await start_gateway(config, env={"REDIS_PASSWORD": PASSWORD}))
+    a, b = gateways
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    try:
+        sessions = [f"s{i}" for i in range(4)]
+        on_a = {}
+        for s in sessions:  # round robin binds them A, B, A, B
+            status, _, headers = await a.post_json("/v1/chat/completions", body, headers={"x-session-id": s})
+            assert status == 200
+            on_a[s] = headers["X-Account-Email"]
+        assert len(set(on_a.values())) == 2
+        for s in reversed(sessions):  # b's own round robin would give the opposite account to each
+            status, _, headers = await b.post_json("/v1/chat/completions", body, headers={"x-session-id": s})
+            assert status == 200 and headers["X-Account-Email"] == on_a[s], s
+    finally:
+        for gw in gateways:
+            await gw.close()

@@ -325,6 +325,7 @@ async def test_incr_many_adds_and_sets_ttls_per_key(state: RedisState, client: R
 def test_keys_are_cluster_safe() -> None:
     state = RedisState(Redis(), prefix="gw")  # no connection is made
     cool = {key_slot(state.cooldown_key(k).encode()) for k in ("a", "b", "a:model-x", "acct{1}")}
+    cool |= {key_slot(state.reset_key(k).encode()) for k in ("a", "b")}  # read in the same MGET
     counters = {key_slot(state.counter_key(k).encode()) for k in ("a", "b", "c")}
     assert len(cool) == 1  # one MGET reads a whole pool on a cluster too
     assert len(counters) == 1  # one pipeline, one node
