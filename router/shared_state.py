@@ -81,6 +81,7 @@ class SharedState:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loop: asyncio.Task[None] | None = None
         self._tried = asyncio.Event()  # set once the first sync has been tried (up or down is known)
+        self._flushing = False  # a task is writing the pending cooldowns (one at a time)
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -237,8 +238,18 @@ class SharedState:
     def cooled(self, key: str, scope: str, until: float) -> None:
         ms = int((self.wall() + (until - self.store.clock())) * 1000)
         self._cool[(key, scope)] = max(ms, self._cool.get((key, scope), 0))
-        if self.up:
-            self._spawn(self._flush_cooldowns())
+        if self.up and not self._flushing:
+            self._flushing = True
+            if self._spawn(self._flush_all()) is None:
+                self._flushing = False
+
+    async def _flush_all(self) -> None:
+        """Write pending cooldowns until none is left (a burst of 429s is one task, a few round trips)."""
+        try:
+            while self._cool:
+                await self._flush_cooldowns()
+        finally:
+            self._flushing = False
 
     def failed(self, key: str) -> None:
         self._counts[f"fail:{key}"] += 1

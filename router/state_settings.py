@@ -54,8 +54,21 @@ def compile_state(section: dict[str, Any] | None) -> StateSettings:
 
 
 def state_references(loaded: LoadedConfig, handlers: Collection[str]) -> list[ConfigError]:
-    """``backend: redis`` needs redis-py (the ``redis`` extra), which the quick start does without."""
+    """``backend: redis`` needs redis-py (the ``redis`` extra), which the quick start does without, and
+    a URL it can parse (said without the URL: it may hold a password)."""
     section = loaded.data.get("state")
-    if isinstance(section, dict) and section.get("backend") == "redis" and importlib.util.find_spec("redis") is None:
+    if not isinstance(section, dict) or section.get("backend") != "redis":
+        return []
+    if importlib.util.find_spec("redis") is None:
         return [loaded.locate(("state", "backend"), "backend 'redis' needs redis-py: pip install 'router[redis]'")]
+    url = section.get("url")
+    if not isinstance(url, str):
+        return []  # the schema says what is wrong
+    from redis.connection import parse_url
+
+    try:
+        parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+    except ValueError:
+        return [loaded.locate(("state", "url"), "not a Redis URL: redis://[user:password@]host:port/db, rediss://... "
+                                                "(TLS) or unix:///path")]
     return []

@@ -215,3 +215,13 @@ async def test_a_redis_that_restarted_empty_ends_no_cooldown(
     for shared in pair:
         await shared.sync()
         assert shared.up and shared.store.state("p/a0").cooling_for("gpt-x", shared.store.clock()) > 50
+
+
+async def test_a_burst_of_cooldowns_is_one_writer(pair: tuple[SharedState, SharedState]) -> None:
+    a, b = pair
+    for i in range(40):
+        a.store.cool(ACCOUNTS[i % 3], 60 + i, f"m{i}", "429")
+    assert len(a._tasks) == 1  # one task writes them all, in a few pipelined round trips
+    await settle(a)
+    await b.sync()
+    assert all(b.store.state(f"p/a{i % 3}").cooling_for(f"m{i}", b.store.clock()) > 50 for i in range(40))

@@ -164,3 +164,12 @@ async def test_a_sticky_session_keeps_its_account_on_the_other_gateway(tmp_path:
     finally:
         for gw in gateways:
             await gw.close()
+
+
+def test_check_rejects_a_url_redis_cannot_parse_without_echoing_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = copy_routes(tmp_path / "c")
+    (config / "05-state.yaml").write_text("state: {backend: redis, url: 'redis://:pa55word@host:port/0'}\n")
+    assert main(["check", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "05-state.yaml:1" in out and "/state/url not a Redis URL" in out and "pa55word" not in out
