@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from bench import config_scale
+from bench.procs import REDIS_SUFFIX
 
 # summary key → (column title, format); ratios are taken for the same keys.
 COLUMNS = {
@@ -21,7 +22,8 @@ COLUMNS = {
     "rss_growth_pct": ("RSS growth %", "{:+.2f}"),
     "errors": ("errors", "{:d}"),
 }
-RATIO_KEYS = ("rps", "cpu_us_per_req", "added_p50_ms", "added_p99_ms", "ttfb_ms", "per_chunk_us", "peak_rss_mib", "rss_growth_pct")
+RATIO_KEYS = ("rps", "cpu_us_per_req", "added_p50_ms", "added_p99_ms", "ttfb_ms", "per_chunk_us", "peak_rss_mib",
+              "rss_growth_pct")
 # At or below these a denominator is noise, not a baseline (an added latency below zero is jitter
 # in the direct baseline): the ratio is reported as n/a.
 # RSS growth below half a percent is flat, and a ratio of two flat values says nothing.
@@ -41,6 +43,60 @@ def ratios(summaries: dict[str, dict[str, Any]], reference: str = "bare") -> dic
         return {}
     return {f"{name}/{reference}": {k: ratio(s.get(k), base.get(k), k) for k in RATIO_KEYS if k in s}
             for name, s in summaries.items() if name != reference}
+
+
+# issue 12: ``state: redis`` may cost at most this much against ``state: memory`` in the same run.
+STATE_TARGET = {"min_rps_ratio": 0.95, "max_added_p50_ms": 0.2}
+
+
+def state_backend(summaries: dict[str, dict[str, Any]], redis: dict[str, Any] | None) -> dict[str, Any]:
+    """Each ``state:redis`` row against its memory twin (the same name without the suffix): req/s,
+    CPU and added p50 as ratios, added p50 as a difference, and whether the target is met."""
+    rows: dict[str, dict[str, Any]] = {}
+    for name, s in summaries.items():
+        twin = summaries.get(name.removesuffix(REDIS_SUFFIX))
+        if not name.endswith(REDIS_SUFFIX) or twin is None:
+            continue
+        row: dict[str, Any] = {"against": name.removesuffix(REDIS_SUFFIX),
+                               **{k: ratio(s.get(k), twin.get(k), k) for k in ("rps", "cpu_us_per_req")}}
+        if "added_p50_ms" in s and "added_p50_ms" in twin:
+            row["added_p50_ms"] = ratio(s["added_p50_ms"], twin["added_p50_ms"], "added_p50_ms")
+            row["added_p50_delta_ms"] = s["added_p50_ms"] - twin["added_p50_ms"]
+        rows[name] = {**row, "target_met": _target_met(row)}
+    return {"target": STATE_TARGET, "rows": rows, "redis_server": redis}
+
+
+def _target_met(row: dict[str, Any]) -> bool | None:
+    """None when the throughput ratio is unknown; the ``--workers`` row is judged on throughput only."""
+    if row["rps"] is None:
+        return None
+    delta = row.get("added_p50_delta_ms")
+    return bool(row["rps"] >= STATE_TARGET["min_rps_ratio"]
+                and (delta is None or delta <= STATE_TARGET["max_added_p50_ms"]))
+
+
+def state_table(state: dict[str, Any]) -> str:
+    target = state["target"]
+    text = ("Each `state: redis` gateway (a redis-server on loopback, no persistence, `timeout: 50ms`, "
+            "`sync_interval: 1s`) against the same gateway with the default `state: memory`, measured "
+            f"interleaved in this run. Target: req/s ratio ≥ {target['min_rps_ratio']:.2f}× and added p50 at "
+            f"concurrency 1 at most {target['max_added_p50_ms']} ms above memory (the `--workers` row: "
+            "throughput only). CPU µs/req counts the gateway's processes, not redis-server's.\n")
+    if not state["rows"]:
+        return text + "\nNot measured in this run: see the notes.\n"
+    rows = ["| target | against | req/s | CPU µs/req | added p50 | added p50 Δ ms | target |",
+            "|---|---|---:|---:|---:|---:|---|"]
+    for name, r in state["rows"].items():
+        delta = r.get("added_p50_delta_ms")
+        met = {True: "met", False: "**not met**", None: "n/a"}[r["target_met"]]
+        rows.append(f"| {name} | {r['against']} | {_ratio_cell(r['rps'])} | {_ratio_cell(r['cpu_us_per_req'])} | "
+                    f"{_ratio_cell(r.get('added_p50_ms')) if 'added_p50_ms' in r else '–'} | "
+                    f"{'–' if delta is None else f'{delta:+.3f}'} | {met} |")
+    redis = state.get("redis_server")
+    if redis:
+        rows.append(f"\nredis-server {redis['version']}: {redis['commands']:,} commands over the whole run, "
+                    f"{redis['cpu_s']:.2f} CPU s.")
+    return text + "\n" + "\n".join(rows) + "\n"
 
 
 def _cell(value: Any, fmt: str) -> str:
@@ -98,6 +154,8 @@ def markdown(results: dict[str, Any]) -> str:
         "## Latency vs concurrency\n",
         curve_table(results["curves"]),
     ]
+    if results.get("state_backend"):
+        parts += ["## State backend: redis against memory\n", state_table(results["state_backend"])]
     if results.get("notes"):
         parts += ["## Notes\n", "\n".join(f"- {n}" for n in results["notes"]) + "\n"]
     if results.get("config_scale"):
