@@ -111,22 +111,22 @@ def start_simulator(work: Path, chunks: int) -> Server:
     return server
 
 
-def gateway_config(work: Path, redis_timeout: str | None = None) -> Path:
+def gateway_config(work: Path, redis: dict[str, str] | None = None) -> Path:
     """The shipped ``routes.d`` with the bench overrides (provider → simulator, auth off) on top.
 
     The overrides read the simulator's URL from ``${BENCH_SIM_URL}``, resolved by the gateway. With
-    ``redis_timeout`` (e.g. "50ms", the default of ``state.timeout``), a copy in its own directory
-    that adds ``05-state.yaml``: ``state: {backend: redis}`` at ``${BENCH_REDIS_URL}``.
+    ``redis`` (settings beyond the shipped defaults, usually none), a copy in its own directory that
+    adds ``05-state.yaml``: ``state: {backend: redis}`` at ``${BENCH_REDIS_URL}``.
     """
-    directory = work / ("gateway-config" if redis_timeout is None else "gateway-config-redis")
+    directory = work / ("gateway-config" if redis is None else "gateway-config-redis")
     directory.mkdir(parents=True, exist_ok=True)
     for src in [*sorted((REPO / "routes.d").glob("*.yaml")), *sorted(CONFIG_OVERRIDES.glob("*.yaml"))]:
         shutil.copy(src, directory / src.name)
-    if redis_timeout is not None:
+    if redis is not None:
         (directory / "05-state.yaml").write_text(
             "# bench/procs.py: the state:redis gateways share their state through the run's redis-server\n"
             "state:\n  backend: redis\n  url: \"${BENCH_REDIS_URL}\"\n  prefix: bench\n"
-            f"  timeout: {redis_timeout}\n")
+            + "".join(f"  {key}: {value}\n" for key, value in redis.items()))
     return directory
 
 

@@ -38,7 +38,6 @@ from bench.measure import FULL, QUICK, Scale
 
 STREAM_CHUNKS = 200
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
-REDIS_TIMEOUT = "50ms"  # state.timeout of the state:redis gateways: the shipped default
 LOG_MARKERS = ("Traceback", " ERROR ", " WARNING ", '"level": "error"', '"level": "warning"')
 
 
@@ -99,7 +98,7 @@ def _start_proxies(work: Path, sim: procs.Server, litellm: bool, workers: int, r
     gateway comes right after its memory twin (interleaved phases measure them back to back); each
     uses a database of its own on ``redis``, so the two share nothing with each other."""
     config = procs.gateway_config(work)
-    redis_config = procs.gateway_config(work, REDIS_TIMEOUT)
+    redis_config = procs.gateway_config(work, redis={})  # the shipped timeouts
 
     def gateway(n: int) -> list[tuple[str, Callable[[], procs.Server]]]:
         """The gateway with ``n`` workers and, with a redis-server, its state:redis twin."""

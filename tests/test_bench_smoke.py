@@ -137,3 +137,18 @@ def test_instructions_says_what_it_needs_when_valgrind_is_missing(monkeypatch: p
     monkeypatch.setattr(instructions.shutil, "which", lambda name: None)
     assert instructions.main([]) == 2
     assert "valgrind" in capsys.readouterr().err
+
+
+def test_instructions_table_compares_the_backends() -> None:
+    from bench.instructions import RATIO_COLUMNS, _ratios, _table
+
+    results = {"gateway": {"requests": 800, "per_request": 950_000.0, "per_request_without_gc": 900_000.0},
+               "gateway state:redis": {"requests": 700, "per_request": 1_000_000.0, "per_request_without_gc": 909_000.0,
+                                       "redis_commands_per_request": 0.03},
+               "bare": {"requests": 1000, "per_request": 650_000.0, "per_request_without_gc": 600_000.0}}
+    ratios = {key: _ratios(results, key) for key in RATIO_COLUMNS}
+    assert ratios["per_request"]["gateway state:redis/gateway"] == pytest.approx(1_000_000 / 950_000)
+    table = _table(results, ratios)
+    assert "| gateway state:redis | 700 | 1,000,000 | 909,000 | 0.030 |" in table
+    assert "| **gateway state:redis/gateway** |  | 1.053× | 1.010× |  |" in table
+    assert "| **gateway/bare** |  | 1.46× | 1.50× |  |" in table
