@@ -75,13 +75,17 @@ def _target_met(row: dict[str, Any]) -> bool | None:
                 and (delta is None or delta <= STATE_TARGET["max_added_p50_ms"]))
 
 
-def state_table(state: dict[str, Any]) -> str:
+def state_table(state: dict[str, Any], quick: bool = False) -> str:
+    """The section's text and table; ``quick``: says that one short slice per number judges nothing."""
     target = state["target"]
     text = ("Each `state: redis` gateway (a redis-server on loopback, no persistence, `timeout: 50ms`, "
             "`sync_interval: 1s`) against the same gateway with the default `state: memory`, measured "
             f"interleaved in this run. Target: req/s ratio ≥ {target['min_rps_ratio']:.2f}× and added p50 at "
             f"concurrency 1 at most {target['max_added_p50_ms']} ms above memory (the `--workers` row: "
             "throughput only). CPU µs/req counts the gateway's processes, not redis-server's.\n")
+    if quick:
+        text += ("\nA smoke run: each number is one short slice, ±10% apart between runs of one build; judge the "
+                 "target on a full run (`python bench/run.py`) or with `python bench/instructions.py --state both`.\n")
     if not state["rows"]:
         return text + "\nNot measured in this run: see the notes.\n"
     rows = ["| target | against | req/s | CPU µs/req | added p50 | added p50 Δ ms | target |",
@@ -155,7 +159,8 @@ def markdown(results: dict[str, Any]) -> str:
         curve_table(results["curves"]),
     ]
     if results.get("state_backend"):
-        parts += ["## State backend: redis against memory\n", state_table(results["state_backend"])]
+        parts += ["## State backend: redis against memory\n",
+                  state_table(results["state_backend"], quick=meta["mode"] != "full")]
     if results.get("notes"):
         parts += ["## Notes\n", "\n".join(f"- {n}" for n in results["notes"]) + "\n"]
     if results.get("config_scale"):
