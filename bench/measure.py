@@ -212,7 +212,7 @@ def measure_all(sim: Server, proxies: list[Subject], scale: Scale, driver: Drive
     c, slice_s = scale.throughput_concurrency, scale.throughput_s / max(1, scale.rounds)
     runs = _rounds(proxies, scale.rounds, lambda s: point(driver, s, scale, c, slice_s), reset)
     for s in proxies:
-        s.result["throughput"] = combine(runs[s.name])
+        s.result["throughput"] = {**combine(runs[s.name]), "round_rps": [r["rps"] for r in runs[s.name]]}
     say("latency at concurrency 1 and streams, against the simulator called directly")
     slice_s = scale.latency_s / max(1, scale.latency_rounds)
     runs = _rounds(compared, scale.latency_rounds, lambda s: point(driver, s, scale, 1, slice_s), reset)
@@ -251,9 +251,11 @@ def _stream_overhead(proxy: list[dict[str, Any]], direct: list[dict[str, Any]]) 
 def summarise(result: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers of one proxy (added latency and overheads are relative to direct)."""
     throughput = result["throughput"]
-    out: dict[str, Any] = {"rps": throughput["rps"], "peak_rss_mib": result["peak_rss_mib"]}
+    out: dict[str, Any] = {"rps": throughput["rps"], "round_rps": throughput.get("round_rps"),
+                           "peak_rss_mib": result["peak_rss_mib"]}
     if "cpu_s" in throughput and throughput["requests"]:
         out["cpu_us_per_req"] = throughput["cpu_s"] / throughput["requests"] * 1e6
+    out["cpu_us_per_req_all"] = _cpu_over_all_load(result)
     runs = [result["throughput"], result.get("latency_c1"), *(result.get("curve") or {}).values()]
     errors = sum({id(r): r["errors"] for r in runs if r is not None}.values())  # a reused point counts once
     if "added_ms" in result:
@@ -274,3 +276,17 @@ def summarise(result: dict[str, Any]) -> dict[str, Any]:
         errors += result["memory"]["errors"]
     out["errors"] = errors
     return out
+
+
+def _cpu_over_all_load(result: dict[str, Any]) -> float | None:
+    """CPU µs per request over every closed-loop run the proxy served (memory phase, curve, throughput,
+    concurrency 1): the most requests behind one number, so the steadiest CPU cost to compare two
+    proxies that received the same phases."""
+    runs = {id(r): r for r in [result["throughput"], result.get("latency_c1"), *(result.get("curve") or {}).values()]
+            if r is not None and "cpu_s" in r}  # a reused curve point counts once
+    cpu = sum(r["cpu_s"] for r in runs.values())
+    requests = sum(r["requests"] for r in runs.values())
+    if "memory" in result:
+        requests += result["memory"]["requests"][1]
+        cpu += result["memory"]["cpu_us_per_request"] * result["memory"]["requests"][1] / 1e6
+    return cpu / requests * 1e6 if requests else None

@@ -1,7 +1,8 @@
 """Start, probe and stop the benchmark's server processes; read their memory.
 
 Every process runs on 127.0.0.1 in its own process group, logs to a file under the run's work dir,
-and is stopped by its own pid (SIGTERM, then SIGKILL to its group after a grace period).
+and is stopped by its own pid (SIGTERM, then SIGKILL to its group after a grace period). That
+includes the ``redis-server`` behind the ``state:redis`` gateways (Debian's, without persistence).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 try:
     import psutil
@@ -29,6 +30,8 @@ except ImportError:  # /proc fallback below
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 CONFIG_OVERRIDES = BENCH_DIR / "config"
+REDIS_SUFFIX = " state:redis"  # a gateway subject with ``state: {backend: redis}``; its name without it: memory
+REDIS_START_TIMEOUT = 10.0  # seconds for redis-server to answer PING
 
 
 def free_port() -> int:
@@ -108,22 +111,31 @@ def start_simulator(work: Path, chunks: int) -> Server:
     return server
 
 
-def gateway_config(work: Path) -> Path:
+def gateway_config(work: Path, redis: dict[str, str] | None = None) -> Path:
     """The shipped ``routes.d`` with the bench overrides (provider → simulator, auth off) on top.
 
-    The overrides read the simulator's URL from ``${BENCH_SIM_URL}``, resolved by the gateway.
+    The overrides read the simulator's URL from ``${BENCH_SIM_URL}``, resolved by the gateway. With
+    ``redis`` (settings beyond the shipped defaults, usually none), a copy in its own directory that
+    adds ``05-state.yaml``: ``state: {backend: redis}`` at ``${BENCH_REDIS_URL}``.
     """
-    directory = work / "gateway-config"
+    directory = work / ("gateway-config" if redis is None else "gateway-config-redis")
     directory.mkdir(parents=True, exist_ok=True)
     for src in [*sorted((REPO / "routes.d").glob("*.yaml")), *sorted(CONFIG_OVERRIDES.glob("*.yaml"))]:
         shutil.copy(src, directory / src.name)
+    if redis is not None:
+        (directory / "05-state.yaml").write_text(
+            "# bench/procs.py: the state:redis gateways share their state through the run's redis-server\n"
+            "state:\n  backend: redis\n  url: \"${BENCH_REDIS_URL}\"\n  prefix: bench\n"
+            + "".join(f"  {key}: {value}\n" for key, value in redis.items()))
     return directory
 
 
-def start_gateway(work: Path, config: Path, sim_url: str, workers: int = 1) -> Server:
-    name = "gateway" if workers <= 1 else f"gateway --workers {workers}"
+def start_gateway(work: Path, config: Path, sim_url: str, workers: int = 1, redis_url: str | None = None) -> Server:
+    """``router serve`` on ``config``; ``redis_url`` fills ``${BENCH_REDIS_URL}`` of a redis config."""
+    name = ("gateway" if workers <= 1 else f"gateway --workers {workers}") + (REDIS_SUFFIX if redis_url else "")
+    env = {"BENCH_SIM_URL": sim_url, **({"BENCH_REDIS_URL": redis_url} if redis_url else {})}
     server = start(name, [sys.executable, "-m", "router", "serve", "--config", str(config), "--port", "{port}",
-                          "--workers", str(workers)], work, env={"BENCH_SIM_URL": sim_url})
+                          "--workers", str(workers)], work, env=env)
     server.wait_ready("/healthz")
     return server
 
@@ -133,6 +145,64 @@ def start_bare(work: Path, sim_url: str) -> Server:
                             "--upstream", sim_url], work)
     server.wait_ready("/healthz")
     return server
+
+
+# --- redis-server (the state of the ``state:redis`` gateways) -------------------------------------
+
+def start_redis(work: Path) -> Server:
+    """Debian's ``redis-server`` on a free loopback port, without persistence; RuntimeError (a note
+    in the report, never a crash) when it is not installed or does not answer PING."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+    server = start("redis-server", [binary, "--port", "{port}", "--bind", "127.0.0.1", "--save", "",
+                                    "--appendonly", "no", "--dir", str(work)], work, repo_on_path=False)
+    deadline = time.monotonic() + REDIS_START_TIMEOUT
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"redis-server exited with {server.proc.returncode}:\n{server.tail()}")
+        try:
+            if redis_call(server.port, "PING") == b"PONG":
+                return server
+        except OSError:
+            time.sleep(0.05)
+    server.stop()
+    raise RuntimeError(f"redis-server on port {server.port} did not answer PING in {REDIS_START_TIMEOUT:.0f}s")
+
+
+def redis_url(server: Server, db: int = 0) -> str:
+    return f"redis://127.0.0.1:{server.port}/{db}"
+
+
+def redis_call(port: int, command: str, timeout: float = 2.0) -> bytes:
+    """One inline command's reply: a simple string's text (``PONG``) or a bulk string's bytes (``INFO``)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(command.encode() + b"\r\n")
+        reply = b""
+        while b"\r\n" not in reply:
+            reply += _recv(sock)
+        head, _, rest = reply.partition(b"\r\n")
+        if head[:1] != b"$":
+            return head[1:]
+        size = int(head[1:])
+        while len(rest) < size:
+            rest += _recv(sock)
+        return rest[:size]
+
+
+def _recv(sock: socket.socket) -> bytes:
+    chunk = sock.recv(65536)
+    if not chunk:
+        raise ConnectionError("redis-server closed the connection")
+    return chunk
+
+
+def redis_stats(server: Server) -> dict[str, Any]:
+    """Version, commands processed and CPU seconds of a running redis-server (``INFO``)."""
+    info = dict(line.split(":", 1) for line in redis_call(server.port, "INFO").decode().splitlines()
+                if ":" in line and not line.startswith("#"))
+    return {"version": info.get("redis_version"), "commands": int(info.get("total_commands_processed", 0)),
+            "cpu_s": float(info.get("used_cpu_user", 0)) + float(info.get("used_cpu_sys", 0))}
 
 
 # --- memory ------------------------------------------------------------------------------------

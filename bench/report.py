@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import orjson
 
 from bench import config_scale
+from bench.procs import REDIS_SUFFIX
 
 # summary key → (column title, format); ratios are taken for the same keys.
 COLUMNS = {
@@ -21,7 +23,8 @@ COLUMNS = {
     "rss_growth_pct": ("RSS growth %", "{:+.2f}"),
     "errors": ("errors", "{:d}"),
 }
-RATIO_KEYS = ("rps", "cpu_us_per_req", "added_p50_ms", "added_p99_ms", "ttfb_ms", "per_chunk_us", "peak_rss_mib", "rss_growth_pct")
+RATIO_KEYS = ("rps", "cpu_us_per_req", "added_p50_ms", "added_p99_ms", "ttfb_ms", "per_chunk_us", "peak_rss_mib",
+              "rss_growth_pct")
 # At or below these a denominator is noise, not a baseline (an added latency below zero is jitter
 # in the direct baseline): the ratio is reported as n/a.
 # RSS growth below half a percent is flat, and a ratio of two flat values says nothing.
@@ -41,6 +44,76 @@ def ratios(summaries: dict[str, dict[str, Any]], reference: str = "bare") -> dic
         return {}
     return {f"{name}/{reference}": {k: ratio(s.get(k), base.get(k), k) for k in RATIO_KEYS if k in s}
             for name, s in summaries.items() if name != reference}
+
+
+# issue 12: ``state: redis`` may cost at most this much against ``state: memory`` in the same run.
+STATE_TARGET = {"min_rps_ratio": 0.95, "max_added_p50_ms": 0.2}
+
+
+def state_backend(summaries: dict[str, dict[str, Any]], redis: dict[str, Any] | None) -> dict[str, Any]:
+    """Each ``state:redis`` row against its memory twin (the same name without the suffix): req/s,
+    CPU and added p50 as ratios, added p50 as a difference, and whether the target is met."""
+    rows: dict[str, dict[str, Any]] = {}
+    for name, s in summaries.items():
+        twin = summaries.get(name.removesuffix(REDIS_SUFFIX))
+        if not name.endswith(REDIS_SUFFIX) or twin is None:
+            continue
+        row: dict[str, Any] = {"against": name.removesuffix(REDIS_SUFFIX),
+                               **{k: ratio(s.get(k), twin.get(k), k) for k in ("rps", "cpu_us_per_req",
+                                                                               "cpu_us_per_req_all")}}
+        pairs = list(zip(s.get("round_rps") or [], twin.get("round_rps") or [], strict=False))
+        if len(pairs) > 1:  # each round measured the two back to back: their ratio shares that moment's load
+            row["rps_rounds"] = [a / b for a, b in pairs if b > 0]
+            row["rps_paired"] = median(row["rps_rounds"])
+        if "added_p50_ms" in s and "added_p50_ms" in twin:
+            row["added_p50_ms"] = ratio(s["added_p50_ms"], twin["added_p50_ms"], "added_p50_ms")
+            row["added_p50_delta_ms"] = s["added_p50_ms"] - twin["added_p50_ms"]
+        rows[name] = {**row, "target_met": _target_met(row)}
+    return {"target": STATE_TARGET, "rows": rows, "redis_server": redis}
+
+
+def _target_met(row: dict[str, Any]) -> bool | None:
+    """None when the throughput ratio is unknown; the ``--workers`` row is judged on throughput only."""
+    rps = row.get("rps_paired", row["rps"])
+    if rps is None:
+        return None
+    delta = row.get("added_p50_delta_ms")
+    return bool(rps >= STATE_TARGET["min_rps_ratio"]
+                and (delta is None or delta <= STATE_TARGET["max_added_p50_ms"]))
+
+
+def state_table(state: dict[str, Any], quick: bool = False) -> str:
+    """The section's text and table; ``quick``: says that one short slice per number judges nothing."""
+    target = state["target"]
+    text = ("Each `state: redis` gateway (a redis-server on loopback, no persistence, the shipped `timeout: 50ms` "
+            "and `sync_interval: 1s`) against the same gateway with the default `state: memory`, measured back to "
+            "back in every phase of this run. req/s @32 is the ratio of the totals, and per round the ratio of each "
+            "back-to-back pair; CPU µs/req is at 32 connections and over all the load each received (the steadier "
+            "one); both count the gateway's processes, not redis-server's. Target: req/s ≥ "
+            f"{target['min_rps_ratio']:.2f}× (the median pair when there are several rounds) and added p50 at "
+            f"concurrency 1 at most {target['max_added_p50_ms']} ms above memory (the `--workers` row: "
+            "throughput only).\n")
+    if quick:
+        text += ("\nA smoke run: each number is one short slice, ±10% apart between runs of one build; judge the "
+                 "target on a full run (`python bench/run.py`) or with `python bench/instructions.py --state both`.\n")
+    if not state["rows"]:
+        return text + "\nNot measured in this run: see the notes.\n"
+    rows = ["| target | against | req/s @32 | req/s by round | CPU µs/req @32 | CPU µs/req all load | added p50 | "
+            "added p50 Δ ms | target |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for name, r in state["rows"].items():
+        delta = r.get("added_p50_delta_ms")
+        cells = [name, r["against"], _ratio_cell(r["rps"]),
+                 " / ".join(f"{x:.2f}" for x in r.get("rps_rounds", [])) or "–",
+                 _ratio_cell(r["cpu_us_per_req"]), _ratio_cell(r.get("cpu_us_per_req_all")),
+                 _ratio_cell(r.get("added_p50_ms")) if "added_p50_ms" in r else "–",
+                 "–" if delta is None else f"{delta:+.3f}",
+                 {True: "met", False: "**not met**", None: "n/a"}[r["target_met"]]]
+        rows.append("| " + " | ".join(cells) + " |")
+    redis = state.get("redis_server")
+    if redis:
+        rows.append(f"\nredis-server {redis['version']}: {redis['commands']:,} commands over the whole run, "
+                    f"{redis['cpu_s']:.2f} CPU s.")
+    return text + "\n" + "\n".join(rows) + "\n"
 
 
 def _cell(value: Any, fmt: str) -> str:
@@ -98,6 +171,9 @@ def markdown(results: dict[str, Any]) -> str:
         "## Latency vs concurrency\n",
         curve_table(results["curves"]),
     ]
+    if results.get("state_backend"):
+        parts += ["## State backend: redis against memory\n",
+                  state_table(results["state_backend"], quick=meta["mode"] != "full")]
     if results.get("notes"):
         parts += ["## Notes\n", "\n".join(f"- {n}" for n in results["notes"]) + "\n"]
     if results.get("config_scale"):

@@ -1,17 +1,21 @@
 """One command for the whole benchmark: gateway vs the bare reference proxy (vs LiteLLM).
 
-    python bench/run.py [--quick] [--litellm] [--workers 2] [--out bench/results]
+    python bench/run.py [--quick] [--litellm] [--workers 2] [--no-redis] [--out bench/results]
 
 Starts on 127.0.0.1 the simulator (200-chunk streams) and, side by side, the bare proxy, the
-gateway, the gateway with ``--workers N`` (throughput only) and, with ``--litellm``, a LiteLLM proxy
-from its own virtualenv; then drives load at each, phase by phase and interleaved (see
-``bench/measure.py``), from a separate process (wrk if installed, else ``bench/load.py``). Writes ``latest.json``, ``latest.md`` and ``latency.png`` to ``--out`` and
-prints the tables. The config-scale benchmark (``bench/config_scale.py``) is part of the report.
+gateway, the gateway with ``--workers N`` (throughput only), each gateway again with ``state:
+{backend: redis}`` at a redis-server of its own (unless ``--no-redis``; skipped with a note when
+redis-server is missing) and, with ``--litellm``, a LiteLLM proxy from its own virtualenv; then
+drives load at each, phase by phase and interleaved (see ``bench/measure.py``), from a separate
+process (wrk if installed, else ``bench/load.py``). Writes ``latest.json``, ``latest.md`` and
+``latency.png`` to ``--out`` and prints the tables. The config-scale benchmark
+(``bench/config_scale.py``) is part of the report.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import shutil
@@ -75,17 +79,40 @@ def _start(name: str, starter: Callable[[], procs.Server], notes: list[str]) -> 
     return server
 
 
-def _start_proxies(work: Path, sim: procs.Server, litellm: bool, workers: int, notes: list[str],
-                   servers: list[procs.Server]) -> None:
+def _start_redis(work: Path, notes: list[str]) -> procs.Server | None:
+    """The redis-server of the ``state:redis`` rows; when it cannot run, a note says why they are missing."""
+    if importlib.util.find_spec("redis") is None:
+        notes.append("state:redis rows not measured: redis-py is not installed (pip install 'router[redis]')")
+        _say(notes[-1])
+        return None
+    server = _start("redis-server", lambda: procs.start_redis(work), notes)
+    if server is None:
+        notes[-1] = notes[-1].replace("redis-server: not measured", "state:redis rows not measured")
+    return server
+
+
+def _start_proxies(work: Path, sim: procs.Server, litellm: bool, workers: int, redis: procs.Server | None,
+                   notes: list[str], servers: list[procs.Server]) -> None:
     """Start every proxy side by side, appending each to ``servers`` as soon as it runs (so the
-    caller stops it whatever happens next); one that cannot start becomes a note."""
+    caller stops it whatever happens next); one that cannot start becomes a note. A ``state:redis``
+    gateway comes right after its memory twin (interleaved phases measure them back to back); each
+    uses a database of its own on ``redis``, so the two share nothing with each other."""
     config = procs.gateway_config(work)
-    starters: list[tuple[str, Callable[[], procs.Server]]] = [
-        ("bare", lambda: procs.start_bare(work, sim.url)),
-        ("gateway", lambda: procs.start_gateway(work, config, sim.url)),
-    ]
-    if workers > 1:
-        starters.append((f"gateway --workers {workers}", lambda: procs.start_gateway(work, config, sim.url, workers)))
+    redis_config = procs.gateway_config(work, redis={})  # the shipped timeouts
+
+    def gateway(n: int) -> list[tuple[str, Callable[[], procs.Server]]]:
+        """The gateway with ``n`` workers and, with a redis-server, its state:redis twin."""
+        name = "gateway" if n == 1 else f"gateway --workers {n}"
+        pair: list[tuple[str, Callable[[], procs.Server]]] = [
+            (name, lambda: procs.start_gateway(work, config, sim.url, n))]
+        if redis is not None:
+            url = procs.redis_url(redis, db=n)
+            pair.append((name + procs.REDIS_SUFFIX,
+                         lambda: procs.start_gateway(work, redis_config, sim.url, n, redis_url=url)))
+        return pair
+
+    starters = [("bare", lambda: procs.start_bare(work, sim.url)), *gateway(1),
+                *(gateway(workers) if workers > 1 else [])]
     if litellm:
         starters.append(("litellm", lambda: start_litellm(work, sim.url)))
     for name, starter in starters:
@@ -94,7 +121,7 @@ def _start_proxies(work: Path, sim: procs.Server, litellm: bool, workers: int, n
             servers.append(server)
 
 
-def run_benchmark(scale: Scale, out_dir: Path, *, litellm: bool = False, workers: int = 2,
+def run_benchmark(scale: Scale, out_dir: Path, *, litellm: bool = False, workers: int = 2, redis: bool = True,
                   scale_sizes: tuple[int, int] | None = (20, 2_000), keep_work: bool = False) -> dict[str, Any]:
     """Run every measurement, write the result files, and return the results."""
     work = Path(tempfile.mkdtemp(prefix="bench-run-"))
@@ -102,18 +129,24 @@ def run_benchmark(scale: Scale, out_dir: Path, *, litellm: bool = False, workers
     started = time.monotonic()
     load_before = os.getloadavg()[0]
     servers: list[procs.Server] = []
+    redis_server: procs.Server | None = None
+    redis_stats: dict[str, Any] | None = None
     try:
         with procs.start_simulator(work, STREAM_CHUNKS) as sim:
-            _start_proxies(work, sim, litellm, workers, notes, servers)
+            redis_server = _start_redis(work, notes) if redis else None
+            _start_proxies(work, sim, litellm, workers, redis_server, notes, servers)
             subjects = [measure.proxy_subject(s, full="--workers" not in s.name) for s in servers]
             with drive.Driver(scale.use_wrk) as driver:
                 direct = measure.measure_all(sim, subjects, scale, driver, _say)
+            redis_stats = procs.redis_stats(redis_server) if redis_server is not None else None
     finally:
         for server in servers:
             server.stop()
             problem = log_problems(server)
             if problem:
                 notes.append(problem)
+        if redis_server is not None:  # its log warns about the host's kernel settings, not about the run
+            redis_server.stop()
         if not keep_work:
             shutil.rmtree(work, ignore_errors=True)
     targets = {s.name: s.result for s in subjects}
@@ -124,6 +157,8 @@ def run_benchmark(scale: Scale, out_dir: Path, *, litellm: bool = False, workers
         _say("config scale: generating and timing configs")
         scale_results = config_scale.run(quick=scale.name != "full", sizes=scale_sizes)
     results = assemble(scale, direct.result, targets, notes, scale_results)
+    if redis:
+        results["state_backend"] = report.state_backend(results["summaries"], redis_stats)
     results["meta"].update(elapsed_s=time.monotonic() - started, load_average_before=load_before)
     if load_before > (os.cpu_count() or 1) * 0.5:  # before the run: someone else's load, not ours
         notes.append(f"other processes were busy (1-min load average {load_before:.1f} before the run, on "
@@ -159,11 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small counts, a smoke run (< 30 s)")
     parser.add_argument("--litellm", action="store_true", help="also measure a LiteLLM proxy (pip-installed)")
     parser.add_argument("--workers", type=int, default=2, help="also measure `router serve --workers N` (<2: skip)")
+    parser.add_argument("--no-redis", action="store_true", help="skip the `state: redis` gateway rows")
     parser.add_argument("--no-config-scale", action="store_true", help="skip the config-scale benchmark")
     parser.add_argument("--keep-work", action="store_true", help="keep the temp dir with configs and server logs")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     results = run_benchmark(QUICK if args.quick else FULL, args.out, litellm=args.litellm, workers=args.workers,
+                            redis=not args.no_redis,
                             scale_sizes=None if args.no_config_scale else (20, 2_000), keep_work=args.keep_work)
     print(report.markdown(results))
     print(f"wrote {args.out}/latest.json, latest.md, latency.png in {results['meta']['elapsed_s']:.0f}s",

@@ -1,19 +1,23 @@
 """Smoke test of the benchmark harness (``bench/run.py``) at tiny scale: real processes on loopback
-(simulator, bare proxy, gateway), the aiohttp load generator (never wrk), no LiteLLM."""
+(simulator, bare proxy, gateway, and the ``state:redis`` gateway with a redis-server when one is
+installed, as in CI), the aiohttp load generator (never wrk), no LiteLLM."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from bench import drive, report
+from bench import drive, procs, report, run
 from bench.config_scale import METRICS
 from bench.measure import TINY
 from bench.run import run_benchmark
 
+HAVE_REDIS = shutil.which("redis-server") is not None
+GATEWAYS = {"gateway", "gateway state:redis"} if HAVE_REDIS else {"gateway"}
 SUMMARY_KEYS = {"rps", "cpu_us_per_req", "added_p50_ms", "added_p99_ms", "ttfb_ms", "per_chunk_us", "peak_rss_mib",
                 "rss_growth_pct", "errors"}
 
@@ -29,12 +33,13 @@ def test_writes_the_three_result_files(results: tuple[dict[str, Any], Path]) -> 
     _, out = results
     assert (out / "latest.json").stat().st_size > 0
     assert "| gateway |" in (out / "latest.md").read_text()
+    assert "## State backend: redis against memory" in (out / "latest.md").read_text()
     assert (out / "latency.png").read_bytes()[:4] == b"\x89PNG"  # matplotlib is a test dependency
 
 
 def test_summaries_have_positive_numbers(results: tuple[dict[str, Any], Path]) -> None:
     data, _ = results
-    assert set(data["summaries"]) == {"bare", "gateway"}
+    assert set(data["summaries"]) == {"bare", *GATEWAYS}
     for name, summary in data["summaries"].items():
         assert SUMMARY_KEYS <= set(summary), name
         assert summary["errors"] == 0, (name, data["notes"])
@@ -49,10 +54,60 @@ def test_ratios_and_curves(results: tuple[dict[str, Any], Path]) -> None:
     ratios = data["ratios"]["gateway/bare"]
     assert set(report.RATIO_KEYS) == set(ratios)
     assert ratios["rps"] > 0 and ratios["peak_rss_mib"] > 0
-    assert set(data["curves"]) == {"direct", "bare", "gateway"}
+    assert set(data["curves"]) == {"direct", "bare", *GATEWAYS}
     for points in data["curves"].values():
         assert {str(c) for c in TINY.curve_levels} == set(points)
         assert all(p["rps"] > 0 and p["latency_ms"]["p50"] > 0 for p in points.values())
+
+
+def test_state_redis_row_against_memory(results: tuple[dict[str, Any], Path]) -> None:
+    data, out = results
+    state = data["state_backend"]
+    assert state["target"] == {"min_rps_ratio": 0.95, "max_added_p50_ms": 0.2}
+    if not HAVE_REDIS:
+        assert state["rows"] == {} and state["redis_server"] is None
+        assert any(n.startswith("state:redis rows not measured: redis-server is not installed") for n in data["notes"])
+        return
+    row = state["rows"]["gateway state:redis"]
+    assert row["against"] == "gateway" and row["rps"] > 0 and row["cpu_us_per_req"] > 0
+    assert row["cpu_us_per_req_all"] > 0
+    assert isinstance(row["added_p50_delta_ms"], float) and isinstance(row["target_met"], bool)
+    assert state["redis_server"]["commands"] > 0  # the redis gateway's sync loop reached it
+    assert "| gateway state:redis | gateway |" in (out / "latest.md").read_text()
+
+
+def test_state_rows_judge_the_target() -> None:
+    summaries: dict[str, dict[str, Any]] = {
+        "gateway": {"rps": 1000.0, "cpu_us_per_req": 300.0, "added_p50_ms": 0.5},
+        "gateway state:redis": {"rps": 960.0, "cpu_us_per_req": 310.0, "added_p50_ms": 0.65},
+        "gateway --workers 2": {"rps": 1500.0, "cpu_us_per_req": 320.0, "round_rps": [1500.0, 1600.0, 1400.0]},
+        "gateway --workers 2 state:redis": {"rps": 1400.0, "cpu_us_per_req": 330.0,
+                                            "round_rps": [1200.0, 1488.0, 1400.0]},  # one slow round
+    }
+    rows = report.state_backend(summaries, None)["rows"]
+    assert rows["gateway state:redis"]["rps"] == pytest.approx(0.96)
+    assert rows["gateway --workers 2 state:redis"]["rps_rounds"] == pytest.approx([0.8, 0.93, 1.0])
+    assert rows["gateway --workers 2 state:redis"]["rps_paired"] == pytest.approx(0.93)  # the median pair
+    assert rows["gateway state:redis"]["added_p50_delta_ms"] == pytest.approx(0.15)
+    assert rows["gateway state:redis"]["target_met"] is True
+    assert rows["gateway --workers 2 state:redis"]["target_met"] is False  # 0.93x throughput, the median pair
+    summaries["gateway --workers 2 state:redis"]["round_rps"] = [1200.0, 1584.0, 1400.0]  # 0.8, 0.99, 1.0
+    assert report.state_backend(summaries, None)["rows"]["gateway --workers 2 state:redis"]["target_met"] is True
+    summaries["gateway --workers 2 state:redis"]["round_rps"] = [1200.0, 1488.0, 1400.0]
+    assert "added_p50_delta_ms" not in rows["gateway --workers 2 state:redis"]
+    summaries["gateway state:redis"]["added_p50_ms"] = 0.75  # 0.25 ms above memory
+    assert report.state_backend(summaries, None)["rows"]["gateway state:redis"]["target_met"] is False
+    table = report.state_table(report.state_backend(summaries, None))
+    assert "| gateway --workers 2 state:redis | gateway --workers 2 | 0.93× | 0.80 / 0.93 / 1.00 |" in table
+    assert "**not met**" in table
+
+
+def test_a_missing_redis_server_is_a_note(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(procs.shutil, "which", lambda name: None)
+    notes: list[str] = []
+    assert run._start_redis(tmp_path, notes) is None
+    assert notes == ["state:redis rows not measured: redis-server is not installed (apt-get install redis-server)"]
+    assert "Not measured in this run" in report.state_table(report.state_backend({"gateway": {"rps": 1.0}}, None))
 
 
 def test_config_scale_section(results: tuple[dict[str, Any], Path]) -> None:
@@ -89,3 +144,18 @@ def test_instructions_says_what_it_needs_when_valgrind_is_missing(monkeypatch: p
     monkeypatch.setattr(instructions.shutil, "which", lambda name: None)
     assert instructions.main([]) == 2
     assert "valgrind" in capsys.readouterr().err
+
+
+def test_instructions_table_compares_the_backends() -> None:
+    from bench.instructions import RATIO_COLUMNS, _ratios, _table
+
+    results = {"gateway": {"requests": 800, "per_request": 950_000.0, "per_request_without_gc": 900_000.0},
+               "gateway state:redis": {"requests": 700, "per_request": 1_000_000.0, "per_request_without_gc": 909_000.0,
+                                       "redis_commands_per_request": 0.03},
+               "bare": {"requests": 1000, "per_request": 650_000.0, "per_request_without_gc": 600_000.0}}
+    ratios = {key: _ratios(results, key) for key in RATIO_COLUMNS}
+    assert ratios["per_request"]["gateway state:redis/gateway"] == pytest.approx(1_000_000 / 950_000)
+    table = _table(results, ratios)
+    assert "| gateway state:redis | 700 | 1,000,000 | 909,000 | 0.030 |" in table
+    assert "| **gateway state:redis/gateway** |  | 1.053× | 1.010× |  |" in table
+    assert "| **gateway/bare** |  | 1.46× | 1.50× |  |" in table
