@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import subprocess
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +22,7 @@ from router.shared_state import SharedState
 from router.signature_memory import SignatureMemory
 from router.state_settings import StateSettings
 from tests.redis_server import RedisServer
+from tests.serving import free_port
 
 ACCOUNTS = tuple(Account("p", f"a{i}", f"a{i}@x", f"key{i}") for i in range(3))
 POOL = Pool("p", ACCOUNTS, "sticky")
@@ -225,3 +227,41 @@ async def test_a_burst_of_cooldowns_is_one_writer(pair: tuple[SharedState, Share
     await settle(a)
     await b.sync()
     assert all(b.store.state(f"p/a{i % 3}").cooling_for(f"m{i}", b.store.clock()) > 50 for i in range(40))
+
+
+def _tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 (openssl, as an operator would)."""
+    ca_key, ca, key, csr, cert = (directory / n for n in ("ca.key", "ca.pem", "server.key", "server.csr",
+                                                            "server.pem"))
+    ext = directory / "san.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1\n")
+    steps = [
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca, "-days", "1", "-subj", "/CN=t"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert, "-days", "1",
+         "-extfile", ext],
+    ]
+    for step in steps:
+        subprocess.run(["openssl", *map(str, step)], check=True, capture_output=True, timeout=60)
+    return ca, cert, key
+
+
+async def test_rediss_speaks_tls_and_checks_the_certificate(tmp_path: Path) -> None:
+    ca, cert, key = _tls_files(tmp_path)
+    tls_port = free_port()
+    server = RedisServer(tmp_path, "--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file",
+                         str(key), "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no")
+    server.start()
+    try:
+        trusted = await gateway(0, url=f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={ca}", connect_timeout=2.0,
+                                timeout=2.0)
+        untrusted = await gateway(0, url=f"rediss://127.0.0.1:{tls_port}/0", connect_timeout=2.0, timeout=2.0)
+        assert trusted.up and not untrusted.up  # a server certificate from an unknown CA is refused
+        trusted.store.cool(ACCOUNTS[0], 60, None, "429")
+        await settle(trusted)
+        async with Redis(host="127.0.0.1", port=server.port) as plain:  # the same server, without TLS
+            assert await plain.exists(trusted.redis.cooldown_key("p/a0")) == 1
+        await trusted.close()
+        await untrusted.close()
+    finally:
+        server.stop()
