@@ -12,6 +12,9 @@ WEEK = 7 * 86_400.0
 class SharedBlobs(Protocol):
     up: bool  # False while the backend is unreachable: reads answer None at once
 
+    @property
+    def healthy(self) -> bool: ...  # up, and its last command did not fail
+
     async def get_blobs(self, kind: str, keys: list[str]) -> list[bytes | None] | None: ...
 
     def put_blobs(self, kind: str, items: Iterable[tuple[str, bytes]], ttl: float, max_items: int,

@@ -254,8 +254,8 @@ class Engine:
     async def keep_state(self, x: Exchange, rctx: ResponseContext, events: list[Event] | None) -> None:
         """What the client codec keeps of a finished response (its exchange, the signatures handed
         out). Called before the response's last bytes go out, and a shared store's writes are awaited
-        (each bounded by ``state.timeout``): the client may send its follow-up to another gateway as
-        soon as it has the response."""
+        (each bounded by ``state.timeout``, plus ``connect_timeout`` when a connection Redis closed is
+        replaced): the client may send its follow-up to another gateway as soon as it has it."""
         writes = [self._after_response(x, rctx, events), self._remember_signatures(x, rctx)]
         pending = [w for w in writes if w is not None]
         if pending:

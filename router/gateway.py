@@ -170,18 +170,19 @@ class Gateway:
         old = self.shared
         if old is not None and settings == old.settings:
             return
-        if old is not None:
-            task = asyncio.get_running_loop().create_task(old.close())
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
         self.shared = self.stores.remote = None
         if settings is not None and settings.shared:
             from router.shared_state import SharedState  # redis-py: only with backend redis (an extra)
 
             self.shared = SharedState(settings, self.store, self._pools)
-            self.shared.start()
+            self.shared.start(previous=old)  # what the old one had still to write goes to the new one
             self.stores.remote = self.shared
-            log.info("state: %s", settings.public())
+            log.info("state: redis at %s (prefix %s), pools synced every %gs", settings.public()["address"],
+                     settings.prefix, settings.sync_interval)
+        if old is not None:  # requests awaiting its writes keep them; it closes when they are done
+            task = asyncio.get_running_loop().create_task(old.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     def _pools(self) -> list[list[str]]:
         """Each provider's account keys in the snapshot serving now (what the shared state syncs)."""

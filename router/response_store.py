@@ -60,7 +60,7 @@ class ResponseStore:
     @property
     def unavailable(self) -> bool:
         """A shared store is configured and cannot be read now: a miss may be another gateway's entry."""
-        return self.remote is not None and not self.remote.up
+        return self.remote is not None and not self.remote.healthy
 
     def __len__(self) -> int:
         return len(self._entries)

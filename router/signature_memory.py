@@ -55,10 +55,12 @@ class SignatureMemory:
     def remember(self, owner: str | None, calls: Iterable[tuple[str, str]]) -> Awaitable[Any] | None:
         """Keep each (tool-call id, signature); a signature larger than the whole budget is skipped."""
         shared = []
+        max_bytes = self._bounds[2]
         for call_id, signature in calls:
             key = self._key(owner, call_id)
             self._entries.put(key, signature)
-            shared.append((key, signature.encode()))
+            if _size(key, signature) <= max_bytes:  # what the local memory skips is not shared either
+                shared.append((key, signature.encode()))
         if self.remote is None or not shared:
             return None
         items, ttl, max_bytes = self._bounds

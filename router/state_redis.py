@@ -11,10 +11,17 @@ The building blocks of the shared state (``router.shared_state``), each one roun
   denied call reserves nothing. ``adjust`` corrects a reservation afterwards (reserve an estimate,
   then add ``real - estimate``), atomically too.
 - ``incr_many``: many counter increments (with an optional TTL) in one pipelined round trip.
+- ``clear``: an operator's reset (the cooldowns deleted, a reset mark set, in one transaction).
+- ``put_blobs`` / ``get_blobs``: bounded stored entries (Responses conversations, signatures): a
+  plain SET each, with a script keeping the books (entries, bytes, oldest first); read by one MGET.
+- ``bind`` / ``binding``: sticky-session bindings with a time to live.
 
-Keys are Redis-Cluster-safe. Every key is ``{<prefix>:<kind>...}...``: a script touches one key, so
-its keys trivially share a slot; the cooldowns share the hash tag ``{<prefix>:cool}`` (so one MGET can
-read a whole pool on a cluster too), as do the counters ``{<prefix>:count}`` (one node per pipeline);
+The Lua sources and their contracts are in ``router.state_scripts``.
+
+Keys are Redis-Cluster-safe. Every key is ``{<prefix>:<kind>...}...``: a script touches one key, or
+keys sharing one tag; an account's cooldowns, reset mark and counts share the hash tag
+``{<prefix>:cool}`` (so one MGET can read a whole pool on a cluster too), as do the generic counters
+``{<prefix>:count}`` (one node per pipeline) and each kind of stored entry (``{<prefix>:resp}``);
 each rate-limit key is its own tag ``{<prefix>:rate:<key>}`` so limits spread over a cluster's nodes.
 
 Clocks. The GCRA script reads Redis ``TIME`` unless the caller passes ``now_ms``: replicas' clocks
@@ -25,139 +32,26 @@ clock instead: they are set from an upstream's ``Retry-After`` as seen by the ga
 by gateways, whose clocks are NTP-close; Redis' clock only decides when the key is dropped.
 
 Scripts are registered once (``register_script``); redis-py's script object sends EVALSHA and on
-NOSCRIPT (after ``SCRIPT FLUSH`` or a Redis restart) loads the script again and retries.
-Works with Redis 6+ and Valkey (no command newer than Redis 5 is used).
+NOSCRIPT (after ``SCRIPT FLUSH`` or a Redis restart) loads the script again and retries (the blob
+pipeline does the same by hand). No command newer than Redis 5 is used (tested on Redis 7.0).
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+from redis.exceptions import NoScriptError
+
+from router.state_scripts import COOL, GCRA, INDEX
 
 RESET_MARK_TTL_MS = 86_400_000  # a reset mark is read by every gateway's next sync, long before a day
 MAX_SCOPES = 64  # cooldowns one account holds at once (itself and per model): bounds each value
-
-# KEYS[1] = an account's cooldowns: a JSON object {scope: deadline epoch ms}, scope "" for the whole
-# account, a model name for one model. ARGV: 1 scope, 2 new deadline (epoch ms, integer), 3 now (epoch
-# ms: entries past it are dropped), 4 most scopes kept. Extend only: a stored deadline at or past the new
-# one stays; a new scope beyond the limit is refused (never by dropping another, which would shorten
-# it). The key expires with its last deadline. Returns the deadline in effect for the scope (0: refused).
-_COOL = """
-local raw = redis.call('GET', KEYS[1])
-local stored = {}
-if raw then stored = cjson.decode(raw) end
-local scope, wanted, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local current = tonumber(stored[scope] or 0)
-if wanted <= current then
-  return current
-end
-local kept, n, last = {}, 0, 0
-for name, deadline in pairs(stored) do
-  if deadline > now and name ~= scope then
-    kept[name] = deadline
-    n = n + 1
-    if deadline > last then last = deadline end
-  end
-end
-if wanted <= now then
-  return current
-end
-if n >= tonumber(ARGV[4]) then
-  return 0
-end
-kept[scope] = wanted
-if wanted > last then last = wanted end
-redis.call('SET', KEYS[1], cjson.encode(kept))
-redis.call('PEXPIREAT', KEYS[1], last)
-return wanted
-"""
-
-# GCRA (the cell rate algorithm of ATM networks; as in redis-cell and go-redis/redis_rate), in µs.
-# KEYS[1] = the key holding the theoretical arrival time (TAT).
-# ARGV: 1 emission interval (µs per token), 2 burst (tokens), 3 cost (tokens, may be negative
-# with force), 4 now (µs, or '' for Redis TIME), 5 force ('1': apply without checking: a correction).
-# A request of `cost` fits when new_tat - burst * interval <= now. Returns
-# {allowed 0/1, remaining tokens, retry_after µs, reset_after µs} (integers: Lua numbers are
-# truncated in replies; the TAT is written with %.0f since a plain number is formatted with 14 digits).
-_GCRA = """
-local interval = tonumber(ARGV[1])
-local burst = tonumber(ARGV[2])
-local cost = tonumber(ARGV[3])
-local now
-if ARGV[4] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[4])
-end
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then
-  tat = now
-end
-local new_tat = tat + cost * interval
-if new_tat < now then
-  new_tat = now
-end
-local diff = now - (new_tat - burst * interval)
-if diff < 0 and ARGV[5] ~= '1' then
-  local retry = -diff
-  return {0, 0, math.ceil(retry), math.ceil(tat - now)}
-end
-local reset = new_tat - now
-if reset > 0 then
-  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil(reset / 1000))
-else
-  redis.call('DEL', KEYS[1])
-end
-local remaining = 0
-if diff > 0 then
-  remaining = math.floor(diff / interval)
-end
-return {1, remaining, 0, math.ceil(reset)}
-"""
-
-# Bounded blobs (stored Responses, signatures): KEYS 1 the entry, 2 the index (a sorted set of entry
-# keys by time written), 3 the sizes (hash entry key -> bytes), 4 the total bytes. ARGV: 1 the blob,
-# 2 now (ms), 3 time to live (ms), 4 most entries, 5 most bytes. Oldest entries go first when a bound
-# is passed; each call does a bounded amount of work (64 evictions at most, so the bounds may be passed
-# briefly after a sudden shrink). Every key of a kind shares one hash tag, so the entries' keys used
-# here and not passed in KEYS live in the same cluster slot.
-_PUT = """
-local now, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
-local function drop(member)
-  local size = tonumber(redis.call('HGET', KEYS[3], member) or '0')
-  redis.call('HDEL', KEYS[3], member)
-  redis.call('ZREM', KEYS[2], member)
-  redis.call('DECRBY', KEYS[4], size)
-  redis.call('DEL', member)
-end
-for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - ttl, 'LIMIT', 0, 64)) do
-  drop(member)
-end
-if redis.call('HEXISTS', KEYS[3], KEYS[1]) == 1 then
-  drop(KEYS[1])
-end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ttl)
-redis.call('ZADD', KEYS[2], now, KEYS[1])
-redis.call('HSET', KEYS[3], KEYS[1], #ARGV[1])
-local total = redis.call('INCRBY', KEYS[4], #ARGV[1])
-local evicted = 0
-while evicted < 64 and (redis.call('ZCARD', KEYS[2]) > tonumber(ARGV[4]) or total > tonumber(ARGV[5])) do
-  drop(redis.call('ZRANGE', KEYS[2], 0, 0)[1])
-  total = tonumber(redis.call('GET', KEYS[4]) or '0')
-  evicted = evicted + 1
-end
-for i = 2, 4 do
-  redis.call('PEXPIRE', KEYS[i], ttl)
-end
-return evicted
-"""
 
 _US = 1_000_000
 
@@ -182,16 +76,16 @@ class RedisState:
     The client may decode responses or not; values are parsed either way.
     """
 
-    __slots__ = ("_client", "_cool", "_gcra", "_prefix", "_put")
+    __slots__ = ("_client", "_cool", "_gcra", "_index", "_prefix")
 
     def __init__(self, client: Redis, prefix: str = "router") -> None:
         if "{" in prefix or "}" in prefix:
             raise ValueError(f"state key prefix {prefix!r}: braces would break the keys' hash tags")
         self._client = client
         self._prefix = prefix
-        self._cool = client.register_script(_COOL)
-        self._gcra = client.register_script(_GCRA)
-        self._put = client.register_script(_PUT)
+        self._cool = client.register_script(COOL)
+        self._gcra = client.register_script(GCRA)
+        self._index = client.register_script(INDEX)
 
     # keys: the hash tag (in braces) decides the cluster slot, see the module docstring
 
@@ -203,6 +97,10 @@ class RedisState:
 
     def counter_key(self, key: str) -> str:
         return f"{{{self._prefix}:count}}:{key}"
+
+    def tally_key(self, kind: str, key: str) -> str:
+        """An account's counter (requests, failures) beside its cooldowns: one MGET reads a pool."""
+        return f"{{{self._prefix}:cool}}#{kind}:{key}"
 
     def blob_key(self, kind: str, key: str) -> str:
         return f"{{{self._prefix}:{kind}}}:{key}"
@@ -261,22 +159,31 @@ class RedisState:
                        now_ms: int | None = None) -> int:
         """Store ``blob`` under ``kind``/``key`` for ``ttl_s``; the oldest entries of ``kind`` go when
         it holds more than ``max_items`` entries or ``max_bytes`` bytes. The number evicted."""
-        keys, args = self._put_call(kind, key, blob, ttl_s, max_items, max_bytes, now_ms)
-        return int(await self._put(keys=keys, args=args))
+        return (await self.put_blobs(kind, [(key, blob)], ttl_s, max_items, max_bytes, now_ms))[0]
 
-    async def queue_put_blob(self, pipe: Pipeline, kind: str, key: str, blob: bytes, ttl_s: float,
-                             max_items: int, max_bytes: int) -> None:
-        """``put_blob`` queued on a pipeline."""
-        keys, args = self._put_call(kind, key, blob, ttl_s, max_items, max_bytes, None)
-        await self._put(keys=keys, args=args, client=pipe)
-
-    def _put_call(self, kind: str, key: str, blob: bytes, ttl_s: float, max_items: int, max_bytes: int,
-                  now_ms: int | None) -> tuple[list[Any], list[Any]]:
+    async def put_blobs(self, kind: str, items: Sequence[tuple[str, bytes]], ttl_s: float, max_items: int,
+                        max_bytes: int, now_ms: int | None = None) -> list[int]:
+        """``put_blob`` for each item, in one round trip (a SET and the bookkeeping script each)."""
         tag = f"{{{self._prefix}:{kind}}}"
-        now = int(time.time() * 1000) if now_ms is None else now_ms
-        keys = [self.blob_key(kind, key), f"{tag}#index", f"{tag}#sizes", f"{tag}#bytes"]
+        books = [f"{tag}#index", f"{tag}#sizes", f"{tag}#bytes"]
         ttl_ms = max(1, math.ceil(ttl_s * 1000))
-        return keys, [blob, now, ttl_ms, max_items, max_bytes]
+        calls = [([self.blob_key(kind, key), *books], [len(blob), ttl_ms, max_items, max_bytes,
+                                                       "" if now_ms is None else now_ms], blob)
+                 for key, blob in items]
+        for attempt in range(2):  # the script is sent by its digest: after a Redis restart, load it once
+            pipe = self._client.pipeline(transaction=False)
+            for keys, args, blob in calls:
+                pipe.set(keys[0], blob, px=ttl_ms)
+                pipe.evalsha(self._index.sha, len(keys), *keys, *args)
+            try:
+                replies = await pipe.execute()
+            except NoScriptError:
+                if attempt:
+                    raise
+                await self._client.script_load(INDEX)
+                continue
+            return [int(r) for r in replies[1::2]]
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     async def get_blobs(self, kind: str, keys: Iterable[str]) -> list[bytes | None]:
         """The blobs of ``kind`` stored under ``keys`` (None: unknown or expired), in one MGET."""

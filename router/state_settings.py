@@ -64,11 +64,19 @@ def state_references(loaded: LoadedConfig, handlers: Collection[str]) -> list[Co
     url = section.get("url")
     if not isinstance(url, str):
         return []  # the schema says what is wrong
-    from redis.connection import parse_url
-
-    try:
-        parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
-    except ValueError:
+    if not _parses(url):
         return [loaded.locate(("state", "url"), "not a Redis URL: redis://[user:password@]host:port/db, rediss://... "
                                                 "(TLS) or unix:///path")]
     return []
+
+
+def _parses(url: str) -> bool:
+    from redis.connection import parse_url
+
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return False
+    try:
+        parse_url(url)  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+    except ValueError:
+        return False
+    return True

@@ -24,8 +24,9 @@ def serve_workers(n: int, config_dir: Path, host: str, sockets: list[socket.sock
     """Start ``n`` single-worker gateways on the bound ``sockets``; forward SIGTERM/SIGINT/SIGHUP;
     wait for all.
 
-    Each worker is a whole gateway with its own state store: cooldowns and round-robin positions
-    are per worker (a shared store is future work). Only worker 0 logs the served-config summary.
+    Each worker is a whole gateway with its own state store: cooldowns, sticky sessions and stored
+    responses are per worker unless ``state: {backend: redis}`` shares them (round-robin positions
+    always are). Only worker 0 logs the served-config summary.
     """
     shared = worker_dir.create()
     try:

@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from redis.asyncio import Redis
 
 from router.accounts import Account, Pool, StateStore
 from router.response_store import ResponseStore
-from router.shared_state import SharedState
+from router.shared_state import DOWN_AFTER, SharedState
 from router.signature_memory import SignatureMemory
 from router.state_settings import StateSettings
 from tests.redis_server import RedisServer
@@ -170,22 +169,23 @@ async def test_redis_down_degrades_to_local_state_and_recovers(
     assert len(downs) == 1 and len(ups) == 1, [r.getMessage() for r in caplog.records]
 
 
-async def test_a_stopped_redis_costs_one_timeout_then_nothing(server: RedisServer, tmp_path: Path) -> None:
+async def test_a_stopped_redis_costs_a_few_timeouts_then_nothing(server: RedisServer, tmp_path: Path) -> None:
     if server.process is None:
         server.start()
     shared = await gateway(server.port, timeout=0.05)
     assert server.process is not None
     os.kill(server.process.pid, signal.SIGSTOP)  # slow as can be: it accepts, never answers
     try:
-        t0 = time.monotonic()
-        assert await shared.get_blobs("resp", ["x"]) is None
-        first = time.monotonic() - t0
-        t0 = time.monotonic()
-        assert await shared.get_blobs("resp", ["x"]) is None
-        second = time.monotonic() - t0
+        waits = []
+        for _ in range(DOWN_AFTER + 1):
+            t0 = time.monotonic()
+            assert await shared.get_blobs("resp", ["x"]) is None
+            waits.append(time.monotonic() - t0)
     finally:
         os.kill(server.process.pid, signal.SIGCONT)
-    assert first < 0.5 and second < 0.005 and not shared.up
+    assert all(0.04 < w < 0.5 for w in waits[:DOWN_AFTER]), waits  # each bounded by the timeout
+    assert waits[-1] < 0.005 and not shared.up  # down: answered at once
+    assert await shared.get_blobs("resp", ["x"]) is None  # and stays down until the loop says otherwise
     await shared.sync()
     assert shared.up
     await shared.close()
@@ -194,7 +194,7 @@ async def test_a_stopped_redis_costs_one_timeout_then_nothing(server: RedisServe
 async def test_a_read_older_than_a_local_cooldown_does_not_undo_it(pair: tuple[SharedState, SharedState]) -> None:
     a, _ = pair
     pools = [[acc.state_key for acc in ACCOUNTS]]
-    stale = await a._read_pools(Counter(), pools)  # a pool read sent before the cooldown below
+    stale = await a._read_pools(pools)  # a pool read sent before the cooldown below
     a.store.cool(ACCOUNTS[0], 60, None, "429")
     a._adopt(pools, stale)  # its write still in flight
     assert a.store.state("p/a0").cooling_for("m", a.store.clock()) == pytest.approx(60, abs=1)
@@ -203,7 +203,7 @@ async def test_a_read_older_than_a_local_cooldown_does_not_undo_it(pair: tuple[S
     assert a.store.state("p/a0").cooling_for("m", a.store.clock()) == pytest.approx(60, abs=1)
     await a.sync()  # a read sent after the write: the cooldown is Redis' now, and kept
     assert a.store.state("p/a0").cooling_for("m", a.store.clock()) == pytest.approx(60, abs=1)
-    assert not a._cool
+    assert not a.pending.cooldowns
 
 
 async def test_a_redis_that_restarted_empty_ends_no_cooldown(
@@ -265,3 +265,65 @@ async def test_rediss_speaks_tls_and_checks_the_certificate(tmp_path: Path) -> N
         await untrusted.close()
     finally:
         server.stop()
+
+
+async def test_writes_made_while_down_are_sent_when_it_is_back(
+        server: RedisServer, pair: tuple[SharedState, SharedState]) -> None:
+    a, b = pair
+    server.stop()
+    await a.sync()
+    assert not a.up
+    mine = ResponseStore(10)
+    mine.remote = a
+    assert mine.put("k\x00resp_down", None, [{"role": "user", "content": []}]) is None  # nothing to wait for
+    POOL.pick(a.store, "m", "carol", set())  # a sticky binding made during the outage
+    a.store.reset("p/a1")  # and an operator's reset
+    server.start()
+    await a.sync()
+    await settle(a)
+    theirs = ResponseStore(10)
+    theirs.remote = b
+    await b.sync()
+    await theirs.fetch("k\x00resp_down")
+    assert theirs.get("k\x00resp_down") is not None
+    await b.recall_binding(POOL.session_key("carol"))
+    assert b.store.sticky.get(POOL.session_key("carol")) == a.store.sticky[POOL.session_key("carol")]
+    assert not a.pending.blobs and not a.pending.bindings and not a.pending.resets
+
+
+async def test_closing_lets_an_awaited_write_finish_and_is_bounded(server: RedisServer) -> None:
+    if server.process is None:
+        server.start()
+    shared = await gateway(server.port, timeout=0.3)
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        write = shared.put_blobs("resp", [("k", b"v")], 60, 10, 100)
+        assert write is not None
+        t0 = time.monotonic()
+        await shared.close()  # as a reload replacing the backend does, while a response awaits the write
+        assert time.monotonic() - t0 < 5
+        assert write.done() and not write.cancelled()  # the response gets its answer, not a cancellation
+        assert shared.pending.blobs  # and what could not be written is kept (a successor takes it over)
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+
+
+async def test_a_successor_takes_over_what_was_pending(server: RedisServer, pair: tuple[SharedState, SharedState]
+                                                       ) -> None:
+    a, _ = pair
+    a.pending.keep_blobs("resp", [("k", b"v")], 60, 10, 100)
+    a.pending.cool("p/a0", "", int(time.time() * 1000) + 60_000)
+    successor = SharedState(settings(server.port, prefix="t2"), a.store, lambda: [[x.state_key for x in ACCOUNTS]])
+    successor.start(previous=a)
+    assert not a.pending.blobs and successor.pending.blobs and successor.pending.cooldowns
+    await successor.sync()
+    assert await successor.redis.get_blobs("resp", ["k"]) == [b"v"]
+    await successor.close()
+
+
+async def test_a_refused_command_does_not_mark_the_backend_down(pair: tuple[SharedState, SharedState]) -> None:
+    a, _ = pair
+    for _ in range(DOWN_AFTER + 2):
+        assert await a._guard(a.client.execute_command("NO-SUCH-COMMAND")) is None
+    assert a.up and a.healthy

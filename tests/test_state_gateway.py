@@ -4,6 +4,7 @@ the backend can be switched by a reload."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -76,7 +77,11 @@ async def test_an_unknown_response_during_an_outage_is_a_clear_404(
         assert "shared state store is unreachable" in error["message"]
         status, doc2 = await turn(a, "again", doc["id"])  # a still holds its own
         assert status == 200, doc2
-        metrics = await (await b.request("GET", "/metrics")).text()
+        for _ in range(50):  # the next sync (every 200 ms here) says it is down
+            metrics = await (await b.request("GET", "/metrics")).text()
+            if 'router_state_backend_up{backend="redis"} 0.0' in metrics:
+                break
+            await asyncio.sleep(0.05)
         assert 'router_state_backend_up{backend="redis"} 0.0' in metrics
     finally:
         server.start()
@@ -173,3 +178,13 @@ def test_check_rejects_a_url_redis_cannot_parse_without_echoing_it(
     assert main(["check", str(config)]) == 1
     out = capsys.readouterr().out
     assert "05-state.yaml:1" in out and "/state/url not a Redis URL" in out and "pa55word" not in out
+
+
+def test_a_mistyped_scheme_is_rejected_without_echoing_the_password(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    config = copy_routes(tmp_path / "c")
+    (config / "05-state.yaml").write_text("state: {backend: redis, url: '${REDIS_URL}'}\n")
+    monkeypatch.setenv("REDIS_URL", "redis:/:TopSecretPW@10.0.0.5:6379/0")
+    assert main(["check", str(config)]) == 1
+    out = capsys.readouterr()
+    assert "/state/url not a Redis URL" in out.out and "TopSecretPW" not in out.out + out.err

@@ -365,3 +365,24 @@ async def test_survives_a_redis_restart(tmp_path: Path) -> None:
     finally:
         await connection.aclose()
         server.stop()
+
+
+async def test_blob_books_that_lost_entries_heal_instead_of_failing(state: RedisState, client: Redis) -> None:
+    await state.put_blob("resp", "a", b"x" * 10, ttl_s=60, max_items=10, max_bytes=100)
+    await client.delete("{t:resp}#index")  # as Redis evicting keys under memory pressure may do
+    await client.set("{t:resp}#bytes", 999_999_999_999)
+    assert await state.put_blob("resp", "b", b"y" * 10, ttl_s=60, max_items=10, max_bytes=100) == 0
+    assert await state.get_blobs("resp", ["b"]) == [b"y" * 10]  # the entry just written stays
+    assert int(await client.get("{t:resp}#bytes")) == 10  # the total starts again from it
+    await state.put_blob("resp", "c", b"z" * 10, ttl_s=60, max_items=10, max_bytes=100)
+    assert await state.get_blobs("resp", ["b", "c"]) == [b"y" * 10, b"z" * 10]
+
+
+async def test_a_blob_is_a_plain_set_the_script_keeps_the_books(state: RedisState, client: Redis) -> None:
+    await state.put_blob("resp", "warm", b"w", ttl_s=60, max_items=10, max_bytes=10_000_000)
+    await client.config_resetstat()
+    big = b"b" * 1_000_000
+    await state.put_blob("resp", "big", big, ttl_s=60, max_items=10, max_bytes=10_000_000)
+    stats = await client.info("commandstats")
+    assert stats["cmdstat_set"]["calls"] == 1 and stats["cmdstat_evalsha"]["calls"] == 1
+    assert await state.get_blobs("resp", ["big"]) == [big]

@@ -1,0 +1,135 @@
+"""The Lua scripts of the Redis state store (``router.state_redis``), each with its contract.
+
+Each runs atomically in Redis; every key a script touches is passed in KEYS or shares a passed key's
+hash tag (the same cluster slot). Only commands of Redis 5 and the ``cjson`` library are used.
+"""
+
+# KEYS[1] = an account's cooldowns: a JSON object {scope: deadline epoch ms}, scope "" for the whole
+# account, a model name for one model. ARGV: 1 scope, 2 new deadline (epoch ms, integer), 3 now (epoch
+# ms: entries past it are dropped), 4 most scopes kept. Extend only: a stored deadline at or past the new
+# one stays; a new scope beyond the limit is refused (never by dropping another, which would shorten
+# it). The key expires with its last deadline. Returns the deadline in effect for the scope (0: refused).
+COOL = """
+local raw = redis.call('GET', KEYS[1])
+local stored = {}
+if raw then stored = cjson.decode(raw) end
+local scope, wanted, now = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local current = tonumber(stored[scope] or 0)
+if wanted <= current then
+  return current
+end
+local kept, n, last = {}, 0, 0
+for name, deadline in pairs(stored) do
+  if deadline > now and name ~= scope then
+    kept[name] = deadline
+    n = n + 1
+    if deadline > last then last = deadline end
+  end
+end
+if wanted <= now then
+  return current
+end
+if n >= tonumber(ARGV[4]) then
+  return 0
+end
+kept[scope] = wanted
+if wanted > last then last = wanted end
+redis.call('SET', KEYS[1], cjson.encode(kept))
+redis.call('PEXPIREAT', KEYS[1], last)
+return wanted
+"""
+
+# GCRA (the cell rate algorithm of ATM networks; as in redis-cell and go-redis/redis_rate), in µs.
+# KEYS[1] = the key holding the theoretical arrival time (TAT).
+# ARGV: 1 emission interval (µs per token), 2 burst (tokens), 3 cost (tokens, may be negative
+# with force), 4 now (µs, or '' for Redis TIME), 5 force ('1': apply without checking: a correction).
+# A request of `cost` fits when new_tat - burst * interval <= now. Returns
+# {allowed 0/1, remaining tokens, retry_after µs, reset_after µs} (integers: Lua numbers are
+# truncated in replies; the TAT is written with %.0f since a plain number is formatted with 14 digits).
+GCRA = """
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local cost = tonumber(ARGV[3])
+local now
+if ARGV[4] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[4])
+end
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then
+  tat = now
+end
+local new_tat = tat + cost * interval
+if new_tat < now then
+  new_tat = now
+end
+local diff = now - (new_tat - burst * interval)
+if diff < 0 and ARGV[5] ~= '1' then
+  local retry = -diff
+  return {0, 0, math.ceil(retry), math.ceil(tat - now)}
+end
+local reset = new_tat - now
+if reset > 0 then
+  redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil(reset / 1000))
+else
+  redis.call('DEL', KEYS[1])
+end
+local remaining = 0
+if diff > 0 then
+  remaining = math.floor(diff / interval)
+end
+return {1, remaining, 0, math.ceil(reset)}
+"""
+
+# Bounded blobs (stored Responses, signatures). The blob itself is a plain SET (Redis copies a large
+# string into a script's ARGV, a SET it does not); this script keeps the books, in the same pipeline:
+# KEYS 1 the entry, 2 the index (a sorted set of entry keys by time written, Redis' clock), 3 the
+# sizes (hash entry key -> bytes), 4 the total bytes. ARGV: 1 the entry's size, 2 time to live (ms),
+# 3 most entries, 4 most bytes, 5 now (ms, '' for Redis TIME). Oldest entries go first when a bound
+# is passed; each call does a bounded amount of work (64 evictions at most). When the books lost
+# entries (Redis evicted some under memory pressure), the total restarts from the entry just written
+# rather than evicting it. Every key of a kind shares one hash tag, so the entries' keys used here
+# and not passed in KEYS live in the same cluster slot.
+INDEX = """
+local size, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now
+if ARGV[5] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+else
+  now = tonumber(ARGV[5])
+end
+local function drop(member)
+  local dropped = tonumber(redis.call('HGET', KEYS[3], member) or '0')
+  redis.call('HDEL', KEYS[3], member)
+  redis.call('ZREM', KEYS[2], member)
+  redis.call('DECRBY', KEYS[4], dropped)
+  redis.call('DEL', member)
+end
+for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now - ttl, 'LIMIT', 0, 64)) do
+  if member ~= KEYS[1] then
+    drop(member)
+  end
+end
+local old = tonumber(redis.call('HGET', KEYS[3], KEYS[1]) or '0')
+redis.call('ZADD', KEYS[2], now, KEYS[1])
+redis.call('HSET', KEYS[3], KEYS[1], size)
+local total = redis.call('INCRBY', KEYS[4], size - old)
+local evicted = 0
+while evicted < 64 and (redis.call('ZCARD', KEYS[2]) > tonumber(ARGV[3]) or total > tonumber(ARGV[4])) do
+  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0)[1]
+  if not oldest or oldest == KEYS[1] then
+    redis.call('SET', KEYS[4], size)
+    break
+  end
+  drop(oldest)
+  total = tonumber(redis.call('GET', KEYS[4]) or '0')
+  evicted = evicted + 1
+end
+for i = 2, 4 do
+  redis.call('PEXPIRE', KEYS[i], ttl)
+end
+return evicted
+"""
