@@ -9,7 +9,10 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+import pytest
 
 START_TIMEOUT = 10.0  # seconds for redis-server to answer PING
 
@@ -62,3 +65,16 @@ class RedisServer:
                 self.process.kill()
                 self.process.wait(timeout=5)
         self.process = None
+
+
+def server_fixture(*args: str) -> Callable[..., Iterator[RedisServer]]:
+    """A module-scoped pytest fixture: one redis-server (with ``args``) for a test module, stopped after it."""
+
+    @pytest.fixture(scope="module")
+    def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+        instance = RedisServer(tmp_path_factory.mktemp("redis"), *args)
+        instance.start()
+        yield instance
+        instance.stop()
+
+    return server

@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -20,19 +20,14 @@ from router.response_store import ResponseStore
 from router.shared_state import DOWN_AFTER, SharedState
 from router.signature_memory import SignatureMemory
 from router.state_settings import StateSettings
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, server_fixture
 from tests.serving import free_port
 
 ACCOUNTS = tuple(Account("p", f"a{i}", f"a{i}@x", f"key{i}") for i in range(3))
 POOL = Pool("p", ACCOUNTS, "sticky")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    instance = RedisServer(tmp_path_factory.mktemp("redis"))
-    instance.start()
-    yield instance
-    instance.stop()
+server = server_fixture()
 
 
 def settings(port: int, **changes: object) -> StateSettings:

@@ -7,24 +7,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from router.cli import main
 from tests.conftest import Harness, copy_routes, start_gateway
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, server_fixture
 
 PASSWORD = "s3cret-redis-pass"  # noqa: S105  # a test password, the one secret these tests look for
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    instance = RedisServer(tmp_path_factory.mktemp("redis"), "--requirepass", PASSWORD)
-    instance.start()
-    yield instance
-    instance.stop()
+server = server_fixture("--requirepass", PASSWORD)
 
 
 def state_yaml(port: int, backend: str = "redis") -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import orjson
@@ -18,17 +18,12 @@ from redis.asyncio import Connection, ConnectionPool, Redis
 from redis.crc import key_slot
 
 from router.state_redis import MAX_SCOPES, RedisState
-from tests.redis_server import RedisServer
+from tests.redis_server import RedisServer, server_fixture
 
 T0 = 1_800_000_000_000  # an epoch ms for the tests that pass their own clock
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    instance = RedisServer(tmp_path_factory.mktemp("redis"))
-    instance.start()
-    yield instance
-    instance.stop()
+server = server_fixture()
 
 
 @pytest.fixture
