@@ -11,7 +11,7 @@ import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 from router.errors import GatewayError
@@ -145,15 +145,23 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return headers.get(name) or headers.get(name.lower()) or headers.get(name.title())
 
 
+# the instants a datetime can show: an expiry beyond them (the end of 9999-12-31, an offset before
+# year 1) is kept as the nearest one, so it can always be shown
+FIRST_INSTANT = datetime(1, 1, 1, tzinfo=UTC).timestamp()
+LAST_INSTANT = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+
+
 def parse_expiry(text: str) -> float:
     """``expires``: a date is the end of that day UTC, a datetime must carry its zone (Z or ±hh:mm).
     Raises ValueError for anything else."""
     if len(text) == 10:
-        return datetime.combine(date.fromisoformat(text) + timedelta(days=1), datetime.min.time(), UTC).timestamp()
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None:
-        raise ValueError(f"{text!r} has no zone: add Z (UTC) or an offset such as +02:00")
-    return moment.timestamp()
+        seconds = datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC).timestamp() + 86_400
+    else:
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            raise ValueError(f"{text!r} has no zone: add Z (UTC) or an offset such as +02:00")
+        seconds = moment.timestamp()
+    return min(max(seconds, FIRST_INSTANT), LAST_INSTANT)
 
 
 def instant(seconds: float) -> str:

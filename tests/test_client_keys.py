@@ -336,10 +336,11 @@ async def test_a_hash_from_hash_key_authenticates(config_dir: Path) -> None:
     ("{name: a, key: k, models: []}", "/auth/api_keys/0/models [] should be non-empty"),
     ("{name: a, key: k, expires: 2027-06-31}", "4:34: YAML error: cannot build this value (ValueError: day is out"),
     ("{name: a, key: k, expires: 'soon'}", "'soon' is not valid: expected a date"),
+    ("{name: a, key: k, expires: '2027-02-30'}", "api key 'a': expires '2027-02-30' is not a real date or time"),
     ("{name: a, key: k, expires: 2027-06-30T12:00:00}", "is not valid: expected a date"),
     ("{name: a, key: k, team: t}", "api key 'a' names unknown team 't' (none defined): declare it under auth.teams"),
     ("{name: a, key: k, limits: {rpm: 1}}", "unknown field 'limits'"),
-], ids=["neither", "no-models", "no-such-day", "not-a-date", "no-zone", "undeclared-team", "no-limits-yet"])
+], ids=["neither", "no-models", "no-such-day", "not-a-date", "no-such-quoted-day", "no-zone", "undeclared-team", "no-limits-yet"])
 def test_key_entries_the_config_rejects(tmp_path: Path, entry: str, message: str) -> None:
     from router.registry import template_filters
     from router.snapshot import check
@@ -374,6 +375,9 @@ def test_admin_keys_take_exactly_one_of_key_or_key_sha256(tmp_path: Path) -> Non
     ("2027-06-30T12:00:00Z", "2027-06-30T12:00:00Z"),
     ("2027-06-30T12:00:00+02:00", "2027-06-30T10:00:00Z"),
     ("2027-06-30 12:00:00+00:00", "2027-06-30T12:00:00Z"),  # what an unquoted YAML datetime reads as
+    ("9999-12-31", "9999-12-31T23:59:59Z"),  # beyond what a datetime holds: the last instant it does
+    ("9999-12-31T23:00:00-05:00", "9999-12-31T23:59:59Z"),
+    ("0001-01-01T00:00:00+01:00", "0001-01-01T00:00:00Z"),
 ])
 def test_expiry_forms(written: str, instant: str) -> None:
     from router.auth import instant as as_text
