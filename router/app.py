@@ -200,10 +200,8 @@ class Dispatcher:
         found = auth.identify(key)
         if found is None:
             raise GatewayError("authentication", "Incorrect API key provided", code="invalid_api_key")
-        if found.expires is not None:
-            expired = found.expired(time.time())
-            if expired is not None:
-                raise expired
+        if found.expires is not None and time.time() >= found.expires:
+            raise found.expired_error()
         return found
 
     @staticmethod

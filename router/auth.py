@@ -20,8 +20,9 @@ MODES = ("off", "strict", "all_except_health", "auto")
 
 
 def key_digest(key: str) -> bytes:
-    """The sha256 a key is known by (``router hash-key`` prints it in hex)."""
-    return hashlib.sha256(key.encode()).digest()
+    """The sha256 a key is known by (``router hash-key`` prints it in hex): of its bytes as sent
+    (a header that is not UTF-8 reaches us with its bytes kept as surrogates)."""
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,16 +57,15 @@ class ApiKey:
         return self.models is None or self.models.allows(model)
 
     def check_model(self, model: str) -> None:
-        """A 403 naming the model when this key may not use it (the client's name, before mapping)."""
+        """A 403 naming the model when this key may not use it (the client's name, before mapping);
+        callers skip the call for a key without ``models``."""
         if self.models is not None and not self.models.allows(model):
             raise GatewayError("permission", f"The API key '{self.name}' may not use the model '{model}'",
                                param="model", code="model_not_allowed")
 
-    def expired(self, now: float) -> GatewayError | None:
-        """The 401 of a key past its expiry (None while it is valid)."""
-        if self.expires is None or now < self.expires:
-            return None
-        return GatewayError("authentication", f"The API key '{self.name}' expired at {instant(self.expires)}",
+    def expired_error(self) -> GatewayError:
+        """The 401 of a key past its ``expires`` (which the caller checked: no call per valid request)."""
+        return GatewayError("authentication", f"The API key '{self.name}' expired at {instant(self.expires or 0.0)}",
                             code="expired_api_key")
 
     def public(self) -> dict[str, Any]:
@@ -113,7 +113,7 @@ class AuthPolicy:
         and found by its digest, then the digests are compared in constant time."""
         if not presented:
             return None
-        digest = hashlib.sha256(presented.encode()).digest()
+        digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()  # key_digest, inlined
         found = (self._admin_by_digest if admin else self._by_digest).get(digest)
         if found is None or not hmac.compare_digest(digest, found.digest):
             return None

@@ -176,7 +176,7 @@ def cmd_hash_key(args: argparse.Namespace) -> int:
 
         key = getpass.getpass("key (not echoed): ").strip()
     else:
-        key = sys.stdin.read().strip()
+        key = sys.stdin.buffer.read().decode("utf-8", "surrogateescape").strip()  # any bytes, as a header has
     if not key or any(c.isspace() for c in key):
         print("router hash-key: give one key on stdin (e.g. printf %s \"$KEY\" | router hash-key); "
               + ("it was empty" if not key else "it holds whitespace: one key per run"), file=sys.stderr)

@@ -94,8 +94,9 @@ class Engine:
         if len(req.model) > MAX_NAME:  # names become cache keys and metric labels: bound them
             raise BadRequest(f"model name longer than {MAX_NAME} characters", param="model")
         x.client_model = req.model
-        if x.key is not None:  # the client's name, before any mapping: a 403, never an upstream call
-            x.key.check_model(req.model)
+        key = x.key
+        if key is not None and key.models is not None:  # the client's name, before any mapping: a 403
+            key.check_model(req.model)
         return req
 
     def _apply_state(self, x: Exchange, req: CanonicalRequest) -> CanonicalRequest:

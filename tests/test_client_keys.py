@@ -303,6 +303,8 @@ def test_hash_key_round_trip(tmp_path: Path) -> None:
     digest = done.stdout.decode().strip()
     assert digest == hashlib.sha256(b"sk-round-trip").hexdigest() and b"sk-round-trip" not in done.stderr
     assert _hash_key(b"  sk-round-trip").stdout.decode().strip() == digest  # whitespace is no part of a key
+    raw = _hash_key(b"sk-\xff\xfe-latin1")  # not UTF-8: the bytes as a client sends them in a header
+    assert raw.stdout.decode().strip() == hashlib.sha256(b"sk-\xff\xfe-latin1").hexdigest()
 
 
 @pytest.mark.parametrize(("stdin", "why"), [(b"", b"empty"), (b"\n  \n", b"empty"), (b"a\nb\n", b"one key per run")])
@@ -338,9 +340,10 @@ async def test_a_hash_from_hash_key_authenticates(config_dir: Path) -> None:
     ("{name: a, key: k, expires: 'soon'}", "'soon' is not valid: expected a date"),
     ("{name: a, key: k, expires: '2027-02-30'}", "api key 'a': expires '2027-02-30' is not a real date or time"),
     ("{name: a, key: k, expires: 2027-06-30T12:00:00}", "is not valid: expected a date"),
-    ("{name: a, key: k, team: t}", "api key 'a' names unknown team 't' (none defined): declare it under auth.teams"),
+    ("{name: a, key: k, team: t}", "api key 'a' names unknown team 't' (none defined): declare it under auth."),
     ("{name: a, key: k, limits: {rpm: 1}}", "unknown field 'limits'"),
-], ids=["neither", "no-models", "no-such-day", "not-a-date", "no-such-quoted-day", "no-zone", "undeclared-team", "no-limits-yet"])
+], ids=["neither", "no-models", "no-such-day", "not-a-date", "no-such-quoted-day", "no-zone", "undeclared-team",
+        "no-limits-yet"])
 def test_key_entries_the_config_rejects(tmp_path: Path, entry: str, message: str) -> None:
     from router.registry import template_filters
     from router.snapshot import check
@@ -394,5 +397,28 @@ async def test_unquoted_yaml_dates_are_accepted(config_dir: Path) -> None:
     try:
         assert [k.public()["expires"] for k in h.gateway.current.auth.keys] == [
             "2999-07-01T00:00:00Z", "2999-06-30T10:00:00Z"]
+    finally:
+        await h.close()
+
+
+async def test_a_key_header_that_is_not_utf8_is_looked_up_not_a_500(config_dir: Path) -> None:
+    raw_key = b"sk-\xff\xfe-latin1"
+    digest = hashlib.sha256(raw_key).hexdigest()
+    entry = f'{{name: raw, key_sha256: "{digest}"}}'
+    (config_dir / "00-server.yaml").write_text(f"auth: {{mode: strict, api_keys: [{entry}]}}\n")
+    h = await start_gateway(config_dir)
+
+    async def status(key: bytes) -> bytes:
+        host, port = h.url.removeprefix("http://").split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer " + key
+                     + b"\r\n\r\n")
+        line = await asyncio.wait_for(reader.readline(), 10)
+        writer.close()
+        return line.split()[1]
+
+    try:
+        assert await status(raw_key) == b"200"
+        assert await status(b"sk-\xff\xfd-other") == b"401"
     finally:
         await h.close()
