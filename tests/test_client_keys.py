@@ -119,10 +119,18 @@ async def test_disallowed_model_is_403_in_gemini_and_ollama(h: Harness) -> None:
     assert status == 403 and doc["error"]["status"] == "PERMISSION_DENIED"
     status, doc, _ = await h.post_json("/api/chat", {"model": "gpt-5", "messages": HI}, headers=bearer(A_KEY))
     assert status == 403 and "'gpt-5'" in doc["error"]
+    status, doc, _ = await h.post_json("/v1/responses", {"model": "gpt-5", "input": "hi"}, headers=bearer(A_KEY))
+    assert status == 403 and doc["error"]["type"] == "permission_error" and "'gpt-5'" in doc["error"]["message"]
     assert len(await h.sim_requests()) == before
     status, doc, _ = await h.post_json("/v1beta/models/gpt-4o:generateContent", GEMINI_BODY,
                                        headers={"x-goog-api-key": A_KEY})
     assert status == 200, doc
+
+
+async def test_token_counting_is_local_and_not_restricted(h: Harness) -> None:
+    status, doc, _ = await h.post_json("/v1/messages/count_tokens", {"model": "gpt-5", "messages": HI},
+                                       headers={"x-api-key": A_KEY})
+    assert status == 200 and doc["input_tokens"] > 0, doc
 
 
 async def test_the_check_uses_the_client_model_name_before_mapping(h: Harness) -> None:
