@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from router.auth import presented_key
+from router.auth import ApiKey, presented_key
 from router.canonical import StreamError
 from router.codecs import Family, family_of_path
 from router.drain import SHUTTING_DOWN, InFlight
@@ -66,7 +66,9 @@ class Dispatcher:
                 resp: web.StreamResponse = self._no_route(x, request, m.allowed)
             else:
                 try:
-                    x.client_key = self._authenticate(snap, endpoint, route.auth, request)
+                    key = x.key = self._authenticate(snap, endpoint, route.auth, request)
+                    if key is not None:
+                        x.client_key = key.name
                     resp = await endpoint.run(self, x, request, self._params(request, route.params, m.params))
                 except GatewayError as e:
                     resp = self.error_response(self._family(endpoint, request), e, rid, x)
@@ -165,9 +167,10 @@ class Dispatcher:
         access = self.gateway.access_log
         if not access.enabled:
             return
-        usage = x.usage
+        usage, key = x.usage, x.key
         access.write({
             "request_id": x.request_id, "method": request.method, "path": request.path, "route": route,
+            "key": key.name if key else None, "team": key.team if key else None,
             "handler": x.handler, "client_model": x.client_model, "upstream_model": x.upstream_model,
             "provider": x.provider.name if x.provider else None,
             "account": x.account.email if x.account else None,
@@ -181,25 +184,25 @@ class Dispatcher:
         })
 
     def _authenticate(self, snap: Snapshot, endpoint: Endpoint, route_auth: str, request: web.BaseRequest
-                      ) -> str | None:
-        """The name of the key the request authenticated with (None when none was needed)."""
-        if endpoint.admin:
-            admin = snap.auth.admin_keys
-            if admin:
-                found = snap.auth.identify(presented_key(request.headers, KEY_HEADERS), admin)
-                if found is None:
-                    raise GatewayError("authentication", "admin endpoints need a valid admin key",
-                                       code="invalid_api_key")
-                return found.name
-        if not snap.auth.required(endpoint.public, route_auth):
+                      ) -> ApiKey | None:
+        """The key the request authenticated with (None when none was needed)."""
+        auth = snap.auth
+        if endpoint.admin and auth.admin_keys:
+            found = auth.identify(presented_key(request.headers, KEY_HEADERS), admin=True)
+            if found is None:
+                raise GatewayError("authentication", "admin endpoints need a valid admin key", code="invalid_api_key")
+            return found
+        if not auth.required(endpoint.public, route_auth):
             return None
         key = presented_key(request.headers, KEY_HEADERS)
         if key is None:
             raise GatewayError("authentication", MISSING_KEY, code="invalid_api_key")
-        found = snap.auth.identify(key)
+        found = auth.identify(key)
         if found is None:
             raise GatewayError("authentication", "Incorrect API key provided", code="invalid_api_key")
-        return found.name
+        if found.expires is not None and time.time() >= found.expires:
+            raise found.expired_error()
+        return found
 
     @staticmethod
     def _family(endpoint: Endpoint, request: web.BaseRequest) -> Family:

@@ -1,19 +1,85 @@
-"""Client authentication: modes, named keys, constant-time comparison."""
+"""Client authentication: modes, named keys (by their sha256), the models a key may use, expiry.
+
+A presented key is hashed once and looked up by its digest: the cost of a request is the same
+whatever the number of keys, and the compiled snapshot holds no key, only digests.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from typing import Any
+
+from router.errors import GatewayError
 
 MODES = ("off", "strict", "all_except_health", "auto")
 
 
+def key_digest(key: str) -> bytes:
+    """The sha256 a key is known by (``router hash-key`` prints it in hex): of its bytes as sent
+    (a header that is not UTF-8 reaches us with its bytes kept as surrogates)."""
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFilter:
+    """The client model names a key may use: exact names and ``*`` patterns (``*``: any text)."""
+
+    patterns: tuple[str, ...]
+    exact: frozenset[str] = field(init=False, repr=False, compare=False)
+    wildcard: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        stars = [p for p in self.patterns if "*" in p]
+        object.__setattr__(self, "exact", frozenset(p for p in self.patterns if "*" not in p))
+        regex = "|".join(".*".join(map(re.escape, p.split("*"))) for p in stars)
+        object.__setattr__(self, "wildcard", re.compile(regex, re.DOTALL) if stars else None)
+
+    def allows(self, model: str) -> bool:
+        return model in self.exact or (self.wildcard is not None and self.wildcard.fullmatch(model) is not None)
+
+
 @dataclass(frozen=True, slots=True)
 class ApiKey:
+    """A named key: its sha256, and for a client key its team, models (None: all) and expiry."""
+
     name: str
-    key: bytes
+    digest: bytes = field(repr=False)
+    team: str | None = None
+    models: ModelFilter | None = None
+    expires: float | None = None  # unix time from which the key is refused (None: never)
+
+    def allows(self, model: str) -> bool:
+        return self.models is None or self.models.allows(model)
+
+    def check_model(self, model: str) -> None:
+        """A 403 naming the model when this key may not use it (the client's name, before mapping);
+        callers skip the call for a key without ``models``."""
+        if self.models is not None and not self.models.allows(model):
+            raise GatewayError("permission", f"The API key '{self.name}' may not use the model '{model}'",
+                               param="model", code="model_not_allowed")
+
+    def expired_error(self) -> GatewayError:
+        """The 401 of a key past its ``expires`` (which the caller checked: no call per valid request)."""
+        return GatewayError("authentication", f"The API key '{self.name}' expired at {instant(self.expires or 0.0)}",
+                            code="expired_api_key")
+
+    def public(self) -> dict[str, Any]:
+        """What /admin/config shows: never the key or its hash."""
+        return {"name": self.name, "team": self.team,
+                "models": list(self.models.patterns) if self.models is not None else None,
+                "expires": instant(self.expires) if self.expires is not None else None}
+
+
+@dataclass(frozen=True, slots=True)
+class Team:
+    """A team client keys may name (``auth.teams``)."""
+
+    name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +87,13 @@ class AuthPolicy:
     mode: str  # effective mode: off | strict | all_except_health (auto already resolved)
     keys: tuple[ApiKey, ...]
     admin_keys: tuple[ApiKey, ...] = ()
+    teams: Mapping[str, Team] = field(default_factory=dict)
+    _by_digest: dict[bytes, ApiKey] = field(init=False, repr=False, compare=False)
+    _admin_by_digest: dict[bytes, ApiKey] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_digest", {k.digest: k for k in reversed(self.keys)})  # the first one wins
+        object.__setattr__(self, "_admin_by_digest", {k.digest: k for k in reversed(self.admin_keys)})
 
     def required(self, public: bool, route_auth: str = "inherit") -> bool:
         """Whether a request must carry a valid key; ``public``: the endpoint is one the
@@ -35,16 +108,21 @@ class AuthPolicy:
             return not public
         return True
 
-    def identify(self, presented: str | None, keys: tuple[ApiKey, ...] | None = None) -> ApiKey | None:
-        """The named key matching ``presented``; every key is compared, in constant time each."""
+    def identify(self, presented: str | None, admin: bool = False) -> ApiKey | None:
+        """The named key matching ``presented`` (an admin key with ``admin``): the key is hashed once
+        and found by its digest, then the digests are compared in constant time."""
         if not presented:
             return None
-        candidate = presented.encode()
-        found = None
-        for k in self.keys if keys is None else keys:
-            if hmac.compare_digest(candidate, k.key) and found is None:
-                found = k
+        digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()  # key_digest, inlined
+        found = (self._admin_by_digest if admin else self._by_digest).get(digest)
+        if found is None or not hmac.compare_digest(digest, found.digest):
+            return None
         return found
+
+    def public(self) -> dict[str, Any]:
+        """What /admin/config shows of it: names, teams, models and expiry, never a key or a hash."""
+        return {"mode": self.mode, "api_keys": [k.public() for k in self.keys], "teams": sorted(self.teams),
+                "admin_keys": [k.name for k in self.admin_keys]}
 
 
 def presented_key(headers: Mapping[str, str], key_headers: tuple[str, ...]) -> str | None:
@@ -67,14 +145,47 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return headers.get(name) or headers.get(name.lower()) or headers.get(name.title())
 
 
+# the instants a datetime can show: an expiry beyond them (the end of 9999-12-31, an offset before
+# year 1) is kept as the nearest one, so it can always be shown
+FIRST_INSTANT = datetime(1, 1, 1, tzinfo=UTC).timestamp()
+LAST_INSTANT = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp()
+
+
+def parse_expiry(text: str) -> float:
+    """``expires``: a date is the end of that day UTC, a datetime must carry its zone (Z or ±hh:mm).
+    Raises ValueError for anything else."""
+    if len(text) == 10:
+        seconds = datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC).timestamp() + 86_400
+    else:
+        moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            raise ValueError(f"{text!r} has no zone: add Z (UTC) or an offset such as +02:00")
+        seconds = moment.timestamp()
+    return min(max(seconds, FIRST_INSTANT), LAST_INSTANT)
+
+
+def instant(seconds: float) -> str:
+    """A unix time as an RFC 3339 UTC datetime (``2027-07-01T00:00:00Z``)."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
+
+
 def compile_auth(section: dict[str, Any] | None, allow_lan_access: bool) -> AuthPolicy:
     section = section or {}
     mode = section.get("mode", "auto")
     if mode == "auto":
         mode = "all_except_health" if allow_lan_access else "off"
-    return AuthPolicy(mode, _keys(section.get("api_keys")), _keys(section.get("admin_keys")))
+    teams = {name: Team(name) for name in section.get("teams") or {}}
+    return AuthPolicy(mode, _keys(section.get("api_keys")), _keys(section.get("admin_keys")), teams)
 
 
 def _keys(entries: list[dict[str, Any]] | None) -> tuple[ApiKey, ...]:
     """Named keys; an entry whose key resolved to "" (unset variable) is left out."""
-    return tuple(ApiKey(k["name"], k["key"].encode()) for k in entries or [] if k.get("key"))
+    return tuple(_key(k) for k in entries or [] if k.get("key") or k.get("key_sha256"))
+
+
+def _key(entry: dict[str, Any]) -> ApiKey:
+    digest = bytes.fromhex(entry["key_sha256"]) if entry.get("key_sha256") else key_digest(entry["key"])
+    models = entry.get("models")
+    expires = entry.get("expires")
+    return ApiKey(entry["name"], digest, entry.get("team"), ModelFilter(tuple(models)) if models else None,
+                  parse_expiry(str(expires)) if expires else None)

@@ -1,4 +1,4 @@
-"""Command line: ``router serve``, ``router check DIR``, ``router init DIR``, ``router sim``."""
+"""Command line: ``router serve``, ``router check DIR``, ``router init DIR``, ``router hash-key``, ``router sim``."""
 
 from __future__ import annotations
 
@@ -165,6 +165,26 @@ def _listening_sockets(args: argparse.Namespace, host: str, port: int) -> list[s
         return None
 
 
+def cmd_hash_key(args: argparse.Namespace) -> int:
+    """The sha256 of one key read from stdin (never from argv: shell history and ``ps`` would show it),
+    for ``key_sha256:`` in ``auth.api_keys``. Surrounding whitespace is not part of a key: a client
+    cannot send it, and ``${file:...}`` strips it too."""
+    from router.auth import key_digest
+
+    if sys.stdin.isatty():
+        import getpass
+
+        key = getpass.getpass("key (not echoed): ").strip()
+    else:
+        key = sys.stdin.buffer.read().decode("utf-8", "surrogateescape").strip()  # any bytes, as a header has
+    if not key or any(c.isspace() for c in key):
+        print("router hash-key: give one key on stdin (e.g. printf %s \"$KEY\" | router hash-key); "
+              + ("it was empty" if not key else "it holds whitespace: one key per run"), file=sys.stderr)
+        return 1
+    print(key_digest(key).hex())
+    return 0
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
     from router.sim import run
 
@@ -224,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("dir", help="the dir to create (refused when it is not empty, unless --force)")
     i.add_argument("--force", action="store_true", help="write into a non-empty dir, replacing same-named files")
     i.set_defaults(func=cmd_init)
+    h = sub.add_parser("hash-key", help="print the sha256 of a client key read from stdin (for key_sha256:)")
+    h.set_defaults(func=cmd_hash_key)
     m = sub.add_parser("sim", help="run the bundled upstream simulator")
     m.add_argument("--port", type=int, default=8046)
     m.add_argument("--host", default="127.0.0.1")

@@ -21,6 +21,7 @@ from router.errors import GatewayError
 from router.worker_reload import answer_status, reload_every_worker, workers_view
 
 if TYPE_CHECKING:
+    from router.auth import ApiKey
     from router.engine import Engine
     from router.exchange import Exchange
     from router.gateway import Gateway
@@ -92,8 +93,9 @@ async def health(svc: Services, x: Exchange, request: web.BaseRequest, params: P
     return json_response({"status": "ok", "version": __version__, "config_generation": x.snapshot.generation})
 
 
-def model_entries(snap: Snapshot) -> list[ModelEntry]:
-    """Every client model name the mapping knows, then every model a provider lists; first owner wins."""
+def model_entries(snap: Snapshot, key: ApiKey | None = None) -> list[ModelEntry]:
+    """Every client model name the mapping knows, then every model a provider lists; first owner wins.
+    With a ``key``: only the models it may use."""
     seen: dict[str, str] = {}
     for name in snap.mapper.client_models():
         target = snap.mapper.resolve(name)
@@ -102,7 +104,8 @@ def model_entries(snap: Snapshot) -> list[ModelEntry]:
         for model in p.models:
             seen.setdefault(model, p.name)
     created = int(snap.loaded_at)
-    return [ModelEntry(mid, owner, created) for mid, owner in seen.items()]
+    allows = key.allows if key is not None else None
+    return [ModelEntry(mid, owner, created) for mid, owner in seen.items() if allows is None or allows(mid)]
 
 
 def list_models(families: Sequence[Family]) -> Run:
@@ -110,27 +113,33 @@ def list_models(families: Sequence[Family]) -> Run:
 
     async def run(svc: Services, x: Exchange, request: web.BaseRequest, params: Params) -> web.Response:
         family = family_asking(request.path, request.headers, request.query, families)
-        return json_response(family.models_list(model_entries(x.snapshot)))
+        return json_response(family.models_list(model_entries(x.snapshot, x.key)))
 
     return run
 
 
 def get_model(families: Sequence[Family]) -> Run:
-    """One model, in the family that asks; a name the mapping resolves counts as a model."""
+    """One model, in the family that asks; a name the mapping resolves counts as a model. A model the
+    caller's key may not use is unknown to it: 404, as it is missing from the key's model list."""
 
     async def run(svc: Services, x: Exchange, request: web.BaseRequest, params: Params) -> web.Response:
         mid = str(params.get("model") or params.get("id") or "").removeprefix("models/")
+        if x.key is not None and not x.key.allows(mid):
+            raise _unknown_model(mid)
         entry = next((m for m in model_entries(x.snapshot) if m.id == mid), None)
         if entry is None:
             target = x.snapshot.mapper.resolve(mid)
             if target is None:
-                raise GatewayError("not_found", f"The model '{mid}' does not exist", code="model_not_found",
-                                   param="model")
+                raise _unknown_model(mid)
             entry = ModelEntry(mid, target.provider, int(x.snapshot.loaded_at))
         family = family_asking(request.path, request.headers, request.query, families)
         return json_response(family.model_info(entry))
 
     return run
+
+
+def _unknown_model(mid: str) -> GatewayError:
+    return GatewayError("not_found", f"The model '{mid}' does not exist", code="model_not_found", param="model")
 
 
 # --- admin and metrics -----------------------------------------------------------------------------

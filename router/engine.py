@@ -87,13 +87,16 @@ class Engine:
 
     @staticmethod
     def _decode(x: Exchange, body: Any, params: dict[str, Any]) -> CanonicalRequest:
-        """The client's body through its client codec."""
+        """The client's body through its client codec; a 403 for a model the client's key may not use."""
         assert x.codec is not None  # set by the proxy endpoint before the engine runs
         req = x.canonical = x.codec.decode_request(body, params)
         req.inbound = x.codec.name  # picks the provider's template for this codec, if it names one
         if len(req.model) > MAX_NAME:  # names become cache keys and metric labels: bound them
             raise BadRequest(f"model name longer than {MAX_NAME} characters", param="model")
         x.client_model = req.model
+        key = x.key
+        if key is not None and key.models is not None:  # the client's name, before any mapping: a 403
+            key.check_model(req.model)
         return req
 
     def _apply_state(self, x: Exchange, req: CanonicalRequest) -> CanonicalRequest:

@@ -12,6 +12,7 @@ from aiohttp import web
 from jinja2 import TemplateError
 
 from router.accounts import Account
+from router.auth import ApiKey
 from router.canonical import CanonicalRequest
 from router.codecs import ClientCodec, StreamEncoder
 from router.endpoints import Endpoint
@@ -55,6 +56,7 @@ class Exchange:
     # the stream's encoder while its events flow; None once its last frames are going out
     encoder: StreamEncoder | None = None
     client_key: str | None = None  # the name of the API key that authenticated the request
+    key: ApiKey | None = None  # that key (its team, the models it may use)
     upstream: UpstreamRequest | None = None  # the attempt in progress (named in its log lines)
 
     @property

@@ -265,6 +265,7 @@ class Gateway:
             "last_error": self.last_error.as_dict() if self.last_error else None,
             "reloads": {"ok": self.reloads_ok, "failed": self.reloads_failed},
             "state": self.shared.public() if self.shared is not None else snap.state.public(),
+            "auth": snap.auth.public(),
             "routes": snap.routes.describe(),
             "providers": {n: {**p.public(), "accounts": [a.public() for a in p.pool.accounts],
                               "fallback": snap.fallbacks.get(n)} for n, p in snap.providers.items()},

@@ -87,13 +87,13 @@ class Metrics:
 
     def __init__(self, gateway: Gateway):
         self.registry = CollectorRegistry(auto_describe=False)
-        self.requests: dict[tuple[str, str, str, str], int] = defaultdict(int)
+        self.requests: dict[tuple[str, str, str, str, str], int] = defaultdict(int)
         self.latency: dict[str, _Histogram] = defaultdict(_Histogram)
         self.ttfb: dict[str, _Histogram] = defaultdict(_Histogram)
         self.attempts: dict[tuple[str, str], int] = defaultdict(int)
         self.retries: dict[str, int] = defaultdict(int)
         self.rotations: dict[str, int] = defaultdict(int)
-        self.tokens: dict[tuple[str, str], int] = defaultdict(int)
+        self.tokens: dict[tuple[str, str, str], int] = defaultdict(int)
         self.registry.register(_StateCollector(gateway))
         self.registry.register(_RequestCollector(self))
         self._models: set[str] = set()
@@ -112,7 +112,8 @@ class Metrics:
 
     def observe(self, x: Exchange, route: str, status: int, latency: float) -> None:
         provider = x.provider.name if x.provider else ""
-        self.requests[(route, str(status), self._model_label(x.client_model), provider)] += 1
+        key = x.client_key or ""  # a name from the config (bounded); "" without a key
+        self.requests[(route, str(status), self._model_label(x.client_model), provider, key)] += 1
         self.latency[route].observe(latency)
         if x.ttfb is not None:
             self.ttfb[route].observe(x.ttfb)
@@ -127,8 +128,8 @@ class Metrics:
                     self.rotations[provider] += 1
             prev = a.account
         if x.usage is not None:
-            self.tokens[(provider, "in")] += x.usage.input_tokens
-            self.tokens[(provider, "out")] += x.usage.output_tokens
+            self.tokens[(provider, "in", key)] += x.usage.input_tokens
+            self.tokens[(provider, "out", key)] += x.usage.output_tokens
 
     def render(self) -> bytes:
         if self.shared is not None:
@@ -147,15 +148,16 @@ class _RequestCollector(Collector):
 
     def collect(self) -> Iterator[Any]:
         m = self.m
-        yield _counter("router_requests", "Requests by route, status, client model and provider",
-                       ["route", "status", "client_model", "provider"], m.requests)
+        yield _counter("router_requests", "Requests by route, status, client model, provider and API key name",
+                       ["route", "status", "client_model", "provider", "key"], m.requests)
         yield _counter("router_upstream_attempts", "Upstream attempts by provider and outcome",
                        ["provider", "outcome"], m.attempts)
         yield _counter("router_upstream_retries", "Attempts after the first", ["provider"],
                        {(k,): v for k, v in m.retries.items()})
         yield _counter("router_account_rotations", "Retries that moved to another account", ["provider"],
                        {(k,): v for k, v in m.rotations.items()})
-        yield _counter("router_tokens", "Tokens by provider and direction", ["provider", "direction"], m.tokens)
+        yield _counter("router_tokens", "Tokens by provider, direction and API key name",
+                       ["provider", "direction", "key"], m.tokens)
         for name, doc, hists in (
                 ("router_request_duration_seconds", "Request latency (streams: until the end)", m.latency),
                 ("router_time_to_first_byte_seconds", "Time until the first response byte", m.ttfb)):

@@ -42,6 +42,15 @@ def validator() -> Draft202012Validator:
 
 # Where resolved values may be secrets (keys from ${VAR} / ${file:}): messages never quote them.
 SECRET_FIELDS = frozenset({"api_keys", "admin_keys", "accounts", "key_list", "api_key", "key"})
+# the fields of an auth key entry that hold no secret: their messages may quote the value
+KEY_PUBLIC_FIELDS = frozenset({"name", "team", "models", "expires"})
+
+
+def _may_be_secret(path: Iterable[Any]) -> bool:
+    fields = [p for p in path if isinstance(p, str)]
+    if not any(p in SECRET_FIELDS for p in fields):
+        return False
+    return not (fields[0] == "auth" and fields[-1] in KEY_PUBLIC_FIELDS)
 
 
 def _redacted(err: ValidationError) -> str:
@@ -49,11 +58,14 @@ def _redacted(err: ValidationError) -> str:
         return str(err.message)  # names fields, never values
     if err.validator == "type":
         return f"the value is not of type {err.validator_value!r} (value not shown: it may be a secret)"
+    described = err.schema.get("description") if isinstance(err.schema, dict) else None
+    if described and err.validator in ("anyOf", "oneOf", "pattern"):
+        return f"expected {described} (value not shown: it may be a secret)"
     return f"the value fails the '{err.validator}' check (value not shown: it may be a secret)"
 
 
 def _message(err: ValidationError) -> str:
-    if any(p in SECRET_FIELDS for p in err.absolute_path if isinstance(p, str)):
+    if _may_be_secret(err.absolute_path):
         return _redacted(err)
     if err.validator in ("anyOf", "oneOf") and err.context:
         described = err.schema.get("description") if isinstance(err.schema, dict) else None
@@ -165,19 +177,6 @@ def mapping_references(loaded: LoadedConfig, handlers: Collection[str]) -> list[
             errs.extend(_target_errors(loaded, ("model_mapping", section, pattern), target, providers))
     if "default" in mapping:
         errs.extend(_target_errors(loaded, ("model_mapping", "default"), mapping["default"], providers))
-    return errs
-
-
-def auth_references(loaded: LoadedConfig, handlers: Collection[str]) -> list[ConfigError]:
-    """Each api key name is used once."""
-    errs: list[ConfigError] = []
-    names: dict[str, int] = {}
-    for i, key in enumerate(_section(_section(loaded.data, "auth", dict), "api_keys", list)):
-        if isinstance(key, dict) and isinstance(key.get("name"), str):
-            if key["name"] in names:
-                errs.append(loaded.locate(("auth", "api_keys", i, "name"),
-                                          f"api key name '{key['name']}' is used twice"))
-            names[key["name"]] = i
     return errs
 
 

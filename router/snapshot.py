@@ -19,6 +19,7 @@ from jinja2 import TemplateSyntaxError
 
 from router.accounts import Pool, compile_accounts
 from router.auth import AuthPolicy, compile_auth
+from router.auth_checks import auth_references
 from router.codecs import UpstreamCodec
 from router.config import LoadedConfig, load_dir
 from router.config_checks import auth_errors, completeness_errors, rejected_by
@@ -28,7 +29,7 @@ from router.reachability import provider_errors
 from router.registry import ENDPOINTS, UPSTREAM_CODECS
 from router.retry import Policy, compile_policies, parse_duration
 from router.routes import RouteTable, compile_routes
-from router.schema import auth_references, mapping_references, provider_references, route_references, schema_errors
+from router.schema import mapping_references, provider_references, route_references, schema_errors
 from router.sections import (
     Compiling,
     Section,

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from router.auth import key_digest
 from router.config import load_dir
 from router.errors import ConfigErrors
 from router.registry import template_filters
@@ -253,11 +254,11 @@ def test_placeholder_secrets_resolve_unset_variables_and_unreadable_files(tmp_pa
     assert len(got) == 2 and "ROUTER_KEY is not set" in got[0] and "cannot read ${file:" in got[1]
     assert errors(tmp_path, placeholders=True) == []
     snap, _ = build(tmp_path, 1, template_filters(), env={}, placeholders=True)
-    assert [k.key for k in snap.auth.keys] == [b"placeholder-ROUTER_KEY", b"placeholder-file",
-                                               b"placeholder-OPT_KEY", b"fixed"]
+    assert [k.digest for k in snap.auth.keys] == [key_digest(k) for k in ("placeholder-ROUTER_KEY", "placeholder-file",
+                                                                         "placeholder-OPT_KEY", "fixed")]
     # a set variable keeps its value
     snap, _ = build(tmp_path, 1, template_filters(), env={"ROUTER_KEY": "real"}, placeholders=True)
-    assert snap.auth.keys[0].key == b"real"
+    assert snap.auth.keys[0].digest == key_digest("real")
 
 
 def test_placeholder_secrets_satisfy_require_keys(tmp_path: Path) -> None:

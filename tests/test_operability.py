@@ -68,12 +68,13 @@ async def test_metrics(gw: Harness) -> None:
     await gw.faults("sim-key-b", {"status": 429, "retry_after": 30})
     await gw.post_json("/v1/chat/completions", CHAT)  # b (429) -> a
     text = await (await gw.request("GET", "/metrics")).text()
-    assert 'router_requests_total{client_model="gpt-4o",provider="simulator",route="/v1/chat/completions",status="200"} 2.0' in text
+    assert ('router_requests_total{client_model="gpt-4o",key="",provider="simulator",route="/v1/chat/completions",'
+            'status="200"} 2.0') in text  # key: "" without a key (auth off)
     assert 'router_upstream_attempts_total{outcome="429",provider="simulator"} 1.0' in text
     assert 'router_account_rotations_total{provider="simulator"} 1.0' in text
     assert 'router_upstream_retries_total{provider="simulator"} 1.0' in text
     assert 'router_accounts_cooling{provider="simulator"} 1.0' in text
-    assert 'router_tokens_total{direction="in",provider="simulator"}' in text
+    assert 'router_tokens_total{direction="in",key="",provider="simulator"}' in text
     assert "router_config_generation 1.0" in text
     assert 'router_config_reloads_total{result="success"} 1.0' in text
     assert 'router_request_duration_seconds_bucket{le="0.5",route="/v1/chat/completions"}' in text
