@@ -15,6 +15,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from router.errors import GatewayError
+from router.limits import LimitPlan, Limits, compile_limits, limit_plan
 
 MODES = ("off", "strict", "all_except_health", "auto")
 
@@ -52,6 +53,8 @@ class ApiKey:
     team: str | None = None
     models: ModelFilter | None = None
     expires: float | None = None  # unix time from which the key is refused (None: never)
+    limits: Limits | None = None  # its own (``limits``); ``plan`` holds its team's as well
+    plan: LimitPlan | None = None  # None: no limit applies (the request path skips the limiter)
 
     def allows(self, model: str) -> bool:
         return self.models is None or self.models.allows(model)
@@ -70,16 +73,18 @@ class ApiKey:
 
     def public(self) -> dict[str, Any]:
         """What /admin/config shows: never the key or its hash."""
-        return {"name": self.name, "team": self.team,
-                "models": list(self.models.patterns) if self.models is not None else None,
-                "expires": instant(self.expires) if self.expires is not None else None}
+        shown = {"name": self.name, "team": self.team,
+                 "models": list(self.models.patterns) if self.models is not None else None,
+                 "expires": instant(self.expires) if self.expires is not None else None}
+        return shown if self.limits is None else {**shown, "limits": self.limits.public()}
 
 
 @dataclass(frozen=True, slots=True)
 class Team:
-    """A team client keys may name (``auth.teams``)."""
+    """A team client keys may name (``auth.teams``), with the limits its keys share."""
 
     name: str
+    limits: Limits | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,18 +179,22 @@ def compile_auth(section: dict[str, Any] | None, allow_lan_access: bool) -> Auth
     mode = section.get("mode", "auto")
     if mode == "auto":
         mode = "all_except_health" if allow_lan_access else "off"
-    teams = {name: Team(name) for name in section.get("teams") or {}}
-    return AuthPolicy(mode, _keys(section.get("api_keys")), _keys(section.get("admin_keys")), teams)
+    teams = {name: Team(name, compile_limits((body or {}).get("limits")))
+             for name, body in (section.get("teams") or {}).items()}
+    return AuthPolicy(mode, _keys(section.get("api_keys"), teams), _keys(section.get("admin_keys"), {}), teams)
 
 
-def _keys(entries: list[dict[str, Any]] | None) -> tuple[ApiKey, ...]:
+def _keys(entries: list[dict[str, Any]] | None, teams: Mapping[str, Team]) -> tuple[ApiKey, ...]:
     """Named keys; an entry whose key resolved to "" (unset variable) is left out."""
-    return tuple(_key(k) for k in entries or [] if k.get("key") or k.get("key_sha256"))
+    return tuple(_key(k, teams) for k in entries or [] if k.get("key") or k.get("key_sha256"))
 
 
-def _key(entry: dict[str, Any]) -> ApiKey:
+def _key(entry: dict[str, Any], teams: Mapping[str, Team]) -> ApiKey:
     digest = bytes.fromhex(entry["key_sha256"]) if entry.get("key_sha256") else key_digest(entry["key"])
     models = entry.get("models")
     expires = entry.get("expires")
-    return ApiKey(entry["name"], digest, entry.get("team"), ModelFilter(tuple(models)) if models else None,
-                  parse_expiry(str(expires)) if expires else None)
+    name, team, limits = entry["name"], entry.get("team"), compile_limits(entry.get("limits"))
+    team_limits = teams[team].limits if isinstance(team, str) and team in teams else None
+    return ApiKey(name, digest, team, ModelFilter(tuple(models)) if models else None,
+                  parse_expiry(str(expires)) if expires else None, limits,
+                  limit_plan(name, limits, team, team_limits))

@@ -29,10 +29,12 @@ from router.errors import BadRequest, GatewayError
 from router.exchange import ClientHeaders, Exchange, response_headers
 from router.failures import UpstreamFailure
 from router.ids import IdGenerator
+from router.limits import Admission, Limiter, LimitPlan
 from router.mapping import Target
 from router.redact import redact
 from router.relay import StreamRelay
 from router.snapshot import Provider, Timeouts
+from router.token_estimate import estimate_tokens
 from router.upstream_request import render_request
 
 log = logging.getLogger("router.engine")
@@ -56,6 +58,7 @@ class Engine:
         self._timeouts: dict[Timeouts, tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]] = {}
         self.session = session
         self.attempts = AttemptLoop(store, self._attempt)  # where retry happens
+        self.limiter = Limiter()  # client keys' and teams' limits: outside the snapshot, kept across reloads
 
     # --- the pipeline ---------------------------------------------------------------------------
 
@@ -68,14 +71,39 @@ class Engine:
             await x.codec.fetch(self.stores, req, x.client_key)  # what other gateways stored
         req = self._apply_state(x, req)
         provider = self._provider(x, self._resolve(x, req))
-        if x.codec is not None and x.codec.answer_locally is not None:
-            local = self._local_answer(x, x.codec.answer_locally, req)
-            if local is not None:
-                return local
-        session = self._session_id(provider, request, req)
-        if session is not None and self.store.listener is not None:
-            await self._recall_binding(provider, session, x.upstream_model or req.model)
-        return await self.attempts.run(x, provider, request, session)
+        plan = x.key.plan if x.key is not None else None
+        admission = self._admit(plan, req) if plan is not None else None  # a 429 before any upstream call
+        try:
+            if x.codec is not None and x.codec.answer_locally is not None:
+                local = self._local_answer(x, x.codec.answer_locally, req)
+                if local is not None:
+                    return local
+            session = self._session_id(provider, request, req)
+            if session is not None and self.store.listener is not None:
+                await self._recall_binding(provider, session, x.upstream_model or req.model)
+            return await self.attempts.run(x, provider, request, session)
+        finally:  # also when the client went away or an error ends the request: a stream has ended here
+            if admission is not None:
+                self._settle(x, admission)
+
+    def _admit(self, plan: LimitPlan, req: CanonicalRequest) -> Admission:
+        """Take the request from its key's and team's limits (rpm: 1; tpm: the input estimate plus
+        the most output tokens it asked for)."""
+        tokens = estimate_tokens(req) + (req.max_tokens or 0) if plan.tokens else 0
+        return self.limiter.admit(plan, tokens)
+
+    def _settle(self, x: Exchange, admission: Admission) -> None:
+        """The response ended: free its concurrency slots; correct its tpm reservation with the real
+        usage, or give it all back when no upstream answered (nothing was used)."""
+        limiter = self.limiter
+        limiter.release(admission)
+        if not admission.plan.tokens:
+            return
+        usage = x.usage
+        if usage is not None:
+            limiter.adjust(admission, usage.total_tokens - admission.tokens)
+        elif x.ttfb is None:
+            limiter.adjust(admission, -admission.tokens)
 
     async def _recall_binding(self, provider: Provider, session: str, model: str) -> None:
         """A sticky session this process has no usable binding for: ask the shared state (another

@@ -1,0 +1,169 @@
+"""Client rate limits (``limits: {rpm, tpm, concurrency}`` on an api key and on a team), per process.
+
+rpm and tpm are cells of a generic cell rate algorithm (GCRA, the same semantics as the Redis script
+``router.state_scripts.GCRA``): a limit of N per minute admits a burst of N, then one unit every
+60/N seconds; no fixed window. A request takes cost 1 from each rpm cell and its token estimate from
+each tpm cell, from all of them or none. concurrency is a count of requests in flight, released when
+the response ends (the caller's try/finally).
+
+The counters live in a :class:`Limiter` outside the snapshot (like the accounts' StateStore), keyed
+by the owner's name and the limit's value: a reload keeps the counters of unchanged keys and teams,
+and a changed limit starts afresh.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from router.errors import GatewayError
+
+PERIOD_S = 60.0  # rpm and tpm: per minute
+UNITS = {"rpm": "requests per minute", "tpm": "tokens per minute", "concurrency": "requests in flight"}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """One key's or team's ``limits`` (None: no such limit)."""
+
+    rpm: int | None = None
+    tpm: int | None = None
+    concurrency: int | None = None
+
+    def public(self) -> dict[str, int]:
+        return {k: v for k, v in (("rpm", self.rpm), ("tpm", self.tpm), ("concurrency", self.concurrency))
+                if v is not None}
+
+
+def compile_limits(section: dict[str, Any] | None) -> Limits | None:
+    if not section:
+        return None
+    return Limits(section.get("rpm"), section.get("tpm"), section.get("concurrency"))
+
+
+@dataclass(frozen=True, slots=True)
+class Cell:
+    """One limit of one owner: ``scope`` key or team, the owner's name, the kind and its value."""
+
+    scope: str
+    owner: str
+    kind: str  # rpm | tpm | concurrency
+    limit: int
+    id: str = field(init=False, compare=False)  # where its counter is kept: changes with the limit
+    interval: float = field(init=False, compare=False, repr=False)  # seconds per unit (rpm, tpm)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "id", f"{self.scope}:{self.owner}:{self.kind}:{self.limit}")
+        object.__setattr__(self, "interval", PERIOD_S / self.limit)
+
+    def describe(self) -> str:
+        return f"the {self.scope} '{self.owner}' {self.kind} limit ({self.limit} {UNITS[self.kind]})"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitPlan:
+    """Every limit a key's requests are held to: its own and its team's, compiled once per snapshot."""
+
+    rates: tuple[Cell, ...]  # rpm and tpm
+    concurrent: tuple[Cell, ...]
+    tokens: bool = field(init=False)  # whether a request needs its token estimate
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tokens", any(c.kind == "tpm" for c in self.rates))
+
+
+def limit_plan(key: str, own: Limits | None, team: str | None, team_limits: Limits | None) -> LimitPlan | None:
+    cells = [Cell(scope, owner, kind, value)
+             for scope, owner, limits in (("key", key, own), ("team", team or "", team_limits)) if limits
+             for kind, value in limits.public().items()]
+    if not cells:
+        return None
+    return LimitPlan(tuple(c for c in cells if c.kind != "concurrency"),
+                     tuple(c for c in cells if c.kind == "concurrency"))
+
+
+def gcra(tat: float, now: float, interval: float, burst: int, cost: int) -> tuple[float, float]:
+    """The GCRA step of ``router.state_scripts.GCRA`` in seconds: (the new theoretical arrival time,
+    how long until ``cost`` fits; 0 when it fits now, and then the new TAT is to be stored)."""
+    tat = max(tat, now)
+    new_tat = max(tat + cost * interval, now)
+    return new_tat, max(0.0, new_tat - burst * interval - now)
+
+
+@dataclass(slots=True)
+class Admission:
+    """What one admitted request holds: its tpm reservation and its concurrency slots."""
+
+    plan: LimitPlan
+    tokens: int
+    released: bool = False
+
+
+class Limiter:
+    """The per-process counters of every limit; ``clock`` (seconds, monotonic) for tests."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self._tat: dict[str, float] = {}
+        self._inflight: dict[str, int] = {}
+
+    def admit(self, plan: LimitPlan, tokens: int) -> Admission:
+        """Reserve the request in every cell of ``plan``, all or none; a 429 naming the limit (the one
+        that frees last) with its Retry-After otherwise."""
+        for cell in plan.concurrent:
+            if self._inflight.get(cell.id, 0) >= cell.limit:
+                raise _over(cell, 1.0)
+        now = self.clock()
+        steps = [(cell, *gcra(self._tat.get(cell.id, now), now, cell.interval, cell.limit,
+                              self._cost(cell, tokens))) for cell in plan.rates]
+        denied = [(wait, cell) for cell, _, wait in steps if wait > 0]
+        if denied:
+            wait, cell = max(denied, key=lambda d: d[0])
+            raise _over(cell, wait)
+        for cell, new_tat, _ in steps:
+            self._tat[cell.id] = new_tat
+        for cell in plan.concurrent:
+            self._inflight[cell.id] = self._inflight.get(cell.id, 0) + 1
+        return Admission(plan, tokens)
+
+    @staticmethod
+    def _cost(cell: Cell, tokens: int) -> int:
+        """1 for rpm; the estimate for tpm, at most the whole limit (a larger request fits a full
+        bucket, and its real use is charged afterwards)."""
+        return 1 if cell.kind == "rpm" else min(max(tokens, 1), cell.limit)
+
+    def release(self, admission: Admission) -> None:
+        """The response ended (or failed, or its client went away): free its concurrency slots, once."""
+        if admission.released:
+            return
+        admission.released = True
+        for cell in admission.plan.concurrent:
+            left = self._inflight.get(cell.id, 0) - 1
+            if left > 0:
+                self._inflight[cell.id] = left
+            else:
+                self._inflight.pop(cell.id, None)
+
+    def adjust(self, admission: Admission, delta: int) -> None:
+        """Correct the tpm cells by ``delta`` tokens (real use minus the estimate): charged even past
+        the burst (the tokens were spent), given back never below now."""
+        if not delta:
+            return
+        now = self.clock()
+        for cell in admission.plan.rates:
+            if cell.kind == "tpm":
+                self._tat[cell.id] = gcra(self._tat.get(cell.id, now), now, cell.interval, cell.limit, delta)[0]
+
+    def pending(self, cell: Cell) -> float:
+        """The cell's theoretical arrival time minus now (seconds of reserved use; tests, headers)."""
+        now = self.clock()
+        return max(0.0, self._tat.get(cell.id, now) - now)
+
+
+def _over(cell: Cell, wait: float) -> GatewayError:
+    seconds = max(1, math.ceil(wait))
+    return GatewayError("rate_limit", f"Rate limit reached: {cell.describe()}; retry in {seconds}s",
+                        code="rate_limit_exceeded", retry_after=wait)
