@@ -29,6 +29,7 @@ from router.errors import BadRequest, GatewayError
 from router.exchange import ClientHeaders, Exchange, response_headers
 from router.failures import UpstreamFailure
 from router.ids import IdGenerator
+from router.limit_headers import openai_headers
 from router.limits import Admission, Limiter, LimitPlan
 from router.mapping import Target
 from router.redact import redact
@@ -72,7 +73,7 @@ class Engine:
         req = self._apply_state(x, req)
         provider = self._provider(x, self._resolve(x, req))
         plan = x.key.plan if x.key is not None else None
-        admission = self._admit(plan, req) if plan is not None else None  # a 429 before any upstream call
+        admission = self._admit(x, plan, req) if plan is not None else None  # a 429 before any upstream call
         try:
             if x.codec is not None and x.codec.answer_locally is not None:
                 local = self._local_answer(x, x.codec.answer_locally, req)
@@ -86,11 +87,17 @@ class Engine:
             if admission is not None:
                 self._settle(x, admission)
 
-    def _admit(self, plan: LimitPlan, req: CanonicalRequest) -> Admission:
+    def _admit(self, x: Exchange, plan: LimitPlan, req: CanonicalRequest) -> Admission:
         """Take the request from its key's and team's limits (rpm: 1; tpm: the input estimate plus
-        the most output tokens it asked for)."""
+        the most output tokens it asked for); its response, a 429 too, shows what is left."""
         tokens = estimate_tokens(req) + (req.max_tokens or 0) if plan.tokens else 0
-        return self.limiter.admit(plan, tokens)
+        limiter = self.limiter
+        try:
+            return limiter.admit(plan, tokens)
+        finally:
+            family = x.endpoint.family if x.endpoint is not None else None
+            x.limit_headers = (family.ratelimit_headers if family is not None else openai_headers)(
+                limiter.status(plan))
 
     def _settle(self, x: Exchange, admission: Admission) -> None:
         """The response ended: free its concurrency slots; correct its tpm reservation with the real

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from router.errors import GatewayError
+from router.limit_headers import RateStatus, Window
 
 PERIOD_S = 60.0  # rpm and tpm: per minute
 UNITS = {"rpm": "requests per minute", "tpm": "tokens per minute", "concurrency": "requests in flight"}
@@ -156,6 +157,18 @@ class Limiter:
         for cell in admission.plan.rates:
             if cell.kind == "tpm":
                 self._tat[cell.id] = gcra(self._tat.get(cell.id, now), now, cell.interval, cell.limit, delta)[0]
+
+    def status(self, plan: LimitPlan) -> RateStatus:
+        """The tightest rpm and tpm windows of ``plan`` now (the fewest remaining), for the headers."""
+        now = self.clock()
+        windows: dict[str, Window] = {}
+        for cell in plan.rates:
+            used = max(0.0, self._tat.get(cell.id, now) - now)
+            window = Window(cell.limit, max(0, math.floor((cell.limit * cell.interval - used) / cell.interval)), used)
+            shown = windows.get(cell.kind)
+            if shown is None or window.remaining < shown.remaining:
+                windows[cell.kind] = window
+        return RateStatus(windows.get("rpm"), windows.get("tpm"))
 
     def pending(self, cell: Cell) -> float:
         """The cell's theoretical arrival time minus now (seconds of reserved use; tests, headers)."""

@@ -5,13 +5,16 @@ when the response ends, tpm corrected with the real usage, counters kept across 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 
 import openai
 import pytest
 
 from router.errors import GatewayError
+from router.limit_headers import Window, go_duration
 from router.limits import Cell, Limiter, LimitPlan, Limits, gcra, limit_plan
 from tests.conftest import Harness, start_gateway
 
@@ -225,3 +228,56 @@ async def test_a_bad_limit_is_a_config_error(h: Harness) -> None:
     (h.config_dir / "00-server.yaml").write_text(AUTH.replace("rpm: 2}", "rpm: 0}"))
     assert not await h.gateway.reload("test")
     assert "rpm" in str(h.gateway.last_error)
+
+
+# --- rate-limit headers ---------------------------------------------------------------------------------
+
+
+def test_go_durations_as_openai_writes_them() -> None:
+    assert [go_duration(s) for s in (0, 0.006, 0.9999, 1, 1.5, 20, 60, 61.25, 3723)] == \
+        ["0s", "6ms", "1s", "1s", "1.5s", "20s", "1m0s", "1m1.25s", "1h2m3s"]
+
+
+def test_status_shows_the_tightest_of_key_and_team() -> None:
+    clock = Clock()
+    limiter = Limiter(clock)
+    both = limit_plan("k", Limits(rpm=10, tpm=1000), "t", Limits(rpm=4))
+    assert both is not None
+    limiter.admit(both, 100)
+    status = limiter.status(both)
+    assert status.requests == Window(4, 3, 15.0)  # the team's 4/min: 3 left, whole again in 15 s
+    assert status.tokens == Window(1000, 900, 6.0)
+
+
+async def test_rate_limit_headers_through_the_openai_sdk(h: Harness) -> None:
+    client = openai.AsyncOpenAI(base_url=h.url + "/v1", api_key=A_KEY, max_retries=0)
+    raw = await client.chat.completions.with_raw_response.create(model="gpt-5", messages=HI)  # type: ignore[arg-type]
+    assert raw.headers["x-ratelimit-limit-requests"] == "2"
+    assert raw.headers["x-ratelimit-remaining-requests"] == "1"
+    assert raw.headers["x-ratelimit-reset-requests"] == "30s"
+    assert "x-ratelimit-limit-tokens" not in raw.headers  # no tpm limit on this key
+    assert raw.parse().choices[0].message.content
+    await client.chat.completions.create(model="gpt-5", messages=HI)  # type: ignore[arg-type]
+    with pytest.raises(openai.RateLimitError) as info:
+        await client.chat.completions.create(model="gpt-5", messages=HI)  # type: ignore[arg-type]
+    assert info.value.response.headers["x-ratelimit-remaining-requests"] == "0"
+    free = openai.AsyncOpenAI(base_url=h.url + "/v1", api_key=C_KEY, max_retries=0)
+    raw = await free.chat.completions.with_raw_response.create(model="gpt-5", messages=HI)  # type: ignore[arg-type]
+    assert not any(name.startswith("x-ratelimit") for name in raw.headers)  # a key without limits
+
+
+async def test_rate_limit_headers_on_streams_and_anthropic_routes(h: Harness) -> None:
+    async with h.session.post(h.url + "/v1/chat/completions", headers=bearer(B_KEY),
+                              json={"model": "gpt-5", "messages": HI, "stream": True, "max_tokens": 100}) as r:
+        assert r.status == 200
+        assert r.headers["x-ratelimit-limit-tokens"] == "100000" and r.headers["x-ratelimit-limit-requests"] == "3"
+        assert r.headers["x-ratelimit-remaining-requests"] == "2"
+        assert int(r.headers["x-ratelimit-remaining-tokens"]) < 100000 - 100
+        await r.read()
+    status, _, headers = await h.post_json("/v1/messages", {"model": "claude-sonnet-4", "max_tokens": 8,
+                                                            "messages": HI}, headers={"x-api-key": B_KEY})
+    assert status == 200 and headers["anthropic-ratelimit-requests-limit"] == "3"
+    assert headers["anthropic-ratelimit-requests-remaining"] == "1"
+    reset = datetime.fromisoformat(headers["anthropic-ratelimit-requests-reset"])
+    assert 0 < reset.timestamp() - time.time() <= 41
+    assert headers["anthropic-ratelimit-tokens-limit"] == "100000" and "x-ratelimit-limit-requests" not in headers

@@ -35,6 +35,7 @@ from router.client_codecs._fields import ANTHROPIC as fields
 from router.client_codecs._fields import type_name
 from router.codecs import ClientCodec, Family
 from router.errors import BadRequest
+from router.limit_headers import anthropic_headers
 from router.token_estimate import estimate_tokens
 
 __all__ = [
@@ -208,6 +209,7 @@ def _count_tokens(body: Any, params: Mapping[str, Any]) -> dict[str, Any]:
 
 FAMILY = Family("anthropic", error_body, lambda models: models_list([m.id for m in models]),
                 lambda m: model_info(m.id), path_prefixes=("/v1/messages",),
-                marker_headers=("anthropic-version",), key_header="x-api-key")
+                marker_headers=("anthropic-version",), key_header="x-api-key",
+                ratelimit_headers=anthropic_headers)
 CODEC = ClientCodec(NAME, FAMILY, decode_request, encode_response, StreamEncoder, id_prefix="msg_",
                     count_tokens=_count_tokens)
