@@ -48,7 +48,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
-from router.state_scripts import COOL, GCRA, INDEX
+from router.state_scripts import COOL, GCRA, GCRA_ALL, INDEX
 
 RESET_MARK_TTL_MS = 86_400_000  # a reset mark is read by every gateway's next sync, long before a day
 MAX_SCOPES = 64  # cooldowns one account holds at once (itself and per model): bounds each value
@@ -76,7 +76,7 @@ class RedisState:
     The client may decode responses or not; values are parsed either way.
     """
 
-    __slots__ = ("_client", "_cool", "_gcra", "_index", "_prefix")
+    __slots__ = ("_client", "_cool", "_gcra", "_gcra_all", "_index", "_prefix")
 
     def __init__(self, client: Redis, prefix: str = "router") -> None:
         if "{" in prefix or "}" in prefix:
@@ -85,6 +85,7 @@ class RedisState:
         self._prefix = prefix
         self._cool = client.register_script(COOL)
         self._gcra = client.register_script(GCRA)
+        self._gcra_all = client.register_script(GCRA_ALL)
         self._index = client.register_script(INDEX)
 
     # keys: the hash tag (in braces) decides the cluster slot, see the module docstring
@@ -240,6 +241,25 @@ class RedisState:
             args=[repr(interval_us), burst, cost, now_arg, "1" if force else "0"],
         )
         return Reservation(bool(allowed), int(retry_us) / _US, int(remaining), int(reset_us) / _US)
+
+    def limit_key(self, tag: str, cell: str) -> str:
+        """A client limit's cell: the cells of one team (or of one key without a team) share a tag,
+        so one script can reserve them all on a cluster."""
+        return f"{{{self._prefix}:limit:{tag}}}:{cell}"
+
+    async def reserve_all(self, tag: str, cells: Sequence[tuple[str, float, int, int]],
+                          now_ms: int | None = None) -> tuple[int, float, list[tuple[int, float]]]:
+        """Reserve ``cost`` in every cell ``(name, interval_s, burst, cost)`` under ``tag``, all or
+        none, in one round trip: ``(0, 0.0, [(remaining, reset_after_s) per cell])`` when admitted,
+        else ``(index of the cell that waits longest, its retry_after_s, [])`` (1-based; nothing taken)."""
+        args: list[str | int] = ["" if now_ms is None else int(now_ms) * 1000]
+        for _, interval_s, burst, cost in cells:
+            args += [repr(interval_s * _US), burst, cost]
+        reply = await self._gcra_all(keys=[self.limit_key(tag, c[0]) for c in cells], args=args)
+        if not int(reply[0]):
+            return int(reply[1]), int(reply[2]) / _US, []
+        flat = [int(v) for v in reply[1:]]
+        return 0, 0.0, [(flat[i], flat[i + 1] / _US) for i in range(0, len(flat), 2)]
 
     # counters
 

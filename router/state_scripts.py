@@ -133,3 +133,49 @@ for i = 2, 4 do
 end
 return evicted
 """
+
+# Many GCRA cells checked and reserved together, all or none (a request's key and team rpm and tpm
+# limits, at admission): the script of GCRA over each cell, in µs. KEYS: the cells' TAT keys (one
+# hash tag, so a cluster runs it on one node). ARGV: 1 now (µs, or '' for Redis TIME), then per cell
+# three values: emission interval (µs per token), burst (tokens), cost (tokens). Returns
+# {0, index of the cell that waits longest (1-based), its retry_after µs} when any cell is short
+# (nothing written), else {1, then per cell: remaining tokens, reset_after µs}.
+GCRA_ALL = """
+local now
+if ARGV[1] == '' then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+else
+  now = tonumber(ARGV[1])
+end
+local tats = {}
+local worst, worst_wait = 0, 0
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[3 * i - 1])
+  local burst = tonumber(ARGV[3 * i])
+  local cost = tonumber(ARGV[3 * i + 1])
+  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if tat < now then
+    tat = now
+  end
+  local new_tat = tat + cost * interval
+  local wait = new_tat - burst * interval - now
+  if wait > worst_wait then
+    worst, worst_wait = i, wait
+  end
+  tats[i] = new_tat
+end
+if worst > 0 then
+  return {0, worst, math.ceil(worst_wait)}
+end
+local out = {1}
+for i = 1, #KEYS do
+  local interval = tonumber(ARGV[3 * i - 1])
+  local burst = tonumber(ARGV[3 * i])
+  local reset = tats[i] - now
+  redis.call('SET', KEYS[i], string.format('%.0f', tats[i]), 'PX', math.max(1, math.ceil(reset / 1000)))
+  out[#out + 1] = math.floor((burst * interval - reset) / interval)
+  out[#out + 1] = math.ceil(reset)
+end
+return out
+"""
