@@ -31,6 +31,7 @@ from router.failures import UpstreamFailure
 from router.ids import IdGenerator
 from router.limit_headers import openai_headers
 from router.limits import Admission, Limiter, LimitPlan
+from router.limits_shared import admit_shared
 from router.mapping import Target
 from router.redact import redact
 from router.relay import StreamRelay
@@ -49,7 +50,7 @@ class Engine:
 
     def __init__(self, store: StateStore, session: aiohttp.ClientSession,
                  stores: Stores | None = None,
-                 ids: IdGenerator | None = None, renders: Executor | None = None):
+                 ids: IdGenerator | None = None, renders: Executor | None = None, limiter: Limiter | None = None):
         self.ids = ids or IdGenerator()
         # where templates with Jinja leaves render (None: the loop's default executor); a pool of its
         # own keeps runaway renders, each bounded by its budget, from delaying DNS lookups and reloads
@@ -59,7 +60,8 @@ class Engine:
         self._timeouts: dict[Timeouts, tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]] = {}
         self.session = session
         self.attempts = AttemptLoop(store, self._attempt)  # where retry happens
-        self.limiter = Limiter()  # client keys' and teams' limits: outside the snapshot, kept across reloads
+        # client keys' and teams' limits: outside the snapshot, kept across reloads (the gateway's)
+        self.limiter = limiter if limiter is not None else Limiter()
 
     # --- the pipeline ---------------------------------------------------------------------------
 
@@ -73,7 +75,7 @@ class Engine:
         req = self._apply_state(x, req)
         provider = self._provider(x, self._resolve(x, req))
         plan = x.key.plan if x.key is not None else None
-        admission = self._admit(x, plan, req) if plan is not None else None  # a 429 before any upstream call
+        admission = await self._admit(x, plan, req) if plan is not None else None  # a 429 before any upstream
         try:
             if x.codec is not None and x.codec.answer_locally is not None:
                 local = self._local_answer(x, x.codec.answer_locally, req)
@@ -87,17 +89,22 @@ class Engine:
             if admission is not None:
                 self._settle(x, admission)
 
-    def _admit(self, x: Exchange, plan: LimitPlan, req: CanonicalRequest) -> Admission:
+    async def _admit(self, x: Exchange, plan: LimitPlan, req: CanonicalRequest) -> Admission:
         """Take the request from its key's and team's limits (rpm: 1; tpm: the input estimate plus
-        the most output tokens it asked for); its response, a 429 too, shows what is left."""
+        the most output tokens it asked for), in the shared state when there is one; its response
+        shows what is left (a 429 from this process's limiter too)."""
         tokens = estimate_tokens(req) + (req.max_tokens or 0) if plan.tokens else 0
         limiter = self.limiter
+        family = x.endpoint.family if x.endpoint is not None else None
+        headers = family.ratelimit_headers if family is not None else openai_headers
+        if limiter.shared is not None:
+            admission, status = await admit_shared(limiter, limiter.shared, plan, tokens)
+            x.limit_headers = headers(status)
+            return admission
         try:
             return limiter.admit(plan, tokens)
         finally:
-            family = x.endpoint.family if x.endpoint is not None else None
-            x.limit_headers = (family.ratelimit_headers if family is not None else openai_headers)(
-                limiter.status(plan))
+            x.limit_headers = headers(limiter.status(plan))
 
     def _settle(self, x: Exchange, admission: Admission) -> None:
         """The response ended: free its concurrency slots; correct its tpm reservation with the real

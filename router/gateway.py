@@ -22,6 +22,7 @@ from router.accounts import StateStore
 from router.codecs import Stores
 from router.config import LoadedConfig, load_dir
 from router.errors import ConfigError, ConfigErrors
+from router.limits import Limiter
 from router.registry import template_filters
 from router.render_pool import RenderPool
 from router.sections import swap_in
@@ -91,6 +92,7 @@ class Gateway:
         self.builtins: dict[str, str] = {}
         self.stores = Stores()  # what client codecs keep between requests, sized by each snapshot
         self.shared: SharedState | None = None  # state.backend: redis (router.shared_state)
+        self.limiter = Limiter()  # client keys' and teams' limits (router.limits): kept across reloads
         self._closing: set[asyncio.Task[None]] = set()  # shared states replaced by a reload, closing
         self._lock = asyncio.Lock()
         self.reloads_ok = 0
@@ -170,13 +172,13 @@ class Gateway:
         old = self.shared
         if old is not None and settings == old.settings:
             return
-        self.shared = self.stores.remote = None
+        self.shared = self.stores.remote = self.limiter.shared = None
         if settings is not None and settings.shared:
             from router.shared_state import SharedState  # redis-py: only with backend redis (an extra)
 
             self.shared = SharedState(settings, self.store, self._pools)
             self.shared.start(previous=old)  # what the old one had still to write goes to the new one
-            self.stores.remote = self.shared
+            self.stores.remote = self.limiter.shared = self.shared
             log.info("state: redis at %s (prefix %s), pools synced every %gs", settings.public()["address"],
                      settings.prefix, settings.sync_interval)
         if old is not None:  # requests awaiting its writes keep them; it closes when they are done

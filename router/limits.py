@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from router.errors import GatewayError
 from router.limit_headers import RateStatus, Window
@@ -70,10 +70,15 @@ class LimitPlan:
 
     rates: tuple[Cell, ...]  # rpm and tpm
     concurrent: tuple[Cell, ...]
+    tag: str = ""  # what the shared state groups the cells under: the team, else the key
     tokens: bool = field(init=False)  # whether a request needs its token estimate
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "tokens", any(c.kind == "tpm" for c in self.rates))
+
+    def costs(self, tokens: int) -> list[tuple[str, float, int, int]]:
+        """Each rate cell as the shared state reserves it: (id, seconds per unit, burst, cost)."""
+        return [(c.id, c.interval, c.limit, Limiter.cost(c, tokens)) for c in self.rates]
 
 
 def limit_plan(key: str, own: Limits | None, team: str | None, team_limits: Limits | None) -> LimitPlan | None:
@@ -83,7 +88,7 @@ def limit_plan(key: str, own: Limits | None, team: str | None, team_limits: Limi
     if not cells:
         return None
     return LimitPlan(tuple(c for c in cells if c.kind != "concurrency"),
-                     tuple(c for c in cells if c.kind == "concurrency"))
+                     tuple(c for c in cells if c.kind == "concurrency"), f"team:{team}" if team else f"key:{key}")
 
 
 def gcra(tat: float, now: float, interval: float, burst: int, cost: int) -> tuple[float, float]:
@@ -101,37 +106,65 @@ class Admission:
     plan: LimitPlan
     tokens: int
     released: bool = False
+    shared: bool = False  # rpm and tpm were reserved in the shared state (corrections go there too)
+
+
+class SharedLimits(Protocol):
+    """The shared state's side of the limits (``router.shared_state.SharedState``, ``state.backend: redis``)."""
+
+    up: bool
+    limits_open: bool  # when it cannot be reached: the per-process limiter (True) or a 503 (False)
+
+    async def reserve_limits(self, tag: str, cells: Sequence[tuple[str, float, int, int]]
+                             ) -> tuple[int, float, list[tuple[int, float]]] | None: ...
+
+    def adjust_limits(self, tag: str, cells: Sequence[tuple[str, float, int, int]]) -> None: ...
 
 
 class Limiter:
-    """The per-process counters of every limit; ``clock`` (seconds, monotonic) for tests."""
+    """The per-process counters of every limit; ``clock`` (seconds, monotonic) for tests. ``shared``:
+    with ``state.backend: redis``, where rpm and tpm are reserved instead (set by the gateway)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
+        self.shared: SharedLimits | None = None
         self._tat: dict[str, float] = {}
         self._inflight: dict[str, int] = {}
 
     def admit(self, plan: LimitPlan, tokens: int) -> Admission:
         """Reserve the request in every cell of ``plan``, all or none; a 429 naming the limit (the one
         that frees last) with its Retry-After otherwise."""
+        admission = self.hold(plan, tokens)
+        try:
+            self.take(plan, tokens)
+        except GatewayError:
+            self.release(admission)
+            raise
+        return admission
+
+    def hold(self, plan: LimitPlan, tokens: int) -> Admission:
+        """Take a slot of every concurrency cell, all or none (a 429 when one is full)."""
         for cell in plan.concurrent:
             if self._inflight.get(cell.id, 0) >= cell.limit:
-                raise _over(cell, 1.0)
-        now = self.clock()
-        steps = [(cell, *gcra(self._tat.get(cell.id, now), now, cell.interval, cell.limit,
-                              self._cost(cell, tokens))) for cell in plan.rates]
-        denied = [(wait, cell) for cell, _, wait in steps if wait > 0]
-        if denied:
-            wait, cell = max(denied, key=lambda d: d[0])
-            raise _over(cell, wait)
-        for cell, new_tat, _ in steps:
-            self._tat[cell.id] = new_tat
+                raise over(cell, 1.0)
         for cell in plan.concurrent:
             self._inflight[cell.id] = self._inflight.get(cell.id, 0) + 1
         return Admission(plan, tokens)
 
+    def take(self, plan: LimitPlan, tokens: int) -> None:
+        """Reserve rpm and tpm in process, all or none (a 429 naming the cell that waits longest)."""
+        now = self.clock()
+        steps = [(cell, *gcra(self._tat.get(cell.id, now), now, cell.interval, cell.limit,
+                              self.cost(cell, tokens))) for cell in plan.rates]
+        denied = [(wait, cell) for cell, _, wait in steps if wait > 0]
+        if denied:
+            wait, cell = max(denied, key=lambda d: d[0])
+            raise over(cell, wait)
+        for cell, new_tat, _ in steps:
+            self._tat[cell.id] = new_tat
+
     @staticmethod
-    def _cost(cell: Cell, tokens: int) -> int:
+    def cost(cell: Cell, tokens: int) -> int:
         """1 for rpm; the estimate for tpm, at most the whole limit (a larger request fits a full
         bucket, and its real use is charged afterwards)."""
         return 1 if cell.kind == "rpm" else min(max(tokens, 1), cell.limit)
@@ -153,6 +186,10 @@ class Limiter:
         the burst (the tokens were spent), given back never below now."""
         if not delta:
             return
+        if admission.shared and self.shared is not None:
+            self.shared.adjust_limits(admission.plan.tag, [(c.id, c.interval, c.limit, delta)
+                                                           for c in admission.plan.rates if c.kind == "tpm"])
+            return
         now = self.clock()
         for cell in admission.plan.rates:
             if cell.kind == "tpm":
@@ -161,14 +198,7 @@ class Limiter:
     def status(self, plan: LimitPlan) -> RateStatus:
         """The tightest rpm and tpm windows of ``plan`` now (the fewest remaining), for the headers."""
         now = self.clock()
-        windows: dict[str, Window] = {}
-        for cell in plan.rates:
-            used = max(0.0, self._tat.get(cell.id, now) - now)
-            window = Window(cell.limit, max(0, math.floor((cell.limit * cell.interval - used) / cell.interval)), used)
-            shown = windows.get(cell.kind)
-            if shown is None or window.remaining < shown.remaining:
-                windows[cell.kind] = window
-        return RateStatus(windows.get("rpm"), windows.get("tpm"))
+        return tightest(plan.rates, [max(0.0, self._tat.get(cell.id, now) - now) for cell in plan.rates])
 
     def pending(self, cell: Cell) -> float:
         """The cell's theoretical arrival time minus now (seconds of reserved use; tests, headers)."""
@@ -176,7 +206,19 @@ class Limiter:
         return max(0.0, self._tat.get(cell.id, now) - now)
 
 
-def _over(cell: Cell, wait: float) -> GatewayError:
+def over(cell: Cell, wait: float) -> GatewayError:
     seconds = max(1, math.ceil(wait))
     return GatewayError("rate_limit", f"Rate limit reached: {cell.describe()}; retry in {seconds}s",
                         code="rate_limit_exceeded", retry_after=wait)
+
+
+def tightest(cells: Sequence[Cell], used: Sequence[float]) -> RateStatus:
+    """The rpm and tpm windows with the fewest remaining, from each cell's reserved seconds."""
+    windows: dict[str, Window] = {}
+    for cell, seconds in zip(cells, used, strict=True):
+        window = Window(cell.limit, max(0, math.floor((cell.limit * cell.interval - seconds) / cell.interval)),
+                        seconds)
+        shown = windows.get(cell.kind)
+        if shown is None or window.remaining < shown.remaining:
+            windows[cell.kind] = window
+    return RateStatus(windows.get("rpm"), windows.get("tpm"))

@@ -78,6 +78,7 @@ class SharedState:
         self._failures = 0  # failed commands in a row
         self._refused_logged = 0.0  # when a refused command was last logged (monotonic)
         self.pending = Pending()
+        self.limits_open = settings.limits_when_down == "open"  # router.limits.SharedLimits
         self.adopter = Adopter(store)
         self._written: BoundedLRU[float] = BoundedLRU(lambda k, v: 0, BINDINGS_WRITTEN, None, 1 << 62)
         self.synced_at: float | None = None  # wall time of the last pool read
@@ -382,3 +383,14 @@ class SharedState:
             if not isinstance(e, ResponseError):  # refused: sending it again would be refused again
                 self.pending.keep_blobs(kind, items, ttl, max_items, max_bytes)
             raise
+
+    async def reserve_limits(self, tag: str, cells: Sequence[tuple[str, float, int, int]]
+                             ) -> tuple[int, float, list[tuple[int, float]]] | None:
+        """A request's rpm and tpm cells reserved all or none in one round trip (None: a fault)."""
+        reply: tuple[int, float, list[tuple[int, float]]] | None = await self._guard(self.redis.reserve_all(tag, cells))
+        return reply
+
+    def adjust_limits(self, tag: str, cells: Sequence[tuple[str, float, int, int]]) -> None:
+        """Correct tpm cells by their cost (real use minus the estimate), in the background; lost when down."""
+        if self.up:
+            self._spawn(self.redis.adjust_all(tag, cells))

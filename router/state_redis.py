@@ -261,6 +261,15 @@ class RedisState:
         flat = [int(v) for v in reply[1:]]
         return 0, 0.0, [(flat[i], flat[i + 1] / _US) for i in range(0, len(flat), 2)]
 
+    async def adjust_all(self, tag: str, cells: Sequence[tuple[str, float, int, int]]) -> None:
+        """Correct each cell ``(name, interval_s, burst, delta)`` of ``reserve_all`` by ``delta`` tokens,
+        charged past the burst or given back (``adjust``), in one pipelined round trip."""
+        async with self._client.pipeline(transaction=False) as pipe:
+            for name, interval_s, burst, delta in cells:
+                await self._gcra(keys=[self.limit_key(tag, name)], args=[repr(interval_s * _US), burst, delta, "", "1"],
+                                 client=pipe)
+            await pipe.execute()
+
     # counters
 
     async def incr_many(self, amounts: Mapping[str, int],

@@ -21,6 +21,7 @@ class StateSettings:
     connect_timeout: float = 0.2
     sync_interval: float = 1.0  # pools read back, and a backend that is down tried again
     sticky_ttl: float = 3600.0
+    limits_when_down: str = "open"  # client limits while Redis is unreachable: per process (open) or a 503
 
     @property
     def shared(self) -> bool:
@@ -50,6 +51,7 @@ def compile_state(section: dict[str, Any] | None) -> StateSettings:
         connect_timeout=parse_duration(section.get("connect_timeout"), d.connect_timeout) or d.connect_timeout,
         sync_interval=parse_duration(section.get("sync_interval"), d.sync_interval) or d.sync_interval,
         sticky_ttl=parse_duration(section.get("sticky_ttl"), d.sticky_ttl) or d.sticky_ttl,
+        limits_when_down=str(section.get("limits_when_down", d.limits_when_down)),
     )
 
 

@@ -58,3 +58,12 @@ async def test_same_semantics_as_the_in_process_limiter(state: RedisState) -> No
 async def test_a_teams_cells_share_one_slot(state: RedisState) -> None:
     slots = {key_slot(state.limit_key("team-a", cell).encode()) for cell in ("key:x:rpm:1", "team:team-a:tpm:9")}
     assert len(slots) == 1
+
+
+async def test_adjust_all_corrects_a_reservation(state: RedisState) -> None:
+    tpm = ("key:k:tpm:600", 0.1, 600, 500)
+    assert (await state.reserve_all("k", [tpm]))[0] == 0
+    assert (await state.reserve_all("k", [("key:k:tpm:600", 0.1, 600, 200)]))[0] == 1  # 700 > 600
+    await state.adjust_all("k", [("key:k:tpm:600", 0.1, 600, -400)])  # used 100 of the 500 reserved
+    denied, _, cells = await state.reserve_all("k", [("key:k:tpm:600", 0.1, 600, 200)])
+    assert denied == 0 and 290 <= cells[0][0] <= 300
