@@ -30,7 +30,7 @@ from router.exchange import ClientHeaders, Exchange, response_headers
 from router.failures import UpstreamFailure
 from router.ids import IdGenerator
 from router.limit_headers import openai_headers
-from router.limits import Admission, Limiter, LimitPlan
+from router.limits import Admission, Limiter, LimitPlan, tightest
 from router.limits_shared import admit_shared
 from router.mapping import Target
 from router.redact import redact
@@ -102,9 +102,12 @@ class Engine:
             x.limit_headers = headers(status)
             return admission
         try:
-            return limiter.admit(plan, tokens)
-        finally:
-            x.limit_headers = headers(limiter.status(plan))
+            admission = limiter.admit(plan, tokens)
+        except GatewayError:
+            x.limit_headers = headers(limiter.status(plan))  # the 429 shows them too
+            raise
+        x.limit_headers = headers(tightest(plan.rates, admission.used or ()))
+        return admission
 
     def _settle(self, x: Exchange, admission: Admission) -> None:
         """The response ended: free its concurrency slots; correct its tpm reservation with the real

@@ -9,12 +9,11 @@ fewest remaining); a kind without a limit is left out.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 
-@dataclass(frozen=True, slots=True)
-class Window:
+class Window(NamedTuple):  # a tuple: made on every response to a key with limits
     """One kind's tightest limit: its value, what remains now, seconds until it is whole again."""
 
     limit: int
@@ -22,8 +21,7 @@ class Window:
     reset_s: float
 
 
-@dataclass(frozen=True, slots=True)
-class RateStatus:
+class RateStatus(NamedTuple):
     requests: Window | None
     tokens: Window | None
 
@@ -45,11 +43,15 @@ def go_duration(seconds: float) -> str:
 
 def openai_headers(status: RateStatus) -> dict[str, str]:
     out: dict[str, str] = {}
-    for kind, window in (("requests", status.requests), ("tokens", status.tokens)):
-        if window is not None:
-            out[f"x-ratelimit-limit-{kind}"] = str(window.limit)
-            out[f"x-ratelimit-remaining-{kind}"] = str(window.remaining)
-            out[f"x-ratelimit-reset-{kind}"] = go_duration(window.reset_s)
+    requests, tokens = status
+    if requests is not None:
+        out["x-ratelimit-limit-requests"] = str(requests.limit)
+        out["x-ratelimit-remaining-requests"] = str(requests.remaining)
+        out["x-ratelimit-reset-requests"] = go_duration(requests.reset_s)
+    if tokens is not None:
+        out["x-ratelimit-limit-tokens"] = str(tokens.limit)
+        out["x-ratelimit-remaining-tokens"] = str(tokens.remaining)
+        out["x-ratelimit-reset-tokens"] = go_duration(tokens.reset_s)
     return out
 
 

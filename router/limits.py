@@ -107,6 +107,7 @@ class Admission:
     tokens: int
     released: bool = False
     shared: bool = False  # rpm and tpm were reserved in the shared state (corrections go there too)
+    used: list[float] | None = None  # each rate cell's reserved seconds once admitted (the headers)
 
 
 class SharedLimits(Protocol):
@@ -136,7 +137,7 @@ class Limiter:
         that frees last) with its Retry-After otherwise."""
         admission = self.hold(plan, tokens)
         try:
-            self.take(plan, tokens)
+            admission.used = self.take(plan, tokens)
         except GatewayError:
             self.release(admission)
             raise
@@ -151,17 +152,23 @@ class Limiter:
             self._inflight[cell.id] = self._inflight.get(cell.id, 0) + 1
         return Admission(plan, tokens)
 
-    def take(self, plan: LimitPlan, tokens: int) -> None:
-        """Reserve rpm and tpm in process, all or none (a 429 naming the cell that waits longest)."""
+    def take(self, plan: LimitPlan, tokens: int) -> list[float]:
+        """Reserve rpm and tpm in process, all or none (a 429 naming the cell that waits longest); each
+        cell's reserved seconds after it (for the headers). The GCRA step of ``gcra``, inlined: a cell
+        holds ``burst * interval`` = PERIOD_S seconds, so the cell that waits longest has the latest TAT."""
         now = self.clock()
-        steps = [(cell, *gcra(self._tat.get(cell.id, now), now, cell.interval, cell.limit,
-                              self.cost(cell, tokens))) for cell in plan.rates]
-        denied = [(wait, cell) for cell, _, wait in steps if wait > 0]
-        if denied:
-            wait, cell = max(denied, key=lambda d: d[0])
-            raise over(cell, wait)
-        for cell, new_tat, _ in steps:
-            self._tat[cell.id] = new_tat
+        tats = self._tat
+        new: list[float] = []
+        for cell in plan.rates:
+            tat = tats.get(cell.id, now)
+            new.append((tat if tat > now else now)
+                       + (1 if cell.kind == "rpm" else min(max(tokens, 1), cell.limit)) * cell.interval)
+        latest = max(new, default=now)
+        if latest - PERIOD_S > now:
+            raise over(plan.rates[new.index(latest)], latest - PERIOD_S - now)
+        for cell, tat in zip(plan.rates, new, strict=True):
+            tats[cell.id] = tat
+        return [tat - now for tat in new]
 
     @staticmethod
     def cost(cell: Cell, tokens: int) -> int:
@@ -216,9 +223,8 @@ def tightest(cells: Sequence[Cell], used: Sequence[float]) -> RateStatus:
     """The rpm and tpm windows with the fewest remaining, from each cell's reserved seconds."""
     windows: dict[str, Window] = {}
     for cell, seconds in zip(cells, used, strict=True):
-        window = Window(cell.limit, max(0, math.floor((cell.limit * cell.interval - seconds) / cell.interval)),
-                        seconds)
+        remaining = max(0, math.floor((PERIOD_S - seconds) / cell.interval))
         shown = windows.get(cell.kind)
-        if shown is None or window.remaining < shown.remaining:
-            windows[cell.kind] = window
+        if shown is None or remaining < shown.remaining:
+            windows[cell.kind] = Window(cell.limit, remaining, seconds)
     return RateStatus(windows.get("rpm"), windows.get("tpm"))
