@@ -220,11 +220,15 @@ def over(cell: Cell, wait: float) -> GatewayError:
 
 
 def tightest(cells: Sequence[Cell], used: Sequence[float]) -> RateStatus:
-    """The rpm and tpm windows with the fewest remaining, from each cell's reserved seconds."""
-    windows: dict[str, Window] = {}
+    """The rpm and tpm windows with the fewest remaining, from each cell's reserved seconds (a plain
+    loop: it runs on every response to a key with limits)."""
+    requests: Window | None = None
+    tokens: Window | None = None
     for cell, seconds in zip(cells, used, strict=True):
-        remaining = max(0, math.floor((PERIOD_S - seconds) / cell.interval))
-        shown = windows.get(cell.kind)
-        if shown is None or remaining < shown.remaining:
-            windows[cell.kind] = Window(cell.limit, remaining, seconds)
-    return RateStatus(windows.get("rpm"), windows.get("tpm"))
+        remaining = max(0, int((PERIOD_S - seconds) / cell.interval))  # int() floors what is not negative
+        if cell.kind == "rpm":
+            if requests is None or remaining < requests.remaining:
+                requests = Window(cell.limit, remaining, seconds)
+        elif tokens is None or remaining < tokens.remaining:
+            tokens = Window(cell.limit, remaining, seconds)
+    return RateStatus(requests, tokens)
