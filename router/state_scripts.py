@@ -4,6 +4,15 @@ Each runs atomically in Redis; every key a script touches is passed in KEYS or s
 hash tag (the same cluster slot). Only commands of Redis 5 and the ``cjson`` library are used.
 """
 
+
+def _now(arg: str, unit: str) -> str:
+    """Lua setting ``now`` to the caller's clock in ``arg``, or Redis ``TIME`` when it is '' (µs or ms)."""
+    redis_time = ("tonumber(t[1]) * 1000000 + tonumber(t[2])" if unit == "us"
+                  else "tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)")
+    return (f"local now\nif {arg} == '' then\n  local t = redis.call('TIME')\n  now = {redis_time}\n"
+            f"else\n  now = tonumber({arg})\nend")
+
+
 # KEYS[1] = an account's cooldowns: a JSON object {scope: deadline epoch ms}, scope "" for the whole
 # account, a model name for one model. ARGV: 1 scope, 2 new deadline (epoch ms, integer), 3 now (epoch
 # ms: entries past it are dropped), 4 most scopes kept. Extend only: a stored deadline at or past the new
@@ -50,13 +59,7 @@ GCRA = """
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local cost = tonumber(ARGV[3])
-local now
-if ARGV[4] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[4])
-end
+""" + _now("ARGV[4]", "us") + """
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then
   tat = now
@@ -94,13 +97,7 @@ return {1, remaining, 0, math.ceil(reset)}
 # and not passed in KEYS live in the same cluster slot.
 INDEX = """
 local size, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
-local now
-if ARGV[5] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-else
-  now = tonumber(ARGV[5])
-end
+""" + _now("ARGV[5]", "ms") + """
 local function drop(member)
   local dropped = tonumber(redis.call('HGET', KEYS[3], member) or '0')
   redis.call('HDEL', KEYS[3], member)
@@ -141,13 +138,7 @@ return evicted
 # {0, index of the cell that waits longest (1-based), its retry_after µs} when any cell is short
 # (nothing written), else {1, then per cell: remaining tokens, reset_after µs}.
 GCRA_ALL = """
-local now
-if ARGV[1] == '' then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-else
-  now = tonumber(ARGV[1])
-end
+""" + _now("ARGV[1]", "us") + """
 local tats = {}
 local worst, worst_wait = 0, 0
 for i = 1, #KEYS do

@@ -11,33 +11,23 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import start_gateway
-from tests.redis_server import RedisServer
-from tests.serving import free_port, stop
-from tests.test_replicas import ALICE, BOB, Client, Cluster, Process, make_config
+from tests.serving import free_port
+from tests.test_replicas import ALICE, BOB, Client, Cluster, run_cluster
 
 RPM = 5
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    tmp = tmp_path_factory.mktemp("limits")
-    redis = RedisServer(tmp)
-    redis.start()
-    sim = Process(["sim"], tmp / "sim.log", free_port())
-    config = make_config(tmp / "routes.d", sim.port, redis.port, "limits")
+def limit_alice(config: Path) -> None:
     extra = config / "70-replicas.yaml"
     text = extra.read_text()
     assert f"{{name: alice, key: {ALICE}}}" in text
     extra.write_text(text.replace(f"{{name: alice, key: {ALICE}}}",
                                   f"{{name: alice, key: {ALICE}, limits: {{rpm: {RPM}}}}}"))
-    a, b = (Process(["serve", "--config", str(config)], tmp / f"{n}.log", free_port()) for n in "ab")
-    try:
-        sim.wait_ready("/_sim/faults")
-        yield Cluster(redis, sim, a.wait_ready("/healthz"), b.wait_ready("/healthz"))
-    finally:
-        for p in (a, b, sim):
-            stop(p.proc)
-        redis.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    yield from run_cluster(tmp_path_factory.mktemp("limits"), "limits", limit_alice)
 
 
 async def test_an_rpm_limit_holds_across_two_gateways(cluster: Cluster) -> None:

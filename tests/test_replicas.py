@@ -106,13 +106,15 @@ class Cluster:
     b: Process
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    tmp = tmp_path_factory.mktemp("replicas")
+def run_cluster(tmp: Path, prefix: str, edit: Callable[[Path], None] | None = None) -> Iterator[Cluster]:
+    """One redis-server, one simulator and two gateways on one config dir (``edit`` may change it
+    before they start); everything stopped afterwards."""
     redis = RedisServer(tmp)
     redis.start()
     sim = Process(["sim"], tmp / "sim.log", free_port())
-    config = make_config(tmp / "routes.d", sim.port, redis.port, "replicas")
+    config = make_config(tmp / "routes.d", sim.port, redis.port, prefix)
+    if edit is not None:
+        edit(config)
     a, b = (Process(["serve", "--config", str(config)], tmp / f"{n}.log", free_port()) for n in "ab")
     try:
         sim.wait_ready("/_sim/faults")
@@ -121,6 +123,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         for p in (a, b, sim):
             stop(p.proc)
         redis.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    yield from run_cluster(tmp_path_factory.mktemp("replicas"), "replicas")
 
 
 # --- HTTP helpers ------------------------------------------------------------------------------------
