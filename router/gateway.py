@@ -268,6 +268,7 @@ class Gateway:
             "reloads": {"ok": self.reloads_ok, "failed": self.reloads_failed},
             "state": self.shared.public() if self.shared is not None else snap.state.public(),
             "auth": snap.auth.public(),
+            "prices": snap.prices.public(),
             "routes": snap.routes.describe(),
             "providers": {n: {**p.public(), "accounts": [a.public() for a in p.pool.accounts],
                               "fallback": snap.fallbacks.get(n)} for n, p in snap.providers.items()},

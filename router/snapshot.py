@@ -25,6 +25,7 @@ from router.config import LoadedConfig, load_dir
 from router.config_checks import auth_errors, completeness_errors, rejected_by
 from router.errors import ConfigError, ConfigErrors
 from router.mapping import ModelMapper, compile_mapping
+from router.prices import PriceTable, compile_prices
 from router.reachability import provider_errors
 from router.registry import ENDPOINTS, UPSTREAM_CODECS
 from router.retry import Policy, compile_policies, parse_duration
@@ -135,6 +136,7 @@ class Snapshot:
     header_cache: dict[tuple[Any, ...], dict[str, str]] = field(default_factory=dict, compare=False, repr=False)
     logging: Logging = field(default_factory=Logging)
     state: StateSettings = field(default_factory=StateSettings)
+    prices: PriceTable = field(default_factory=PriceTable)  # what usage costs (budgets in usd, /admin/usage)
 
     def provider(self, name: str) -> Provider | None:
         """The provider serving ``name``, following ``fallback`` while it has no account."""
@@ -219,13 +221,14 @@ ROUTES = Section("routes", "routes.schema.json", lambda c: compile_routes(c.data
                  route_references)
 RESPONSE_HEADERS = Section("response_headers", "response_headers.schema.json", _response_headers)
 LOGGING = Section("logging", "logging.schema.json", _logging, swap=apply_logging)
+PRICES = Section("prices", "prices.schema.json", lambda c: compile_prices(c.data.get("prices")))
 # first: the stores the server section sizes are connected to the shared state it opens
 STATE = Section("state", "state.schema.json", lambda c: compile_state(c.data.get("state")), state_references,
                 use_state)
 
 # In compile order: a section comes after those it reads (providers read retry_policies and templates).
 SECTIONS: tuple[Section[Any], ...] = (
-    STATE, SERVER, AUTH, RETRY_POLICIES, TEMPLATES, PROVIDERS, MODEL_MAPPING, ROUTES, RESPONSE_HEADERS, LOGGING)
+    STATE, SERVER, AUTH, RETRY_POLICIES, TEMPLATES, PROVIDERS, MODEL_MAPPING, ROUTES, RESPONSE_HEADERS, LOGGING, PRICES)
 
 
 def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, Callable[..., Any]],
@@ -246,7 +249,7 @@ def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, 
     return Snapshot(
         generation=generation, loaded_at=time.time(), files=tuple(loaded.files), server=c[SERVER], auth=c[AUTH],
         routes=c[ROUTES], mapper=c[MODEL_MAPPING], providers=providers, fallbacks=fallbacks,
-        response_headers=c[RESPONSE_HEADERS], logging=c[LOGGING], state=c[STATE],
+        response_headers=c[RESPONSE_HEADERS], logging=c[LOGGING], state=c[STATE], prices=c[PRICES],
     )
 
 
