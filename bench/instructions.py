@@ -12,6 +12,7 @@ hundred requests.
     python bench/instructions.py              # gateway and bare, ~1.5 min; needs valgrind and wrk
     python bench/instructions.py --seconds 15 --out bench/results
     python bench/instructions.py --state both # gateway (memory), gateway state:redis, bare; needs redis-server
+    python bench/instructions.py --keys       # and each gateway again with a client key with limits (+key)
 
 With ``--state redis`` (or ``both``) the gateway runs with ``state: {backend: redis}`` at a
 redis-server this script starts on loopback, and the table adds the Redis commands it sent per
@@ -43,8 +44,10 @@ from bench.drive import Target, run_wrk, wrk_path  # noqa: E402
 from bench.measure import chat_body  # noqa: E402
 from bench.procs import (  # noqa: E402
     BENCH_DIR,
+    KEY_SUFFIX,
     REDIS_SUFFIX,
     Server,
+    client_headers,
     gateway_config,
     redis_stats,
     redis_url,
@@ -103,7 +106,7 @@ def measure(name: str, cmd: list[str], env: dict[str, str], work: Path, seconds:
     commands: list[int] = []
     try:
         server.wait_ready("/healthz", timeout=180)
-        target = Target(name, server.url + "/v1/chat/completions", chat_body(False))
+        target = Target(name, server.url + "/v1/chat/completions", chat_body(False), client_headers(name))
         run_wrk(wrk, target, 32, 3)  # warm-up: pools, caches and lazy imports, not counted
         commands += [redis_stats(redis)["commands"]] if redis else []
         _control(server.proc.pid, "--zero")
@@ -130,27 +133,34 @@ def measure(name: str, cmd: list[str], env: dict[str, str], work: Path, seconds:
     return result
 
 
-def _targets(state: str, work: Path, sim: Server, redis: Server | None) -> dict[str, tuple[list[str], dict[str, str]]]:
-    """Each proxy to count: its command and environment (``state``: which gateway backends)."""
+def _targets(state: str, work: Path, sim: Server, redis: Server | None, keys: bool = False
+             ) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """Each proxy to count: its command and environment (``state``: which gateway backends; ``keys``:
+    each gateway again serving the client key with limits of ``bench/config_keys``)."""
     serve = [sys.executable, "-m", "router", "serve", "--port", "{port}", "--config"]
     env = {"BENCH_SIM_URL": sim.url}
     targets: dict[str, tuple[list[str], dict[str, str]]] = {}
-    if state in ("memory", "both"):
-        targets["gateway"] = ([*serve, str(gateway_config(work))], env)
-    if redis is not None:
-        config = gateway_config(work, REDIS_UNDER_CALLGRIND)
-        targets["gateway" + REDIS_SUFFIX] = ([*serve, str(config)], {**env, "BENCH_REDIS_URL": redis_url(redis)})
+    for keyed in (False, True) if keys else (False,):
+        name = "gateway" + (KEY_SUFFIX if keyed else "")
+        if state in ("memory", "both"):
+            targets[name] = ([*serve, str(gateway_config(work, keys=keyed))], env)
+        if redis is not None:
+            config = gateway_config(work, REDIS_UNDER_CALLGRIND, keys=keyed)
+            targets[name + REDIS_SUFFIX] = ([*serve, str(config)], {**env, "BENCH_REDIS_URL": redis_url(redis)})
     bare = [sys.executable, str(BENCH_DIR / "bare_proxy.py"), "--port", "{port}", "--upstream", sim.url]
     targets["bare"] = (bare, env)
     return targets
 
 
 def _ratios(results: dict[str, dict[str, Any]], key: str) -> dict[str, float]:
-    """Every gateway over bare and, when both were counted, redis over memory, of ``key``."""
+    """Every gateway over bare and, when both were counted, redis over memory and a key over auth off, of ``key``."""
     per = {name: r[key] for name, r in results.items() if key in r}
     out = {f"{name}/bare": value / per["bare"] for name, value in per.items() if name != "bare" and "bare" in per}
-    if "gateway" in per and "gateway" + REDIS_SUFFIX in per:
-        out[f"gateway{REDIS_SUFFIX}/gateway"] = per["gateway" + REDIS_SUFFIX] / per["gateway"]
+    for name, value in per.items():
+        for suffix in (REDIS_SUFFIX, KEY_SUFFIX):
+            twin = name.replace(suffix, "")
+            if suffix in name and twin in per and (suffix == KEY_SUFFIX or name.endswith(REDIS_SUFFIX)):
+                out[f"{name}/{twin}"] = value / per[twin]
     return out
 
 
@@ -167,7 +177,7 @@ def _table(results: dict[str, dict[str, Any]], ratios: dict[str, dict[str, float
     rows += [f"| {name} | " + " | ".join(fmt.format(r[key]) if key in r else "" for _, key, fmt in shown) + " |"
              for name, r in results.items()]
     for name in ratios.get("per_request", {}):  # redis/memory in 3 decimals: a few percent matter there
-        cells = [f"{ratios[key][name]:.{2 if name.endswith('/bare') else 3}f}×" if key in ratios else ""
+        cells = [f"{ratios[key][name]:.{2 if name.endswith('/bare') else 3}f}×" if name in ratios.get(key, {}) else ""
                  for _, key, _ in shown]
         rows.append(f"| **{name}** | " + " | ".join(cells) + " |")
     return "\n".join(rows)
@@ -178,7 +188,7 @@ def _count(args: argparse.Namespace, work: Path, wrk: str) -> dict[str, dict[str
     sim = start_simulator(work, chunks=3)
     redis = start_redis(work) if args.state != "memory" else None
     try:
-        targets = _targets(args.state, work, sim, redis)
+        targets = _targets(args.state, work, sim, redis, args.keys)
         return {name: measure(name, cmd, env, work, args.seconds, wrk, redis if REDIS_SUFFIX in name else None)
                 for name, (cmd, env) in targets.items()}
     finally:
@@ -193,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state", choices=("memory", "redis", "both"), default="memory",
                         help="the gateway's state backend: memory (default), redis (a redis-server on loopback), "
                              "or both, one after the other")
+    parser.add_argument("--keys", action="store_true",
+                        help="also count each gateway serving a client key with limits (bench/config_keys)")
     parser.add_argument("--out", type=Path, help="directory for instructions.json")
     args = parser.parse_args(argv)
     wrk = wrk_path()

@@ -83,10 +83,10 @@ class Subject:
     result: dict[str, Any] = field(default_factory=dict)
 
 
-def proxy_subject(server: Server, full: bool = True) -> Subject:
-    url = server.url + "/v1/chat/completions"
-    return Subject(server.name, Target(server.name, url, chat_body(False)),
-                   Target(server.name, url, chat_body(True)), server, full)
+def proxy_subject(server: Server, full: bool = True, headers: dict[str, str] | None = None) -> Subject:
+    url, headers = server.url + "/v1/chat/completions", headers or {}
+    return Subject(server.name, Target(server.name, url, chat_body(False), headers),
+                   Target(server.name, url, chat_body(True), headers), server, full)
 
 
 def direct_subject(sim: Server) -> Subject:

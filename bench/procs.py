@@ -31,6 +31,9 @@ BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
 CONFIG_OVERRIDES = BENCH_DIR / "config"
 REDIS_SUFFIX = " state:redis"  # a gateway subject with ``state: {backend: redis}``; its name without it: memory
+KEY_SUFFIX = " +key"  # a gateway subject whose requests carry a client key with limits (``bench/config_keys``, whose ``06-auth.yaml`` replaces the bench one)
+KEYS_OVERLAY = BENCH_DIR / "config_keys"
+CLIENT_KEY = "bench-client-key"  # the key of bench/config_keys/06-auth.yaml (a benchmark's, not a secret)
 REDIS_START_TIMEOUT = 10.0  # seconds for redis-server to answer PING
 
 
@@ -111,16 +114,18 @@ def start_simulator(work: Path, chunks: int) -> Server:
     return server
 
 
-def gateway_config(work: Path, redis: dict[str, str] | None = None) -> Path:
+def gateway_config(work: Path, redis: dict[str, str] | None = None, keys: bool = False) -> Path:
     """The shipped ``routes.d`` with the bench overrides (provider → simulator, auth off) on top.
 
     The overrides read the simulator's URL from ``${BENCH_SIM_URL}``, resolved by the gateway. With
     ``redis`` (settings beyond the shipped defaults, usually none), a copy in its own directory that
-    adds ``05-state.yaml``: ``state: {backend: redis}`` at ``${BENCH_REDIS_URL}``.
+    adds ``05-state.yaml``: ``state: {backend: redis}`` at ``${BENCH_REDIS_URL}``. With ``keys``, the
+    client key of ``bench/config_keys`` too (``auth.mode: strict``; send ``client_headers``).
     """
-    directory = work / ("gateway-config" if redis is None else "gateway-config-redis")
+    directory = work / ("gateway-config" + ("-keys" if keys else "") + ("" if redis is None else "-redis"))
     directory.mkdir(parents=True, exist_ok=True)
-    for src in [*sorted((REPO / "routes.d").glob("*.yaml")), *sorted(CONFIG_OVERRIDES.glob("*.yaml"))]:
+    overlays = [*sorted(CONFIG_OVERRIDES.glob("*.yaml")), *(sorted(KEYS_OVERLAY.glob("*.yaml")) if keys else [])]
+    for src in [*sorted((REPO / "routes.d").glob("*.yaml")), *overlays]:
         shutil.copy(src, directory / src.name)
     if redis is not None:
         (directory / "05-state.yaml").write_text(
@@ -130,9 +135,17 @@ def gateway_config(work: Path, redis: dict[str, str] | None = None) -> Path:
     return directory
 
 
-def start_gateway(work: Path, config: Path, sim_url: str, workers: int = 1, redis_url: str | None = None) -> Server:
-    """``router serve`` on ``config``; ``redis_url`` fills ``${BENCH_REDIS_URL}`` of a redis config."""
-    name = ("gateway" if workers <= 1 else f"gateway --workers {workers}") + (REDIS_SUFFIX if redis_url else "")
+def client_headers(name: str) -> dict[str, str]:
+    """What a subject's requests carry: the client key for a ``+key`` gateway, else nothing."""
+    return {"Authorization": f"Bearer {CLIENT_KEY}"} if KEY_SUFFIX in name else {}
+
+
+def start_gateway(work: Path, config: Path, sim_url: str, workers: int = 1, redis_url: str | None = None,
+                  keys: bool = False) -> Server:
+    """``router serve`` on ``config``; ``redis_url`` fills ``${BENCH_REDIS_URL}`` of a redis config;
+    ``keys``: the config holds the bench's client key (the name says so)."""
+    name = (("gateway" if workers <= 1 else f"gateway --workers {workers}") + (KEY_SUFFIX if keys else "")
+            + (REDIS_SUFFIX if redis_url else ""))
     env = {"BENCH_SIM_URL": sim_url, **({"BENCH_REDIS_URL": redis_url} if redis_url else {})}
     server = start(name, [sys.executable, "-m", "router", "serve", "--config", str(config), "--port", "{port}",
                           "--workers", str(workers)], work, env=env)

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from bench import config_scale
-from bench.procs import REDIS_SUFFIX
+from bench.procs import KEY_SUFFIX, REDIS_SUFFIX
 
 # summary key → (column title, format); ratios are taken for the same keys.
 COLUMNS = {
@@ -50,26 +50,53 @@ def ratios(summaries: dict[str, dict[str, Any]], reference: str = "bare") -> dic
 STATE_TARGET = {"min_rps_ratio": 0.95, "max_added_p50_ms": 0.2}
 
 
+def _against(s: dict[str, Any], twin: dict[str, Any], against: str) -> dict[str, Any]:
+    """One subject against its twin measured back to back in the same run: req/s, CPU and added p50
+    as ratios (and per round, when there are several), added p50 as a difference."""
+    row: dict[str, Any] = {"against": against, **{k: ratio(s.get(k), twin.get(k), k)
+                                                  for k in ("rps", "cpu_us_per_req", "cpu_us_per_req_all")}}
+    pairs = list(zip(s.get("round_rps") or [], twin.get("round_rps") or [], strict=False))
+    if len(pairs) > 1:  # each round measured the two back to back: their ratio shares that moment's load
+        row["rps_rounds"] = [a / b for a, b in pairs if b > 0]
+        row["rps_paired"] = median(row["rps_rounds"])
+    if "added_p50_ms" in s and "added_p50_ms" in twin:
+        row["added_p50_ms"] = ratio(s["added_p50_ms"], twin["added_p50_ms"], "added_p50_ms")
+        row["added_p50_delta_ms"] = s["added_p50_ms"] - twin["added_p50_ms"]
+    return row
+
+
 def state_backend(summaries: dict[str, dict[str, Any]], redis: dict[str, Any] | None) -> dict[str, Any]:
-    """Each ``state:redis`` row against its memory twin (the same name without the suffix): req/s,
-    CPU and added p50 as ratios, added p50 as a difference, and whether the target is met."""
+    """Each ``state:redis`` row against its memory twin (the same name without the suffix), and
+    whether the target is met."""
     rows: dict[str, dict[str, Any]] = {}
     for name, s in summaries.items():
-        twin = summaries.get(name.removesuffix(REDIS_SUFFIX))
+        against = name.removesuffix(REDIS_SUFFIX)
+        twin = summaries.get(against)
         if not name.endswith(REDIS_SUFFIX) or twin is None:
             continue
-        row: dict[str, Any] = {"against": name.removesuffix(REDIS_SUFFIX),
-                               **{k: ratio(s.get(k), twin.get(k), k) for k in ("rps", "cpu_us_per_req",
-                                                                               "cpu_us_per_req_all")}}
-        pairs = list(zip(s.get("round_rps") or [], twin.get("round_rps") or [], strict=False))
-        if len(pairs) > 1:  # each round measured the two back to back: their ratio shares that moment's load
-            row["rps_rounds"] = [a / b for a, b in pairs if b > 0]
-            row["rps_paired"] = median(row["rps_rounds"])
-        if "added_p50_ms" in s and "added_p50_ms" in twin:
-            row["added_p50_ms"] = ratio(s["added_p50_ms"], twin["added_p50_ms"], "added_p50_ms")
-            row["added_p50_delta_ms"] = s["added_p50_ms"] - twin["added_p50_ms"]
+        row = _against(s, twin, against)
         rows[name] = {**row, "target_met": _target_met(row)}
     return {"target": STATE_TARGET, "rows": rows, "redis_server": redis}
+
+
+# issue 13: a client key with limits and usage may cost at most this much throughput with ``state: memory``.
+KEYS_TARGET = {"min_rps_ratio": 0.95}
+
+
+def client_keys(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Each ``+key`` row against the same gateway with auth off (its name without ``+key``); the
+    target is judged with ``state: memory`` (a ``state:redis`` row is shown against its own twin)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for name, s in summaries.items():
+        against = name.replace(KEY_SUFFIX, "")
+        twin = summaries.get(against)
+        if KEY_SUFFIX not in name or twin is None:
+            continue
+        row = _against(s, twin, against)
+        rps = row.get("rps_paired", row["rps"])
+        met = None if REDIS_SUFFIX in name or rps is None else bool(rps >= KEYS_TARGET["min_rps_ratio"])
+        rows[name] = {**row, "target_met": met}
+    return {"target": KEYS_TARGET, "rows": rows}
 
 
 def _target_met(row: dict[str, Any]) -> bool | None:
@@ -96,11 +123,34 @@ def state_table(state: dict[str, Any], quick: bool = False) -> str:
     if quick:
         text += ("\nA smoke run: each number is one short slice, ±10% apart between runs of one build; judge the "
                  "target on a full run (`python bench/run.py`) or with `python bench/instructions.py --state both`.\n")
-    if not state["rows"]:
-        return text + "\nNot measured in this run: see the notes.\n"
+    table = pair_table(state["rows"])
+    redis = state.get("redis_server")
+    if redis and state["rows"]:
+        table += (f"\nredis-server {redis['version']}: {redis['commands']:,} commands over the whole run, "
+                  f"{redis['cpu_s']:.2f} CPU s.\n")
+    return text + table
+
+
+def keys_table(keys: dict[str, Any], quick: bool = False) -> str:
+    """The client-key section's text and table."""
+    text = ("Each `+key` gateway serves requests that carry a client key with rpm, tpm and concurrency limits "
+            "on the key and on its team (`bench/config_keys/06-auth.yaml`; set so high that nothing is refused, "
+            "so every request pays for admission, the rate-limit headers, the settle and usage), against the "
+            "same gateway with `auth: off`, measured back to back in every phase of this run (columns as "
+            f"above). Target (issue 13): req/s ≥ {keys['target']['min_rps_ratio']:.2f}× with `state: memory`; "
+            "the `state:redis` row is shown against the `state:redis` gateway with auth off, without a target.\n")
+    if quick:
+        text += "\nA smoke run: judge the target on a full run or with `python bench/instructions.py --keys`.\n"
+    return text + pair_table(keys["rows"])
+
+
+def pair_table(pairs: dict[str, dict[str, Any]]) -> str:
+    """Rows of subjects against their twins (``_against``, plus ``target_met``)."""
+    if not pairs:
+        return "\nNot measured in this run: see the notes.\n"
     rows = ["| target | against | req/s @32 | req/s by round | CPU µs/req @32 | CPU µs/req all load | added p50 | "
             "added p50 Δ ms | target |", "|---|---|---:|---:|---:|---:|---:|---:|---|"]
-    for name, r in state["rows"].items():
+    for name, r in pairs.items():
         delta = r.get("added_p50_delta_ms")
         cells = [name, r["against"], _ratio_cell(r["rps"]),
                  " / ".join(f"{x:.2f}" for x in r.get("rps_rounds", [])) or "–",
@@ -109,11 +159,7 @@ def state_table(state: dict[str, Any], quick: bool = False) -> str:
                  "–" if delta is None else f"{delta:+.3f}",
                  {True: "met", False: "**not met**", None: "n/a"}[r["target_met"]]]
         rows.append("| " + " | ".join(cells) + " |")
-    redis = state.get("redis_server")
-    if redis:
-        rows.append(f"\nredis-server {redis['version']}: {redis['commands']:,} commands over the whole run, "
-                    f"{redis['cpu_s']:.2f} CPU s.")
-    return text + "\n" + "\n".join(rows) + "\n"
+    return "\n" + "\n".join(rows) + "\n"
 
 
 def _cell(value: Any, fmt: str) -> str:
@@ -174,6 +220,9 @@ def markdown(results: dict[str, Any]) -> str:
     if results.get("state_backend"):
         parts += ["## State backend: redis against memory\n",
                   state_table(results["state_backend"], quick=meta["mode"] != "full")]
+    if results.get("client_keys"):
+        parts += ["## Client keys: a key with limits against auth off\n",
+                  keys_table(results["client_keys"], quick=meta["mode"] != "full")]
     if results.get("notes"):
         parts += ["## Notes\n", "\n".join(f"- {n}" for n in results["notes"]) + "\n"]
     if results.get("config_scale"):

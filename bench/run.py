@@ -3,7 +3,8 @@
     python bench/run.py [--quick] [--litellm] [--workers 2] [--no-redis] [--out bench/results]
 
 Starts on 127.0.0.1 the simulator (200-chunk streams) and, side by side, the bare proxy, the
-gateway, the gateway with ``--workers N`` (throughput only), each gateway again with ``state:
+gateway, the gateway serving a client key with limits (``+key``), the gateway with ``--workers N``
+(throughput only), each gateway again with ``state:
 {backend: redis}`` at a redis-server of its own (unless ``--no-redis``; skipped with a note when
 redis-server is missing) and, with ``--litellm``, a LiteLLM proxy from its own virtualenv; then
 drives load at each, phase by phase and interleaved (see ``bench/measure.py``), from a separate
@@ -100,18 +101,21 @@ def _start_proxies(work: Path, sim: procs.Server, litellm: bool, workers: int, r
     config = procs.gateway_config(work)
     redis_config = procs.gateway_config(work, redis={})  # the shipped timeouts
 
-    def gateway(n: int) -> list[tuple[str, Callable[[], procs.Server]]]:
-        """The gateway with ``n`` workers and, with a redis-server, its state:redis twin."""
-        name = "gateway" if n == 1 else f"gateway --workers {n}"
+    def gateway(n: int, keys: bool = False) -> list[tuple[str, Callable[[], procs.Server]]]:
+        """The gateway with ``n`` workers and, with a redis-server, its state:redis twin; ``keys``: the
+        twins whose requests carry a client key with limits (``bench/config_keys``)."""
+        name = ("gateway" if n == 1 else f"gateway --workers {n}") + (procs.KEY_SUFFIX if keys else "")
+        plain = procs.gateway_config(work, keys=True) if keys else config
         pair: list[tuple[str, Callable[[], procs.Server]]] = [
-            (name, lambda: procs.start_gateway(work, config, sim.url, n))]
+            (name, lambda: procs.start_gateway(work, plain, sim.url, n, keys=keys))]
         if redis is not None:
-            url = procs.redis_url(redis, db=n)
+            url = procs.redis_url(redis, db=n + (8 if keys else 0))
+            shared = procs.gateway_config(work, redis={}, keys=True) if keys else redis_config
             pair.append((name + procs.REDIS_SUFFIX,
-                         lambda: procs.start_gateway(work, redis_config, sim.url, n, redis_url=url)))
+                         lambda: procs.start_gateway(work, shared, sim.url, n, redis_url=url, keys=keys)))
         return pair
 
-    starters = [("bare", lambda: procs.start_bare(work, sim.url)), *gateway(1),
+    starters = [("bare", lambda: procs.start_bare(work, sim.url)), *gateway(1), *gateway(1, keys=True),
                 *(gateway(workers) if workers > 1 else [])]
     if litellm:
         starters.append(("litellm", lambda: start_litellm(work, sim.url)))
@@ -135,7 +139,8 @@ def run_benchmark(scale: Scale, out_dir: Path, *, litellm: bool = False, workers
         with procs.start_simulator(work, STREAM_CHUNKS) as sim:
             redis_server = _start_redis(work, notes) if redis else None
             _start_proxies(work, sim, litellm, workers, redis_server, notes, servers)
-            subjects = [measure.proxy_subject(s, full="--workers" not in s.name) for s in servers]
+            subjects = [measure.proxy_subject(s, full="--workers" not in s.name, headers=procs.client_headers(s.name))
+                        for s in servers]
             with drive.Driver(scale.use_wrk) as driver:
                 direct = measure.measure_all(sim, subjects, scale, driver, _say)
             redis_stats = procs.redis_stats(redis_server) if redis_server is not None else None
@@ -159,6 +164,7 @@ def run_benchmark(scale: Scale, out_dir: Path, *, litellm: bool = False, workers
     results = assemble(scale, direct.result, targets, notes, scale_results)
     if redis:
         results["state_backend"] = report.state_backend(results["summaries"], redis_stats)
+    results["client_keys"] = report.client_keys(results["summaries"])
     results["meta"].update(elapsed_s=time.monotonic() - started, load_average_before=load_before)
     if load_before > (os.cpu_count() or 1) * 0.5:  # before the run: someone else's load, not ours
         notes.append(f"other processes were busy (1-min load average {load_before:.1f} before the run, on "

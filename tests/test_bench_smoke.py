@@ -17,7 +17,8 @@ from bench.measure import TINY
 from bench.run import run_benchmark
 
 HAVE_REDIS = shutil.which("redis-server") is not None
-GATEWAYS = {"gateway", "gateway state:redis"} if HAVE_REDIS else {"gateway"}
+GATEWAYS = ({"gateway", "gateway state:redis", "gateway +key", "gateway +key state:redis"} if HAVE_REDIS
+            else {"gateway", "gateway +key"})
 SUMMARY_KEYS = {"rps", "cpu_us_per_req", "added_p50_ms", "added_p99_ms", "ttfb_ms", "per_chunk_us", "peak_rss_mib",
                 "rss_growth_pct", "errors"}
 
@@ -102,6 +103,38 @@ def test_state_rows_judge_the_target() -> None:
     assert "**not met**" in table
 
 
+def test_client_key_rows_against_auth_off(results: tuple[dict[str, Any], Path]) -> None:
+    data, out = results
+    keys = data["client_keys"]
+    assert keys["target"] == {"min_rps_ratio": 0.95}
+    row = keys["rows"]["gateway +key"]
+    assert row["against"] == "gateway" and row["rps"] > 0 and isinstance(row["target_met"], bool)
+    assert "## Client keys: a key with limits against auth off" in (out / "latest.md").read_text()
+    assert "| gateway +key | gateway |" in (out / "latest.md").read_text()
+    if HAVE_REDIS:
+        shared = keys["rows"]["gateway +key state:redis"]
+        assert shared["against"] == "gateway state:redis" and shared["target_met"] is None  # shown, not judged
+        assert data["state_backend"]["rows"]["gateway +key state:redis"]["against"] == "gateway +key"
+
+
+def test_client_key_rows_judge_the_memory_target() -> None:
+    summaries: dict[str, dict[str, Any]] = {
+        "gateway": {"rps": 1000.0, "cpu_us_per_req": 300.0, "round_rps": [1000.0, 1000.0, 1000.0]},
+        "gateway +key": {"rps": 960.0, "cpu_us_per_req": 310.0, "round_rps": [900.0, 960.0, 970.0]},
+        "gateway state:redis": {"rps": 900.0, "cpu_us_per_req": 330.0},
+        "gateway +key state:redis": {"rps": 800.0, "cpu_us_per_req": 340.0},
+    }
+    rows = report.client_keys(summaries)["rows"]
+    assert set(rows) == {"gateway +key", "gateway +key state:redis"}
+    assert rows["gateway +key"]["rps_paired"] == pytest.approx(0.96) and rows["gateway +key"]["target_met"] is True
+    assert rows["gateway +key state:redis"]["rps"] == pytest.approx(800 / 900)
+    summaries["gateway +key"]["round_rps"] = [900.0, 940.0, 970.0]  # the median pair: 0.94x
+    assert report.client_keys(summaries)["rows"]["gateway +key"]["target_met"] is False
+    assert "**not met**" in report.keys_table(report.client_keys(summaries))
+    assert procs.client_headers("gateway +key state:redis") == {"Authorization": f"Bearer {procs.CLIENT_KEY}"}
+    assert procs.client_headers("gateway state:redis") == {}
+
+
 def test_a_missing_redis_server_is_a_note(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(procs.shutil, "which", lambda name: None)
     notes: list[str] = []
@@ -159,3 +192,20 @@ def test_instructions_table_compares_the_backends() -> None:
     assert "| gateway state:redis | 700 | 1,000,000 | 909,000 | 0.030 |" in table
     assert "| **gateway state:redis/gateway** |  | 1.053× | 1.010× |  |" in table
     assert "| **gateway/bare** |  | 1.46× | 1.50× |  |" in table
+
+
+def test_instructions_table_compares_a_key_with_auth_off() -> None:
+    from bench.instructions import RATIO_COLUMNS, _ratios, _table
+
+    results = {"gateway": {"requests": 800, "per_request": 950_000.0},
+               "gateway +key": {"requests": 800, "per_request": 997_500.0},
+               "gateway state:redis": {"requests": 700, "per_request": 1_000_000.0},
+               "gateway +key state:redis": {"requests": 700, "per_request": 1_080_000.0},
+               "bare": {"requests": 1000, "per_request": 650_000.0}}
+    ratios = {key: _ratios(results, key) for key in RATIO_COLUMNS}
+    assert ratios["per_request_without_gc"] == {}
+    assert ratios["per_request"]["gateway +key/gateway"] == pytest.approx(1.05)
+    assert ratios["per_request"]["gateway +key state:redis/gateway state:redis"] == pytest.approx(1.08)
+    assert ratios["per_request"]["gateway +key state:redis/gateway +key"] == pytest.approx(1_080_000 / 997_500)
+    assert ratios["per_request"]["gateway state:redis/gateway"] == pytest.approx(1_000_000 / 950_000)
+    assert "| **gateway +key/gateway** |  | 1.050× |" in _table(results, ratios)
