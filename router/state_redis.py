@@ -276,16 +276,23 @@ class RedisState:
         """Renew the leases ``{lease set key: members}`` for ``ttl_s`` (those not yet expired), in one
         pipelined round trip; how many were renewed."""
         args = [max(1, math.ceil(ttl_s * 1000)), "" if now_ms is None else int(now_ms)]
-        for attempt in range(2):  # the script is sent by its digest: after a Redis restart, load it once
+        replies = await self._run_many(RENEW, self._renew.sha, [([key], [*args, *members])
+                                                               for key, members in leases.items()])
+        return sum(int(r) for r in replies)
+
+    async def _run_many(self, source: str, sha: str, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run one script for each ``(keys, args)`` in one pipelined round trip (a script object on a
+        pipeline would ask SCRIPT EXISTS first: one more round trip each time)."""
+        for attempt in range(2):  # sent by its digest: after a Redis restart (NOSCRIPT), load it once
             pipe = self._client.pipeline(transaction=False)
-            for key, members in leases.items():
-                pipe.evalsha(self._renew.sha, 1, key, *args, *members)
+            for keys, args in calls:
+                pipe.evalsha(sha, len(keys), *keys, *args)
             try:
-                return sum(int(r) for r in await pipe.execute())
+                return list(await pipe.execute())
             except NoScriptError:
                 if attempt:
                     raise
-                await self._client.script_load(RENEW)
+                await self._client.script_load(source)
         raise AssertionError("unreachable")  # the loop returns or raises
 
     async def release_leases(self, leases: Mapping[str, Sequence[str]]) -> None:
@@ -298,11 +305,9 @@ class RedisState:
     async def adjust_all(self, tag: str, cells: Sequence[tuple[str, float, int, int]]) -> None:
         """Correct each cell ``(name, interval_s, burst, delta)`` of ``reserve_all`` by ``delta`` tokens,
         charged past the burst or given back (``adjust``), in one pipelined round trip."""
-        async with self._client.pipeline(transaction=False) as pipe:
-            for name, interval_s, burst, delta in cells:
-                await self._gcra(keys=[self.limit_key(tag, name)], args=[repr(interval_s * _US), burst, delta, "", "1"],
-                                 client=pipe)
-            await pipe.execute()
+        await self._run_many(GCRA, self._gcra.sha, [([self.limit_key(tag, name)],
+                                                      [repr(interval_s * _US), burst, delta, "", "1"])
+                                                     for name, interval_s, burst, delta in cells])
 
     # counters
 

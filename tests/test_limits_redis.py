@@ -115,3 +115,13 @@ async def test_leases_expire_unless_renewed(state: RedisState) -> None:
     assert not await take(17_999, "x:2")
     assert await take(18_000, "x:2")  # renewed: 18 s
     assert 0 < await state._client.pttl(key) <= 10_000  # the set itself goes with its last lease
+
+
+async def test_pipelined_scripts_load_themselves_after_a_script_flush(state: RedisState) -> None:
+    assert (await state.reserve_all("k", [("key:k:tpm:600", 0.1, 600, 500)], slots=[CONC], lease="g:1",
+                                    ttl_s=30))[0] == 0
+    await state._client.script_flush()  # as after a Redis restart: NOSCRIPT once, then loaded
+    await state.adjust_all("k", [("key:k:tpm:600", 0.1, 600, -500)])
+    assert await state.renew_leases({state.limit_key("k", CONC[0]): ["g:1"]}, 30) == 1
+    denied, _, cells = await state.reserve_all("k", [("key:k:tpm:600", 0.1, 600, 600)])
+    assert denied == 0 and cells[0][0] == 0  # the correction gave the 500 back: a whole bucket fits
