@@ -178,7 +178,7 @@ class Gateway:
 
             self.shared = SharedState(settings, self.store, self._pools)
             self.shared.start(previous=old)  # what the old one had still to write goes to the new one
-            self.stores.remote = self.limiter.shared = self.shared
+            self.stores.remote, self.limiter.shared = self.shared, self.shared.limits
             log.info("state: redis at %s (prefix %s), pools synced every %gs", settings.public()["address"],
                      settings.prefix, settings.sync_interval)
         if old is not None:  # requests awaiting its writes keep them; it closes when they are done

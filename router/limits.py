@@ -108,16 +108,20 @@ class Admission:
     released: bool = False
     shared: bool = False  # rpm and tpm were reserved in the shared state (corrections go there too)
     used: list[float] | None = None  # each rate cell's reserved seconds once admitted (the headers)
+    lease: Callable[[], None] | None = None  # gives back its concurrency lease in the shared state
 
 
 class SharedLimits(Protocol):
-    """The shared state's side of the limits (``router.shared_state.SharedState``, ``state.backend: redis``)."""
+    """The shared state's side of the limits (``router.state_limits.SharedLimiter``, ``state.backend: redis``)."""
 
-    up: bool
     limits_open: bool  # when it cannot be reached: the per-process limiter (True) or a 503 (False)
 
-    async def reserve_limits(self, tag: str, cells: Sequence[tuple[str, float, int, int]]
-                             ) -> tuple[int, float, list[tuple[int, float]]] | None: ...
+    @property
+    def up(self) -> bool: ...
+
+    async def reserve_limits(self, tag: str, cells: Sequence[tuple[str, float, int, int]],
+                             slots: Sequence[tuple[str, int]] = ()
+                             ) -> tuple[int, float, list[tuple[int, float]], Callable[[], None] | None] | None: ...
 
     def adjust_limits(self, tag: str, cells: Sequence[tuple[str, float, int, int]]) -> None: ...
 
@@ -187,6 +191,8 @@ class Limiter:
                 self._inflight[cell.id] = left
             else:
                 self._inflight.pop(cell.id, None)
+        if admission.lease is not None:
+            admission.lease()
 
     def adjust(self, admission: Admission, delta: int) -> None:
         """Correct the tpm cells by ``delta`` tokens (real use minus the estimate): charged even past

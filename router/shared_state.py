@@ -13,6 +13,7 @@ The request path never waits for Redis to decide on an account: it reads the in-
   chosen.
 - Stored Responses and tool-call signatures (``put_blobs``/``get_blobs``): written before the
   response ends (the engine awaits the write), read on a local miss.
+- Client limits (rpm, tpm, concurrency leases): ``self.limits``, see ``router.state_limits``.
 
 Faults. Every command is bounded by ``timeout``; nothing is retried inline but a command on a pooled
 connection that Redis closed (a restart), once, on a new connection. ``DOWN_AFTER`` failed commands
@@ -39,6 +40,7 @@ from redis.exceptions import MaxConnectionsError, RedisError, ResponseError
 
 from router.accounts import StateStore
 from router.lru import BoundedLRU
+from router.state_limits import SharedLimiter
 from router.state_pending import Pending
 from router.state_pools import Adopter, pool_keys
 from router.state_redis import RedisState
@@ -78,7 +80,7 @@ class SharedState:
         self._failures = 0  # failed commands in a row
         self._refused_logged = 0.0  # when a refused command was last logged (monotonic)
         self.pending = Pending()
-        self.limits_open = settings.limits_when_down == "open"  # router.limits.SharedLimits
+        self.limits = SharedLimiter(self)  # the client limits' side: router.limits.SharedLimits
         self.adopter = Adopter(store)
         self._written: BoundedLRU[float] = BoundedLRU(lambda k, v: 0, BINDINGS_WRITTEN, None, 1 << 62)
         self.synced_at: float | None = None  # wall time of the last pool read
@@ -105,6 +107,7 @@ class SharedState:
         what it still had to write."""
         if previous is not None:
             self.pending.take_over(previous.pending)
+        self.limits.start(previous.limits if previous is not None else None)
         self.store.listener = self
         self._loop = asyncio.get_running_loop().create_task(self._run())
 
@@ -209,6 +212,7 @@ class SharedState:
         self._mark(True)
         self._adopt(pools, values)
         try:  # after the backend is marked up: a long outage may have kept many
+            await self.limits.sync()
             await self._flush_kept_entries()
         except FAULTS as e:
             self._failed(e)
@@ -226,6 +230,7 @@ class SharedState:
     async def _flush_pending(self) -> None:
         """Everything kept while the backend could not take it."""
         await self._flush_account_writes()
+        await self.limits.flush()
         await self._flush_kept_entries()
 
     async def _flush_account_writes(self) -> None:
@@ -383,14 +388,3 @@ class SharedState:
             if not isinstance(e, ResponseError):  # refused: sending it again would be refused again
                 self.pending.keep_blobs(kind, items, ttl, max_items, max_bytes)
             raise
-
-    async def reserve_limits(self, tag: str, cells: Sequence[tuple[str, float, int, int]]
-                             ) -> tuple[int, float, list[tuple[int, float]]] | None:
-        """A request's rpm and tpm cells reserved all or none in one round trip (None: a fault)."""
-        reply: tuple[int, float, list[tuple[int, float]]] | None = await self._guard(self.redis.reserve_all(tag, cells))
-        return reply
-
-    def adjust_limits(self, tag: str, cells: Sequence[tuple[str, float, int, int]]) -> None:
-        """Correct tpm cells by their cost (real use minus the estimate), in the background; lost when down."""
-        if self.up:
-            self._spawn(self.redis.adjust_all(tag, cells))

@@ -10,6 +10,9 @@ The building blocks of the shared state (``router.shared_state``), each one roun
   atomically, ``cost`` tokens at a time, no fixed windows (so no double burst at a window edge); a
   denied call reserves nothing. ``adjust`` corrects a reservation afterwards (reserve an estimate,
   then add ``real - estimate``), atomically too.
+- ``reserve_all`` / ``adjust_all``: a client's limits at admission, in one script: every GCRA cell of
+  a request reserved and a lease taken in every concurrency cell (a sorted set of leases that expire),
+  all or none; ``renew_leases`` / ``release_leases``: a gateway's leases, many per pipelined call.
 - ``incr_many``: many counter increments (with an optional TTL) in one pipelined round trip.
 - ``clear``: an operator's reset (the cooldowns deleted, a reset mark set, in one transaction).
 - ``put_blobs`` / ``get_blobs``: bounded stored entries (Responses conversations, signatures): a
@@ -48,7 +51,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
-from router.state_scripts import COOL, GCRA, GCRA_ALL, INDEX
+from router.state_scripts import COOL, GCRA, GCRA_ALL, INDEX, RENEW
 
 RESET_MARK_TTL_MS = 86_400_000  # a reset mark is read by every gateway's next sync, long before a day
 MAX_SCOPES = 64  # cooldowns one account holds at once (itself and per model): bounds each value
@@ -76,7 +79,7 @@ class RedisState:
     The client may decode responses or not; values are parsed either way.
     """
 
-    __slots__ = ("_client", "_cool", "_gcra", "_gcra_all", "_index", "_prefix")
+    __slots__ = ("_client", "_cool", "_gcra", "_gcra_all", "_index", "_prefix", "_renew")
 
     def __init__(self, client: Redis, prefix: str = "router") -> None:
         if "{" in prefix or "}" in prefix:
@@ -87,6 +90,7 @@ class RedisState:
         self._gcra = client.register_script(GCRA)
         self._gcra_all = client.register_script(GCRA_ALL)
         self._index = client.register_script(INDEX)
+        self._renew = client.register_script(RENEW)
 
     # keys: the hash tag (in braces) decides the cluster slot, see the module docstring
 
@@ -248,27 +252,62 @@ class RedisState:
         return f"{{{self._prefix}:limit:{tag}}}:{cell}"
 
     async def reserve_all(self, tag: str, cells: Sequence[tuple[str, float, int, int]],
-                          now_ms: int | None = None) -> tuple[int, float, list[tuple[int, float]]]:
-        """Reserve ``cost`` in every cell ``(name, interval_s, burst, cost)`` under ``tag``, all or
-        none, in one round trip: ``(0, 0.0, [(remaining, reset_after_s) per cell])`` when admitted,
-        else ``(index of the cell that waits longest, its retry_after_s, [])`` (1-based; nothing taken)."""
-        args: list[str | int] = ["" if now_ms is None else int(now_ms) * 1000]
+                          now_ms: int | None = None, slots: Sequence[tuple[str, int]] = (), lease: str = "",
+                          ttl_s: float = 0.0) -> tuple[int, float, list[tuple[int, float]]]:
+        """Reserve ``cost`` in every cell ``(name, interval_s, burst, cost)`` under ``tag`` and take the
+        lease ``lease`` for ``ttl_s`` in every concurrency cell ``(name, limit)`` of ``slots``, all or
+        none, in one round trip: ``(0, 0.0, [(remaining, reset_after_s) per rate cell])`` when admitted,
+        else ``(index of the cell that refuses, its retry_after_s, [])``, 1-based over ``cells`` then
+        ``slots`` (a full concurrency cell first, with 0.0; nothing taken)."""
+        args: list[str | int] = ["" if now_ms is None else int(now_ms) * 1000, len(cells), lease,
+                                 max(1, math.ceil(ttl_s * 1000))]
         for _, interval_s, burst, cost in cells:
             args += [repr(interval_s * _US), burst, cost]
-        reply = await self._gcra_all(keys=[self.limit_key(tag, c[0]) for c in cells], args=args)
+        args += [limit for _, limit in slots]
+        keys = [self.limit_key(tag, c[0]) for c in cells] + [self.limit_key(tag, name) for name, _ in slots]
+        reply = await self._gcra_all(keys=keys, args=args)
         if not int(reply[0]):
             return int(reply[1]), int(reply[2]) / _US, []
         flat = [int(v) for v in reply[1:]]
         return 0, 0.0, [(flat[i], flat[i + 1] / _US) for i in range(0, len(flat), 2)]
 
+    async def renew_leases(self, leases: Mapping[str, Sequence[str]], ttl_s: float,
+                           now_ms: int | None = None) -> int:
+        """Renew the leases ``{lease set key: members}`` for ``ttl_s`` (those not yet expired), in one
+        pipelined round trip; how many were renewed."""
+        args = [max(1, math.ceil(ttl_s * 1000)), "" if now_ms is None else int(now_ms)]
+        replies = await self._run_many(RENEW, self._renew.sha, [([key], [*args, *members])
+                                                               for key, members in leases.items()])
+        return sum(int(r) for r in replies)
+
+    async def _run_many(self, source: str, sha: str, calls: Sequence[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run one script for each ``(keys, args)`` in one pipelined round trip (a script object on a
+        pipeline would ask SCRIPT EXISTS first: one more round trip each time)."""
+        for attempt in range(2):  # sent by its digest: after a Redis restart (NOSCRIPT), load it once
+            pipe = self._client.pipeline(transaction=False)
+            for keys, args in calls:
+                pipe.evalsha(sha, len(keys), *keys, *args)
+            try:
+                return list(await pipe.execute())
+            except NoScriptError:
+                if attempt:
+                    raise
+                await self._client.script_load(source)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def release_leases(self, leases: Mapping[str, Sequence[str]]) -> None:
+        """Give the leases ``{lease set key: members}`` back, in one pipelined round trip."""
+        pipe = self._client.pipeline(transaction=False)
+        for key, members in leases.items():
+            pipe.zrem(key, *members)
+        await pipe.execute()
+
     async def adjust_all(self, tag: str, cells: Sequence[tuple[str, float, int, int]]) -> None:
         """Correct each cell ``(name, interval_s, burst, delta)`` of ``reserve_all`` by ``delta`` tokens,
         charged past the burst or given back (``adjust``), in one pipelined round trip."""
-        async with self._client.pipeline(transaction=False) as pipe:
-            for name, interval_s, burst, delta in cells:
-                await self._gcra(keys=[self.limit_key(tag, name)], args=[repr(interval_s * _US), burst, delta, "", "1"],
-                                 client=pipe)
-            await pipe.execute()
+        await self._run_many(GCRA, self._gcra.sha, [([self.limit_key(tag, name)],
+                                                      [repr(interval_s * _US), burst, delta, "", "1"])
+                                                     for name, interval_s, burst, delta in cells])
 
     # counters
 

@@ -131,20 +131,33 @@ end
 return evicted
 """
 
-# Many GCRA cells checked and reserved together, all or none (a request's key and team rpm and tpm
-# limits, at admission): the script of GCRA over each cell, in µs. KEYS: the cells' TAT keys (one
-# hash tag, so a cluster runs it on one node). ARGV: 1 now (µs, or '' for Redis TIME), then per cell
-# three values: emission interval (µs per token), burst (tokens), cost (tokens). Returns
-# {0, index of the cell that waits longest (1-based), its retry_after µs} when any cell is short
-# (nothing written), else {1, then per cell: remaining tokens, reset_after µs}.
+# A request's admission in one script, all or none: its concurrency cells (a lease in each) and its
+# GCRA cells (the script of GCRA over each, in µs). KEYS: the rate cells' TAT keys, then the concurrency
+# cells' lease sets (one hash tag, so a cluster runs it on one node). A lease set is a sorted set of
+# leases, member "<gateway id>:<sequence>", score its expiry (epoch ms, Redis' clock): the expired are
+# dropped before counting, so a crashed gateway's leases free their slots by themselves. ARGV: 1 now
+# (µs, or '' for Redis TIME), 2 number of rate cells n, 3 the lease's member, 4 its time to live (ms),
+# then per rate cell three values: emission interval (µs per token), burst (tokens), cost (tokens), then
+# per concurrency cell its limit. Returns {0, index of the cell that refuses (1-based over KEYS), its
+# retry_after µs} when any cell is short (a full concurrency cell first, with 0: the caller decides its
+# Retry-After; else the rate cell that waits longest), nothing taken; else {1, then per rate cell:
+# remaining tokens, reset_after µs}, the lease added to every lease set.
 GCRA_ALL = """
 """ + _now("ARGV[1]", "us") + """
+local n = tonumber(ARGV[2])
+local now_ms = math.floor(now / 1000)
+for i = n + 1, #KEYS do
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now_ms)
+  if redis.call('ZCARD', KEYS[i]) >= tonumber(ARGV[4 + 2 * n + i]) then
+    return {0, i, 0}
+  end
+end
 local tats = {}
 local worst, worst_wait = 0, 0
-for i = 1, #KEYS do
-  local interval = tonumber(ARGV[3 * i - 1])
-  local burst = tonumber(ARGV[3 * i])
-  local cost = tonumber(ARGV[3 * i + 1])
+for i = 1, n do
+  local interval = tonumber(ARGV[3 * i + 2])
+  local burst = tonumber(ARGV[3 * i + 3])
+  local cost = tonumber(ARGV[3 * i + 4])
   local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
   if tat < now then
     tat = now
@@ -160,13 +173,36 @@ if worst > 0 then
   return {0, worst, math.ceil(worst_wait)}
 end
 local out = {1}
-for i = 1, #KEYS do
-  local interval = tonumber(ARGV[3 * i - 1])
-  local burst = tonumber(ARGV[3 * i])
+for i = 1, n do
+  local interval = tonumber(ARGV[3 * i + 2])
+  local burst = tonumber(ARGV[3 * i + 3])
   local reset = tats[i] - now
   redis.call('SET', KEYS[i], string.format('%.0f', tats[i]), 'PX', math.max(1, math.ceil(reset / 1000)))
   out[#out + 1] = math.floor((burst * interval - reset) / interval)
   out[#out + 1] = math.ceil(reset)
 end
+local ttl = tonumber(ARGV[4])
+for i = n + 1, #KEYS do
+  redis.call('ZADD', KEYS[i], now_ms + ttl, ARGV[3])
+  if redis.call('PTTL', KEYS[i]) < ttl then  -- extend only: another gateway's leases may live longer
+    redis.call('PEXPIRE', KEYS[i], ttl)
+  end
+end
 return out
+"""
+
+# Leases renewed (their gateway's requests still run): KEYS[1] a concurrency cell's lease set. ARGV: 1
+# time to live (ms), 2 now (ms, '' for Redis TIME), then the members. Each one still held expires
+# `ttl` from now; one already dropped (it expired) is not taken again. Returns how many were renewed.
+RENEW = """
+""" + _now("ARGV[2]", "ms") + """
+local ttl = tonumber(ARGV[1])
+local renewed = 0
+for i = 3, #ARGV do
+  renewed = renewed + redis.call('ZADD', KEYS[1], 'XX', 'CH', now + ttl, ARGV[i])
+end
+if renewed > 0 and redis.call('PTTL', KEYS[1]) < ttl then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+end
+return renewed
 """

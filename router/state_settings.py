@@ -22,6 +22,7 @@ class StateSettings:
     sync_interval: float = 1.0  # pools read back, and a backend that is down tried again
     sticky_ttl: float = 3600.0
     limits_when_down: str = "open"  # client limits while Redis is unreachable: per process (open) or a 503
+    lease_ttl: float = 30.0  # a concurrency slot taken in Redis, unless its gateway renews it (a crash frees it)
 
     @property
     def shared(self) -> bool:
@@ -52,15 +53,25 @@ def compile_state(section: dict[str, Any] | None) -> StateSettings:
         sync_interval=parse_duration(section.get("sync_interval"), d.sync_interval) or d.sync_interval,
         sticky_ttl=parse_duration(section.get("sticky_ttl"), d.sticky_ttl) or d.sticky_ttl,
         limits_when_down=str(section.get("limits_when_down", d.limits_when_down)),
+        lease_ttl=parse_duration(section.get("lease_ttl"), d.lease_ttl) or d.lease_ttl,
     )
 
 
 def state_references(loaded: LoadedConfig, handlers: Collection[str]) -> list[ConfigError]:
-    """``backend: redis`` needs redis-py (the ``redis`` extra), which the quick start does without, and
-    a URL it can parse (said without the URL: it may hold a password)."""
+    """``backend: redis`` needs redis-py (the ``redis`` extra), which the quick start does without, a
+    URL it can parse (said without the URL: it may hold a password), and a ``lease_ttl`` its renewals
+    (once a ``sync_interval``) can keep."""
     section = loaded.data.get("state")
     if not isinstance(section, dict) or section.get("backend") != "redis":
         return []
+    try:
+        settings = compile_state(section)
+    except ValueError:
+        return []  # a bad duration: the schema says what is wrong
+    if settings.lease_ttl < 3 * settings.sync_interval:  # renewed once a sync_interval: two chances at least
+        return [loaded.locate(("state", "lease_ttl") if "lease_ttl" in section else ("state", "sync_interval"),
+                              f"lease_ttl ({settings.lease_ttl:g}s) must be at least 3 times sync_interval "
+                              f"({settings.sync_interval:g}s): concurrency leases are renewed once a sync")]
     if importlib.util.find_spec("redis") is None:
         return [loaded.locate(("state", "backend"), "backend 'redis' needs redis-py: pip install 'router[redis]'")]
     url = section.get("url")

@@ -67,3 +67,61 @@ async def test_adjust_all_corrects_a_reservation(state: RedisState) -> None:
     await state.adjust_all("k", [("key:k:tpm:600", 0.1, 600, -400)])  # used 100 of the 500 reserved
     denied, _, cells = await state.reserve_all("k", [("key:k:tpm:600", 0.1, 600, 200)])
     assert denied == 0 and 290 <= cells[0][0] <= 300
+
+
+# concurrency: a lease in every concurrency cell, in the same script as the rate cells
+
+CONC = ("key:k:concurrency:2", 2)
+
+
+async def lease_count(state: RedisState, cell: str = CONC[0]) -> int:
+    return int(await state._client.zcard(state.limit_key("k", cell)))
+
+
+async def test_a_lease_is_taken_refused_and_given_back(state: RedisState) -> None:
+    assert await state.reserve_all("k", [], T0, slots=[CONC], lease="g:1", ttl_s=30) == (0, 0.0, [])
+    assert (await state.reserve_all("k", [], T0, slots=[CONC], lease="g:2", ttl_s=30))[0] == 0
+    assert await state.reserve_all("k", [], T0, slots=[CONC], lease="g:3", ttl_s=30) == (1, 0.0, [])  # full
+    assert await lease_count(state) == 2
+    await state.release_leases({state.limit_key("k", CONC[0]): ["g:1"]})
+    assert (await state.reserve_all("k", [], T0, slots=[CONC], lease="g:3", ttl_s=30))[0] == 0
+
+
+async def test_rate_and_concurrency_cells_all_or_none(state: RedisState) -> None:
+    rpm = ("key:k:rpm:1", 60.0, 1, 1)
+    key_conc, team_conc = ("key:k:concurrency:1", 1), ("team:t:concurrency:5", 5)
+    assert (await state.reserve_all("k", [rpm], T0, slots=[key_conc, team_conc], lease="g:1", ttl_s=30))[0] == 0
+    assert await state.reserve_all("k", [rpm], T0, slots=[team_conc, key_conc], lease="g:2",
+                                   ttl_s=30) == (3, 0.0, [])  # the key's concurrency (index over rates, then slots)
+    assert await lease_count(state, team_conc[0]) == 1  # the team's slot was not taken
+    await state.release_leases({state.limit_key("k", key_conc[0]): ["g:1"]})
+    denied, wait, _ = await state.reserve_all("k", [rpm], T0, slots=[key_conc], lease="g:3", ttl_s=30)
+    assert denied == 1 and wait == pytest.approx(60.0)  # the rpm cell refuses now: no lease taken
+    assert await lease_count(state, key_conc[0]) == 0
+
+
+async def test_leases_expire_unless_renewed(state: RedisState) -> None:
+    for member in ("dead:1", "live:1"):
+        assert (await state.reserve_all("k", [], T0, slots=[CONC], lease=member, ttl_s=10))[0] == 0
+    key = state.limit_key("k", CONC[0])
+
+    async def take(at_ms: int, member: str) -> bool:
+        return (await state.reserve_all("k", [], T0 + at_ms, slots=[CONC], lease=member, ttl_s=10))[0] == 0
+
+    assert await state.renew_leases({key: ["live:1", "gone:9"]}, 10, T0 + 8_000) == 1  # an unknown lease stays out
+    assert not await take(9_999, "x:1")
+    assert await take(10_000, "x:1")  # dead:1 expired
+    assert not await take(10_000, "x:2")  # live:1 holds
+    assert not await take(17_999, "x:2")
+    assert await take(18_000, "x:2")  # renewed: 18 s
+    assert 0 < await state._client.pttl(key) <= 10_000  # the set itself goes with its last lease
+
+
+async def test_pipelined_scripts_load_themselves_after_a_script_flush(state: RedisState) -> None:
+    assert (await state.reserve_all("k", [("key:k:tpm:600", 0.1, 600, 500)], slots=[CONC], lease="g:1",
+                                    ttl_s=30))[0] == 0
+    await state._client.script_flush()  # as after a Redis restart: NOSCRIPT once, then loaded
+    await state.adjust_all("k", [("key:k:tpm:600", 0.1, 600, -500)])
+    assert await state.renew_leases({state.limit_key("k", CONC[0]): ["g:1"]}, 30) == 1
+    denied, _, cells = await state.reserve_all("k", [("key:k:tpm:600", 0.1, 600, 600)])
+    assert denied == 0 and cells[0][0] == 0  # the correction gave the 500 back: a whole bucket fits

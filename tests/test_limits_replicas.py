@@ -66,3 +66,20 @@ async def test_limits_when_redis_is_unreachable(tmp_path: Path, config_dir: Path
             assert "limits_when_down: closed" in doc["error"]["message"]  # type: ignore[index]
     finally:
         await h.close()
+
+
+@pytest.mark.parametrize(("when_down", "status"), [("open", 200), ("closed", 503)])
+async def test_a_concurrency_limit_when_redis_is_unreachable(tmp_path: Path, config_dir: Path, when_down: str,
+                                                             status: int) -> None:
+    (config_dir / "00-server.yaml").write_text(
+        'auth:\n  mode: strict\n  api_keys:\n    - {name: k, key: sk-k, limits: {concurrency: 1}}\n'
+        f"state: {{backend: redis, url: 'redis://127.0.0.1:{free_port()}/0', limits_when_down: {when_down}}}\n")
+    h = await start_gateway(config_dir)
+    try:
+        for _ in range(2):  # open: the per-process count, given back when each ends
+            code, doc, _ = await h.post_json("/v1/chat/completions", {"model": "gpt-5", "messages": [
+                {"role": "user", "content": "hi"}]}, headers={"Authorization": "Bearer sk-k"})
+            assert code == status, doc
+        assert not h.runner.dispatcher.engine.limiter._inflight
+    finally:
+        await h.close()

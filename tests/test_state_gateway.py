@@ -183,3 +183,15 @@ def test_a_mistyped_scheme_is_rejected_without_echoing_the_password(
     assert main(["check", str(config)]) == 1
     out = capsys.readouterr()
     assert "/state/url not a Redis URL" in out.out and "TopSecretPW" not in out.out + out.err
+
+
+def test_check_rejects_a_lease_ttl_its_renewals_cannot_keep(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = copy_routes(tmp_path / "c")
+    (config / "05-state.yaml").write_text(
+        "state: {backend: redis, url: 'redis://127.0.0.1:6379/0', sync_interval: 2s, lease_ttl: 5s}\n")
+    assert main(["check", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "/state/lease_ttl lease_ttl (5s) must be at least 3 times sync_interval (2s)" in out, out
+    (config / "05-state.yaml").write_text(
+        "state: {backend: redis, url: 'redis://127.0.0.1:6379/0', sync_interval: 2s, lease_ttl: 6s}\n")
+    assert main(["check", str(config)]) == 0
