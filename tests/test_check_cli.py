@@ -32,7 +32,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 def test_text_is_the_default_and_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                             clean_env: None) -> None:
     code, out, _ = run(capsys, str(ROUTES))
-    assert code == 0 and out.strip() == f"{ROUTES}: ok (7 file(s))"
+    assert code == 0 and out.strip() == f"{ROUTES}: ok (8 file(s))"
     (tmp_path / "10-a.yaml").write_text(MINIMAL_CONFIG + SECRETS)
     code, out, err = run(capsys, str(tmp_path))
     assert code == 1

@@ -160,7 +160,7 @@ def test_init_writes_a_config_that_checks(installed: Installed) -> None:
     assert "next: router check d && router serve --config d" in done.stdout
     checked = installed.run("check", "d")
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    assert checked.stdout.strip() == "d: ok (7 file(s))" and checked.stderr == ""
+    assert checked.stdout.strip() == "d: ok (8 file(s))" and checked.stderr == ""
     again = installed.run("init", "d")
     assert again.returncode == 1 and "not empty" in again.stderr and "--force" in again.stderr
 

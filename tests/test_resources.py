@@ -96,7 +96,7 @@ def test_check_outside_a_checkout_uses_the_packaged_default_and_says_so(
         outside_checkout: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["check"]) == 0
     out, err = capsys.readouterr()
-    assert out.strip() == f"{default_config_dir()}: ok (7 file(s))"
+    assert out.strip() == f"{default_config_dir()}: ok (8 file(s))"
     assert err.count("\n") == 1
     assert f"using the packaged default config {default_config_dir()}" in err and "router init DIR" in err
 
@@ -106,7 +106,7 @@ def test_a_routes_d_in_the_cwd_still_wins(outside_checkout: Path, capsys: pytest
     capsys.readouterr()
     assert main(["check"]) == 0
     out, err = capsys.readouterr()
-    assert out.strip() == "routes.d: ok (7 file(s))" and err == ""
+    assert out.strip() == "routes.d: ok (8 file(s))" and err == ""
 
 
 def test_router_config_env_still_wins(outside_checkout: Path, monkeypatch: pytest.MonkeyPatch,
@@ -116,4 +116,4 @@ def test_router_config_env_still_wins(outside_checkout: Path, monkeypatch: pytes
     monkeypatch.setenv("ROUTER_CONFIG", "elsewhere")
     assert main(["check"]) == 0
     out, err = capsys.readouterr()
-    assert out.strip() == "elsewhere: ok (7 file(s))" and err == ""
+    assert out.strip() == "elsewhere: ok (8 file(s))" and err == ""
