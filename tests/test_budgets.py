@@ -131,6 +131,10 @@ async def test_tokens_used_up_by_stream_and_non_stream_answers_429_in_every_fami
                                         headers=bearer(SPEND))  # served by Gemini, which always counts usage
     assert status == 200 and b'"usage"' not in body and body.endswith(b"data: [DONE]\n\n")
     assert spent(h, SPEND) == [[24, 12_000_000]]  # no price for simulator/gemini-2.5-flash here: no cost
+    status, body, _ = await h.post_json("/v1/chat/completions", {"model": "gpt-5", "messages": HI, "stream": True},
+                                        headers=bearer(FREE))  # OpenAI passthrough: the gateway asks for usage
+    assert status == 200 and b'"usage"' not in body and body.endswith(b"data: [DONE]\n\n")
+    assert (await h.sim_requests())[-1]["body"]["stream_options"] == {"include_usage": True}
     client = openai.AsyncOpenAI(base_url=h.url + "/v1", api_key=SPEND, max_retries=0)
     with pytest.raises(openai.RateLimitError) as info:
         await client.chat.completions.create(model="gpt-5", messages=HI)  # type: ignore[arg-type]
