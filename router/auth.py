@@ -101,14 +101,14 @@ class AuthPolicy:
     teams: Mapping[str, Team] = field(default_factory=dict)
     _by_digest: dict[bytes, ApiKey] = field(init=False, repr=False, compare=False)
     _admin_by_digest: dict[bytes, ApiKey] = field(init=False, repr=False, compare=False)
+    budget_cells: tuple[BudgetCell, ...] = field(init=False, repr=False, compare=False)  # each budget once
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_digest", {k.digest: k for k in reversed(self.keys)})  # the first one wins
         object.__setattr__(self, "_admin_by_digest", {k.digest: k for k in reversed(self.admin_keys)})
-
-    def budget_cells(self) -> list[BudgetCell]:
-        """Every budget of the keys and teams, once each (what the shared state reads back)."""
-        return list({c.id: c for k in self.keys if k.budget is not None for c in k.budget.cells}.values())
+        # every budget of the keys and their teams, once (what the shared state reads back)
+        cells = {c.id: c for k in self.keys if k.budget is not None for c in k.budget.cells}
+        object.__setattr__(self, "budget_cells", tuple(cells.values()))
 
     def required(self, public: bool, route_auth: str = "inherit") -> bool:
         """Whether a request must carry a valid key; ``public``: the endpoint is one the

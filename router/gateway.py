@@ -204,8 +204,8 @@ class Gateway:
             await budgets.close()
         await old.close()
 
-    def _budget_cells(self) -> list[BudgetCell]:
-        return [] if self.snapshot is None else self.snapshot.auth.budget_cells()
+    def _budget_cells(self) -> tuple[BudgetCell, ...]:
+        return () if self.snapshot is None else self.snapshot.auth.budget_cells
 
     def _pools(self) -> list[list[str]]:
         """Each provider's account keys in the snapshot serving now (what the shared state syncs)."""

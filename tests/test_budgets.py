@@ -97,6 +97,28 @@ def test_spend_belongs_to_owner_and_period_not_amount() -> None:
         ["$0.00", "$0.012", "$1.50", "$123.456789"]
 
 
+def test_shared_view_is_the_read_totals_plus_the_charges_since() -> None:
+    clock = Clock()
+    budgets = Budgets(clock)
+    budgets.sharing = True
+    plan = budget_plan("k", Budget("day", tokens=100), None, None)
+    assert plan is not None
+    cell = plan.cells[0]
+    budgets.charge(plan, 10, 5)
+    assert budgets.pending == {"key:k:day:2026-11-30": [10, 5, 4 * 3600 + 1]}
+    sent, budgets.pending = budgets.pending, {}  # a sync takes them...
+    budgets.charge(plan, 1, 1)  # ...and one more comes while it is on its way
+    budgets.adopt({cell.id: (70, 50)}, {"day": "2026-11-30"})  # every gateway's, ours sent included
+    assert budgets.spent(cell) == [71, 51]
+    budgets.merge(sent)  # had the sync failed: kept, added to the newer charge
+    assert budgets.pending == {"key:k:day:2026-11-30": [11, 6, 4 * 3600 + 1]}
+    budgets.adopt({cell.id: (999, 0)}, {"day": "2026-11-29"})  # read for a day that has turned: ignored
+    assert budgets.spent(cell) == [71, 51]
+    clock.now += 4 * 3600
+    budgets.charge(plan, 2, 0)
+    assert "key:k:day:2026-12-01" in budgets.pending and budgets.spent(cell) == [2, 0]
+
+
 # --- through the gateway ---------------------------------------------------------------------------------
 
 
