@@ -236,16 +236,18 @@ class Budgets:
             kept[1] += nano
 
     def merge(self, kept: dict[str, list[int]]) -> None:
-        """Charges a sync could not send: back with those made since (they add up)."""
-        for key, (tokens, nano, ttl) in kept.items():
-            mine = self.pending.get(key)
-            if mine is None:
-                self.pending[key] = [tokens, nano, ttl]
+        """Charges a sync could not send: back before those made since (oldest first; they add up)."""
+        merged = {key: list(value) for key, value in kept.items()}
+        for key, (tokens, nano, ttl) in self.pending.items():
+            older = merged.get(key)
+            if older is None:
+                merged[key] = [tokens, nano, ttl]
             else:
-                mine[0] += tokens
-                mine[1] += nano
-        while len(self.pending) > MAX_PENDING:
-            del self.pending[next(iter(self.pending))]
+                older[0] += tokens
+                older[1] += nano
+        while len(merged) > MAX_PENDING:
+            del merged[next(iter(merged))]
+        self.pending = merged
 
     def adopt(self, totals: dict[str, tuple[int, int]], labels: dict[str, str]) -> None:
         """Every gateway's totals as read from the shared state (by cell id, for the period labels

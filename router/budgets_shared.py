@@ -13,6 +13,8 @@ it) plus the round trips.
 When Redis cannot be reached the charges are kept (bounded: ``router.budgets.MAX_PENDING`` counters,
 and those of one counter add up) and sent when it is back; meanwhile admission uses the local view
 (``state.limits_when_down: open``, the default) or answers a 503 (``closed``), as the rate limits do.
+A sync whose reply is lost (a timeout after Redis applied it) keeps its charges too: they are sent
+again, so a rare fault counts a charge twice, never drops it.
 """
 
 from __future__ import annotations
