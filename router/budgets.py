@@ -30,6 +30,7 @@ from router.errors import GatewayError
 from router.prices import NANO_PER_USD
 
 PERIODS = ("day", "week", "month")
+NEVER = 1 << 62  # the bound of an amount a budget does not set: never reached
 MAX_PENDING = 10_000  # charges kept for the shared state while it is unreachable, oldest dropped first
 DOWN = "budgets cannot be checked: the shared state is unreachable (state.limits_when_down: closed)"
 
@@ -47,7 +48,7 @@ class Budget:
         object.__setattr__(self, "nano", None if self.usd is None else round(self.usd * NANO_PER_USD))
 
     def reached(self, spent: list[int]) -> bool:
-        """Whether ``spent`` ([tokens, nano-dollars]) has reached this budget."""
+        """Whether ``spent`` ([tokens, nano-dollars]) has reached this budget (``Budgets.admit`` inlines it)."""
         tokens, nano = self.tokens, self.nano
         return (tokens is not None and spent[0] >= tokens) or (nano is not None and spent[1] >= nano)
 
@@ -80,9 +81,13 @@ class BudgetCell:
     owner: str
     budget: Budget
     id: str = field(init=False, compare=False)  # where its spend is kept: by owner and period, not amount
+    max_tokens: int = field(init=False, compare=False, repr=False)  # the budget's bounds, NEVER when unset
+    max_nano: int = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "id", f"{self.scope}:{self.owner}:{self.budget.period}")
+        object.__setattr__(self, "max_tokens", NEVER if self.budget.tokens is None else self.budget.tokens)
+        object.__setattr__(self, "max_nano", NEVER if self.budget.nano is None else self.budget.nano)
 
     def describe(self) -> str:
         return f"the {self.scope} '{self.owner}' budget ({self.budget.describe()})"
@@ -93,6 +98,10 @@ class BudgetPlan:
     """Every budget a key's requests count against: its own and its team's, compiled once per snapshot."""
 
     cells: tuple[BudgetCell, ...]
+    usd: bool = field(init=False)  # whether a request's cost is needed (a budget in usd)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "usd", any(c.budget.usd is not None for c in self.cells))
 
     @property
     def own(self) -> Budget | None:
@@ -180,13 +189,15 @@ class Budgets:
         """A 429 (``insufficient_quota``) when the key's or its team's spend this period has reached
         its budget, with Retry-After until the period turns; a 503 when it cannot be known and the
         operator chose ``state.limits_when_down: closed``."""
-        now = self.now()
+        now = self.wall()  # now(), inlined: this runs on every request of a key with a budget
+        if not self._start <= now < self._turn:
+            self._roll(now)
         if self.refuse_down:
             raise GatewayError("unavailable", DOWN, retry_after=1.0)
         spent = self._spent
         for cell in plan.cells:
             used = spent.get(cell.id)
-            if used is not None and cell.budget.reached(used):
+            if used is not None and (used[0] >= cell.max_tokens or used[1] >= cell.max_nano):
                 raise self._over(plan, now)
 
     def _over(self, plan: BudgetPlan, now: float) -> GatewayError:
@@ -212,11 +223,14 @@ class Budgets:
         state, to what the next sync sends)."""
         if tokens <= 0 and nano <= 0:
             return
-        now = self.now()
+        now = self.wall()  # now(), inlined
+        if not self._start <= now < self._turn:
+            self._roll(now)
+        spent = self._spent
         for cell in plan.cells:
-            used = self._spent.get(cell.id)
+            used = spent.get(cell.id)
             if used is None:
-                self._spent[cell.id] = [tokens, nano]
+                spent[cell.id] = [tokens, nano]
             else:
                 used[0] += tokens
                 used[1] += nano
