@@ -98,10 +98,6 @@ class BudgetPlan:
     """Every budget a key's requests count against: its own and its team's, compiled once per snapshot."""
 
     cells: tuple[BudgetCell, ...]
-    usd: bool = field(init=False)  # whether a request's cost is needed (a budget in usd)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "usd", any(c.budget.usd is not None for c in self.cells))
 
     @property
     def own(self) -> Budget | None:

@@ -135,7 +135,7 @@ class Engine:
         prices) to the key's and team's budgets; nothing when no upstream answered with usage."""
         usage, provider = x.usage, x.provider
         if usage is not None and provider is not None:
-            cost = x.snapshot.prices.cost(provider.name, x.upstream_model or "", usage) if budget.usd else 0
+            cost = x.snapshot.prices.cost(provider.name, x.upstream_model or "", usage)
             self.budgets.charge(budget, usage.total_tokens, cost)
 
     async def _recall_binding(self, provider: Provider, session: str, model: str) -> None:
