@@ -261,11 +261,13 @@ class Budgets:
 
     def adopt(self, totals: dict[str, tuple[int, int]], labels: dict[str, str]) -> None:
         """Every gateway's totals as read from the shared state (by cell id, for the period labels
-        they were read for), plus this process's charges made since (still pending)."""
+        they were read for), plus this process's charges made since (still pending). Never lower than
+        what this process knew: a Redis that restarted empty gives no budget back."""
         self.now()
         for cell_id, (tokens, nano) in totals.items():
             kind = cell_id.rpartition(":")[2]
             if labels.get(kind) != self.periods[kind].label:
                 continue  # read for a period that turned since
-            mine = self.pending.get(f"{cell_id}:{labels[kind]}")
-            self._spent[cell_id] = [tokens + mine[0], nano + mine[1]] if mine is not None else [tokens, nano]
+            mine = self.pending.get(f"{cell_id}:{labels[kind]}") or (0, 0, 0)
+            known = self._spent.get(cell_id) or (0, 0)
+            self._spent[cell_id] = [max(tokens + mine[0], known[0]), max(nano + mine[1], known[1])]

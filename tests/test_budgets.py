@@ -114,6 +114,9 @@ def test_shared_view_is_the_read_totals_plus_the_charges_since() -> None:
     assert budgets.pending == {"key:k:day:2026-11-30": [11, 6, 4 * 3600 + 1]}
     budgets.adopt({cell.id: (999, 0)}, {"day": "2026-11-29"})  # read for a day that has turned: ignored
     assert budgets.spent(cell) == [71, 51]
+    budgets.pending = {}
+    budgets.adopt({cell.id: (3, 80)}, {"day": "2026-11-30"})  # Redis restarted empty: no tokens given back
+    assert budgets.spent(cell) == [71, 80]
     clock.now += 4 * 3600
     budgets.charge(plan, 2, 0)
     assert "key:k:day:2026-12-01" in budgets.pending and budgets.spent(cell) == [2, 0]
