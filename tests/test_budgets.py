@@ -176,6 +176,10 @@ async def test_tokens_used_up_by_stream_and_non_stream_answers_429_in_every_fami
                                              headers={"x-goog-api-key": SPEND})
     assert status == 429 and doc["error"]["status"] == "RESOURCE_EXHAUSTED" and headers["Retry-After"] == "14400"
     assert doc["error"]["details"][0]["retryDelay"] == "14400s" and "spender" in doc["error"]["message"]
+    status, doc, headers = await h.post_json("/v1/responses", {"model": "gpt-5", "input": "hi"}, headers=bearer(SPEND))
+    assert status == 429 and doc["error"]["type"] == doc["error"]["code"] == "insufficient_quota"
+    status, doc, headers = await h.post_json("/api/chat", {"model": "gpt-5", "messages": HI}, headers=bearer(SPEND))
+    assert status == 429 and "Budget exhausted" in doc["error"] and headers["Retry-After"] == "14400"
     assert spent(h, SPEND) == [[24, 12_000_000]]  # refused requests charge nothing
     assert (await chat(h, FREE))[0] == 200  # a key without a budget is not held
 
