@@ -135,7 +135,7 @@ class AuthPolicy:
         return found
 
     def public(self) -> dict[str, Any]:
-        """What /admin/config shows of it: names, teams, models and expiry, never a key or a hash."""
+        """What /admin/config shows of it: names, teams, models, expiry, limits and budgets, never a key or a hash."""
         shown = {"mode": self.mode, "api_keys": [k.public() for k in self.keys], "teams": sorted(self.teams),
                  "admin_keys": [k.name for k in self.admin_keys]}
         budgets = {name: team.budget.public() for name, team in sorted(self.teams.items()) if team.budget}
