@@ -101,9 +101,9 @@ class BudgetSync:
     def _mark(self, up: bool, error: BaseException | None = None) -> None:
         """The view's health: while it cannot be refreshed, ``limits_when_down: closed`` refuses."""
         if up != self.up:
-            if up:
-                log.info("budgets: shared spend read back from the state backend")
-            else:
+            if up and self.up is False:  # back (the first success says nothing: the state's own line does)
+                log.info("budgets: shared spend read back from the state backend again")
+            elif not up:
                 log.warning("budgets: the state backend is unreachable (%s): charges kept, admission on this "
                             "process's view%s", type(error).__name__ if error else "unknown",
                             "" if self.shared.limits_open else " refused (limits_when_down: closed)")
