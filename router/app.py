@@ -215,7 +215,7 @@ class Dispatcher:
         headers = {"X-Request-Id": rid, **err.headers}
         if x is not None and x.provider is not None:
             headers.update(response_headers(x))
-        if err.retry_after is not None:
+        if err.retry_after is not None and "Retry-After" not in err.headers:  # an error's own: exact (budgets)
             headers["Retry-After"] = str(client_retry_after(err.retry_after))
         if x is not None:
             x.error = err.message  # x.status is set once, where the response is returned

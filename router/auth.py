@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+from router.budgets import Budget, BudgetCell, BudgetPlan, budget_plan, compile_budget
 from router.errors import GatewayError
 from router.limits import LimitPlan, Limits, compile_limits, limit_plan
 
@@ -55,6 +56,7 @@ class ApiKey:
     expires: float | None = None  # unix time from which the key is refused (None: never)
     limits: Limits | None = None  # its own (``limits``); ``plan`` holds its team's as well
     plan: LimitPlan | None = None  # None: no limit applies (the request path skips the limiter)
+    budget: BudgetPlan | None = None  # its own budget and its team's (None: none, nothing to check)
 
     def allows(self, model: str) -> bool:
         return self.models is None or self.models.allows(model)
@@ -73,18 +75,22 @@ class ApiKey:
 
     def public(self) -> dict[str, Any]:
         """What /admin/config shows: never the key or its hash."""
-        shown = {"name": self.name, "team": self.team,
-                 "models": list(self.models.patterns) if self.models is not None else None,
-                 "expires": instant(self.expires) if self.expires is not None else None}
-        return shown if self.limits is None else {**shown, "limits": self.limits.public()}
+        shown: dict[str, Any] = {"name": self.name, "team": self.team,
+                                 "models": list(self.models.patterns) if self.models is not None else None,
+                                 "expires": instant(self.expires) if self.expires is not None else None}
+        if self.limits is not None:
+            shown["limits"] = self.limits.public()
+        own = self.budget.own if self.budget is not None else None
+        return shown if own is None else {**shown, "budget": own.public()}
 
 
 @dataclass(frozen=True, slots=True)
 class Team:
-    """A team client keys may name (``auth.teams``), with the limits its keys share."""
+    """A team client keys may name (``auth.teams``), with the limits and the budget its keys share."""
 
     name: str
     limits: Limits | None = None
+    budget: Budget | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +101,14 @@ class AuthPolicy:
     teams: Mapping[str, Team] = field(default_factory=dict)
     _by_digest: dict[bytes, ApiKey] = field(init=False, repr=False, compare=False)
     _admin_by_digest: dict[bytes, ApiKey] = field(init=False, repr=False, compare=False)
+    budget_cells: tuple[BudgetCell, ...] = field(init=False, repr=False, compare=False)  # each budget once
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "_by_digest", {k.digest: k for k in reversed(self.keys)})  # the first one wins
         object.__setattr__(self, "_admin_by_digest", {k.digest: k for k in reversed(self.admin_keys)})
+        # every budget of the keys and their teams, once (what the shared state reads back)
+        cells = {c.id: c for k in self.keys if k.budget is not None for c in k.budget.cells}
+        object.__setattr__(self, "budget_cells", tuple(cells.values()))
 
     def required(self, public: bool, route_auth: str = "inherit") -> bool:
         """Whether a request must carry a valid key; ``public``: the endpoint is one the
@@ -125,9 +135,11 @@ class AuthPolicy:
         return found
 
     def public(self) -> dict[str, Any]:
-        """What /admin/config shows of it: names, teams, models and expiry, never a key or a hash."""
-        return {"mode": self.mode, "api_keys": [k.public() for k in self.keys], "teams": sorted(self.teams),
-                "admin_keys": [k.name for k in self.admin_keys]}
+        """What /admin/config shows of it: names, teams, models, expiry, limits and budgets, never a key or a hash."""
+        shown = {"mode": self.mode, "api_keys": [k.public() for k in self.keys], "teams": sorted(self.teams),
+                 "admin_keys": [k.name for k in self.admin_keys]}
+        budgets = {name: team.budget.public() for name, team in sorted(self.teams.items()) if team.budget}
+        return {**shown, "team_budgets": budgets} if budgets else shown
 
 
 def presented_key(headers: Mapping[str, str], key_headers: tuple[str, ...]) -> str | None:
@@ -179,7 +191,7 @@ def compile_auth(section: dict[str, Any] | None, allow_lan_access: bool) -> Auth
     mode = section.get("mode", "auto")
     if mode == "auto":
         mode = "all_except_health" if allow_lan_access else "off"
-    teams = {name: Team(name, compile_limits((body or {}).get("limits")))
+    teams = {name: Team(name, compile_limits((body or {}).get("limits")), compile_budget((body or {}).get("budget")))
              for name, body in (section.get("teams") or {}).items()}
     return AuthPolicy(mode, _keys(section.get("api_keys"), teams), _keys(section.get("admin_keys"), {}), teams)
 
@@ -194,7 +206,9 @@ def _key(entry: dict[str, Any], teams: Mapping[str, Team]) -> ApiKey:
     models = entry.get("models")
     expires = entry.get("expires")
     name, team, limits = entry["name"], entry.get("team"), compile_limits(entry.get("limits"))
-    team_limits = teams[team].limits if isinstance(team, str) and team in teams else None
+    known = teams.get(team) if isinstance(team, str) else None
+    team_limits = known.limits if known is not None else None
     return ApiKey(name, digest, team, ModelFilter(tuple(models)) if models else None,
                   parse_expiry(str(expires)) if expires else None, limits,
-                  limit_plan(name, limits, team, team_limits))
+                  limit_plan(name, limits, team, team_limits),
+                  budget_plan(name, compile_budget(entry.get("budget")), team, known.budget if known else None))

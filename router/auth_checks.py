@@ -1,5 +1,6 @@
 """The ``auth`` section's checks beyond its schema: key names used once, teams that exist, expiry
-dates that exist, and no key given twice (by its value or its hash: either way one identity).
+dates that exist, no key given twice (by its value or its hash: either way one identity), and no
+``usd`` budget without a price to count it with.
 
 Data of the wrong shape is the schema's to report: it is skipped here, so no problem is reported twice.
 """
@@ -37,6 +38,25 @@ def auth_references(loaded: LoadedConfig, handlers: Collection[str]) -> list[Con
         errs += _entry_errors(loaded, i, key, teams)
     for section in ("api_keys", "admin_keys"):
         errs += _same_key_errors(loaded, section, auth)
+    return errs + _unpriced_budgets(loaded, auth, teams)
+
+
+def _unpriced_budgets(loaded: LoadedConfig, auth: dict[str, Any], teams: dict[str, Any]) -> list[ConfigError]:
+    """A ``usd`` budget needs the ``prices`` section: without any price every request costs 0 and
+    the budget would never be reached. (A model missing from a price table costs 0 too: said in
+    the README, not an error, since patterns and mappings decide which models are served.)"""
+    if loaded.data.get("prices"):
+        return []
+    owners: list[tuple[tuple[str | int, ...], str, dict[str, Any]]]
+    owners = [(("auth", "api_keys", i), f"api key '{key.get('name')}'", key) for i, key in _entries(auth, "api_keys")]
+    owners += [(("auth", "teams", name), f"team '{name}'", body)
+               for name, body in teams.items() if isinstance(body, dict)]
+    errs = []
+    for path, label, entry in owners:
+        budget = entry.get("budget")
+        if isinstance(budget, dict) and budget.get("usd") is not None:
+            errs.append(loaded.locate((*path, "budget", "usd"), f"{label} has a usd budget but no price is "
+                                      "declared: add a prices section (USD per million tokens per provider/model)"))
     return errs
 
 

@@ -23,6 +23,7 @@ from aiohttp import web
 from router.accounts import Account, StateStore
 from router.attempts import AttemptLoop
 from router.bodies import read_json, read_limited
+from router.budgets import BudgetPlan, Budgets
 from router.canonical import CanonicalRequest, Event, ResponseContext, StreamError, Usage
 from router.codecs import LocalAnswer, Stores
 from router.errors import BadRequest, GatewayError
@@ -50,7 +51,8 @@ class Engine:
 
     def __init__(self, store: StateStore, session: aiohttp.ClientSession,
                  stores: Stores | None = None,
-                 ids: IdGenerator | None = None, renders: Executor | None = None, limiter: Limiter | None = None):
+                 ids: IdGenerator | None = None, renders: Executor | None = None, limiter: Limiter | None = None,
+                 budgets: Budgets | None = None):
         self.ids = ids or IdGenerator()
         # where templates with Jinja leaves render (None: the loop's default executor); a pool of its
         # own keeps runaway renders, each bounded by its budget, from delaying DNS lookups and reloads
@@ -62,6 +64,7 @@ class Engine:
         self.attempts = AttemptLoop(store, self._attempt)  # where retry happens
         # client keys' and teams' limits: outside the snapshot, kept across reloads (the gateway's)
         self.limiter = limiter if limiter is not None else Limiter()
+        self.budgets = budgets if budgets is not None else Budgets()  # their spend: the gateway's too
 
     # --- the pipeline ---------------------------------------------------------------------------
 
@@ -74,6 +77,9 @@ class Engine:
             await x.codec.fetch(self.stores, req, x.client_key)  # what other gateways stored
         req = self._apply_state(x, req)
         provider = self._provider(x, self._resolve(x, req))
+        budget = x.key.budget if x.key is not None else None
+        if budget is not None:
+            self.budgets.admit(budget)  # a used-up budget: a 429 before the limits are taken
         plan = x.key.plan if x.key is not None else None
         admission = await self._admit(x, plan, req) if plan is not None else None  # a 429 before any upstream
         try:
@@ -88,6 +94,8 @@ class Engine:
         finally:  # also when the client went away or an error ends the request: a stream has ended here
             if admission is not None:
                 self._settle(x, admission)
+            if budget is not None:
+                self._charge(x, budget)
 
     async def _admit(self, x: Exchange, plan: LimitPlan, req: CanonicalRequest) -> Admission:
         """Take the request from its key's and team's limits (rpm: 1; tpm: the input estimate plus
@@ -121,6 +129,14 @@ class Engine:
             limiter.adjust(admission, usage.total_tokens - admission.tokens)
         elif x.ttfb is None:
             limiter.adjust(admission, -admission.tokens)
+
+    def _charge(self, x: Exchange, budget: BudgetPlan) -> None:
+        """The response ended: charge its usage (tokens, and their cost at the serving provider's
+        prices) to the key's and team's budgets; nothing when no upstream answered with usage."""
+        usage, provider = x.usage, x.provider
+        if usage is not None and provider is not None:
+            cost = x.snapshot.prices.cost(provider.name, x.upstream_model or "", usage)
+            self.budgets.charge(budget, usage.total_tokens, cost)
 
     async def _recall_binding(self, provider: Provider, session: str, model: str) -> None:
         """A sticky session this process has no usable binding for: ask the shared state (another

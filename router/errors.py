@@ -15,6 +15,7 @@ ERROR_KINDS: dict[str, int] = {
     "request_timeout": 408,  # the client's own request body did not arrive in time
     "request_too_large": 413,
     "rate_limit": 429,
+    "quota": 429,  # a client key's or team's budget is used up (OpenAI: insufficient_quota), until its period turns
     "server": 500,
     "bad_gateway": 502,
     "unavailable": 503,

@@ -19,6 +19,7 @@ import aiohttp
 
 from router.access_log import AccessLog
 from router.accounts import StateStore
+from router.budgets import BudgetCell, Budgets
 from router.codecs import Stores
 from router.config import LoadedConfig, load_dir
 from router.errors import ConfigError, ConfigErrors
@@ -31,6 +32,7 @@ from router.state_settings import StateSettings
 from router.summary import Line, describe
 
 if TYPE_CHECKING:
+    from router.budgets_shared import BudgetSync
     from router.shared_state import SharedState
     from router.worker_dir import WorkerDir
 
@@ -93,6 +95,8 @@ class Gateway:
         self.stores = Stores()  # what client codecs keep between requests, sized by each snapshot
         self.shared: SharedState | None = None  # state.backend: redis (router.shared_state)
         self.limiter = Limiter()  # client keys' and teams' limits (router.limits): kept across reloads
+        self.budgets = Budgets()  # their budgets' spend this period (router.budgets): kept across reloads
+        self.budget_sync: BudgetSync | None = None  # the budgets' side of the shared state
         self._closing: set[asyncio.Task[None]] = set()  # shared states replaced by a reload, closing
         self._lock = asyncio.Lock()
         self.reloads_ok = 0
@@ -159,6 +163,8 @@ class Gateway:
             swap_in(SECTIONS, self, snap)  # stores resized, logging re-applied: see snapshot.SECTIONS
             if self.shared is not None:
                 await self.shared.ready()  # a new shared state: its first sync (bounded)
+            if self.budget_sync is not None:
+                await self.budget_sync.refresh()  # budgets added by this reload: their spend read at once
             self.reloads_ok += 1
             self.last_reload = ReloadStatus(True, generation, [], time.time(), reason)
             log.info("config generation %d loaded from %d file(s) in %.1f ms (%s)", generation,
@@ -173,18 +179,33 @@ class Gateway:
         if old is not None and settings == old.settings:
             return
         self.shared = self.stores.remote = self.limiter.shared = None
+        old_budgets, self.budget_sync = self.budget_sync, None
+        self.budgets.sharing = self.budgets.refuse_down = False  # in process, unless a new sync shares them
         if settings is not None and settings.shared:
+            from router.budgets_shared import BudgetSync
             from router.shared_state import SharedState  # redis-py: only with backend redis (an extra)
 
             self.shared = SharedState(settings, self.store, self._pools)
             self.shared.start(previous=old)  # what the old one had still to write goes to the new one
             self.stores.remote, self.limiter.shared = self.shared, self.shared.limits
+            self.budget_sync = BudgetSync(self.budgets, self.shared, self._budget_cells)
+            self.budget_sync.start()
             log.info("state: redis at %s (prefix %s), pools synced every %gs", settings.public()["address"],
                      settings.prefix, settings.sync_interval)
         if old is not None:  # requests awaiting its writes keep them; it closes when they are done
-            task = asyncio.get_running_loop().create_task(old.close())
+            task = asyncio.get_running_loop().create_task(self._close_state(old, old_budgets))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
+
+    @staticmethod
+    async def _close_state(old: SharedState, budgets: BudgetSync | None) -> None:
+        """A replaced shared state: its budgets' charges sent (bounded), then its own writes and connection."""
+        if budgets is not None:
+            await budgets.close()
+        await old.close()
+
+    def _budget_cells(self) -> tuple[BudgetCell, ...]:
+        return () if self.snapshot is None else self.snapshot.auth.budget_cells
 
     def _pools(self) -> list[list[str]]:
         """Each provider's account keys in the snapshot serving now (what the shared state syncs)."""

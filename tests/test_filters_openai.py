@@ -12,6 +12,7 @@ from router.filters.openai import (
     openai_reasoning_effort,
     openai_response_format,
     openai_stream_options,
+    openai_stream_usage,
     openai_tool_choice,
     openai_tools,
 )
@@ -169,6 +170,17 @@ def test_openai_stream_options(request_obj: Any, expected: Any) -> None:
     assert openai_stream_options(request_obj) == expected
 
 
+def test_openai_stream_usage_asks_a_passthrough_stream_for_its_usage() -> None:
+    body = {"model": "m", "stream": True, "stream_options": {"continuous_usage_stats": False}}
+    assert openai_stream_usage(body) == {**body, "stream_options": {"continuous_usage_stats": False,
+                                                                    "include_usage": True}}
+    assert body["stream_options"] == {"continuous_usage_stats": False}  # the client's body is not changed
+    asked = {"model": "m", "stream": True, "stream_options": {"include_usage": True}}
+    assert openai_stream_usage(asked) is asked
+    assert openai_stream_usage({"model": "m"}) == {"model": "m"}  # not a stream: as it is
+    assert openai_stream_usage(None) is None
+
+
 def test_filters_registry() -> None:
     assert dict(FILTERS) == {
         "openai_messages": openai_messages,
@@ -177,6 +189,7 @@ def test_filters_registry() -> None:
         "openai_response_format": openai_response_format,
         "openai_reasoning_effort": openai_reasoning_effort,
         "openai_stream_options": openai_stream_options,
+        "openai_stream_usage": openai_stream_usage,
     }
 
 

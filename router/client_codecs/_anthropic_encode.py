@@ -52,6 +52,7 @@ ERROR_TYPES: dict[str, str] = {
     "not_found": "not_found_error",
     "request_too_large": "request_too_large",
     "rate_limit": "rate_limit_error",
+    "quota": "rate_limit_error",  # Anthropic's 429 has one type
     "server": "api_error",
     "bad_gateway": "api_error",
     "timeout": "timeout_error",

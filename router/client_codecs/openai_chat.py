@@ -66,6 +66,7 @@ _ERROR_TYPES: Mapping[str, tuple[str, str | None]] = MappingProxyType(
         "request_timeout": ("invalid_request_error", "request_timeout"),
         "request_too_large": ("invalid_request_error", None),
         "rate_limit": ("rate_limit_error", "rate_limit_exceeded"),
+        "quota": ("insufficient_quota", "insufficient_quota"),  # as OpenAI sends it: type and code alike
         "server": ("server_error", None),
         "bad_gateway": ("server_error", None),
         "unavailable": ("server_error", None),

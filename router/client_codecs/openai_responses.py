@@ -55,6 +55,7 @@ _ERROR_TYPES = {
     "authentication": "authentication_error",
     "permission": "permission_error",
     "rate_limit": "rate_limit_error",
+    "quota": "insufficient_quota",
 }
 
 
