@@ -106,10 +106,10 @@ class BudgetSync:
             elif not up:
                 log.warning("budgets: the state backend is unreachable (%s): charges kept, admission on this "
                             "process's view%s", type(error).__name__ if error else "unknown",
-                            "" if self.shared.limits_open else " refused (limits_when_down: closed)")
+                            "" if self.shared.limits.limits_open else " refused (limits_when_down: closed)")
         self.up = up
         if self.active:
-            self.budgets.refuse_down = not up and not self.shared.limits_open
+            self.budgets.refuse_down = not up and not self.shared.limits.limits_open
 
     async def close(self) -> None:
         """Stop the loop; send what is pending once (bounded). The gateway has already started the
