@@ -29,6 +29,7 @@ from router.sections import swap_in
 from router.snapshot import BUILTIN_SIMULATOR, SECTIONS, Snapshot, compile_config
 from router.state_settings import StateSettings
 from router.summary import Line, describe
+from router.usage import UsageLedger
 
 if TYPE_CHECKING:
     from router.shared_state import SharedState
@@ -93,6 +94,7 @@ class Gateway:
         self.stores = Stores()  # what client codecs keep between requests, sized by each snapshot
         self.shared: SharedState | None = None  # state.backend: redis (router.shared_state)
         self.limiter = Limiter()  # client keys' and teams' limits (router.limits): kept across reloads
+        self.usage = UsageLedger()  # usage per day, key, team and model (router.usage): kept across reloads
         self._closing: set[asyncio.Task[None]] = set()  # shared states replaced by a reload, closing
         self._lock = asyncio.Lock()
         self.reloads_ok = 0
@@ -120,6 +122,7 @@ class Gateway:
             raise ConfigErrors(self.last_error.errors)
 
     async def close(self) -> None:
+        await self.usage.close()  # its last rows to the shared state, before that closes
         self.use_state(None)
         await asyncio.gather(*self._closing, return_exceptions=True)
         if self.renders is not None:  # a render still running ends at its budget's next check
@@ -181,6 +184,7 @@ class Gateway:
             self.stores.remote = self.limiter.shared = self.shared
             log.info("state: redis at %s (prefix %s), pools synced every %gs", settings.public()["address"],
                      settings.prefix, settings.sync_interval)
+        self.usage.share(self.shared)  # its rows follow the shared state (None: kept in this process)
         if old is not None:  # requests awaiting its writes keep them; it closes when they are done
             task = asyncio.get_running_loop().create_task(old.close())
             self._closing.add(task)

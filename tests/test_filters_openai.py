@@ -12,6 +12,7 @@ from router.filters.openai import (
     openai_reasoning_effort,
     openai_response_format,
     openai_stream_options,
+    openai_stream_usage,
     openai_tool_choice,
     openai_tools,
 )
@@ -177,6 +178,7 @@ def test_filters_registry() -> None:
         "openai_response_format": openai_response_format,
         "openai_reasoning_effort": openai_reasoning_effort,
         "openai_stream_options": openai_stream_options,
+        "openai_stream_usage": openai_stream_usage,
     }
 
 
@@ -192,3 +194,19 @@ def test_filters_in_jinja_sandbox() -> None:
     assert env.compile_expression("request.tool_choice | openai_tool_choice")(request=req) == {
         "type": "function", "function": {"name": "f"}}
     assert env.compile_expression("request | openai_stream_options")(request=req) == {"include_usage": True}
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ({"model": "m", "stream": True}, {"model": "m", "stream": True, "stream_options": {"include_usage": True}}),
+    ({"stream": True, "stream_options": {"include_obfuscation": False}},
+     {"stream": True, "stream_options": {"include_obfuscation": False, "include_usage": True}}),
+    ({"stream": True, "stream_options": {"include_usage": False}},
+     {"stream": True, "stream_options": {"include_usage": True}}),
+    ({"stream": True, "stream_options": {"include_usage": True}},
+     {"stream": True, "stream_options": {"include_usage": True}}),
+    ({"model": "m"}, {"model": "m"}),
+    ({"stream": False}, {"stream": False}),
+    ("not a body", "not a body"),
+])
+def test_openai_stream_usage_asks_a_stream_for_usage(body: Any, expected: Any) -> None:
+    assert openai_stream_usage(body) == expected

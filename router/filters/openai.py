@@ -138,6 +138,18 @@ def openai_stream_options(request: Any) -> dict[str, bool] | None:
     return {"include_usage": True} if stream else None
 
 
+def openai_stream_usage(body: Any) -> Any:
+    """A same-format (passthrough) body that streams, asking for usage: the gateway always wants it
+    (usage, limits, budgets); the client's stream shows it only when the client asked (its codec
+    reads the client's own ``stream_options``). Any other body as it is."""
+    if not isinstance(body, Mapping) or body.get("stream") is not True:
+        return body
+    options = body.get("stream_options")
+    if isinstance(options, Mapping) and options.get("include_usage") is True:
+        return body
+    return {**body, "stream_options": {**(options if isinstance(options, Mapping) else {}), "include_usage": True}}
+
+
 FILTERS: Mapping[str, Callable[..., Any]] = MappingProxyType(
     {
         "openai_messages": openai_messages,
@@ -146,5 +158,6 @@ FILTERS: Mapping[str, Callable[..., Any]] = MappingProxyType(
         "openai_response_format": openai_response_format,
         "openai_reasoning_effort": openai_reasoning_effort,
         "openai_stream_options": openai_stream_options,
+        "openai_stream_usage": openai_stream_usage,
     }
 )
