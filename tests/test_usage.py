@@ -294,3 +294,13 @@ def test_names_with_the_field_separator_or_lone_surrogates_are_cleaned() -> None
     ledger = UsageLedger(Clock(T0))
     ledger.record(exchange(model="a\x1fb\ud800"), 200)
     assert list(totals(ledger)) == [(DAY0, "k", "t", "a\ufffdb?")]
+
+
+async def test_the_readme_example_shows_every_field_of_the_answer(h: Harness) -> None:
+    from tests.test_readme import README
+
+    await h.post_json("/v1/chat/completions", {"model": "gpt-4o", "messages": HI}, headers=bearer(A_KEY))
+    _, doc, _ = await usage(h, "?group_by=key,model")
+    part = README[README.index("**Usage.**"):README.index("### providers")]
+    for name in [*doc, *doc["rows"][0], *doc["totals"]]:
+        assert f'"{name}"' in part, name
