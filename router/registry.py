@@ -23,6 +23,7 @@ from router.client_codecs import (
 )
 from router.codecs import ClientCodec, Family, UpstreamCodec
 from router.endpoints import Endpoint
+from router.key_usage import key_usage
 from router.upstream_codecs import anthropic as anthropic_upstream
 from router.upstream_codecs import gemini as gemini_upstream
 from router.upstream_codecs import openai as openai_upstream
@@ -69,6 +70,7 @@ def _endpoints() -> tuple[Endpoint, ...]:
         Endpoint("admin.accounts", ep.admin_accounts, admin=True),
         Endpoint("admin.account_reset", ep.admin_account_reset, admin=True),
         Endpoint("admin.usage", admin_usage, admin=True),
+        Endpoint("key.usage", key_usage),
         Endpoint("metrics", ep.metrics),
     )
 

@@ -34,15 +34,31 @@ from router.usage import COUNTERS, N, RowKey, day_of
 if TYPE_CHECKING:
     from router.endpoints import Params, Services
     from router.exchange import Exchange
+    from router.gateway import Gateway
 
 DIMENSIONS = ("day", "key", "team", "model")
-DEFAULT_GROUP = ("day", "key", "model")
 DEFAULT_DAYS = 7
 MAX_DAYS = 400
-PARAMS = frozenset({"from", "to", "key", "team", "model", "group_by", "format"})
+FILTERS = ("key", "team", "model")  # in row-key order
 NONE = "-"  # a filter's and the CSV's word for "no key" / "no team" / "no model"
 SHOWN = (*COUNTERS[:-1], "cost_usd")  # cost as USD, not nano-dollars
 _DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+@dataclass(frozen=True, slots=True)
+class View:
+    """What a caller may ask for: the admin any row, a client its own key's (``router.key_usage``)."""
+
+    dimensions: tuple[str, ...]  # what it may group by
+    default_group: tuple[str, ...]
+    filters: tuple[str, ...]  # what it may filter on
+
+    @property
+    def params(self) -> frozenset[str]:
+        return frozenset({"from", "to", "group_by", "format", *self.filters})
+
+
+ADMIN = View(DIMENSIONS, ("day", "key", "model"), FILTERS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,11 +70,12 @@ class UsageQuery:
     csv: bool
 
 
-def parse_query(query: MultiMapping[str], accept: str, today: str) -> UsageQuery:
+def parse_query(query: MultiMapping[str], accept: str, today: str, view: View = ADMIN) -> UsageQuery:
     """The request's query as a :class:`UsageQuery`; a BadRequest naming the parameter."""
-    unknown = sorted(set(query) - PARAMS)
+    unknown = sorted(set(query) - view.params)
     if unknown:
-        raise BadRequest(f"unknown parameter '{unknown[0]}'; known: {', '.join(sorted(PARAMS))}", param=unknown[0])
+        raise BadRequest(f"unknown parameter '{unknown[0]}'; known: {', '.join(sorted(view.params))}",
+                         param=unknown[0])
     last = _day(query, "to") or today
     first = _day(query, "from") or (date.fromisoformat(last) - timedelta(days=DEFAULT_DAYS - 1)).isoformat()
     if first > last:
@@ -66,8 +83,8 @@ def parse_query(query: MultiMapping[str], accept: str, today: str) -> UsageQuery
     if (date.fromisoformat(last) - date.fromisoformat(first)).days >= MAX_DAYS:
         raise BadRequest(f"a range of at most {MAX_DAYS} days, please", param="from")
     filters = {i: frozenset("" if v == NONE else v for v in values)
-               for i, name in enumerate(("key", "team", "model")) if (values := _listed(query, name))}
-    return UsageQuery(first, last, _group_by(query), filters, _wants_csv(query, accept))
+               for i, name in enumerate(FILTERS) if name in view.filters and (values := _listed(query, name))}
+    return UsageQuery(first, last, _group_by(query, view), filters, _wants_csv(query, accept))
 
 
 def _listed(query: MultiMapping[str], name: str) -> list[str]:
@@ -86,13 +103,13 @@ def _day(query: MultiMapping[str], name: str) -> str | None:
         raise BadRequest(f"'{name}' must be a day, YYYY-MM-DD (UTC)", param=name) from None
 
 
-def _group_by(query: MultiMapping[str]) -> tuple[str, ...]:
+def _group_by(query: MultiMapping[str], view: View) -> tuple[str, ...]:
     if "group_by" not in query:
-        return DEFAULT_GROUP
+        return view.default_group
     wanted = _listed(query, "group_by")
-    bad = [g for g in wanted if g not in DIMENSIONS]
+    bad = [g for g in wanted if g not in view.dimensions]
     if bad or len(set(wanted)) != len(wanted):
-        raise BadRequest(f"'group_by' takes each of {', '.join(DIMENSIONS)} at most once", param="group_by")
+        raise BadRequest(f"'group_by' takes each of {', '.join(view.dimensions)} at most once", param="group_by")
     return tuple(wanted)
 
 
@@ -155,9 +172,15 @@ def as_csv(rows: list[tuple[tuple[str, ...], list[int]]], q: UsageQuery) -> str:
 
 
 async def admin_usage(svc: Services, x: Exchange, request: web.BaseRequest, params: Params) -> web.Response:
-    gateway = svc.gateway
-    ledger = gateway.usage
+    ledger = svc.gateway.usage
     q = parse_query(request.query, request.headers.get("Accept", ""), day_of(ledger.clock()))
+    return await answer(svc.gateway, q, {})
+
+
+async def answer(gateway: Gateway, q: UsageQuery, head: dict[str, Any]) -> web.Response:
+    """The rows of ``q`` as JSON (``head`` first) or CSV: every gateway's through Redis when it answers,
+    else this process's own."""
+    ledger = gateway.usage
     entries = await ledger.sync.read(q.first, q.last) if ledger.sync is not None and ledger.sync.shared.up else None
     if entries is not None:
         source, complete = "redis", True
@@ -169,5 +192,5 @@ async def admin_usage(svc: Services, x: Exchange, request: web.BaseRequest, para
     if q.csv:
         return web.Response(text=as_csv(rows, q), content_type="text/csv", charset="utf-8",
                             headers={"X-Usage-Source": source, "X-Usage-Complete": str(complete).lower()})
-    return json_response(as_json(rows, totals, q, {"source": source, "complete": complete,
-                                                   **gateway.answered_by()}))
+    return json_response({**head, **as_json(rows, totals, q, {"source": source, "complete": complete,
+                                                              **gateway.answered_by()})})

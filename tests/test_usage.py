@@ -304,3 +304,38 @@ async def test_the_readme_example_shows_every_field_of_the_answer(h: Harness) ->
     part = README[README.index("**Usage.**"):README.index("### providers")]
     for name in [*doc, *doc["rows"][0], *doc["totals"]]:
         assert f'"{name}"' in part, name
+
+
+# --- a client's own usage: GET /v1/usage ------------------------------------------------------------------
+
+
+async def test_a_client_sees_its_own_usage_and_limits_left(h: Harness) -> None:
+    for key, model in ((B_KEY, "gpt-4o"), (B_KEY, "gpt-5"), (A_KEY, "gpt-4o")):
+        status, _, _ = await h.post_json("/v1/chat/completions", {"model": model, "messages": HI}, headers=bearer(key))
+        assert status == 200
+    await asyncio.sleep(0.05)
+    async with h.session.get(h.url + "/v1/usage", headers=bearer(B_KEY)) as r:
+        assert r.status == 200
+        doc = await r.json()
+    assert (doc["key"], doc["team"], doc["group_by"]) == ("beta", None, ["day", "model"])
+    assert [(row["day"], row["model"], row["requests"]) for row in doc["rows"]] == [(DAY0, "gpt-4o", 1),
+                                                                                  (DAY0, "gpt-5", 1)]
+    assert doc["limits"]["requests"]["limit"] == 3 and doc["limits"]["requests"]["remaining"] == 1
+    assert doc["limits"]["tokens"] is None
+    async with h.session.get(h.url + "/v1/usage?group_by=&format=csv", headers=bearer(A_KEY)) as r:
+        table = list(csv.reader(io.StringIO(await r.text())))
+    assert table[0][0] == "requests" and table[1][0] == "1"  # alpha's own: one request, no limits
+    for query, param in (("?key=beta", "key"), ("?group_by=key", "group_by"), ("?team=-", "team")):
+        async with h.session.get(h.url + "/v1/usage" + query, headers=bearer(A_KEY)) as r:
+            assert r.status == 400 and (await r.json())["error"]["param"] == param
+    async with h.session.get(h.url + "/v1/usage") as r:
+        assert r.status == 401
+
+
+async def test_without_auth_v1_usage_asks_for_a_key(config_dir: Path) -> None:
+    harness = await start_gateway(config_dir)
+    try:
+        async with harness.session.get(harness.url + "/v1/usage") as r:
+            assert r.status == 401 and "send one" in (await r.json())["error"]["message"]
+    finally:
+        await harness.close()

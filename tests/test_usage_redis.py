@@ -154,3 +154,35 @@ async def test_unsent_rows_show_at_once_and_a_range_reads_every_day(pair: tuple[
         return bool(doc["source"] == "redis" and doc["totals"]["requests"] == 1)
 
     await until(there, timeout=2.0)
+
+
+async def test_a_client_sees_every_gateways_use_of_its_limits(tmp_path: Path, server: RedisServer) -> None:
+    prefix = "k" + uuid.uuid4().hex[:8]
+    auth = "auth:\n  mode: strict\n  api_keys:\n    - {name: me, key: sk-me-usage, limits: {rpm: 5}}\n"
+    gateways = []
+    for name in ("ka", "kb"):
+        directory = config(tmp_path, name, server.port, prefix)
+        (directory / "00-server.yaml").write_text(auth)
+        gateways.append(await start_gateway(directory))
+    a, b = gateways
+    me = {"Authorization": "Bearer sk-me-usage"}
+    try:
+        await until(lambda: _up(a))
+        await until(lambda: _up(b))
+        for h in (a, a, b):
+            status, _, _ = await h.post_json("/v1/chat/completions", {"model": "gpt-5", "messages": HI}, headers=me)
+            assert status == 200
+
+        async def seen() -> bool:
+            async with b.session.get(b.url + "/v1/usage?group_by=", headers=me) as r:
+                doc = await r.json()
+            return bool(doc["source"] == "redis" and doc["totals"]["requests"] == 3)
+
+        await until(seen)
+        for h in (a, b):
+            async with h.session.get(h.url + "/v1/usage", headers=me) as r:
+                limits = (await r.json())["limits"]
+            assert limits["requests"]["limit"] == 5 and limits["requests"]["remaining"] == 2  # reading took none
+    finally:
+        for h in gateways:
+            await h.close()
