@@ -10,7 +10,8 @@ Query parameters (each optional; anything else is a 400 naming it):
 - ``format``: ``json`` (default) or ``csv`` (also chosen by ``Accept: text/csv``).
 
 With ``state.backend: redis`` the rows are every gateway's (``"source": "redis"``); while Redis does
-not answer, this process's own (``"source": "local"``, ``"complete": false``).
+not answer, this process's own (``"source": "local"``, ``"complete": false``). A client's own view,
+``GET /v1/usage`` (``router.key_usage``), is the same answer for another :class:`View`.
 """
 
 from __future__ import annotations
