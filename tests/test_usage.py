@@ -259,6 +259,22 @@ def test_a_row_counts_tokens_cached_reasoning_and_cost() -> None:
     assert totals(ledger)[(DAY0, "k", "t", "m")][0] == 2
 
 
+def test_the_inlined_cost_is_the_price_tables() -> None:
+    """``UsageLedger.record`` computes ``Price.cost`` inline: the same nano-dollars, to the unit."""
+    import random
+
+    rng = random.Random(13)
+    prices = {"p/u": {"input": 2.5, "output": 10.0, "cached_input": 1.25}, "p/v": {"input": 0.3, "output": 2.5}}
+    table = compile_prices(prices)
+    for _ in range(500):
+        model = rng.choice(["u", "v", "none"])
+        inp = rng.randrange(0, 2_000_000)
+        u = Usage(inp, rng.randrange(0, 100_000), rng.randrange(0, inp + 10), 0)
+        ledger = UsageLedger(Clock(T0))
+        ledger.record(exchange(usage=u, upstream=model, prices=prices), 200)
+        assert totals(ledger)[(DAY0, "k", "t", "m")][6] == table.cost("p", model, u)
+
+
 def test_a_full_day_counts_new_models_as_other_and_the_day_turns() -> None:
     clock = Clock(T0)
     ledger = UsageLedger(clock, UsageSettings(max_rows_per_day=10))
