@@ -164,6 +164,7 @@ class Dispatcher:
     def _finish(self, x: Exchange, request: web.BaseRequest, route: str, status: int, started: float) -> None:
         latency = time.monotonic() - started
         self.metrics.observe(x, route, status, latency)
+        self.gateway.usage.record(x, status)
         access = self.gateway.access_log
         if not access.enabled:
             return

@@ -30,6 +30,7 @@ from router.sections import swap_in
 from router.snapshot import BUILTIN_SIMULATOR, SECTIONS, Snapshot, compile_config
 from router.state_settings import StateSettings
 from router.summary import Line, describe
+from router.usage import UsageLedger
 
 if TYPE_CHECKING:
     from router.budgets_shared import BudgetSync
@@ -97,6 +98,7 @@ class Gateway:
         self.limiter = Limiter()  # client keys' and teams' limits (router.limits): kept across reloads
         self.budgets = Budgets()  # their budgets' spend this period (router.budgets): kept across reloads
         self.budget_sync: BudgetSync | None = None  # the budgets' side of the shared state
+        self.usage = UsageLedger()  # usage per day, key, team and model (router.usage): kept across reloads
         self._closing: set[asyncio.Task[None]] = set()  # shared states replaced by a reload, closing
         self._lock = asyncio.Lock()
         self.reloads_ok = 0
@@ -124,6 +126,7 @@ class Gateway:
             raise ConfigErrors(self.last_error.errors)
 
     async def close(self) -> None:
+        await self.usage.close()  # its last rows to the shared state, before that closes
         self.use_state(None)
         await asyncio.gather(*self._closing, return_exceptions=True)
         if self.renders is not None:  # a render still running ends at its budget's next check
@@ -192,6 +195,7 @@ class Gateway:
             self.budget_sync.start()
             log.info("state: redis at %s (prefix %s), pools synced every %gs", settings.public()["address"],
                      settings.prefix, settings.sync_interval)
+        self.usage.share(self.shared)  # its rows follow the shared state (None: kept in this process)
         if old is not None:  # requests awaiting its writes keep them; it closes when they are done
             task = asyncio.get_running_loop().create_task(self._close_state(old, old_budgets))
             self._closing.add(task)

@@ -23,9 +23,11 @@ from router.client_codecs import (
 )
 from router.codecs import ClientCodec, Family, UpstreamCodec
 from router.endpoints import Endpoint
+from router.key_usage import key_usage
 from router.upstream_codecs import anthropic as anthropic_upstream
 from router.upstream_codecs import gemini as gemini_upstream
 from router.upstream_codecs import openai as openai_upstream
+from router.usage_report import admin_usage
 
 FAMILIES: tuple[Family, ...] = (openai_chat.FAMILY, anthropic_messages.FAMILY, gemini_native.FAMILY,  # first: default
                                 ollama.FAMILY)
@@ -67,6 +69,8 @@ def _endpoints() -> tuple[Endpoint, ...]:
         Endpoint("admin.reload", ep.admin_reload, admin=True),
         Endpoint("admin.accounts", ep.admin_accounts, admin=True),
         Endpoint("admin.account_reset", ep.admin_account_reset, admin=True),
+        Endpoint("admin.usage", admin_usage, admin=True),
+        Endpoint("key.usage", key_usage),
         Endpoint("metrics", ep.metrics),
     )
 

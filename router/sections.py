@@ -19,6 +19,7 @@ from router.errors import ConfigError
 from router.response_store import ResponseStore
 from router.signature_memory import SignatureMemory
 from router.state_settings import StateSettings
+from router.usage import UsageLedger
 
 if TYPE_CHECKING:
     from router.snapshot import Snapshot
@@ -36,6 +37,7 @@ class Live(Protocol):
     stores: Stores
     access_log: AccessLog
     manage_logging: bool
+    usage: UsageLedger
 
     def use_state(self, settings: StateSettings) -> None: ...  # open, replace or close the shared state
 
@@ -124,3 +126,8 @@ def apply_logging(live: Live, snap: Snapshot) -> None:
     if live.manage_logging:
         logging.getLogger().setLevel(settings.level.upper())
     live.access_log.configure(settings.format, settings.access_log and settings.level in ("debug", "info"))
+
+
+def configure_usage(live: Live, snap: Snapshot) -> None:
+    """The usage ledger's bounds follow ``usage:`` (its rows are kept)."""
+    live.usage.configure(snap.usage)

@@ -36,6 +36,7 @@ from router.sections import (
     Section,
     apply_logging,
     compile_sections,
+    configure_usage,
     reference_errors,
     resize_stores,
     use_state,
@@ -45,6 +46,7 @@ from router.state_settings import StateSettings, compile_state, state_references
 from router.template_budget import DEFAULT_LIMITS, TemplateLimits, header_limits
 from router.template_sandbox import GuardedEnvironment
 from router.templates import CompiledTree, compile_tree, make_environment, template_errors
+from router.usage import UsageSettings, compile_usage
 
 HANDLERS = frozenset(ENDPOINTS)  # the handler names a route may name (router.registry)
 
@@ -137,6 +139,7 @@ class Snapshot:
     logging: Logging = field(default_factory=Logging)
     state: StateSettings = field(default_factory=StateSettings)
     prices: PriceTable = field(default_factory=PriceTable)  # what usage costs (budgets in usd, /admin/usage)
+    usage: UsageSettings = field(default_factory=UsageSettings)  # the usage ledger's bounds
 
     def provider(self, name: str) -> Provider | None:
         """The provider serving ``name``, following ``fallback`` while it has no account."""
@@ -222,13 +225,15 @@ ROUTES = Section("routes", "routes.schema.json", lambda c: compile_routes(c.data
 RESPONSE_HEADERS = Section("response_headers", "response_headers.schema.json", _response_headers)
 LOGGING = Section("logging", "logging.schema.json", _logging, swap=apply_logging)
 PRICES = Section("prices", "prices.schema.json", lambda c: compile_prices(c.data.get("prices")))
+USAGE = Section("usage", "usage.schema.json", lambda c: compile_usage(c.data.get("usage")), swap=configure_usage)
 # first: the stores the server section sizes are connected to the shared state it opens
 STATE = Section("state", "state.schema.json", lambda c: compile_state(c.data.get("state")), state_references,
                 use_state)
 
 # In compile order: a section comes after those it reads (providers read retry_policies and templates).
 SECTIONS: tuple[Section[Any], ...] = (
-    STATE, SERVER, AUTH, RETRY_POLICIES, TEMPLATES, PROVIDERS, MODEL_MAPPING, ROUTES, RESPONSE_HEADERS, LOGGING, PRICES)
+    STATE, SERVER, AUTH, RETRY_POLICIES, TEMPLATES, PROVIDERS, MODEL_MAPPING, ROUTES, RESPONSE_HEADERS, LOGGING, PRICES,
+    USAGE)
 
 
 def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, Callable[..., Any]],
@@ -250,6 +255,7 @@ def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, 
         generation=generation, loaded_at=time.time(), files=tuple(loaded.files), server=c[SERVER], auth=c[AUTH],
         routes=c[ROUTES], mapper=c[MODEL_MAPPING], providers=providers, fallbacks=fallbacks,
         response_headers=c[RESPONSE_HEADERS], logging=c[LOGGING], state=c[STATE], prices=c[PRICES],
+        usage=c[USAGE],
     )
 
 

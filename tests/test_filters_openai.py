@@ -205,3 +205,19 @@ def test_filters_in_jinja_sandbox() -> None:
     assert env.compile_expression("request.tool_choice | openai_tool_choice")(request=req) == {
         "type": "function", "function": {"name": "f"}}
     assert env.compile_expression("request | openai_stream_options")(request=req) == {"include_usage": True}
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ({"model": "m", "stream": True}, {"model": "m", "stream": True, "stream_options": {"include_usage": True}}),
+    ({"stream": True, "stream_options": {"include_obfuscation": False}},
+     {"stream": True, "stream_options": {"include_obfuscation": False, "include_usage": True}}),
+    ({"stream": True, "stream_options": {"include_usage": False}},
+     {"stream": True, "stream_options": {"include_usage": True}}),
+    ({"stream": True, "stream_options": {"include_usage": True}},
+     {"stream": True, "stream_options": {"include_usage": True}}),
+    ({"model": "m"}, {"model": "m"}),
+    ({"stream": False}, {"stream": False}),
+    ("not a body", "not a body"),
+])
+def test_openai_stream_usage_asks_a_stream_for_usage(body: Any, expected: Any) -> None:
+    assert openai_stream_usage(body) == expected

@@ -19,6 +19,7 @@ from router.sections import swap_in
 from router.signature_memory import SignatureMemory
 from router.state_settings import StateSettings
 from router.snapshot import HANDLERS, SECTIONS, Logging, Snapshot, compile_config, cross_reference_errors
+from router.usage import UsageLedger, UsageSettings
 from tests.conftest import MINIMAL_CONFIG, ROUTES
 
 
@@ -84,6 +85,7 @@ class Live:
         self.access_log = AccessLog()
         self.manage_logging = False
         self.state: StateSettings | None = None
+        self.usage = UsageLedger()
 
     def use_state(self, settings: StateSettings) -> None:
         self.state = settings
@@ -94,6 +96,7 @@ def test_a_swap_sizes_the_stores_and_applies_logging(tmp_path: Path) -> None:
     swap_in(SECTIONS, live, snapshot(tmp_path, "logging: {format: json, access_log: true}\n"))
     assert (live.access_log.fmt, live.access_log.enabled) == ("json", True)
     assert live.state == StateSettings()  # no state section: memory
+    assert live.usage.settings == UsageSettings()  # no usage section: the defaults
     kept = live.stores.responses
     assert isinstance(kept, ResponseStore) and isinstance(live.stores.signatures, SignatureMemory)
 
@@ -101,5 +104,7 @@ def test_a_swap_sizes_the_stores_and_applies_logging(tmp_path: Path) -> None:
     assert live.stores.responses is kept  # resized, not replaced: what it holds survives a reload
     assert live.access_log.enabled is False  # the access log is written at info and debug only
 
-    swap_in(SECTIONS, live, snapshot(tmp_path, "server: {response_store: {max_items: 0}}\n"))
+    swap_in(SECTIONS, live, snapshot(tmp_path, "server: {response_store: {max_items: 0}}\n"
+                                               "usage: {retention_days: 7}\n"))
+    assert live.usage.settings.retention_days == 7  # the ledger (kept across reloads) takes the new bounds
     assert (live.stores.responses, live.stores.signatures) == (None, None)
