@@ -30,10 +30,11 @@ async def client(server: RedisServer) -> AsyncIterator[Redis]:
     await connection.aclose()
 
 
-def config(tmp_path: Path, name: str, port: int, prefix: str, sync: str = "100ms") -> Path:
+def config(tmp_path: Path, name: str, port: int, prefix: str, sync: str = "100ms", lease_ttl: str = "30s") -> Path:
     directory = copy_routes(tmp_path / name)
     (directory / "05-state.yaml").write_text(
-        f"state: {{backend: redis, url: 'redis://127.0.0.1:{port}/0', prefix: {prefix}, sync_interval: {sync}}}\n"
+        f"state: {{backend: redis, url: 'redis://127.0.0.1:{port}/0', prefix: {prefix}, sync_interval: {sync}, "
+        f"lease_ttl: {lease_ttl}}}\n"
         "prices:\n  'sim-openai/*': {input: 2.0, output: 4.0}\n")
     return directory
 
@@ -125,7 +126,7 @@ async def _down(h: Harness) -> bool:
 async def test_a_gateway_that_stops_sends_what_it_still_holds(tmp_path: Path, server: RedisServer,
                                                               client: Redis) -> None:
     prefix = "s" + uuid.uuid4().hex[:8]
-    h = await start_gateway(config(tmp_path, "slow", server.port, prefix, sync="1h"))
+    h = await start_gateway(config(tmp_path, "slow", server.port, prefix, sync="1h", lease_ttl="3h"))
     try:
         await until(lambda: _up(h))
         await chat(h)
