@@ -5,6 +5,8 @@ The rows are those of ``GET /admin/usage`` (``router.usage_report``) for the cal
 there; ``key`` and ``team`` are not parameters here. ``limits`` shows the tightest of the key's and
 its team's rpm and tpm limits now, as the ``x-ratelimit-*`` headers do: with ``state.backend: redis``
 read from Redis (every gateway's use; reading reserves nothing), else this process's limiter.
+``budgets`` shows each of the key's and its team's budgets this period: spent, what is left and when
+the period turns (with ``state.backend: redis``, every gateway's spend as of the last sync).
 """
 
 from __future__ import annotations
@@ -14,9 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from router.budgets import BudgetPlan, Budgets, instant
 from router.errors import GatewayError
 from router.limit_headers import RateStatus, Window
 from router.limits import Limiter, LimitPlan, tightest
+from router.prices import usd
 from router.usage import day_of
 from router.usage_report import View, answer, parse_query
 
@@ -36,7 +40,24 @@ async def key_usage(svc: Services, x: Exchange, request: web.BaseRequest, params
     q = parse_query(request.query, request.headers.get("Accept", ""), day_of(ledger.clock()), OWN)
     q = replace(q, filters={**q.filters, 0: frozenset({key.name})})
     limits = await limits_left(svc.engine.limiter, key.plan) if key.plan is not None else None
-    return await answer(svc.gateway, q, {"key": key.name, "team": key.team, "limits": limits})
+    budgets = budgets_left(svc.gateway.budgets, key.budget) if key.budget is not None else []
+    return await answer(svc.gateway, q, {"key": key.name, "team": key.team, "limits": limits, "budgets": budgets})
+
+
+def budgets_left(budgets: Budgets, plan: BudgetPlan) -> list[dict[str, Any]]:
+    """Each budget of ``plan`` (the key's, then its team's) this period: spent, left, when it resets."""
+    shown = []
+    for cell in plan.cells:
+        tokens, nano = budgets.spent(cell)  # rolls the periods over first
+        budget, turn = cell.budget, budgets.periods[cell.budget.period]
+        row: dict[str, Any] = {"scope": cell.scope, "name": cell.owner, **budget.public(),
+                               "spent_tokens": tokens, "spent_usd": usd(nano), "resets_at": instant(turn.end)}
+        if budget.tokens is not None:
+            row["remaining_tokens"] = max(0, budget.tokens - tokens)
+        if budget.nano is not None:
+            row["remaining_usd"] = usd(max(0, budget.nano - nano))
+        shown.append(row)
+    return shown
 
 
 async def limits_left(limiter: Limiter, plan: LimitPlan) -> dict[str, Any] | None:

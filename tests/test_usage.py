@@ -348,6 +348,35 @@ async def test_a_client_sees_its_own_usage_and_limits_left(h: Harness) -> None:
         assert r.status == 401
 
 
+async def test_a_client_sees_what_is_left_of_its_budgets(config_dir: Path) -> None:
+    (config_dir / "00-server.yaml").write_text(AUTH.replace(
+        "team: team-a}", "team: team-a, budget: {tokens: 1000, period: day}}").replace(
+        "team-a: {}", "team-a: {budget: {usd: 2.5, period: month}}"))
+    (config_dir / "70-prices.yaml").unlink()
+    harness = await start_gateway(config_dir)
+    harness.gateway.budgets.wall = Clock(T0)
+    try:
+        status, body, _ = await harness.post_json("/v1/chat/completions", {"model": "gpt-5", "messages": HI},
+                                                  headers=bearer(A_KEY))
+        assert status == 200
+        used = body["usage"]["total_tokens"]
+        nano = body["usage"]["prompt_tokens"] * 3000 + body["usage"]["completion_tokens"] * 5000  # sim-openai/*
+        await asyncio.sleep(0.05)
+        async with harness.session.get(harness.url + "/v1/usage", headers=bearer(A_KEY)) as r:
+            doc = await r.json()
+        own, team = doc["budgets"]
+        assert own == {"scope": "key", "name": "alpha", "period": "day", "tokens": 1000, "spent_tokens": used,
+                       "spent_usd": pytest.approx(nano / 1e9), "remaining_tokens": 1000 - used,
+                       "resets_at": "2027-01-16T00:00:00Z"}
+        assert (team["scope"], team["name"], team["usd"], team["resets_at"]) == ("team", "team-a", 2.5,
+                                                                                "2027-02-01T00:00:00Z")
+        assert team["remaining_usd"] == pytest.approx(2.5 - nano / 1e9) and "remaining_tokens" not in team
+        async with harness.session.get(harness.url + "/v1/usage", headers=bearer(B_KEY)) as r:
+            assert (await r.json())["budgets"] == []
+    finally:
+        await harness.close()
+
+
 async def test_without_auth_v1_usage_asks_for_a_key(config_dir: Path) -> None:
     harness = await start_gateway(config_dir)
     try:
