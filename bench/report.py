@@ -133,12 +133,13 @@ def state_table(state: dict[str, Any], quick: bool = False) -> str:
 
 def keys_table(keys: dict[str, Any], quick: bool = False) -> str:
     """The client-key section's text and table."""
-    text = ("Each `+key` gateway serves requests that carry a client key with rpm, tpm and concurrency limits and a budget "
-            "on the key and on its team (`bench/config_keys/06-auth.yaml`; set so high that nothing is refused, "
-            "so every request pays for admission, the rate-limit headers, the budget, the settle and usage), against the "
-            "same gateway with `auth: off`, measured back to back in every phase of this run (columns as "
-            f"above). Target (issue 13): req/s ≥ {keys['target']['min_rps_ratio']:.2f}× with `state: memory`; "
-            "the `state:redis` row is shown against the `state:redis` gateway with auth off, without a target.\n")
+    text = ("Each `+key` gateway serves requests that carry a client key with rpm, tpm and concurrency limits "
+            "and a budget on the key and on its team (`bench/config_keys/06-auth.yaml`; set so high that nothing "
+            "is refused, so every request pays for admission, the rate-limit headers, the budget, the settle and "
+            "usage), against the same gateway with `auth: off`, measured back to back in every phase of this run "
+            f"(columns as above). Target (issue 13): req/s ≥ {keys['target']['min_rps_ratio']:.2f}× with "
+            "`state: memory`; the `state:redis` row is shown against the `state:redis` gateway with auth off, "
+            "without a target.\n")
     if quick:
         text += "\nA smoke run: judge the target on a full run or with `python bench/instructions.py --keys`.\n"
     return text + pair_table(keys["rows"])
