@@ -20,6 +20,7 @@ from router.exchange import Attempt, Exchange
 from router.failures import UpstreamFailure
 from router.logs import Throttle
 from router.retry import Decision, decide
+from router.scheduling import account_failed
 from router.snapshot import Provider
 
 log = logging.getLogger("router.engine")  # the pipeline's log: its lines keep the engine's name
@@ -63,7 +64,7 @@ class AttemptLoop:
                     break
             x.account, x.attempt = account, attempt
             t0 = time.monotonic()
-            result = await self.transport(x, provider, account, request)
+            result = await self._attempt(x, provider, account, request)
             if not isinstance(result, UpstreamFailure):
                 x.attempts.append(Attempt(account.email, result.status, time.monotonic() - t0))
                 return result
@@ -82,6 +83,18 @@ class AttemptLoop:
         assert failure is not None
         raise GatewayError(kind_for_status(failure.status), failure.message, status=failure.status,
                            retry_after=failure.retry_after)
+
+    async def _attempt(self, x: Exchange, provider: Provider, account: Account, request: web.BaseRequest
+                       ) -> web.StreamResponse | UpstreamFailure:
+        """One attempt through the transport, in flight for its account until it ends (a stream: at
+        its last byte, or when the client goes away); its outcome feeds the account's error rate."""
+        st = self.store.started(account)
+        try:
+            result = await self.transport(x, provider, account, request)
+        finally:
+            st.in_flight -= 1
+        st.outcome(account_failed(result), self.store.clock())
+        return result
 
     async def _wait_for_account(self, provider: Provider, model: str, session: str | None, exclude: set[str],
                                 wait: float, failure: UpstreamFailure | None) -> Account | None:
