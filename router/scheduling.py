@@ -8,7 +8,7 @@ module-level value, and draw random numbers only from ``store.random`` (a test s
 
 - ``round_robin`` (and ``sticky``'s first choice): the next free account after the last one used;
   when weights differ, nginx's smooth weighted round robin.
-- ``least_busy``: the fewest attempts in flight per unit of weight, ties in rotation.
+- ``least_busy``: the fewest attempts in flight per unit of weight, ties by weighted round robin.
 - ``p2c``: two distinct free accounts drawn with probability proportional to weight, and the one
   with the better score: in flight and recent error rate per unit of weight (:func:`score`).
 """
@@ -53,6 +53,30 @@ def weighted_round_robin(pool: Pool, store: StateStore, model: str, exclude: set
     """nginx's smooth weighted round robin: every free account's score grows by its weight, the
     highest score serves and drops by the free accounts' total weight. Weights {3, 1} serve
     a a b a, a a b a, ...: each account its share, spread out rather than in runs."""
+    return _smooth(pool, store, model, exclude, now, None)
+
+
+def least_busy(pool: Pool, store: StateStore, model: str, exclude: set[str], now: float) -> Account | None:
+    """The free account with the fewest attempts in flight per unit of weight; among those that tie
+    (every account idle, under light load) smooth weighted round robin, so each still gets its
+    share by weight."""
+    lowest: float | None = None
+    for acc in pool.accounts:
+        if acc.state_key in exclude:
+            continue
+        st = store.state(acc.state_key)
+        if st.cooling_for(model, now):
+            continue
+        load = st.in_flight / acc.weight  # equal fractions divide to the same float: ties are exact
+        if lowest is None or load < lowest:
+            lowest = load
+    return None if lowest is None else _smooth(pool, store, model, exclude, now, lowest)
+
+
+def _smooth(pool: Pool, store: StateStore, model: str, exclude: set[str], now: float, load: float | None
+            ) -> Account | None:
+    """Smooth weighted round robin over the free accounts (only those with ``load`` in flight per
+    unit of weight, unless None)."""
     best: Account | None = None
     best_state: AccountState | None = None
     total = 0
@@ -60,7 +84,7 @@ def weighted_round_robin(pool: Pool, store: StateStore, model: str, exclude: set
         if acc.state_key in exclude:
             continue
         st = store.state(acc.state_key)
-        if st.cooling_for(model, now):
+        if st.cooling_for(model, now) or (load is not None and st.in_flight / acc.weight != load):
             continue
         st.current_weight += acc.weight
         total += acc.weight
@@ -69,31 +93,6 @@ def weighted_round_robin(pool: Pool, store: StateStore, model: str, exclude: set
     if best_state is not None:
         best_state.current_weight -= total
     return best
-
-
-def least_busy(pool: Pool, store: StateStore, model: str, exclude: set[str], now: float) -> Account | None:
-    """The free account with the fewest attempts in flight per unit of weight, counting the one about
-    to start ((in_flight + 1) / weight, as Envoy's least-request balancer): with every account idle
-    the heaviest one first, equal ones in rotation from the pool's cursor."""
-    accounts = pool.accounts
-    n = len(accounts)
-    start = store.cursors.get(pool.provider, 0) % n
-    best, best_load = -1, 0.0
-    for i in range(n):
-        index = (start + i) % n
-        acc = accounts[index]
-        if acc.state_key in exclude:
-            continue
-        st = store.state(acc.state_key)
-        if st.cooling_for(model, now):
-            continue
-        load = (st.in_flight + 1) / acc.weight
-        if best < 0 or load < best_load:
-            best, best_load = index, load
-    if best < 0:
-        return None
-    store.advance(pool.provider, best)
-    return accounts[best]
 
 
 def power_of_two(pool: Pool, store: StateStore, model: str, exclude: set[str], now: float) -> Account | None:
@@ -126,8 +125,10 @@ def _draw(free: list[tuple[Account, AccountState]], point: float, skip: int) -> 
 
 
 def score(acc: Account, st: AccountState, now: float) -> float:
-    """p2c's health score, lower is better: (in_flight + 1) × (1 + 9 × error_rate) / weight."""
-    return (st.in_flight + 1) * (1.0 + ERROR_PENALTY * st.error_rate(now)) / acc.weight
+    """p2c's health score, lower is better: (1 + in_flight / weight) × (1 + 9 × error_rate). Idle
+    healthy accounts tie (the draw, by weight, decides); one failing every attempt counts as ten
+    times as busy, at any load."""
+    return (1.0 + st.in_flight / acc.weight) * (1.0 + ERROR_PENALTY * st.error_rate(now))
 
 
 def account_failed(result: object) -> bool:
