@@ -66,18 +66,25 @@ class AccountState:
         return max(0.0, until - now)
 
     def outcome(self, failed: bool, now: float) -> None:
-        """Count one attempt's outcome in the error rate (older ones fade: bounded memory, no list)."""
-        decay = math.exp(-max(0.0, now - self.outcome_at) / ERROR_WINDOW)
-        self.errors = self.errors * decay + failed
-        self.outcomes = self.outcomes * decay + 1.0
-        self.outcome_at = now
+        """Count one attempt's outcome in the error rate (older ones fade: bounded memory, no list).
+        Once per attempt: plain arithmetic (a builtin ``max`` here would cost more than the rest)."""
+        elapsed = now - self.outcome_at
+        if elapsed > 0.0:
+            decay = math.exp(-elapsed / ERROR_WINDOW)
+            self.errors *= decay
+            self.outcomes *= decay
+            self.outcome_at = now
+        self.outcomes += 1.0
+        if failed:
+            self.errors += 1.0
 
     def error_rate(self, now: float) -> float:
         """The share of failed attempts over about the last 30 s, with one success assumed beside
         them: a few failures count for less than many, and the rate fades while nobody tries it."""
         if not self.errors:
             return 0.0
-        decay = math.exp(-max(0.0, now - self.outcome_at) / ERROR_WINDOW)
+        elapsed = now - self.outcome_at
+        decay = math.exp(-elapsed / ERROR_WINDOW) if elapsed > 0.0 else 1.0
         rate = self.errors * decay / (self.outcomes * decay + 1.0)
         return rate if rate >= ERROR_FLOOR else 0.0
 
@@ -150,12 +157,6 @@ class StateStore:
         self.state(account.state_key).failures.append((time.time(), reason))
         if self.listener is not None:
             self.listener.failed(account.state_key)
-
-    def started(self, account: Account) -> AccountState:
-        """An attempt with ``account`` starts: it counts in flight until the caller takes it off."""
-        st = self.state(account.state_key)
-        st.in_flight += 1
-        return st
 
     def reset(self, key: str) -> None:
         """Forget cooldowns, failures and the error rate; keep the counts (attempts in flight end on

@@ -18,10 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeAlias
 
-from router.failures import UpstreamFailure
-
 if TYPE_CHECKING:
     from router.accounts import Account, AccountState, Pool, StateStore
+    from router.failures import UpstreamFailure
 
 # (pool, store, model, accounts tried, now) -> a free account, or None
 Strategy: TypeAlias = Callable[["Pool", "StateStore", str, set[str], float], "Account | None"]
@@ -131,10 +130,10 @@ def score(acc: Account, st: AccountState, now: float) -> float:
     return (1.0 + st.in_flight / acc.weight) * (1.0 + ERROR_PENALTY * st.error_rate(now))
 
 
-def account_failed(result: object) -> bool:
-    """Whether an attempt's result counts against its account's error rate: any failure but one the
+def account_failed(failure: UpstreamFailure) -> bool:
+    """Whether a failed attempt counts against its account's error rate: any failure but one the
     client's request caused (a 400 or 404 would fail with every account alike)."""
-    return isinstance(result, UpstreamFailure) and result.outcome not in CLIENT_FAULTS
+    return failure.outcome not in CLIENT_FAULTS
 
 
 STRATEGIES: dict[str, Strategy] = {

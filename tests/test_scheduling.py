@@ -84,11 +84,11 @@ def test_least_busy_takes_the_fewest_in_flight(store: StateStore) -> None:
     accs = accounts(1, 1, 1)
     pool = Pool("p", accs, "least_busy")
     assert picks(pool, store, 6) == ["a", "b", "c", "a", "b", "c"]  # all idle: in rotation
-    store.started(accs[0])
-    store.started(accs[1])
+    store.state(accs[0].state_key).in_flight += 1
+    store.state(accs[1].state_key).in_flight += 1
     assert picks(pool, store, 3) == ["c", "c", "c"]
-    store.started(accs[2])
-    store.started(accs[2])
+    store.state(accs[2].state_key).in_flight += 1
+    store.state(accs[2].state_key).in_flight += 1
     assert sorted(picks(pool, store, 4)) == ["a", "a", "b", "b"]  # a: 1 in flight, b: 1, c: 2
 
 
@@ -104,7 +104,7 @@ def test_least_busy_divides_by_weight(store: StateStore) -> None:
     for _ in range(10):  # each pick stays in flight: the load spreads 4:1
         acc = pool.pick(store, "m", None, set()).account
         assert acc is not None
-        store.started(acc)
+        store.state(acc.state_key).in_flight += 1
         chosen.append(acc.id)
     assert Counter(chosen) == {"a": 8, "b": 2}
 
@@ -178,7 +178,7 @@ def test_error_rate_decays_and_score_combines_load_and_errors(store: StateStore,
 def test_client_faults_do_not_count_against_the_account() -> None:
     assert account_failed(UpstreamFailure(500, "x")) and account_failed(UpstreamFailure(429, "x"))
     assert account_failed(UpstreamFailure("timeout", "x")) and account_failed(UpstreamFailure(401, "x"))
-    assert not account_failed(UpstreamFailure(400, "x")) and not account_failed(object())
+    assert not account_failed(UpstreamFailure(400, "x")) and not account_failed(UpstreamFailure(422, "x"))
 
 
 # --- every strategy -------------------------------------------------------------------------------
@@ -261,6 +261,19 @@ async def test_least_busy_routes_around_a_long_stream(config_dir: Path) -> None:
         while (await admin_accounts(h))[busy]["in_flight"] and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         assert (await admin_accounts(h))[busy]["in_flight"] == 0  # taken off when the stream ended
+    finally:
+        await h.close()
+
+
+async def test_a_stream_broken_after_its_first_byte_counts_as_a_failure(config_dir: Path) -> None:
+    h = await _harness(config_dir, "round_robin")
+    try:
+        await h.faults("*", {"kind": "reset", "after_chunks": 1})
+        async with h.session.post(h.url + "/v1/chat/completions", json={**CHAT, "stream": True}) as r:
+            account = r.headers["X-Account-Email"]
+            assert '"error"' in await r.text()
+        shown = await admin_accounts(h)
+        assert shown[account]["error_rate"] == 0.5 and shown[account]["in_flight"] == 0
     finally:
         await h.close()
 
