@@ -60,6 +60,8 @@ def least_busy(pool: Pool, store: StateStore, model: str, exclude: set[str], now
     (every account idle, under light load) smooth weighted round robin, so each still gets its
     share by weight."""
     lowest: float | None = None
+    best: Account | None = None
+    ties = 0
     for acc in pool.accounts:
         if acc.state_key in exclude:
             continue
@@ -68,8 +70,12 @@ def least_busy(pool: Pool, store: StateStore, model: str, exclude: set[str], now
             continue
         load = st.in_flight / acc.weight  # equal fractions divide to the same float: ties are exact
         if lowest is None or load < lowest:
-            lowest = load
-    return None if lowest is None else _smooth(pool, store, model, exclude, now, lowest)
+            lowest, best, ties = load, acc, 1
+        elif load == lowest:
+            ties += 1
+    if ties < 2:  # one alone would leave the round-robin scores as they are: no second pass
+        return best
+    return _smooth(pool, store, model, exclude, now, lowest)
 
 
 def _smooth(pool: Pool, store: StateStore, model: str, exclude: set[str], now: float, load: float | None
@@ -98,11 +104,17 @@ def power_of_two(pool: Pool, store: StateStore, model: str, exclude: set[str], n
     """Power of two choices: two distinct free accounts drawn with probability proportional to their
     weight, and the one with the lower :func:`score` (the first drawn on a tie). Choosing from two
     rather than all keeps an account that just turned best from drawing every request at once."""
-    free = [(acc, st) for acc in pool.accounts if acc.state_key not in exclude
-            and not (st := store.state(acc.state_key)).cooling_for(model, now)]
+    free: list[tuple[Account, AccountState]] = []
+    total = 0
+    for acc in pool.accounts:
+        if acc.state_key in exclude:
+            continue
+        st = store.state(acc.state_key)
+        if not st.cooling_for(model, now):
+            free.append((acc, st))
+            total += acc.weight
     if len(free) < 2:
         return free[0][0] if free else None
-    total = sum(acc.weight for acc, _ in free)
     rand = store.random.random
     first = _draw(free, rand() * total, -1)
     second = _draw(free, rand() * (total - free[first][0].weight), first)
