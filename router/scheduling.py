@@ -10,7 +10,7 @@ module-level value, and draw random numbers only from ``store.random`` (a test s
   when weights differ, nginx's smooth weighted round robin.
 - ``least_busy``: the fewest attempts in flight per unit of weight, ties by weighted round robin.
 - ``p2c``: two distinct free accounts drawn with probability proportional to weight, and the one
-  with the better score: in flight and recent error rate per unit of weight (:func:`score`).
+  with the better score, (1 + in flight / weight) x (1 + 9 x recent error rate) (:func:`score`).
 """
 
 from __future__ import annotations
