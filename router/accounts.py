@@ -7,11 +7,19 @@ that an account is cooling or which account a sticky session is bound to.
 
 from __future__ import annotations
 
+import math
+import random
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from router.scheduling import STRATEGIES, Strategy, weighted_round_robin
+
+WEIGHTS = range(1, 101)  # an account's ``weight``: 1 (the default) to 100, as the schema says
+ERROR_WINDOW = 10.0  # seconds: an attempt outcome's weight in the error rate is e^(-age / this)
+ERROR_FLOOR = 0.01  # an error rate below this reads as 0: an account left alone drifts back to healthy
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +28,7 @@ class Account:
     id: str
     email: str
     api_key: str = field(repr=False)
+    weight: int = 1  # its share of the pool's requests (round_robin, least_busy, p2c)
     # derived once (a request reads them on every attempt); not part of equality
     state_key: str = field(init=False, repr=False, compare=False)
     _public: dict[str, str] = field(init=False, repr=False, compare=False)
@@ -44,11 +53,45 @@ class AccountState:
     failures: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=20))
     requests: int = 0
     last_used: float = 0.0
+    in_flight: int = 0  # attempts running now in this process (a stream until its end)
+    current_weight: int = 0  # smooth weighted round robin's running score
+    # the recent error rate: attempt outcomes, each weighted e^(-age / ERROR_WINDOW) as of ``outcome_at``
+    errors: float = 0.0
+    outcomes: float = 0.0
+    outcome_at: float = 0.0
 
     def cooling_for(self, model: str, now: float) -> float:
-        """Seconds until this account may serve ``model`` again (0 when available)."""
-        until = max(self.cooling_until, self.model_cooling.get(model, 0.0))
-        return max(0.0, until - now)
+        """Seconds until this account may serve ``model`` again (0 when available). Read for every
+        account a strategy weighs: comparisons, not the builtin ``max`` (which costs several times more)."""
+        until = self.cooling_until
+        if self.model_cooling:
+            scoped = self.model_cooling.get(model, 0.0)
+            if scoped > until:
+                until = scoped
+        return until - now if until > now else 0.0
+
+    def outcome(self, failed: bool, now: float) -> None:
+        """Count one attempt's outcome in the error rate (older ones fade: bounded memory, no list).
+        Once per attempt: plain arithmetic (a builtin ``max`` here would cost more than the rest)."""
+        elapsed = now - self.outcome_at
+        if elapsed > 0.0:
+            decay = math.exp(-elapsed / ERROR_WINDOW)
+            self.errors *= decay
+            self.outcomes *= decay
+            self.outcome_at = now
+        self.outcomes += 1.0
+        if failed:
+            self.errors += 1.0
+
+    def error_rate(self, now: float) -> float:
+        """The share of failed attempts over about the last 30 s, with one success assumed beside
+        them: a few failures count for less than many, and the rate fades while nobody tries it."""
+        if not self.errors:
+            return 0.0
+        elapsed = now - self.outcome_at
+        decay = math.exp(-elapsed / ERROR_WINDOW) if elapsed > 0.0 else 1.0
+        rate = self.errors * decay / (self.outcomes * decay + 1.0)
+        return rate if rate >= ERROR_FLOOR else 0.0
 
 
 class StateListener(Protocol):
@@ -75,8 +118,9 @@ class StateStore:
 
     STICKY_MAX = 100_000
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None):
         self.clock = clock
+        self.random = rng if rng is not None else random.Random()  # p2c's draws; a test seeds its own
         self.accounts: dict[str, AccountState] = {}
         self.sticky: OrderedDict[str, str] = OrderedDict()
         self.cursors: dict[str, int] = {}
@@ -120,9 +164,12 @@ class StateStore:
             self.listener.failed(account.state_key)
 
     def reset(self, key: str) -> None:
-        """Forget cooldowns and failures; keep the request count."""
-        old = self.accounts.get(key)
-        self.accounts[key] = AccountState(requests=old.requests if old else 0)
+        """Forget cooldowns, failures and the error rate; keep the counts (attempts in flight end on
+        this same state)."""
+        st = self.state(key)
+        st.cooling_until, st.model_cooling = 0.0, {}
+        st.failures.clear()
+        st.errors = st.outcomes = 0.0
         if self.listener is not None:
             self.listener.cleared(key)
 
@@ -141,18 +188,25 @@ class Pick:
 
 
 class Pool:
-    """The accounts of one provider and how to choose among them."""
+    """The accounts of one provider and how to choose among them: ``scheduling`` names the strategy
+    (:mod:`router.scheduling`), fixed when the snapshot is compiled."""
 
     def __init__(self, provider: str, accounts: tuple[Account, ...], scheduling: str):
         self.provider = provider
         self.accounts = accounts
         self.scheduling = scheduling
+        choose = STRATEGIES[scheduling]
+        if len({a.weight for a in accounts}) > 1 and choose is STRATEGIES["round_robin"]:
+            choose = weighted_round_robin  # equal weights keep the plain rotation (and its speed)
+        self.choose: Strategy = choose
 
     def session_key(self, session: str) -> str:
         """Where a sticky session's binding is kept (sessions are per provider)."""
         return f"{self.provider}:{session}"
 
     def pick(self, store: StateStore, model: str, session: str | None, exclude: set[str]) -> Pick:
+        """A free account (not cooling for ``model``, not in ``exclude``): a sticky session's bound
+        one, else the strategy's choice; none free: how long until the first one is."""
         now = store.clock()
         if self.scheduling == "sticky" and session:
             bound = store.sticky.get(self.session_key(session))
@@ -160,22 +214,17 @@ class Pool:
                 if acc.state_key == bound and bound not in exclude \
                         and store.state(bound).cooling_for(model, now) == 0.0:
                     return self._use(store, acc, now, session)
-        n = len(self.accounts)
-        if n == 0:
+        if not self.accounts:
             return Pick(None)
-        start = store.cursors.get(self.provider, 0) % n
-        soonest: float | None = None
-        for i in range(n):
-            index = (start + i) % n
-            acc = self.accounts[index]
-            if acc.state_key in exclude:
-                continue
-            wait = store.state(acc.state_key).cooling_for(model, now)
-            if wait == 0.0:
-                store.advance(self.provider, index)
-                return self._use(store, acc, now, session)
-            soonest = wait if soonest is None else min(soonest, wait)
-        return Pick(None, soonest or 0.0)
+        chosen = self.choose(self, store, model, exclude, now)
+        if chosen is None:
+            return Pick(None, self._soonest(store, model, exclude, now))
+        return self._use(store, chosen, now, session)
+
+    def _soonest(self, store: StateStore, model: str, exclude: set[str], now: float) -> float:
+        """Seconds until the first account not in ``exclude`` is free again (0: none left to wait for)."""
+        waits = [store.state(a.state_key).cooling_for(model, now) for a in self.accounts if a.state_key not in exclude]
+        return min(waits, default=0.0)
 
     def _use(self, store: StateStore, acc: Account, now: float, session: str | None) -> Pick:
         st = store.state(acc.state_key)
@@ -208,7 +257,9 @@ def compile_accounts(provider: str, section: dict[str, Any]) -> tuple[Account, .
         if key is not None and (not isinstance(key, str) or not key):
             continue
         email = a.get("email") or f"{provider}-{len(out) + 1}"
-        out.append(Account(provider, str(a.get("id") or email), str(email), key or ""))
+        weight = a.get("weight", 1)
+        out.append(Account(provider, str(a.get("id") or email), str(email), key or "",
+                           weight if isinstance(weight, int) and weight in WEIGHTS else 1))
     key_list = section.get("key_list")
     for item in (key_list if isinstance(key_list, str) else "").split(","):
         item = item.strip()

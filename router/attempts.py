@@ -20,6 +20,7 @@ from router.exchange import Attempt, Exchange
 from router.failures import UpstreamFailure
 from router.logs import Throttle
 from router.retry import Decision, decide
+from router.scheduling import account_failed
 from router.snapshot import Provider
 
 log = logging.getLogger("router.engine")  # the pipeline's log: its lines keep the engine's name
@@ -63,8 +64,14 @@ class AttemptLoop:
                     break
             x.account, x.attempt = account, attempt
             t0 = time.monotonic()
-            result = await self.transport(x, provider, account, request)
+            st = self.store.state(account.state_key)
+            st.in_flight += 1  # until the attempt ends: a stream after its last byte, or when the client left
+            try:
+                result = await self.transport(x, provider, account, request)
+            finally:
+                st.in_flight -= 1
             if not isinstance(result, UpstreamFailure):
+                st.outcome(x.error is not None, self.store.clock())  # x.error: the upstream broke the stream
                 x.attempts.append(Attempt(account.email, result.status, time.monotonic() - t0))
                 return result
             failure = result
@@ -102,7 +109,7 @@ class AttemptLoop:
     def _settle(self, x: Exchange, provider: Provider, account: Account, failure: UpstreamFailure,
                 excluded: int) -> Decision | None:
         """After a failed attempt: the policy's decision (None: no retry), the failure logged and the
-        account cooled down or its failure counted."""
+        account cooled down or its failure counted (in its error rate too, unless the client caused it)."""
         if failure.retry_after is not None or failure.note is not None:
             self._check_hint(x, provider, failure)
         decision = decide(provider.retry, x.attempt, failure.outcome, failure.retry_after)
@@ -110,6 +117,7 @@ class AttemptLoop:
         if retry and decision.rotate and excluded + 1 >= len(provider.pool.accounts):
             retry = False  # no other account to rotate to: the error goes out now, not after a wait
         _log_failure(x, provider, account, failure, retry)
+        self.store.state(account.state_key).outcome(account_failed(failure), self.store.clock())
         if decision.cooldown is not None:
             self.store.cool(account, decision.cooldown, x.upstream_model if failure.model_scoped else None,
                             str(failure.outcome))

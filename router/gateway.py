@@ -233,7 +233,8 @@ class Gateway:
         log.info("bundled upstream simulator serving at %s", self.sim.url)
 
     def accounts_status(self) -> list[dict[str, Any]]:
-        """Per account: state, cooling until (wall clock), recent failures, requests. Never the key."""
+        """Per account: state, cooling until (wall clock), recent failures, requests, weight, attempts
+        in flight and the recent error rate. Never the key."""
         snap = self.current
         now_mono, now_wall = self.store.clock(), time.time()
 
@@ -253,6 +254,8 @@ class Gateway:
                     "cooling_models": models,
                     "recent_failures": [{"at": round(at, 3), "reason": why} for at, why in st.failures],
                     "requests": st.requests,
+                    "weight": acc.weight, "in_flight": st.in_flight,  # in flight: in this process
+                    "error_rate": round(st.error_rate(now_mono), 3),
                     **self._totals(acc.state_key),
                 })
         return out

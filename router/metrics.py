@@ -40,14 +40,18 @@ class _StateCollector(Collector):
         cooling = GaugeMetricFamily("router_accounts_cooling", "Accounts cooling down, by provider",
                                     labels=["provider"])
         total = GaugeMetricFamily("router_accounts", "Accounts with a key, by provider", labels=["provider"])
+        busy = GaugeMetricFamily("router_accounts_in_flight", "Upstream attempts in flight in this process, "
+                                 "by provider", labels=["provider"])
         if gw.snapshot is not None:
             now = gw.store.clock()
             for name, p in gw.snapshot.providers.items():
-                n = sum(1 for a in p.pool.accounts if gw.store.state(a.state_key).cooling_until > now)
-                cooling.add_metric([name], n)
+                states = [gw.store.state(a.state_key) for a in p.pool.accounts]
+                cooling.add_metric([name], sum(1 for st in states if st.cooling_until > now))
                 total.add_metric([name], len(p.pool.accounts))
+                busy.add_metric([name], sum(st.in_flight for st in states))
         yield cooling
         yield total
+        yield busy
         up = GaugeMetricFamily("router_state_backend_up", "1 while the state backend answers (memory: always)",
                                labels=["backend"])
         shared = gw.shared

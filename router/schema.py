@@ -44,13 +44,15 @@ def validator() -> Draft202012Validator:
 SECRET_FIELDS = frozenset({"api_keys", "admin_keys", "accounts", "key_list", "api_key", "key"})
 # the fields of an auth key entry that hold no secret: their messages may quote the value
 KEY_PUBLIC_FIELDS = frozenset({"name", "team", "models", "expires"})
+ACCOUNT_PUBLIC_FIELDS = frozenset({"weight"})  # likewise in a provider's account entry
 
 
 def _may_be_secret(path: Iterable[Any]) -> bool:
     fields = [p for p in path if isinstance(p, str)]
     if not any(p in SECRET_FIELDS for p in fields):
         return False
-    return not (fields[0] == "auth" and fields[-1] in KEY_PUBLIC_FIELDS)
+    public = {"auth": KEY_PUBLIC_FIELDS, "providers": ACCOUNT_PUBLIC_FIELDS}.get(fields[0], frozenset())
+    return fields[-1] not in public
 
 
 def _redacted(err: ValidationError) -> str:
