@@ -40,6 +40,7 @@ from redis.exceptions import MaxConnectionsError, RedisError, ResponseError
 
 from router.accounts import StateStore
 from router.lru import BoundedLRU
+from router.state_lane import Lane
 from router.state_limits import SharedLimiter
 from router.state_pending import Pending
 from router.state_pools import Adopter, pool_keys
@@ -74,7 +75,8 @@ class SharedState:
             settings.url, socket_timeout=settings.timeout, socket_connect_timeout=settings.connect_timeout,
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),  # a pooled connection Redis
             max_connections=MAX_CONNECTIONS, health_check_interval=0)  # dropped (a restart): one reconnect
-        self.redis = RedisState(self.client, settings.prefix)
+        self.lane = Lane(self.client, settings.timeout)  # the request path's own connection (admission)
+        self.redis = RedisState(self.client, settings.prefix, self.lane)
         self.up = False
         self._decided = False  # whether up/down was ever known (the first state is logged too)
         self._failures = 0  # failed commands in a row
@@ -136,6 +138,7 @@ class SharedState:
         if self.up:
             with contextlib.suppress(*FAULTS):
                 await asyncio.wait_for(self._flush_pending(), self._bound())
+        await self.lane.close()
         await self.client.aclose()
 
     def public(self) -> dict[str, Any]:

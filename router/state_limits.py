@@ -12,7 +12,9 @@ decided for all gateways in one round trip at admission, and the concurrency lea
   starts a writer task, and those that come while it writes go in its next pipelined call. While Redis
   is down they are kept (at most ``MAX_RELEASES``, the oldest dropped: those expire anyway) and sent
   when it is back; so is the lease of an admission whose round trip failed (the script may have run).
-- tpm corrections (``adjust_limits``) go in the background too; lost while Redis is down.
+- tpm corrections (``adjust_limits``) go in the background too, summed per cell while a write is under
+  way (one writer at a time: a busy gateway sends one pipelined call for many requests); lost while
+  Redis is down.
 
 A reload to the same Redis (``url`` and ``prefix``) hands the leases over: the requests holding them
 release and renew them through the new connection. Any other change leaves them to expire there.
@@ -27,12 +29,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from router.shared_state import SharedState
 
 MAX_RELEASES = 10_000  # releases kept while Redis is down
+MAX_ADJUSTS = 10_000  # cells with a tpm correction waiting for the writer (config-bounded; a guard)
 
 # what ``reserve_limits`` answers: (refused cell, 1-based over the rate cells then the slots, or 0;
 # its Retry-After; each rate cell's (remaining, reset seconds) when admitted; the lease's release)
@@ -93,6 +96,9 @@ class SharedLimiter:
         self.limits_open = state.settings.limits_when_down == "open"  # when down: per process, else a 503
         self.leases = Leases(state.settings.lease_ttl)
         self._releasing = False  # a task is writing releases (one at a time)
+        # tpm corrections not yet written: (tag, cell id) -> [seconds per unit, burst, tokens]
+        self._adjusts: dict[tuple[str, str], list[Any]] = {}
+        self._adjusting = False  # a task is writing them (one at a time)
 
     @property
     def up(self) -> bool:
@@ -132,9 +138,34 @@ class SharedLimiter:
         return 0, 0.0, reply[2], partial(leases.release, member, keys)
 
     def adjust_limits(self, tag: str, cells: Sequence[tuple[str, float, int, int]]) -> None:
-        """Correct tpm cells by their cost (real use minus the estimate), in the background; lost when down."""
-        if self.state.up:
-            self.state._spawn(self.state.redis.adjust_all(tag, cells))
+        """Correct tpm cells by their cost (real use minus the estimate), in the background, summed
+        per cell with those of other requests until the writer takes them; lost when down."""
+        if not self.state.up:
+            return
+        adjusts = self._adjusts
+        for name, interval, burst, delta in cells:
+            kept = adjusts.get((tag, name))
+            if kept is not None:
+                kept[2] += delta
+            elif len(adjusts) < MAX_ADJUSTS:
+                adjusts[(tag, name)] = [interval, burst, delta]
+        if not self._adjusting:
+            self._adjusting = True
+            if self.state._spawn(self._adjust_all()) is None:
+                self._adjusting = False
+
+    async def _adjust_all(self) -> None:
+        """Write the corrections, one pipelined call per round, until none is left."""
+        try:
+            while self._adjusts:
+                taken, self._adjusts = self._adjusts, {}
+                by_tag: dict[str, list[tuple[str, float, int, int]]] = {}
+                for (tag, name), (interval, burst, delta) in taken.items():
+                    if delta:
+                        by_tag.setdefault(tag, []).append((name, interval, burst, delta))
+                await self.state.redis.adjust_many(by_tag)
+        finally:
+            self._adjusting = False
 
     def _kick(self) -> None:
         """Write the releases now, in the background, unless a writer runs (it takes them next) or

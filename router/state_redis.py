@@ -51,6 +51,7 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import NoScriptError
 
+from router.state_lane import Lane
 from router.state_scripts import COOL, GCRA, GCRA_ALL, INDEX, RENEW
 
 RESET_MARK_TTL_MS = 86_400_000  # a reset mark is read by every gateway's next sync, long before a day
@@ -79,9 +80,9 @@ class RedisState:
     The client may decode responses or not; values are parsed either way.
     """
 
-    __slots__ = ("_client", "_cool", "_gcra", "_gcra_all", "_index", "_prefix", "_renew")
+    __slots__ = ("_client", "_cool", "_gcra", "_gcra_all", "_index", "_lane", "_prefix", "_renew")
 
-    def __init__(self, client: Redis, prefix: str = "router") -> None:
+    def __init__(self, client: Redis, prefix: str = "router", lane: Lane | None = None) -> None:
         if "{" in prefix or "}" in prefix:
             raise ValueError(f"state key prefix {prefix!r}: braces would break the keys' hash tags")
         self._client = client
@@ -91,6 +92,7 @@ class RedisState:
         self._gcra_all = client.register_script(GCRA_ALL)
         self._index = client.register_script(INDEX)
         self._renew = client.register_script(RENEW)
+        self._lane = lane  # the request path's own connection (router.state_lane), when given
 
     # keys: the hash tag (in braces) decides the cluster slot, see the module docstring
 
@@ -265,7 +267,10 @@ class RedisState:
             args += [repr(interval_s * _US), burst, cost]
         args += [limit for _, limit in slots]
         keys = [self.limit_key(tag, c[0]) for c in cells] + [self.limit_key(tag, name) for name, _ in slots]
-        reply = await self._gcra_all(keys=keys, args=args)
+        if self._lane is not None:  # awaited by a request: the lane's connection, not redis-py's pool
+            reply = await self._lane.script(GCRA_ALL, self._gcra_all.sha, keys, args)
+        else:
+            reply = await self._gcra_all(keys=keys, args=args)
         if not int(reply[0]):
             return int(reply[1]), int(reply[2]) / _US, []
         flat = [int(v) for v in reply[1:]]
@@ -305,8 +310,13 @@ class RedisState:
     async def adjust_all(self, tag: str, cells: Sequence[tuple[str, float, int, int]]) -> None:
         """Correct each cell ``(name, interval_s, burst, delta)`` of ``reserve_all`` by ``delta`` tokens,
         charged past the burst or given back (``adjust``), in one pipelined round trip."""
+        await self.adjust_many({tag: cells})
+
+    async def adjust_many(self, cells_by_tag: Mapping[str, Sequence[tuple[str, float, int, int]]]) -> None:
+        """``adjust_all`` for the cells of several tags at once, in one pipelined round trip."""
         await self._run_many(GCRA, self._gcra.sha, [([self.limit_key(tag, name)],
                                                       [repr(interval_s * _US), burst, delta, "", "1"])
+                                                     for tag, cells in cells_by_tag.items()
                                                      for name, interval_s, burst, delta in cells])
 
     # counters
