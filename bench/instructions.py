@@ -12,6 +12,12 @@ hundred requests.
     python bench/instructions.py              # gateway and bare, ~1.5 min; needs valgrind and wrk
     python bench/instructions.py --seconds 15 --out bench/results
     python bench/instructions.py --state both # gateway (memory), gateway state:redis, bare; needs redis-server
+    python bench/instructions.py --auth all   # auth off, a client key, a key with limits (and bare)
+
+``--auth`` picks what the gateway's clients present: ``off`` (the default: auth off, as ``run.py``),
+``key`` (``auth.mode: strict`` and one client key, in a team, no limits), ``limits`` (that key with
+``limits: {rpm, tpm, concurrency}`` too high to be reached, so every request is admitted and carries
+the rate-limit headers), or ``all`` (the three, one after the other, for the cost of each).
 
 With ``--state redis`` (or ``both``) the gateway runs with ``state: {backend: redis}`` at a
 redis-server this script starts on loopback, and the table adds the Redis commands it sent per
@@ -26,6 +32,7 @@ run's temporary work dir, deleted at the end).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import re
 import shutil
 import subprocess
@@ -56,6 +63,19 @@ from bench.procs import (  # noqa: E402
 # Under callgrind the event loop runs ~50x slower: the shipped 50 ms / 200 ms would time out replies
 # and connections that were on time but read late, marking the backend down. They cost no instructions.
 REDIS_UNDER_CALLGRIND = {"timeout": "5s", "connect_timeout": "5s"}
+
+# --auth: what the gateway's clients present (each case a config added over the bench's, and a header)
+BENCH_KEY = "bench-client-key"
+AUTH_CASES = ("off", "key", "limits")
+AUTH_OFF = 'auth:\n  mode: "off"\n'  # in bench/config/00-server.yaml
+_KEY_ENTRY = (f'    - name: bench\n      key_sha256: "{hashlib.sha256(BENCH_KEY.encode()).hexdigest()}"\n'
+              "      team: bench\n")
+AUTH_CONFIG = {
+    "key": "auth:\n  mode: strict\n  api_keys:\n" + _KEY_ENTRY + "  teams:\n    bench: {}\n",
+    "limits": "auth:\n  mode: strict\n  api_keys:\n" + _KEY_ENTRY
+              + "      limits: {rpm: 100000000, tpm: 1000000000000, concurrency: 100000}\n"
+              + "  teams:\n    bench: {}\n",
+}
 
 
 def _callgrind(cmd: list[str], out: Path) -> list[str]:
@@ -94,7 +114,7 @@ def gc_instructions(path: Path) -> int | None:
 
 
 def measure(name: str, cmd: list[str], env: dict[str, str], work: Path, seconds: float, wrk: str,
-            redis: Server | None = None) -> dict[str, Any]:
+            redis: Server | None = None, headers: dict[str, str] | None = None) -> dict[str, Any]:
     """Instructions per request of one proxy started with ``cmd`` under callgrind; with ``redis``,
     also the Redis commands per request the proxy sent in the counted stretch."""
     slug = re.sub(r"[^A-Za-z0-9]+", "-", name)
@@ -103,7 +123,7 @@ def measure(name: str, cmd: list[str], env: dict[str, str], work: Path, seconds:
     commands: list[int] = []
     try:
         server.wait_ready("/healthz", timeout=180)
-        target = Target(name, server.url + "/v1/chat/completions", chat_body(False))
+        target = Target(name, server.url + "/v1/chat/completions", chat_body(False), headers or {})
         run_wrk(wrk, target, 32, 3)  # warm-up: pools, caches and lazy imports, not counted
         commands += [redis_stats(redis)["commands"]] if redis else []
         _control(server.proc.pid, "--zero")
@@ -130,16 +150,35 @@ def measure(name: str, cmd: list[str], env: dict[str, str], work: Path, seconds:
     return result
 
 
-def _targets(state: str, work: Path, sim: Server, redis: Server | None) -> dict[str, tuple[list[str], dict[str, str]]]:
-    """Each proxy to count: its command and environment (``state``: which gateway backends)."""
+def _with_auth(config: Path, case: str) -> Path:
+    """A copy of the gateway's config directory with ``case``'s auth section on top (``off``: as is)."""
+    if case == "off":
+        return config
+    directory = config.with_name(f"{config.name}-{case}")
+    shutil.copytree(config, directory, dirs_exist_ok=True)
+    server = directory / "00-server.yaml"  # a section is defined in one file: the bench's auth off is replaced
+    text = server.read_text()
+    if AUTH_OFF not in text:
+        raise RuntimeError(f"{server}: no {AUTH_OFF!r} to replace with --auth {case}")
+    server.write_text(text.replace(AUTH_OFF, f"# bench/instructions.py --auth {case}\n" + AUTH_CONFIG[case]))
+    return directory
+
+
+def _targets(state: str, auth: tuple[str, ...], work: Path, sim: Server, redis: Server | None
+             ) -> dict[str, tuple[list[str], dict[str, str]]]:
+    """Each proxy to count: its command and environment (``state``: which gateway backends; ``auth``:
+    which auth cases, each a gateway of its own named after it)."""
     serve = [sys.executable, "-m", "router", "serve", "--port", "{port}", "--config"]
     env = {"BENCH_SIM_URL": sim.url}
     targets: dict[str, tuple[list[str], dict[str, str]]] = {}
-    if state in ("memory", "both"):
-        targets["gateway"] = ([*serve, str(gateway_config(work))], env)
-    if redis is not None:
-        config = gateway_config(work, REDIS_UNDER_CALLGRIND)
-        targets["gateway" + REDIS_SUFFIX] = ([*serve, str(config)], {**env, "BENCH_REDIS_URL": redis_url(redis)})
+    for case in auth:
+        suffix = "" if case == "off" else f" auth:{case}"
+        if state in ("memory", "both"):
+            targets["gateway" + suffix] = ([*serve, str(_with_auth(gateway_config(work), case))], env)
+        if redis is not None:
+            config = _with_auth(gateway_config(work, REDIS_UNDER_CALLGRIND), case)
+            targets["gateway" + REDIS_SUFFIX + suffix] = ([*serve, str(config)],
+                                                          {**env, "BENCH_REDIS_URL": redis_url(redis)})
     bare = [sys.executable, str(BENCH_DIR / "bare_proxy.py"), "--port", "{port}", "--upstream", sim.url]
     targets["bare"] = (bare, env)
     return targets
@@ -151,6 +190,10 @@ def _ratios(results: dict[str, dict[str, Any]], key: str) -> dict[str, float]:
     out = {f"{name}/bare": value / per["bare"] for name, value in per.items() if name != "bare" and "bare" in per}
     if "gateway" in per and "gateway" + REDIS_SUFFIX in per:
         out[f"gateway{REDIS_SUFFIX}/gateway"] = per["gateway" + REDIS_SUFFIX] / per["gateway"]
+    for name in per:  # each auth case over the same backend with auth off
+        base = name.partition(" auth:")[0]
+        if name != base and base in per:
+            out[f"{name}/{base}"] = per[name] / per[base]
     return out
 
 
@@ -178,8 +221,10 @@ def _count(args: argparse.Namespace, work: Path, wrk: str) -> dict[str, dict[str
     sim = start_simulator(work, chunks=3)
     redis = start_redis(work) if args.state != "memory" else None
     try:
-        targets = _targets(args.state, work, sim, redis)
-        return {name: measure(name, cmd, env, work, args.seconds, wrk, redis if REDIS_SUFFIX in name else None)
+        auth = AUTH_CASES if args.auth == "all" else (args.auth,)
+        targets = _targets(args.state, auth, work, sim, redis)
+        return {name: measure(name, cmd, env, work, args.seconds, wrk, redis if REDIS_SUFFIX in name else None,
+                              {"Authorization": f"Bearer {BENCH_KEY}"} if " auth:" in name else None)
                 for name, (cmd, env) in targets.items()}
     finally:
         sim.stop()
@@ -193,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state", choices=("memory", "redis", "both"), default="memory",
                         help="the gateway's state backend: memory (default), redis (a redis-server on loopback), "
                              "or both, one after the other")
+    parser.add_argument("--auth", choices=(*AUTH_CASES, "all"), default="off",
+                        help="what the gateway's clients present: auth off (default), a client key, a key with "
+                             "limits, or all three one after the other")
     parser.add_argument("--out", type=Path, help="directory for instructions.json")
     args = parser.parse_args(argv)
     wrk = wrk_path()

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from router.errors import GatewayError
-from router.limit_headers import RateStatus, Window
+from router.limit_headers import RateStatus, Span, Status, Window
 
 PERIOD_S = 60.0  # rpm and tpm: per minute
 UNITS = {"rpm": "requests per minute", "tpm": "tokens per minute", "concurrency": "requests in flight"}
@@ -55,10 +55,12 @@ class Cell:
     limit: int
     id: str = field(init=False, compare=False)  # where its counter is kept: changes with the limit
     interval: float = field(init=False, compare=False, repr=False)  # seconds per unit (rpm, tpm)
+    rpm: bool = field(init=False, compare=False, repr=False)  # kind == "rpm", read on every request
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "id", f"{self.scope}:{self.owner}:{self.kind}:{self.limit}")
         object.__setattr__(self, "interval", PERIOD_S / self.limit)
+        object.__setattr__(self, "rpm", self.kind == "rpm")
 
     def describe(self) -> str:
         return f"the {self.scope} '{self.owner}' {self.kind} limit ({self.limit} {UNITS[self.kind]})"
@@ -72,9 +74,11 @@ class LimitPlan:
     concurrent: tuple[Cell, ...]
     tag: str = ""  # what the shared state groups the cells under: the team, else the key
     tokens: bool = field(init=False)  # whether a request needs its token estimate
+    tpm: tuple[Cell, ...] = field(init=False, repr=False, compare=False)  # the rate cells corrected by the usage
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "tokens", any(c.kind == "tpm" for c in self.rates))
+        object.__setattr__(self, "tpm", tuple(c for c in self.rates if c.kind == "tpm"))
+        object.__setattr__(self, "tokens", bool(self.tpm))
 
     def costs(self, tokens: int) -> list[tuple[str, float, int, int]]:
         """Each rate cell as the shared state reserves it: (id, seconds per unit, burst, cost)."""
@@ -155,20 +159,30 @@ class Limiter:
     def take(self, plan: LimitPlan, tokens: int) -> list[float]:
         """Reserve rpm and tpm in process, all or none (a 429 naming the cell that waits longest); each
         cell's reserved seconds after it (for the headers). The GCRA step of ``gcra``, inlined: a cell
-        holds ``burst * interval`` = PERIOD_S seconds, so the cell that waits longest has the latest TAT."""
+        holds ``burst * interval`` = PERIOD_S seconds, so the cell that waits longest has the latest TAT.
+        Written for speed (one pass, no helper calls): it runs on every request of a key with limits."""
         now = self.clock()
         tats = self._tat
         new: list[float] = []
+        latest, worst = now, None
         for cell in plan.rates:
             tat = tats.get(cell.id, now)
-            new.append((tat if tat > now else now)
-                       + (1 if cell.kind == "rpm" else min(max(tokens, 1), cell.limit)) * cell.interval)
-        latest = max(new, default=now)
-        if latest - PERIOD_S > now:
-            raise over(plan.rates[new.index(latest)], latest - PERIOD_S - now)
-        for cell, tat in zip(plan.rates, new, strict=True):
+            if tat < now:
+                tat = now
+            if cell.rpm:
+                tat += cell.interval
+            else:
+                tat += (tokens if tokens <= cell.limit else cell.limit) * cell.interval if tokens > 1 else cell.interval
+            new.append(tat)
+            if tat > latest:
+                latest, worst = tat, cell
+        if worst is not None and latest - PERIOD_S > now:
+            raise over(worst, latest - PERIOD_S - now)
+        used: list[float] = []
+        for cell, tat in zip(plan.rates, new):  # noqa: B905 - one length by construction; strict= costs a keyword call
             tats[cell.id] = tat
-        return [tat - now for tat in new]
+            used.append(tat - now)
+        return used
 
     @staticmethod
     def cost(cell: Cell, tokens: int) -> int:
@@ -195,17 +209,22 @@ class Limiter:
             return
         if admission.shared and self.shared is not None:
             self.shared.adjust_limits(admission.plan.tag, [(c.id, c.interval, c.limit, delta)
-                                                           for c in admission.plan.rates if c.kind == "tpm"])
+                                                           for c in admission.plan.tpm])
             return
         now = self.clock()
-        for cell in admission.plan.rates:
-            if cell.kind == "tpm":
-                self._tat[cell.id] = gcra(self._tat.get(cell.id, now), now, cell.interval, cell.limit, delta)[0]
+        tats = self._tat
+        for cell in admission.plan.tpm:  # the new TAT of ``gcra``, inlined (every response of a tpm limit)
+            tat = tats.get(cell.id, now)
+            if tat < now:
+                tat = now
+            tat += delta * cell.interval
+            tats[cell.id] = tat if tat > now else now
 
     def status(self, plan: LimitPlan) -> RateStatus:
         """The tightest rpm and tpm windows of ``plan`` now (the fewest remaining), for the headers."""
         now = self.clock()
-        return tightest(plan.rates, [max(0.0, self._tat.get(cell.id, now) - now) for cell in plan.rates])
+        requests, tokens = tightest(plan.rates, [max(0.0, self._tat.get(cell.id, now) - now) for cell in plan.rates])
+        return RateStatus(Window(*requests) if requests else None, Window(*tokens) if tokens else None)
 
     def pending(self, cell: Cell) -> float:
         """The cell's theoretical arrival time minus now (seconds of reserved use; tests, headers)."""
@@ -219,16 +238,18 @@ def over(cell: Cell, wait: float) -> GatewayError:
                         code="rate_limit_exceeded", retry_after=wait)
 
 
-def tightest(cells: Sequence[Cell], used: Sequence[float]) -> RateStatus:
+def tightest(cells: Sequence[Cell], used: Sequence[float]) -> Status:
     """The rpm and tpm windows with the fewest remaining, from each cell's reserved seconds (a plain
-    loop: it runs on every response to a key with limits)."""
-    requests: Window | None = None
-    tokens: Window | None = None
-    for cell, seconds in zip(cells, used, strict=True):
-        remaining = max(0, int((PERIOD_S - seconds) / cell.interval))  # int() floors what is not negative
-        if cell.kind == "rpm":
-            if requests is None or remaining < requests.remaining:
-                requests = Window(cell.limit, remaining, seconds)
-        elif tokens is None or remaining < tokens.remaining:
-            tokens = Window(cell.limit, remaining, seconds)
-    return RateStatus(requests, tokens)
+    loop of plain tuples: it runs on every response to a key with limits)."""
+    requests: Span | None = None
+    tokens: Span | None = None
+    for cell, seconds in zip(cells, used):  # noqa: B905 - one length by construction; strict= costs a keyword call
+        remaining = int((PERIOD_S - seconds) / cell.interval)  # int() floors what is not negative
+        if remaining < 0:
+            remaining = 0
+        if cell.rpm:
+            if requests is None or remaining < requests[1]:
+                requests = (cell.limit, remaining, seconds)
+        elif tokens is None or remaining < tokens[1]:
+            tokens = (cell.limit, remaining, seconds)
+    return requests, tokens

@@ -6,14 +6,14 @@ process. When the shared state cannot be reached the operator's ``state.limits_w
 from __future__ import annotations
 
 from router.errors import GatewayError
-from router.limit_headers import RateStatus
+from router.limit_headers import Status
 from router.limits import Admission, Limiter, LimitPlan, SharedLimits, over, tightest
 
 DOWN = "rate limits cannot be checked: the shared state is unreachable (state.limits_when_down: closed)"
 
 
 async def admit_shared(limiter: Limiter, shared: SharedLimits, plan: LimitPlan, tokens: int
-                       ) -> tuple[Admission, RateStatus]:
+                       ) -> tuple[Admission, Status]:
     """Hold the concurrency slots here, reserve rpm and tpm in the shared state; the admission and
     what is left (a 429 or a 503 instead, with every slot given back)."""
     admission = limiter.hold(plan, tokens)
