@@ -16,6 +16,7 @@ from typing import Any
 
 from router.errors import GatewayError
 from router.limits import LimitPlan, Limits, compile_limits, limit_plan
+from router.model_limits import ModelPlans, glob_regex, model_plans
 
 MODES = ("off", "strict", "all_except_health", "auto")
 
@@ -37,7 +38,7 @@ class ModelFilter:
     def __post_init__(self) -> None:
         stars = [p for p in self.patterns if "*" in p]
         object.__setattr__(self, "exact", frozenset(p for p in self.patterns if "*" not in p))
-        regex = "|".join(".*".join(map(re.escape, p.split("*"))) for p in stars)
+        regex = "|".join(glob_regex(p) for p in stars)
         object.__setattr__(self, "wildcard", re.compile(regex, re.DOTALL) if stars else None)
 
     def allows(self, model: str) -> bool:
@@ -55,6 +56,17 @@ class ApiKey:
     expires: float | None = None  # unix time from which the key is refused (None: never)
     limits: Limits | None = None  # its own (``limits``); ``plan`` holds its team's as well
     plan: LimitPlan | None = None  # None: no limit applies (the request path skips the limiter)
+    # limits.models on the key or its team: the plan per client model (None: ``plan`` for every model)
+    by_model: ModelPlans | None = field(default=None, repr=False, compare=False)
+
+    def plan_for(self, model: str) -> LimitPlan | None:
+        """The plan a request for the client model ``model`` is held to."""
+        return self.plan if self.by_model is None else self.by_model.plan(model)
+
+    def plans(self) -> tuple[LimitPlan, ...]:
+        """Every plan its requests may be held to (one per entry of ``limits.models`` at most)."""
+        extra = self.by_model.each() if self.by_model is not None else ()
+        return (*([self.plan] if self.plan is not None else []), *extra)
 
     def allows(self, model: str) -> bool:
         return self.models is None or self.models.allows(model)
@@ -123,6 +135,11 @@ class AuthPolicy:
         if found is None or not hmac.compare_digest(digest, found.digest):
             return None
         return found
+
+    def cell_ids(self) -> frozenset[str]:
+        """Where the counters of every limit this policy holds keys to are kept (the limiter drops the
+        others when it goes live)."""
+        return frozenset(cell.id for key in self.keys for plan in key.plans() for cell in plan.cells())
 
     def public(self) -> dict[str, Any]:
         """What /admin/config shows of it: names, teams, models and expiry, never a key or a hash."""
@@ -197,4 +214,4 @@ def _key(entry: dict[str, Any], teams: Mapping[str, Team]) -> ApiKey:
     team_limits = teams[team].limits if isinstance(team, str) and team in teams else None
     return ApiKey(name, digest, team, ModelFilter(tuple(models)) if models else None,
                   parse_expiry(str(expires)) if expires else None, limits,
-                  limit_plan(name, limits, team, team_limits))
+                  limit_plan(name, limits, team, team_limits), model_plans(name, limits, team, team_limits))

@@ -74,7 +74,9 @@ class Engine:
             await x.codec.fetch(self.stores, req, x.client_key)  # what other gateways stored
         req = self._apply_state(x, req)
         provider = self._provider(x, self._resolve(x, req))
-        plan = x.key.plan if x.key is not None else None
+        key = x.key  # with limits.models: its plan for this model (looked up, not built)
+        plan = None if key is None else (key.plan if key.by_model is None
+                                         else key.by_model.plan(x.client_model or req.model))
         admission = await self._admit(x, plan, req) if plan is not None else None  # a 429 before any upstream
         try:
             if x.codec is not None and x.codec.answer_locally is not None:

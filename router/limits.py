@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -28,47 +28,61 @@ UNITS = {"rpm": "requests per minute", "tpm": "tokens per minute", "concurrency"
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """One key's or team's ``limits`` (None: no such limit)."""
+    """One key's or team's ``limits`` (None: no such limit); ``models``: the limits of the client
+    models matching each pattern (``limits.models``, in config order), on top of these."""
 
     rpm: int | None = None
     tpm: int | None = None
     concurrency: int | None = None
+    models: tuple[tuple[str, Limits], ...] = ()
 
-    def public(self) -> dict[str, int]:
+    def values(self) -> dict[str, int]:
+        """Each limit set, by kind."""
         return {k: v for k, v in (("rpm", self.rpm), ("tpm", self.tpm), ("concurrency", self.concurrency))
                 if v is not None}
+
+    def public(self) -> dict[str, Any]:
+        values: dict[str, Any] = self.values()
+        return {**values, "models": {p: m.public() for p, m in self.models}} if self.models else values
 
 
 def compile_limits(section: dict[str, Any] | None) -> Limits | None:
     if not section:
         return None
-    return Limits(section.get("rpm"), section.get("tpm"), section.get("concurrency"))
+    models = tuple((pattern, Limits(body.get("rpm"), body.get("tpm"), body.get("concurrency")))
+                   for pattern, body in (section.get("models") or {}).items())
+    return Limits(section.get("rpm"), section.get("tpm"), section.get("concurrency"), models)
 
 
 @dataclass(frozen=True, slots=True)
 class Cell:
-    """One limit of one owner: ``scope`` key or team, the owner's name, the kind and its value."""
+    """One limit of one owner: ``scope`` key or team, the owner's name, the kind and its value;
+    ``model``: the ``limits.models`` pattern it holds requests for ("": every model)."""
 
     scope: str
     owner: str
     kind: str  # rpm | tpm | concurrency
     limit: int
+    model: str = ""
     id: str = field(init=False, compare=False)  # where its counter is kept: changes with the limit
     interval: float = field(init=False, compare=False, repr=False)  # seconds per unit (rpm, tpm)
     rpm: bool = field(init=False, compare=False, repr=False)  # kind == "rpm", read on every request
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "id", f"{self.scope}:{self.owner}:{self.kind}:{self.limit}")
+        at = f":{self.model}" if self.model else ""  # a pattern's cells: the pattern is part of their id
+        object.__setattr__(self, "id", f"{self.scope}:{self.owner}:{self.kind}:{self.limit}{at}")
         object.__setattr__(self, "interval", PERIOD_S / self.limit)
         object.__setattr__(self, "rpm", self.kind == "rpm")
 
     def describe(self) -> str:
-        return f"the {self.scope} '{self.owner}' {self.kind} limit ({self.limit} {UNITS[self.kind]})"
+        models = f" for the models '{self.model}'" if self.model else ""
+        return f"the {self.scope} '{self.owner}' {self.kind} limit{models} ({self.limit} {UNITS[self.kind]})"
 
 
 @dataclass(frozen=True, slots=True)
 class LimitPlan:
-    """Every limit a key's requests are held to: its own and its team's, compiled once per snapshot."""
+    """Every limit a key's requests are held to: its own and its team's (and for a model, those of
+    the ``limits.models`` entries it matches), compiled once per snapshot."""
 
     rates: tuple[Cell, ...]  # rpm and tpm
     concurrent: tuple[Cell, ...]
@@ -84,11 +98,22 @@ class LimitPlan:
         """Each rate cell as the shared state reserves it: (id, seconds per unit, burst, cost)."""
         return [(c.id, c.interval, c.limit, Limiter.cost(c, tokens)) for c in self.rates]
 
+    def cells(self) -> tuple[Cell, ...]:
+        return self.rates + self.concurrent
 
-def limit_plan(key: str, own: Limits | None, team: str | None, team_limits: Limits | None) -> LimitPlan | None:
-    cells = [Cell(scope, owner, kind, value)
-             for scope, owner, limits in (("key", key, own), ("team", team or "", team_limits)) if limits
-             for kind, value in limits.public().items()]
+
+# one owner's limits in a plan: (scope, owner, its limits, the limits.models pattern or "")
+Owned = tuple[str, str, Limits | None, str]
+
+
+def limit_plan(key: str, own: Limits | None, team: str | None, team_limits: Limits | None,
+               *by_model: Owned) -> LimitPlan | None:
+    """The plan of a key's requests: its own limits, its team's, and ``by_model`` (the entries of
+    ``limits.models`` a request's model matches); None when no limit applies."""
+    owners: tuple[Owned, ...] = (("key", key, own, ""), ("team", team or "", team_limits, ""), *by_model)
+    cells = [Cell(scope, owner, kind, value, model)
+             for scope, owner, limits, model in owners if limits
+             for kind, value in limits.values().items()]
     if not cells:
         return None
     return LimitPlan(tuple(c for c in cells if c.kind != "concurrency"),
@@ -219,6 +244,13 @@ class Limiter:
                 tat = now
             tat += delta * cell.interval
             tats[cell.id] = tat if tat > now else now
+
+    def keep(self, cells: Collection[str]) -> None:
+        """A snapshot went live: forget the rpm/tpm counters of cells it no longer has (a removed key
+        or team, a changed limit) and those at rest (a TAT already past reads the same as none). The
+        in-flight counts of removed cells stay until their requests end: ``release`` never goes below 0."""
+        now = self.clock()
+        self._tat = {cell: tat for cell, tat in self._tat.items() if tat > now and cell in cells}
 
     def status(self, plan: LimitPlan) -> RateStatus:
         """The tightest rpm and tpm windows of ``plan`` now (the fewest remaining), for the headers."""
