@@ -30,7 +30,7 @@ from router.exchange import ClientHeaders, Exchange, response_headers
 from router.failures import UpstreamFailure
 from router.ids import IdGenerator
 from router.limit_headers import openai_headers
-from router.limits import Admission, Limiter, LimitPlan, tightest
+from router.limits import Admission, Limiter, LimitPlan
 from router.limits_shared import admit_shared
 from router.mapping import Target
 from router.redact import redact
@@ -108,7 +108,7 @@ class Engine:
         except GatewayError:
             x.limit_headers = headers(limiter.status(plan))  # the 429 shows them too
             raise
-        x.limit_headers = headers(tightest(plan.rates, admission.used or ()))
+        x.limit_headers = headers(admission.status or (None, None))
         return admission
 
     def _settle(self, x: Exchange, admission: Admission) -> None:

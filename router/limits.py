@@ -136,7 +136,7 @@ class Admission:
     tokens: int
     released: bool = False
     shared: bool = False  # rpm and tpm were reserved in the shared state (corrections go there too)
-    used: list[float] | None = None  # each rate cell's reserved seconds once admitted (the headers)
+    status: Status | None = None  # the tightest windows once admitted (the headers)
 
 
 class SharedLimits(Protocol):
@@ -166,7 +166,7 @@ class Limiter:
         that frees last) with its Retry-After otherwise."""
         admission = self.hold(plan, tokens)
         try:
-            admission.used = self.take(plan, tokens)
+            admission.status = self.take(plan, tokens)
         except GatewayError:
             self.release(admission)
             raise
@@ -181,11 +181,12 @@ class Limiter:
             self._inflight[cell.id] = self._inflight.get(cell.id, 0) + 1
         return Admission(plan, tokens)
 
-    def take(self, plan: LimitPlan, tokens: int) -> list[float]:
-        """Reserve rpm and tpm in process, all or none (a 429 naming the cell that waits longest); each
-        cell's reserved seconds after it (for the headers). The GCRA step of ``gcra``, inlined: a cell
-        holds ``burst * interval`` = PERIOD_S seconds, so the cell that waits longest has the latest TAT.
-        Written for speed (one pass, no helper calls): it runs on every request of a key with limits."""
+    def take(self, plan: LimitPlan, tokens: int) -> Status:
+        """Reserve rpm and tpm in process, all or none (a 429 naming the cell that waits longest); the
+        tightest windows after it (for the headers). The GCRA step of ``gcra``, inlined: a cell holds
+        ``burst * interval`` = PERIOD_S seconds, so the cell that waits longest has the latest TAT.
+        Written for speed (no helper calls, no keyword builtins): it runs on every request of a key
+        with limits."""
         now = self.clock()
         tats = self._tat
         new: list[float] = []
@@ -203,11 +204,11 @@ class Limiter:
                 latest, worst = tat, cell
         if worst is not None and latest - PERIOD_S > now:
             raise over(worst, latest - PERIOD_S - now)
-        used: list[float] = []
+        used: list[float] = []  # each cell's reserved seconds (a comprehension would cost a frame)
         for cell, tat in zip(plan.rates, new):  # noqa: B905 - one length by construction; strict= costs a keyword call
             tats[cell.id] = tat
             used.append(tat - now)
-        return used
+        return tightest(plan.rates, used)
 
     @staticmethod
     def cost(cell: Cell, tokens: int) -> int:

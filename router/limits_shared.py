@@ -22,7 +22,7 @@ async def admit_shared(limiter: Limiter, shared: SharedLimits, plan: LimitPlan, 
         if reply is None:  # down, or the call failed
             if not shared.limits_open:
                 raise GatewayError("unavailable", DOWN, retry_after=1.0)
-            return admission, tightest(plan.rates, limiter.take(plan, tokens))
+            return admission, limiter.take(plan, tokens)
         denied, wait, cells = reply
         if denied:
             raise over(plan.rates[denied - 1], wait)
