@@ -17,6 +17,7 @@ from typing import Any
 from router.budgets import Budget, BudgetCell, BudgetPlan, budget_plan, compile_budget
 from router.errors import GatewayError
 from router.limits import LimitPlan, Limits, compile_limits, limit_plan
+from router.model_limits import ModelPlans, glob_regex, model_plans
 
 MODES = ("off", "strict", "all_except_health", "auto")
 
@@ -38,7 +39,7 @@ class ModelFilter:
     def __post_init__(self) -> None:
         stars = [p for p in self.patterns if "*" in p]
         object.__setattr__(self, "exact", frozenset(p for p in self.patterns if "*" not in p))
-        regex = "|".join(".*".join(map(re.escape, p.split("*"))) for p in stars)
+        regex = "|".join(glob_regex(p) for p in stars)
         object.__setattr__(self, "wildcard", re.compile(regex, re.DOTALL) if stars else None)
 
     def allows(self, model: str) -> bool:
@@ -57,6 +58,17 @@ class ApiKey:
     limits: Limits | None = None  # its own (``limits``); ``plan`` holds its team's as well
     plan: LimitPlan | None = None  # None: no limit applies (the request path skips the limiter)
     budget: BudgetPlan | None = None  # its own budget and its team's (None: none, nothing to check)
+    # limits.models on the key or its team: the plan per client model (None: ``plan`` for every model)
+    by_model: ModelPlans | None = field(default=None, repr=False, compare=False)
+
+    def plan_for(self, model: str) -> LimitPlan | None:
+        """The plan a request for the client model ``model`` is held to."""
+        return self.plan if self.by_model is None else self.by_model.plan(model)
+
+    def plans(self) -> tuple[LimitPlan, ...]:
+        """Every plan its requests may be held to (one per entry of ``limits.models`` at most)."""
+        extra = self.by_model.each() if self.by_model is not None else ()
+        return (*([self.plan] if self.plan is not None else []), *extra)
 
     def allows(self, model: str) -> bool:
         return self.models is None or self.models.allows(model)
@@ -133,6 +145,11 @@ class AuthPolicy:
         if found is None or not hmac.compare_digest(digest, found.digest):
             return None
         return found
+
+    def cell_ids(self) -> frozenset[str]:
+        """Where the counters of every limit this policy holds keys to are kept (the limiter drops the
+        others when it goes live)."""
+        return frozenset(cell.id for key in self.keys for plan in key.plans() for cell in plan.cells())
 
     def public(self) -> dict[str, Any]:
         """What /admin/config shows of it: names, teams, models, expiry, limits and budgets, never a key or a hash."""
@@ -211,4 +228,5 @@ def _key(entry: dict[str, Any], teams: Mapping[str, Team]) -> ApiKey:
     return ApiKey(name, digest, team, ModelFilter(tuple(models)) if models else None,
                   parse_expiry(str(expires)) if expires else None, limits,
                   limit_plan(name, limits, team, team_limits),
-                  budget_plan(name, compile_budget(entry.get("budget")), team, known.budget if known else None))
+                  budget_plan(name, compile_budget(entry.get("budget")), team, known.budget if known else None),
+                  model_plans(name, limits, team, team_limits))

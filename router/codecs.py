@@ -24,7 +24,7 @@ from router import failures
 from router.canonical import CanonicalRequest, Event, ResponseContext, StreamError
 from router.errors import GatewayError
 from router.failures import ErrorReader, UpstreamFailure
-from router.limit_headers import RateStatus, openai_headers
+from router.limit_headers import Status, openai_headers
 
 if TYPE_CHECKING:
     from router.blobs import SharedBlobs
@@ -86,7 +86,7 @@ class Family:
     # the header its clients send their API key in, besides ``Authorization: Bearer``
     key_header: str | None = None
     # the rate-limit headers of a response to a key with limits (OpenAI's unless the family has its own)
-    ratelimit_headers: Callable[[RateStatus], dict[str, str]] = openai_headers
+    ratelimit_headers: Callable[[Status], dict[str, str]] = openai_headers
 
 
 @dataclass(slots=True)

@@ -31,7 +31,7 @@ from router.exchange import ClientHeaders, Exchange, response_headers
 from router.failures import UpstreamFailure
 from router.ids import IdGenerator
 from router.limit_headers import openai_headers
-from router.limits import Admission, Limiter, LimitPlan, tightest
+from router.limits import Admission, Limiter, LimitPlan
 from router.limits_shared import admit_shared
 from router.mapping import Target
 from router.redact import redact
@@ -80,7 +80,9 @@ class Engine:
         budget = x.key.budget if x.key is not None else None
         if budget is not None:
             self.budgets.admit(budget)  # a used-up budget: a 429 before the limits are taken
-        plan = x.key.plan if x.key is not None else None
+        key = x.key  # with limits.models: its plan for this model (looked up, not built)
+        plan = None if key is None else (key.plan if key.by_model is None
+                                         else key.by_model.plan(x.client_model or req.model))
         admission = await self._admit(x, plan, req) if plan is not None else None  # a 429 before any upstream
         try:
             if x.codec is not None and x.codec.answer_locally is not None:
@@ -114,7 +116,7 @@ class Engine:
         except GatewayError:
             x.limit_headers = headers(limiter.status(plan))  # the 429 shows them too
             raise
-        x.limit_headers = headers(tightest(plan.rates, admission.used or ()))
+        x.limit_headers = headers(admission.status or (None, None))
         return admission
 
     def _settle(self, x: Exchange, admission: Admission) -> None:

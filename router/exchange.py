@@ -94,9 +94,10 @@ def response_headers(x: Exchange) -> dict[str, str]:
     (``bench/template_render.py`` under callgrind): 5.0k instructions per response cached, 14.5k
     rendered, of the ~930k a request costs (``bench/instructions.py``): the cache saves 1.0%.
     """
+    headers = _response_headers(x)  # a new dict: the limit headers go into it, not into a third
     if x.limit_headers is not None:
-        return {**_response_headers(x), **x.limit_headers}
-    return _response_headers(x)
+        headers.update(x.limit_headers)
+    return headers
 
 
 def _response_headers(x: Exchange) -> dict[str, str]:

@@ -164,6 +164,7 @@ class Gateway:
             self.snapshot = snap
             self.generation = generation
             swap_in(SECTIONS, self, snap)  # stores resized, logging re-applied: see snapshot.SECTIONS
+            self.limiter.keep(snap.auth.cell_ids())  # removed keys' and teams' counters go, unchanged ones stay
             if self.shared is not None:
                 await self.shared.ready()  # a new shared state: its first sync (bounded)
             if self.budget_sync is not None:

@@ -79,7 +79,8 @@ async def _shared_status(limiter: Limiter, plan: LimitPlan) -> RateStatus | None
     reply = await shared.reserve_limits(plan.tag, [(c.id, c.interval, c.limit, 0) for c in plan.rates])
     if reply is None or reply[0]:
         return None
-    return tightest(plan.rates, [reset for _, reset in reply[2]])
+    requests, tokens = tightest(plan.rates, [reset for _, reset in reply[2]])
+    return RateStatus(Window(*requests) if requests else None, Window(*tokens) if tokens else None)
 
 
 def _window(window: Window | None) -> dict[str, Any] | None:

@@ -9,11 +9,10 @@ fewest remaining); a kind without a limit is left out.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 from typing import NamedTuple
 
 
-class Window(NamedTuple):  # a tuple: made on every response to a key with limits
+class Window(NamedTuple):
     """One kind's tightest limit: its value, what remains now, seconds until it is whole again."""
 
     limit: int
@@ -26,42 +25,59 @@ class RateStatus(NamedTuple):
     tokens: Window | None
 
 
+# A Window and a RateStatus as the request path builds them: plain tuples (a NamedTuple costs ~3k
+# instructions to make, a tuple ~0.1k; bench/instructions.py --auth limits), read by position.
+Span = tuple[int, int, float]  # (limit, remaining, reset_s)
+Status = tuple[Span | None, Span | None]  # (requests, tokens)
+
+
 def go_duration(seconds: float) -> str:
     """A duration as Go prints one (OpenAI's reset headers): ``0s``, ``6ms``, ``1.5s``, ``1m0s``, ``1h2m3s``."""
-    ms = max(0, round(seconds * 1000))
-    if ms == 0:
-        return "0s"
-    if ms < 1000:
-        return f"{ms}ms"
+    ms = round(seconds * 1000)
+    if ms < 1000:  # the usual case (a minute's limit frees a unit every 60/N s): kept short
+        return f"{ms}ms" if ms > 0 else "0s"
     hours, rest = divmod(ms, 3_600_000)
     minutes, rest = divmod(rest, 60_000)
-    secs = f"{rest / 1000:.3f}".rstrip("0").rstrip(".") + "s"
+    whole, frac = divmod(rest, 1000)
+    secs = f"{whole}.{frac:03d}".rstrip("0") + "s" if frac else f"{whole}s"
     if hours:
         return f"{hours}h{minutes}m{secs}"
     return f"{minutes}m{secs}" if minutes else secs
 
 
-def openai_headers(status: RateStatus) -> dict[str, str]:
-    out: dict[str, str] = {}
+def openai_headers(status: Status) -> dict[str, str]:
     requests, tokens = status
-    if requests is not None:
-        out["x-ratelimit-limit-requests"] = str(requests.limit)
-        out["x-ratelimit-remaining-requests"] = str(requests.remaining)
-        out["x-ratelimit-reset-requests"] = go_duration(requests.reset_s)
-    if tokens is not None:
-        out["x-ratelimit-limit-tokens"] = str(tokens.limit)
-        out["x-ratelimit-remaining-tokens"] = str(tokens.remaining)
-        out["x-ratelimit-reset-tokens"] = go_duration(tokens.reset_s)
-    return out
+    if requests is None or tokens is None:  # one kind limited
+        return _openai_kind("requests", requests) if tokens is None else _openai_kind("tokens", tokens)
+    limit, remaining, reset = requests
+    t_limit, t_remaining, t_reset = tokens
+    return {"x-ratelimit-limit-requests": str(limit), "x-ratelimit-remaining-requests": str(remaining),
+            "x-ratelimit-reset-requests": go_duration(reset),
+            "x-ratelimit-limit-tokens": str(t_limit), "x-ratelimit-remaining-tokens": str(t_remaining),
+            "x-ratelimit-reset-tokens": go_duration(t_reset)}
 
 
-def anthropic_headers(status: RateStatus) -> dict[str, str]:
+def _openai_kind(kind: str, window: Span | None) -> dict[str, str]:
+    if window is None:
+        return {}
+    limit, remaining, reset = window
+    return {f"x-ratelimit-limit-{kind}": str(limit), f"x-ratelimit-remaining-{kind}": str(remaining),
+            f"x-ratelimit-reset-{kind}": go_duration(reset)}
+
+
+# Anthropic's header names per kind: (limit, remaining, reset)
+ANTHROPIC_NAMES = tuple(tuple(f"anthropic-ratelimit-{kind}-{what}" for what in ("limit", "remaining", "reset"))
+                        for kind in ("requests", "tokens"))
+
+
+def anthropic_headers(status: Status) -> dict[str, str]:
     out: dict[str, str] = {}
     now = time.time()
-    for kind, window in (("requests", status.requests), ("tokens", status.tokens)):
+    for (limit_name, remaining_name, reset_name), window in zip(ANTHROPIC_NAMES, status):  # noqa: B905 - both pairs
         if window is not None:
-            out[f"anthropic-ratelimit-{kind}-limit"] = str(window.limit)
-            out[f"anthropic-ratelimit-{kind}-remaining"] = str(window.remaining)
-            at = datetime.fromtimestamp(int(now + window.reset_s + 0.999), UTC)  # whole seconds, not before
-            out[f"anthropic-ratelimit-{kind}-reset"] = at.isoformat().replace("+00:00", "Z")
+            limit, remaining, reset = window
+            out[limit_name] = str(limit)
+            out[remaining_name] = str(remaining)
+            # whole seconds, not before; gmtime + strftime: 29k instructions per response against 46k with datetime
+            out[reset_name] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(int(now + reset + 0.999)))
     return out

@@ -9,7 +9,7 @@ limiter, ``closed`` answers a 503."""
 from __future__ import annotations
 
 from router.errors import GatewayError
-from router.limit_headers import RateStatus
+from router.limit_headers import Status
 from router.limits import Admission, Limiter, LimitPlan, SharedLimits, over, tightest
 
 DOWN = "rate limits cannot be checked: the shared state is unreachable (state.limits_when_down: closed)"
@@ -17,9 +17,9 @@ FULL_RETRY_S = 1.0  # the Retry-After of a full concurrency cell (when a slot fr
 
 
 async def admit_shared(limiter: Limiter, shared: SharedLimits, plan: LimitPlan, tokens: int
-                       ) -> tuple[Admission, RateStatus]:
-    """Hold the concurrency slots here, then reserve every cell in the shared state; the admission
-    and what is left (a 429 or a 503 instead, with every slot given back)."""
+                       ) -> tuple[Admission, Status]:
+    """Hold the concurrency slots here, then reserve every cell in the shared state; the admission and
+    what is left (a 429 or a 503 instead, with every slot given back)."""
     admission = limiter.hold(plan, tokens)
     try:
         slots = [(c.id, c.limit) for c in plan.concurrent] if plan.concurrent else ()
@@ -27,7 +27,7 @@ async def admit_shared(limiter: Limiter, shared: SharedLimits, plan: LimitPlan, 
         if reply is None:  # down, or the call failed
             if not shared.limits_open:
                 raise GatewayError("unavailable", DOWN, retry_after=1.0)
-            return admission, tightest(plan.rates, limiter.take(plan, tokens))
+            return admission, limiter.take(plan, tokens)
         denied, wait, cells, admission.lease = reply
         if denied:
             rates = plan.rates

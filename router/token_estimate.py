@@ -6,7 +6,6 @@ answer with it in their own body; it is an estimate for budgeting, not any upstr
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import orjson
@@ -30,21 +29,23 @@ def estimate_tokens(req: CanonicalRequest) -> int:
     chars = len(req.system or "")
     images = 0
     for message in req.messages:
-        for part in _parts(message):
-            chars += _part_chars(part)
-            images += part.get("type") == "image"
-    for tool in req.tools or []:
+        content = message.get("content")
+        if isinstance(content, str):  # the usual message: one text (no part to build; every request of a tpm limit)
+            chars += len(content)
+            continue
+        for part in content or ():
+            if isinstance(part, dict):
+                kind = part.get("type")
+                if kind == "text":  # _part_chars inlined for the usual part
+                    chars += len(part.get("text") or "")
+                else:
+                    chars += _part_chars(part)
+                    images += kind == "image"
+    for tool in req.tools or ():
         chars += len(orjson.dumps(tool).decode())
-    total = (math.ceil(chars / CHARS_PER_TOKEN) + MESSAGE_OVERHEAD_TOKENS * len(req.messages)
+    total = (-(-chars // CHARS_PER_TOKEN) + MESSAGE_OVERHEAD_TOKENS * len(req.messages)  # ceil, in integers
              + IMAGE_TOKENS * images + (SYSTEM_OVERHEAD_TOKENS if req.system else 0))
-    return max(1, total)
-
-
-def _parts(message: dict[str, Any]) -> list[dict[str, Any]]:
-    content = message.get("content")
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    return [p for p in content or [] if isinstance(p, dict)]
+    return total if total > 1 else 1
 
 
 def _part_chars(part: dict[str, Any]) -> int:
