@@ -18,7 +18,7 @@ from aiohttp import web
 
 from router.budgets import BudgetPlan, Budgets, instant
 from router.errors import GatewayError
-from router.limit_headers import RateStatus, Window
+from router.limit_headers import RateStatus, Window, rate_status
 from router.limits import Limiter, LimitPlan, tightest
 from router.prices import usd
 from router.usage import day_of
@@ -79,8 +79,7 @@ async def _shared_status(limiter: Limiter, plan: LimitPlan) -> RateStatus | None
     reply = await shared.reserve_limits(plan.tag, [(c.id, c.interval, c.limit, 0) for c in plan.rates])
     if reply is None or reply[0]:
         return None
-    requests, tokens = tightest(plan.rates, [reset for _, reset in reply[2]])
-    return RateStatus(Window(*requests) if requests else None, Window(*tokens) if tokens else None)
+    return rate_status(tightest(plan.rates, [reset for _, reset in reply[2]]))
 
 
 def _window(window: Window | None) -> dict[str, Any] | None:

@@ -31,6 +31,12 @@ Span = tuple[int, int, float]  # (limit, remaining, reset_s)
 Status = tuple[Span | None, Span | None]  # (requests, tokens)
 
 
+def rate_status(status: Status) -> RateStatus:
+    """Plain request-path tuples as named windows (``/v1/usage``, ``Limiter.status``: not per response)."""
+    requests, tokens = status
+    return RateStatus(Window(*requests) if requests else None, Window(*tokens) if tokens else None)
+
+
 def go_duration(seconds: float) -> str:
     """A duration as Go prints one (OpenAI's reset headers): ``0s``, ``6ms``, ``1.5s``, ``1m0s``, ``1h2m3s``."""
     ms = round(seconds * 1000)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from router.errors import GatewayError
-from router.limit_headers import RateStatus, Span, Status, Window
+from router.limit_headers import RateStatus, Span, Status, rate_status
 
 PERIOD_S = 60.0  # rpm and tpm: per minute
 UNITS = {"rpm": "requests per minute", "tpm": "tokens per minute", "concurrency": "requests in flight"}
@@ -262,8 +262,7 @@ class Limiter:
     def status(self, plan: LimitPlan) -> RateStatus:
         """The tightest rpm and tpm windows of ``plan`` now (the fewest remaining), for the headers."""
         now = self.clock()
-        requests, tokens = tightest(plan.rates, [max(0.0, self._tat.get(cell.id, now) - now) for cell in plan.rates])
-        return RateStatus(Window(*requests) if requests else None, Window(*tokens) if tokens else None)
+        return rate_status(tightest(plan.rates, [max(0.0, self._tat.get(cell.id, now) - now) for cell in plan.rates]))
 
     def pending(self, cell: Cell) -> float:
         """The cell's theoretical arrival time minus now (seconds of reserved use; tests, headers)."""
