@@ -139,3 +139,33 @@ def add_parsers(sub: Any, dir_help: str) -> None:
     e.add_argument("--stream", action="store_true", help="with --model: a streaming request")
     e.add_argument("--format", choices=["text", "json"], default="text")
     e.set_defaults(func=cmd_explain)
+    t = sub.add_parser("test", help="run a config's test cases offline (exit 0 all pass, 1 failures, 2 invalid)")
+    t.add_argument("dir", nargs="?", help=dir_help)
+    t.add_argument("--cases", help="a cases file, or a dir of *.yaml (default DIR/tests/*.yaml)")
+    t.add_argument("--placeholder-secrets", action="store_true",
+                   help="an unset ${VAR} without a default resolves to 'placeholder-VAR' (as router check's)")
+    t.set_defaults(func=cmd_test)
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    from router.cli import _config_dir
+    from router.config import load_dir
+    from router.config_tests import case_files, load_cases, report, run_case
+    from router.registry import template_filters
+    from router.snapshot import compile_config
+
+    directory = _config_dir(args.dir)
+    paths = case_files(directory, Path(args.cases) if args.cases else None)
+    if not paths:
+        print(f"router test: no cases (*.yaml) in {args.cases or directory / 'tests'}", file=sys.stderr)
+        return INVALID
+    cases, errors = load_cases(paths)
+    try:  # no secret is read: every ${VAR:-default} takes its default (see router.config_tests)
+        snap = compile_config(load_dir(directory, {}, args.placeholder_secrets), 0, template_filters())
+    except ConfigErrors as e:
+        errors = [*e.errors, *errors]
+    if errors:
+        return print_errors(errors, directory)
+    results = [(case, run_case(snap, case)) for case in cases]
+    print(report(results))
+    return 1 if any(m for _, m in results) else 0
