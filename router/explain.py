@@ -89,6 +89,13 @@ def target_leaves(node: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
         yield from target_leaves(child)
 
 
+def target_text(node: Mapping[str, Any]) -> str:
+    """A :func:`describe_target` tree in one line: ``provider/model``, or ``kind[child, ...]``."""
+    if node.get("kind") == "target":
+        return f"{node['provider']}/{node['model']}"
+    return f"{node.get('kind')}[{', '.join(target_text(c) for c in node.get('targets', ()))}]"
+
+
 def explain(snap: Snapshot, req: ExplainRequest, store: StateStore | None = None) -> dict[str, Any]:
     """What ``snap`` would do with ``req`` (``store``: the live pool state, when running)."""
     out: dict[str, Any] = {"request": {"method": req.method.upper(), "path": req.path}, "status": 200}

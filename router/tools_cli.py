@@ -84,6 +84,8 @@ def explain_text(out: dict[str, Any]) -> str:
 
 
 def _mapping_lines(mapping: dict[str, Any] | None) -> list[str]:
+    from router.explain import target_text
+
     if not mapping:
         return []
     lines = [f"mapping: model '{mapping['model']}' -> rule {mapping['rule'] or 'none'}"]
@@ -91,15 +93,8 @@ def _mapping_lines(mapping: dict[str, Any] | None) -> list[str]:
         what = step["rule"] + (f" {step['pattern']}" if "pattern" in step else "")
         lines.append(f"         {'+' if step['matched'] else '-'} {what}: {step['why']}")
     if "target" in mapping:
-        lines.append(f"target:  {_target_text(mapping['target'])}")
+        lines.append(f"target:  {target_text(mapping['target'])}")
     return lines
-
-
-def _target_text(node: dict[str, Any]) -> str:
-    if node.get("kind") == "target":
-        return f"{node['provider']}/{node['model']}"
-    children = ", ".join(_target_text(c) for c in node.get("targets", ()))
-    return f"{node.get('kind')}[{children}]"
 
 
 def _pool_lines(pools: list[dict[str, Any]]) -> list[str]:
@@ -145,6 +140,13 @@ def add_parsers(sub: Any, dir_help: str) -> None:
     t.add_argument("--placeholder-secrets", action="store_true",
                    help="an unset ${VAR} without a default resolves to 'placeholder-VAR' (as router check's)")
     t.set_defaults(func=cmd_test)
+    d = sub.add_parser("diff", help="what a config change means for clients: models, routes, auth, keys, "
+                                    "providers, prices (exit 0; 2 when a dir is invalid)")
+    d.add_argument("old", help="the config dir before the change")
+    d.add_argument("new", help="the config dir after the change")
+    d.add_argument("--format", choices=["text", "markdown"], default="text", help="markdown: for a PR comment")
+    d.add_argument("--exit-code", action="store_true", help="exit 1 when there are changes (as git diff's)")
+    d.set_defaults(func=cmd_diff)
 
 
 def cmd_test(args: argparse.Namespace) -> int:
@@ -169,3 +171,23 @@ def cmd_test(args: argparse.Namespace) -> int:
     results = [(case, run_case(snap, case)) for case in cases]
     print(report(results))
     return 1 if any(m for _, m in results) else 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from router.config import load_dir
+    from router.config_diff import diff, markdown, text
+    from router.registry import template_filters
+    from router.snapshot import compile_config
+
+    snaps, errors = [], []
+    for directory in (args.old, args.new):  # no secret read: placeholders count every key as set
+        try:
+            snaps.append(compile_config(load_dir(directory, {}, True), 0, template_filters()))
+        except ConfigErrors as e:
+            errors += [ConfigError(x.file if Path(x.file) == Path(directory) else str(Path(directory, x.file)),
+                                   x.line, x.column, x.pointer, x.message) for x in e.errors]
+    if errors:
+        return print_errors(errors, f"{args.old} or {args.new}")
+    changes = diff(snaps[0], snaps[1])
+    print((markdown if args.format == "markdown" else text)(changes, args.old, args.new))
+    return 1 if args.exit_code and changes else 0
