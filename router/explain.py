@@ -248,7 +248,7 @@ def _pool(snap: Snapshot, name: str, model: str, store: StateStore | None) -> di
         return {**shown, "why": "no such provider"}
     if configured is not None and serving is not configured:
         shown["served_by"] = serving.name
-        shown["why"] = f"'{name}' has no account with a key (set its key): its fallback '{serving.name}' serves"
+        shown["why"] = f"'{name}' has no account with a key (none is set): its fallback '{serving.name}' serves"
     shown.update({"dialect": serving.dialect, "base_url": serving.public()["base_url"],
                   "scheduling": serving.pool.scheduling, "accounts": _accounts(serving, model, store)})
     return shown

@@ -100,12 +100,13 @@ def _mapping_lines(mapping: dict[str, Any] | None) -> list[str]:
 def _pool_lines(pools: list[dict[str, Any]]) -> list[str]:
     lines = []
     for p in pools:
-        served = f" (served by {p['served_by']}: {p['why']})" if "served_by" in p else ""
+        served = f" -> served by {p['served_by']} ({p['why']})" if "served_by" in p else ""
         lines.append(f"pool:    {p['provider']}{served}: {p.get('dialect')} {p.get('base_url')}, "
                      f"scheduling {p.get('scheduling')}")
         for a in p.get("accounts", []):
             live = f" {a['state']}, {a['in_flight']} in flight" if "state" in a else ""
-            lines.append(f"         account {a['id']} ({a['label']}) weight {a['weight']}{live}")
+            label = f" ({a['label']})" if a["label"] != a["id"] else ""
+            lines.append(f"         account {a['id']}{label} weight {a['weight']}{live}")
     return lines
 
 
@@ -116,7 +117,7 @@ def _upstream_lines(out: dict[str, Any]) -> list[str]:
     lines = [f"upstream: {up['method']} {up['url']}  (provider {up['provider']}, account {up['account']}, "
              f"template {out.get('template')})"]
     lines += [f"          {k}: {v}" for k, v in up["headers"].items()]
-    lines += ["          " + line for line in json.dumps(up["body"], indent=2).splitlines()]
+    lines.append(f"          {json.dumps(up['body'])}")
     lines += [f"response header: {k}: {v}" for k, v in out.get("response_headers", {}).items()]
     return lines
 

@@ -165,3 +165,10 @@ async def test_admin_explain_is_live_and_needs_the_admin_key(keyed: Path) -> Non
         assert status == 400
     finally:
         await h.close()
+
+
+def test_the_readme_sample_is_what_the_command_prints(capsys: pytest.CaptureFixture[str], clean_env: None) -> None:
+    readme = (ROUTES.parent / "README.md").read_text()
+    sample = readme.split("router explain routes.d --model gpt-4.1 --stream\n```\n```text\n", 1)[1].split("```")[0]
+    code, out, _ = run(capsys, str(ROUTES), "--model", "gpt-4.1", "--stream")
+    assert code == 0 and out == sample
