@@ -45,6 +45,16 @@ MIN_SECRET = 4  # shorter "keys" (test values) are not blanked in free text: the
 SECRET_PARAMS = frozenset({"key", "api_key", "apikey", "access_token", "token"})
 
 
+_HELLO = [{"role": "user", "content": "Hello"}]
+# what a request given only by its model is made of, by client codec (besides model and stream)
+SYNTHETIC: dict[str, dict[str, Any]] = {
+    "openai.chat": {"messages": _HELLO}, "openai.completions": {"prompt": "Hello"},
+    "openai.responses": {"input": "Hello"}, "anthropic.messages": {"max_tokens": 256, "messages": _HELLO},
+    "gemini": {"contents": [{"role": "user", "parts": [{"text": "Hello"}]}]},
+    "ollama.chat": {"messages": _HELLO}, "ollama.generate": {"prompt": "Hello"},
+}
+
+
 @dataclass(frozen=True, slots=True)
 class ExplainRequest:
     """A request to explain: a path, method, headers and JSON body; or just a model (an OpenAI chat
@@ -58,11 +68,15 @@ class ExplainRequest:
     key: str | None = None  # a client key by name, as if the client had presented it
     stream: bool = False
 
-    def json_body(self) -> Any:
+    def json_body(self, codec: str = "openai.chat") -> Any:
+        """The body, or one made up for ``model`` in the client codec's shape (an OpenAI chat body
+        for a codec this table does not know)."""
         if self.body is not None:
             return self.body
-        body: dict[str, Any] = {"model": self.model or "", "messages": [{"role": "user", "content": "Hello"}]}
-        return {**body, "stream": True} if self.stream else body
+        body: dict[str, Any] = {"model": self.model or "", **SYNTHETIC.get(codec, SYNTHETIC["openai.chat"])}
+        if codec == "gemini":  # the model and streaming are in its path
+            return {k: v for k, v in body.items() if k != "model"}
+        return {**body, "stream": self.stream} if self.stream or codec.startswith("ollama.") else body
 
 
 class Stop(Exception):
@@ -174,7 +188,7 @@ def _decode(endpoint: Endpoint, req: ExplainRequest, params: dict[str, Any], out
             ) -> CanonicalRequest:
     assert endpoint.codec is not None  # a proxy endpoint
     try:
-        canonical = endpoint.codec.decode_request(req.json_body(), params)
+        canonical = endpoint.codec.decode_request(req.json_body(endpoint.codec.name), params)
     except GatewayError as e:
         out["decode"] = {"codec": endpoint.codec.name, "error": e.message}
         raise Stop(e.status, e.message) from None

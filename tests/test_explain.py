@@ -172,3 +172,13 @@ def test_the_readme_sample_is_what_the_command_prints(capsys: pytest.CaptureFixt
     sample = readme.split("router explain routes.d --model gpt-4.1 --stream\n```\n```text\n", 1)[1].split("```")[0]
     code, out, _ = run(capsys, str(ROUTES), "--model", "gpt-4.1", "--stream")
     assert code == 0 and out == sample
+
+
+@pytest.mark.parametrize(("path", "handler"), [
+    ("/v1/messages", "anthropic.messages"), ("/v1/completions", "openai.completions"),
+    ("/v1/responses", "openai.responses"), ("/api/chat", "ollama.chat"), ("/api/generate", "ollama.generate")])
+def test_a_body_is_made_up_for_each_client_codec(path: str, handler: str) -> None:
+    doc = explain(offline_snapshot(ROUTES), ExplainRequest(path=path, model="claude-sonnet-4", stream=True))
+    assert doc["status"] == 200 and doc["route"]["handler"] == handler, doc
+    assert doc["decode"] == {"codec": handler, "model": "claude-sonnet-4", "stream": True}
+    assert doc["upstream"]["provider"] == "sim-anthropic"
