@@ -177,7 +177,7 @@ def test_the_readme_sample_is_what_the_command_prints(capsys: pytest.CaptureFixt
 @pytest.mark.parametrize(("path", "handler"), [
     ("/v1/messages", "anthropic.messages"), ("/v1/completions", "openai.completions"),
     ("/v1/responses", "openai.responses"), ("/api/chat", "ollama.chat"), ("/api/generate", "ollama.generate")])
-def test_a_body_is_made_up_for_each_client_codec(path: str, handler: str) -> None:
+def test_a_body_is_made_up_for_each_client_codec(path: str, handler: str, clean_env: None) -> None:
     doc = explain(offline_snapshot(ROUTES), ExplainRequest(path=path, model="claude-sonnet-4", stream=True))
     assert doc["status"] == 200 and doc["route"]["handler"] == handler, doc
     assert doc["decode"] == {"codec": handler, "model": "claude-sonnet-4", "stream": True}
