@@ -1,4 +1,5 @@
-"""Command line: ``router serve``, ``router check DIR``, ``router init DIR``, ``router hash-key``, ``router sim``."""
+"""Command line: ``router serve``, ``router check DIR``, ``router init DIR``, ``router hash-key``, ``router sim``;
+``router explain``, ``router test`` and ``router diff`` are in :mod:`router.tools_cli`."""
 
 from __future__ import annotations
 
@@ -253,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--chunks", type=int, default=3)
     m.add_argument("--chunk-delay", type=float, default=0.0)
     m.set_defaults(func=cmd_sim)
+    from router.tools_cli import add_parsers
+
+    add_parsers(sub, f"config dir (default $ROUTER_CONFIG, else ./{DEFAULT_CONFIG}, else the packaged default)")
     return p
 
 

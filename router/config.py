@@ -30,6 +30,7 @@ _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 # Config file names: any letter case, so ``A.YAML`` is never silently skipped.
 CONFIG_SUFFIXES = (".yaml", ".yml")
+TESTS_DIR = "tests"  # a config dir's test cases (router test): not config, not worth a notice
 # A name that mentions YAML but is not a config file: editor backups/swaps (``x.yaml~``,
 # ``x.yaml.swp``, ``x.yaml.bak``) and hidden files (``.#x.yaml`` Emacs locks, ConfigMap internals).
 _YAMLISH = re.compile(r"\.ya?ml", re.IGNORECASE)
@@ -244,10 +245,11 @@ def config_files(directory: Path) -> tuple[list[Path], list[str]]:
 
 def _in_subdirectories(entries: list[Path]) -> list[str]:
     """``sub/x.yaml`` for YAML files one level down (only the dir itself is read). Hidden dirs (a
-    ConfigMap's ``..2024_...`` and ``..data``) hold the files the visible links point at: not listed."""
+    ConfigMap's ``..2024_...`` and ``..data``) hold the files the visible links point at: not listed;
+    nor is ``tests/``, where ``router test`` finds the config's test cases."""
     out: list[str] = []
     for sub in entries:
-        if sub.name.startswith(".") or not sub.is_dir():
+        if sub.name.startswith(".") or sub.name == TESTS_DIR or not sub.is_dir():
             continue
         try:
             names = sorted(p.name for p in sub.iterdir() if is_config_name(p.name))

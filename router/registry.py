@@ -10,7 +10,9 @@ upstream format is one upstream codec module plus its line here.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
 
 from router import endpoints as ep
 from router.client_codecs import (
@@ -22,12 +24,15 @@ from router.client_codecs import (
     openai_responses,
 )
 from router.codecs import ClientCodec, Family, UpstreamCodec
-from router.endpoints import Endpoint
+from router.endpoints import Endpoint, Params, Services
 from router.key_usage import key_usage
 from router.upstream_codecs import anthropic as anthropic_upstream
 from router.upstream_codecs import gemini as gemini_upstream
 from router.upstream_codecs import openai as openai_upstream
 from router.usage_report import admin_usage
+
+if TYPE_CHECKING:
+    from router.exchange import Exchange
 
 FAMILIES: tuple[Family, ...] = (openai_chat.FAMILY, anthropic_messages.FAMILY, gemini_native.FAMILY,  # first: default
                                 ollama.FAMILY)
@@ -37,6 +42,13 @@ KEY_HEADERS: tuple[str, ...] = tuple(dict.fromkeys(f.key_header for f in FAMILIE
 
 UPSTREAM_CODECS: Mapping[str, UpstreamCodec] = {
     c.name: c for c in (openai_upstream.CODEC, anthropic_upstream.CODEC, gemini_upstream.CODEC)}
+
+
+async def _admin_explain(svc: Services, x: Exchange, request: web.BaseRequest, params: Params
+                         ) -> web.StreamResponse:
+    from router.explain import admin_explain  # it reads this table (through the exchange): imported when run
+
+    return await admin_explain(svc, x, request, params)
 
 
 def _proxy(name: str, codec: ClientCodec) -> Endpoint:
@@ -70,6 +82,7 @@ def _endpoints() -> tuple[Endpoint, ...]:
         Endpoint("admin.accounts", ep.admin_accounts, admin=True),
         Endpoint("admin.account_reset", ep.admin_account_reset, admin=True),
         Endpoint("admin.usage", admin_usage, admin=True),
+        Endpoint("admin.explain", _admin_explain, admin=True),
         Endpoint("key.usage", key_usage),
         Endpoint("metrics", ep.metrics),
     )

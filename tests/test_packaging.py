@@ -102,7 +102,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
 
 def test_the_wheel_carries_the_schemas_the_default_config_and_py_typed(installed: Installed) -> None:
     names = set(zipfile.ZipFile(installed.wheel).namelist())
-    for kind in ("schemas", "routes.d"):
+    for kind in ("schemas", "routes.d", "routes.d/tests"):
         shipped = {f"router/{kind}/{p.name}" for p in (ROOT / "router" / kind).iterdir() if p.is_file()}
         assert shipped and shipped <= names, shipped - names
     assert "router/py.typed" in names
