@@ -135,10 +135,9 @@ class Engine:
     def _charge(self, x: Exchange, budget: BudgetPlan) -> None:
         """The response ended: charge its usage (tokens, and their cost at the serving provider's
         prices) to the key's and team's budgets; nothing when no upstream answered with usage."""
-        usage, provider = x.usage, x.provider
-        if usage is not None and provider is not None:
-            cost = x.snapshot.prices.cost(provider.name, x.upstream_model or "", usage)
-            self.budgets.charge(budget, usage.total_tokens, cost)
+        usage = x.usage
+        if usage is not None and x.provider is not None:
+            self.budgets.charge(budget, usage.total_tokens, x.cost())
 
     async def _recall_binding(self, provider: Provider, session: str, model: str) -> None:
         """A sticky session this process has no usable binding for: ask the shared state (another

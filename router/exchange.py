@@ -51,6 +51,7 @@ class Exchange:
     status: int = 0
     ttfb: float | None = None
     usage: Any = None
+    cost_nano: int | None = None  # what ``usage`` cost at the serving provider's prices, once computed (``cost``)
     error: str | None = None
     response: web.StreamResponse | None = None  # set once a stream's headers are going out
     # the stream's encoder while its events flow; None once its last frames are going out
@@ -59,6 +60,17 @@ class Exchange:
     key: ApiKey | None = None  # that key (its team, the models it may use)
     upstream: UpstreamRequest | None = None  # the attempt in progress (named in its log lines)
     limit_headers: dict[str, str] | None = None  # a key with limits: its rate-limit headers
+
+    def cost(self) -> int:
+        """What the upstream's usage report cost in nano-dollars (``prices`` of the provider that
+        answered and the model it was sent; 0 without usage or price), computed once: budgets and
+        usage both count it."""
+        cost = self.cost_nano
+        if cost is None:
+            usage, provider = self.usage, self.provider
+            cost = self.cost_nano = (0 if usage is None or provider is None else
+                                     self.snapshot.prices.cost(provider.name, self.upstream_model or "", usage))
+        return cost
 
     @property
     def handler(self) -> str:

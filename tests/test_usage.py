@@ -9,6 +9,7 @@ import hashlib
 import io
 import json
 from collections.abc import AsyncIterator
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,6 +18,7 @@ import openai
 import pytest
 
 from router.canonical import Usage
+from router.exchange import Exchange
 from router.prices import compile_prices
 from router.usage import DAY, MAX_ROWS, OTHER, UsageLedger, UsageSettings
 from tests.conftest import Harness, start_gateway
@@ -238,10 +240,12 @@ async def test_auth_off_counts_under_no_key(config_dir: Path) -> None:
 def exchange(key: str | None = "k", team: str | None = "t", model: str | None = "m", usage: Usage | None = None,
              provider: str = "p", upstream: str = "u", prices: dict[str, Any] | None = None) -> Any:
     """What ``UsageLedger.record`` reads of an Exchange."""
-    return SimpleNamespace(
+    x = SimpleNamespace(
         codec=object(), key=SimpleNamespace(name=key, team=team) if key is not None else None, client_model=model,
-        usage=usage, provider=SimpleNamespace(name=provider), upstream_model=upstream,
+        usage=usage, provider=SimpleNamespace(name=provider), upstream_model=upstream, cost_nano=None,
         snapshot=SimpleNamespace(prices=compile_prices(prices or {})))
+    x.cost = partial(Exchange.cost, x)  # the real Exchange.cost over these fields
+    return x
 
 
 def totals(ledger: UsageLedger) -> dict[tuple[str, str, str, str], list[int]]:
@@ -259,20 +263,23 @@ def test_a_row_counts_tokens_cached_reasoning_and_cost() -> None:
     assert totals(ledger)[(DAY0, "k", "t", "m")][0] == 2
 
 
-def test_the_inlined_cost_is_the_price_tables() -> None:
-    """``UsageLedger.record`` computes ``Price.cost`` inline: the same nano-dollars, to the unit."""
+def test_the_cost_is_the_price_tables_computed_once() -> None:
+    """Budgets and usage both count ``Exchange.cost``: the price table's nano-dollars, computed once."""
     import random
 
     rng = random.Random(13)
     prices = {"p/u": {"input": 2.5, "output": 10.0, "cached_input": 1.25}, "p/v": {"input": 0.3, "output": 2.5}}
     table = compile_prices(prices)
-    for _ in range(500):
+    for _ in range(200):
         model = rng.choice(["u", "v", "none"])
         inp = rng.randrange(0, 2_000_000)
         u = Usage(inp, rng.randrange(0, 100_000), rng.randrange(0, inp + 10), 0)
         ledger = UsageLedger(Clock(T0))
-        ledger.record(exchange(usage=u, upstream=model, prices=prices), 200)
-        assert totals(ledger)[(DAY0, "k", "t", "m")][6] == table.cost("p", model, u)
+        x = exchange(usage=u, upstream=model, prices=prices)
+        ledger.record(x, 200)
+        assert totals(ledger)[(DAY0, "k", "t", "m")][6] == table.cost("p", model, u) == x.cost_nano
+        x.usage = None  # computed once: a second read does not price again
+        assert x.cost() == table.cost("p", model, u)
 
 
 def test_a_full_day_counts_new_models_as_other_and_the_day_turns() -> None:
