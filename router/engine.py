@@ -184,6 +184,7 @@ class Engine:
 
     async def _serve_target(self, x: Exchange, target: Target, request: web.BaseRequest) -> web.StreamResponse:
         """One target of a fallback list or split (the plan runner's): as a single target is served."""
+        x.account, x.attempt = None, 0  # not the previous target's (its headers would name them)
         provider = self._provider(x, target)
         session = self._session_id(provider, request, x.canonical) if x.canonical is not None else None
         if session is not None and self.store.listener is not None:

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
+from router.errors import GatewayError
 from router.exchange import Exchange
 from router.failures import ProviderFailed
 from router.plan import Fallback, Plan, Split, Target, triggered
@@ -67,14 +68,24 @@ class PlanRunner:
         return await self._in_order(x, [plan.arms[i].plan for i in (first, *plan.spill[first])], plan.on, request)
 
     async def _target(self, x: Exchange, target: Target, request: web.BaseRequest) -> web.StreamResponse:
-        assert x.chain is not None  # set by run
+        """Serve one target, noted in the chain first as answering (every answer is a 200, and its
+        headers, rendered before it returns, show the whole chain), then corrected if it did not."""
+        chain = x.chain
+        assert chain is not None  # set by run
+        at, label = len(chain), "aborted"  # aborted: the client went away (or a bug, for the app's boundary)
+        chain.append(f"{target.name}:200")
         try:
             resp = await self.serve(x, target, request)
+            label = str(resp.status)
+            return resp
         except ProviderFailed as e:
-            x.chain.append(f"{target.name}:{outcome_label(e)}")
+            label = outcome_label(e)
             raise
-        x.chain.append(f"{target.name}:{resp.status}")
-        return resp
+        except GatewayError as e:  # the gateway's own error (a template that failed to render)
+            label = str(e.status)
+            raise
+        finally:
+            chain[at] = f"{target.name}:{label}"
 
     async def _in_order(self, x: Exchange, plans: Sequence[Plan], on: frozenset[int | str],
                         request: web.BaseRequest) -> web.StreamResponse:

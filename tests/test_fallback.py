@@ -159,6 +159,9 @@ async def test_each_trigger_falls_back(h: Harness, trigger: str, stream: bool) -
     second = SECOND[model]
     assert headers["X-Mapped-Model"] == second.split("/", 1)[1]  # the target that answered
     assert await last_chain(h) == [f"{FIRST[model]}:{label}", f"{second}:200"]
+    line = access_lines(h)[-1]  # limits, budgets and usage read the same fields: the answering target's
+    assert (line["provider"], line["upstream_model"]) == tuple(second.split("/", 1))
+    assert line["tokens_in"] and line["account"] == h.gateway.current.providers[line["provider"]].pool.accounts[0].email
 
 
 async def test_every_account_cooling_is_exhausted_and_falls_back(h: Harness) -> None:
@@ -395,3 +398,22 @@ def test_config_errors_are_located(tmp_path: Path, config_dir: Path, entry: str,
     assert hits, [str(e) for e in errors]
     assert hits[0].file == "20-mapping.yaml" and hits[0].line == 2
     assert load_dir(config_dir, {}).data["model_mapping"]  # the rest of the config loads
+
+
+async def test_header_context_has_the_chain(config_dir: Path) -> None:
+    (config_dir / "20-mapping.yaml").write_text(MAPPING)
+    (config_dir / "15-fallback.yaml").write_text(EXTRA_PROVIDERS.format(port=free_port()))
+    (config_dir / "60-headers.yaml").write_text(
+        'response_headers:\n  X-Mapped-Model: "{{ upstream_model }}"\n  X-Fallbacks: "{{ fallbacks }}"\n'
+        '  X-Chain: "{{ chain | join(\' \') }}"\n')
+    h = await start_gateway(config_dir)
+    try:
+        await h.faults(OAI, {"status": 500, "times": -1})
+        status, _, headers = await call(h, "oa")
+        assert status == 200
+        assert headers["X-Fallbacks"] == "1" and headers["X-Mapped-Model"] == "claude-sonnet-4"
+        assert headers["X-Chain"] == f"{OPENAI}:500 {ANTHROPIC}:200"
+        status, _, headers = await call(h, "plain-model")
+        assert headers["X-Fallbacks"] == "0" and "X-Chain" not in headers  # empty values are left out
+    finally:
+        await h.close()
