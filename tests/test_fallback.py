@@ -15,16 +15,18 @@ import random
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
 
 from router.config import load_dir
+from router.failures import ProviderFailed
 from router.fallback import PlanRunner, session_point
 from router.mapping import compile_mapping
 from router.plan import DEFAULT_TRIGGERS, Fallback, Split, Target, triggered
-from router.registry import template_filters
+from router.registry import UPSTREAM_CODECS, template_filters
 from router.snapshot import check
 from tests.conftest import FAST_RETRY, Harness, start_gateway
 from tests.serving import free_port
@@ -417,3 +419,51 @@ async def test_header_context_has_the_chain(config_dir: Path) -> None:
         assert headers["X-Fallbacks"] == "0" and "X-Chain" not in headers  # empty values are left out
     finally:
         await h.close()
+
+
+# --- each upstream codec reads its own context-length error; the runner on its own ---------------
+
+@pytest.mark.parametrize(("dialect", "body", "reason"), [
+    ("openai", {"error": {"message": "too long", "type": "invalid_request_error", "code": "context_length_exceeded"}},
+     "context_length"),
+    ("openai", {"error": {"message": "bad temperature", "type": "invalid_request_error", "code": None}}, None),
+    ("anthropic", {"type": "error", "error": {"type": "invalid_request_error",
+                                              "message": "prompt is too long: 210000 tokens > 200000 maximum"}},
+     "context_length"),
+    ("anthropic", {"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: required"}},
+     None),
+    ("gemini", {"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": "The input token count (1200000) "
+                          "exceeds the maximum number of tokens allowed (1048576)."}}, "context_length"),
+    ("gemini", [{"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": "The input token count (9) "
+                           "exceeds the maximum number of tokens allowed (8)."}}], "context_length"),
+    ("gemini", {"error": {"code": 400, "status": "INVALID_ARGUMENT", "message": "Invalid JSON payload."}}, None),
+], ids=["openai", "openai-other", "anthropic", "anthropic-other", "gemini", "gemini-array", "gemini-other"])
+def test_upstream_codecs_classify_context_length(dialect: str, body: Any, reason: str | None) -> None:
+    failure = UPSTREAM_CODECS[dialect].parse_failure(400, {}, orjson.dumps(body))
+    assert (failure.outcome, failure.reason) == (400, reason)
+
+
+async def test_runner_moves_on_circuit_open_and_keeps_the_chain() -> None:
+    """What the circuit breaker raises for an open circuit moves on by default; a plain 4xx stops."""
+    tried: list[str] = []
+
+    async def serve(x: Any, target: Target, request: Any) -> Any:
+        tried.append(target.name)
+        if target.provider == "open":
+            raise ProviderFailed("circuit_open", "unavailable", "circuit open")
+        if target.provider == "bad":
+            raise ProviderFailed(422, "invalid_request", "no", status=422)
+        return SimpleNamespace(status=200)
+
+    mapper = compile_mapping({"exact": {"a": ["open/m", "ok/m"], "b": ["bad/m", "ok/m"]}})
+    runner = PlanRunner(serve)
+    x: Any = SimpleNamespace(chain=None, response=None, request_id="r", canonical=None)
+    plan = mapper.resolve("a")
+    assert plan is not None
+    assert (await runner.run(x, plan, None)).status == 200  # type: ignore[arg-type]
+    assert x.chain == ["open/m:circuit_open", "ok/m:200"] and tried == ["open/m", "ok/m"]
+    plan = mapper.resolve("b")
+    assert plan is not None
+    with pytest.raises(ProviderFailed):
+        await runner.run(x, plan, None)  # type: ignore[arg-type]
+    assert x.chain == ["bad/m:422"]
