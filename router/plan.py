@@ -194,16 +194,22 @@ def spec_targets(spec: Any, pointer: Pointer, depth: int = 1) -> Iterator[tuple[
     defensively (the schema reports wrong shapes). A split's map form is located at its key."""
     if isinstance(spec, str):
         yield pointer, spec, depth
-    elif isinstance(spec, list):
-        for i, s in enumerate(spec):
-            yield from spec_targets(s, (*pointer, i), depth + 1)
-    elif isinstance(spec, dict) and isinstance(spec.get("fallback"), list):
-        for i, s in enumerate(spec["fallback"]):
-            yield from spec_targets(s, (*pointer, "fallback", i), depth + 1)
-    elif isinstance(spec, dict) and isinstance(spec.get("split"), dict):
-        for t in spec["split"]:
-            yield (*pointer, "split", t), t, depth + 1
-    elif isinstance(spec, dict) and isinstance(spec.get("split"), list):
-        for i, a in enumerate(spec["split"]):
-            if isinstance(a, dict):
-                yield from spec_targets(a.get("target"), (*pointer, "split", i, "target"), depth + 1)
+        return
+    for where, child in _children(spec, pointer):
+        yield from spec_targets(child, where, depth + 1)
+
+
+def _children(spec: Any, pointer: Pointer) -> list[tuple[Pointer, Any]]:
+    """(pointer, spec) of a list's entries, a ``{fallback}``'s entries or a ``{split}``'s arms."""
+    if isinstance(spec, list):
+        return [((*pointer, i), s) for i, s in enumerate(spec)]
+    if not isinstance(spec, dict):
+        return []
+    if isinstance(spec.get("fallback"), list):
+        return [((*pointer, "fallback", i), s) for i, s in enumerate(spec["fallback"])]
+    arms = spec.get("split")
+    if isinstance(arms, dict):
+        return [((*pointer, "split", t), t) for t in arms]
+    if isinstance(arms, list):
+        return [((*pointer, "split", i, "target"), a.get("target")) for i, a in enumerate(arms) if isinstance(a, dict)]
+    return []
