@@ -176,6 +176,7 @@ class Dispatcher:
             "provider": x.provider.name if x.provider else None,
             "account": x.account.email if x.account else None,
             "attempts": len(x.attempts), "outcomes": [a.outcome for a in x.attempts] or None,
+            "chain": x.chain,  # a fallback list or split: ["provider/model:outcome", ...]; else null
             "status": status, "latency_ms": round(latency * 1000, 2),
             "ttfb_ms": round(x.ttfb * 1000, 2) if x.ttfb is not None else None,
             "stream": x.canonical.stream if x.canonical else None,

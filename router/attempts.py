@@ -15,9 +15,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from router.accounts import Account, StateStore
-from router.errors import GatewayError, kind_for_status
 from router.exchange import Attempt, Exchange
-from router.failures import UpstreamFailure
+from router.failures import ProviderFailed, UpstreamFailure
 from router.logs import Throttle
 from router.retry import Decision, decide
 from router.scheduling import account_failed
@@ -49,8 +48,8 @@ class AttemptLoop:
 
     async def run(self, x: Exchange, provider: Provider, request: web.BaseRequest, session: str | None
                   ) -> web.StreamResponse:
-        """The response of the first attempt that answers; a GatewayError with the last failure when
-        none does (or a rate-limit error when every account rests before any attempt)."""
+        """The response of the first attempt that answers; a ProviderFailed with the last failure when
+        none does (or an ``exhausted`` rate-limit error when every account rests before any attempt)."""
         model = x.upstream_model or ""
         exclude: set[str] = set()  # accounts rotated away from
         account: Account | None = None
@@ -87,8 +86,7 @@ class AttemptLoop:
             if decision.wait > 0:
                 await asyncio.sleep(decision.wait)
         assert failure is not None
-        raise GatewayError(kind_for_status(failure.status), failure.message, status=failure.status,
-                           retry_after=failure.retry_after)
+        raise ProviderFailed.of(failure)
 
     async def _wait_for_account(self, provider: Provider, model: str, session: str | None, exclude: set[str],
                                 wait: float, failure: UpstreamFailure | None) -> Account | None:
@@ -103,8 +101,8 @@ class AttemptLoop:
             if pick.account is not None:
                 return pick.account
             wait = pick.wait
-        raise GatewayError("rate_limit", f"every account of '{provider.name}' is cooling down",
-                           retry_after=max(1.0, wait))
+        raise ProviderFailed("exhausted", "rate_limit", f"every account of '{provider.name}' is cooling down",
+                             retry_after=max(1.0, wait))
 
     def _settle(self, x: Exchange, provider: Provider, account: Account, failure: UpstreamFailure,
                 excluded: int) -> Decision | None:

@@ -99,7 +99,7 @@ def model_entries(snap: Snapshot, key: ApiKey | None = None) -> list[ModelEntry]
     seen: dict[str, str] = {}
     for name in snap.mapper.client_models():
         target = snap.mapper.resolve(name)
-        seen.setdefault(name, target.provider if target else "gateway")
+        seen.setdefault(name, target.primary.provider if target else "gateway")
     for p in snap.providers.values():
         for model in p.models:
             seen.setdefault(model, p.name)
@@ -131,7 +131,7 @@ def get_model(families: Sequence[Family]) -> Run:
             target = x.snapshot.mapper.resolve(mid)
             if target is None:
                 raise _unknown_model(mid)
-            entry = ModelEntry(mid, target.provider, int(x.snapshot.loaded_at))
+            entry = ModelEntry(mid, target.primary.provider, int(x.snapshot.loaded_at))
         family = family_asking(request.path, request.headers, request.query, families)
         return json_response(family.model_info(entry))
 

@@ -28,12 +28,13 @@ from router.canonical import CanonicalRequest, Event, ResponseContext, StreamErr
 from router.codecs import LocalAnswer, Stores
 from router.errors import BadRequest, GatewayError
 from router.exchange import ClientHeaders, Exchange, response_headers
-from router.failures import UpstreamFailure
+from router.failures import ProviderFailed, UpstreamFailure
+from router.fallback import PlanRunner
 from router.ids import IdGenerator
 from router.limit_headers import openai_headers
 from router.limits import Admission, Limiter, LimitPlan
 from router.limits_shared import admit_shared
-from router.mapping import Target
+from router.plan import Plan, Target
 from router.redact import redact
 from router.relay import StreamRelay
 from router.snapshot import Provider, Timeouts
@@ -62,6 +63,7 @@ class Engine:
         self._timeouts: dict[Timeouts, tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]] = {}
         self.session = session
         self.attempts = AttemptLoop(store, self._attempt)  # where retry happens
+        self.plans = PlanRunner(self._serve_target)  # fallback lists and splits: which target serves
         # client keys' and teams' limits: outside the snapshot, kept across reloads (the gateway's)
         self.limiter = limiter if limiter is not None else Limiter()
         self.budgets = budgets if budgets is not None else Budgets()  # their spend: the gateway's too
@@ -76,7 +78,8 @@ class Engine:
         if self.stores.remote is not None and x.codec is not None and x.codec.fetch is not None:
             await x.codec.fetch(self.stores, req, x.client_key)  # what other gateways stored
         req = self._apply_state(x, req)
-        provider = self._provider(x, self._resolve(x, req))
+        mapped = self._resolve(x, req)  # a single target (the common case) runs here; a fallback list or split
+        provider = self._provider(x, mapped) if type(mapped) is Target else None  # runs target by target
         budget = x.key.budget if x.key is not None else None
         if budget is not None:
             self.budgets.admit(budget)  # a used-up budget: a 429 before the limits are taken
@@ -89,6 +92,8 @@ class Engine:
                 local = self._local_answer(x, x.codec.answer_locally, req)
                 if local is not None:
                     return local
+            if provider is None:
+                return await self.plans.run(x, mapped, request)
             session = self._session_id(provider, request, req)
             if session is not None and self.store.listener is not None:
                 await self._recall_binding(provider, session, x.upstream_model or req.model)
@@ -178,9 +183,19 @@ class Engine:
             return None
         return web.Response(body=orjson.dumps(body), content_type="application/json", headers=response_headers(x))
 
+    async def _serve_target(self, x: Exchange, target: Target, request: web.BaseRequest) -> web.StreamResponse:
+        """One target of a fallback list or split (the plan runner's): as a single target is served."""
+        x.account, x.attempt = None, 0  # not the previous target's (its headers would name them)
+        provider = self._provider(x, target)
+        session = self._session_id(provider, request, x.canonical) if x.canonical is not None else None
+        if session is not None and self.store.listener is not None:
+            await self._recall_binding(provider, session, target.model)
+        return await self.attempts.run(x, provider, request, session)
+
     @staticmethod
-    def _resolve(x: Exchange, req: CanonicalRequest) -> Target:
-        """The model mapping's provider name and upstream model for the requested model."""
+    def _resolve(x: Exchange, req: CanonicalRequest) -> Plan:
+        """The model mapping's plan for the requested model: one provider and upstream model, or a
+        fallback list or split of them."""
         target = x.snapshot.mapper.resolve(req.model)
         if target is None:
             raise GatewayError("not_found", f"The model '{req.model}' does not exist or is not mapped",
@@ -189,13 +204,14 @@ class Engine:
 
     @staticmethod
     def _provider(x: Exchange, target: Target) -> Provider:
-        """The mapping target's provider, with at least one account to try."""
+        """The mapping target's provider, with at least one account to try (else ``exhausted``: a
+        fallback list moves on)."""
         provider = x.snapshot.provider(target.provider)
         if provider is None:
             raise GatewayError("server", f"provider '{target.provider}' is not available")
         x.provider, x.upstream_model = provider, target.model
         if not provider.pool.accounts:
-            raise GatewayError("unavailable", f"provider '{provider.name}' has no account with a key")
+            raise ProviderFailed("exhausted", "unavailable", f"provider '{provider.name}' has no account with a key")
         return provider
 
     @staticmethod

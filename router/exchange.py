@@ -60,6 +60,7 @@ class Exchange:
     key: ApiKey | None = None  # that key (its team, the models it may use)
     upstream: UpstreamRequest | None = None  # the attempt in progress (named in its log lines)
     limit_headers: dict[str, str] | None = None  # a key with limits: its rate-limit headers
+    chain: list[str] | None = None  # a fallback list or split: the targets tried, "provider/model:outcome"
 
     def cost(self) -> int:
         """What the upstream's usage report cost in nano-dollars (``prices`` of the provider that
@@ -91,6 +92,7 @@ class Exchange:
             "provider": self.provider.public() if self.provider else None,
             "account": self.account.public() if self.account else None,
             "request_id": self.request_id, "attempts": max(len(self.attempts), self.attempt),
+            "chain": self.chain or [], "fallbacks": max(0, len(self.chain) - 1) if self.chain else 0,
         }
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from router.errors import GatewayError, kind_for_status
 from router.redact import redact
 
 
@@ -29,12 +30,32 @@ class UpstreamFailure:
     retry_after: float | None = None
     model_scoped: bool = False
     note: str | None = None  # an unusable retry hint the upstream sent (for a log line), redacted
+    reason: str | None = None  # what its upstream codec read the error as: "context_length" or None
 
     @property
     def status(self) -> int:
         if isinstance(self.outcome, int):
             return self.outcome
         return {"timeout": 504, "connect_error": 502, "reset": 502, "malformed": 502}.get(self.outcome, 502)
+
+
+class ProviderFailed(GatewayError):
+    """A provider did not answer (the attempt loop's end): the client's error, plus the outcome that
+    ended it for a fallback policy to read: an attempt's outcome (with its codec's ``reason``) or
+    ``exhausted`` (no account could take the request)."""
+
+    def __init__(self, outcome: int | str, kind: str, message: str, *, status: int | None = None,
+                 retry_after: float | None = None, reason: str | None = None):
+        super().__init__(kind, message, status=status, retry_after=retry_after)
+        self.outcome = outcome
+        self.reason = reason
+
+    @classmethod
+    def of(cls, failure: UpstreamFailure) -> ProviderFailed:
+        """The last failed attempt's error, as the client gets it when nothing else answers."""
+        status = failure.status
+        return cls(failure.outcome, kind_for_status(status), failure.message, status=status,
+                   retry_after=failure.retry_after, reason=failure.reason)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -101,7 +122,10 @@ class ErrorDetails:
     retry_after: float | None = None  # the body's retry hint in seconds (a header's hint beats it)
     notes: tuple[str, ...] = ()  # unusable retry hints in the body, described (see ``note_problem``)
     model_scoped: bool = False  # the quota exhausted is the model's: another model may still have some
+    reason: str | None = None  # CONTEXT_LENGTH when the body says the prompt is too long for the model
 
+
+CONTEXT_LENGTH = "context_length"  # a reason: the request is too long for this model (another may take it)
 
 # an upstream codec's reading of its error bodies: the parsed JSON (None when the body is not JSON)
 ErrorReader = Callable[[Any], ErrorDetails]
@@ -135,7 +159,8 @@ def parse_failure(read_error: ErrorReader, status: int, headers: Mapping[str, st
     message = details.message or f"upstream returned HTTP {status}"
     # Redact before truncating so a secret cut in half cannot leak its first part.
     note = redact("; ".join(problems), secrets)[:300] if problems else None
-    return UpstreamFailure(status, redact(message, secrets)[:1000], retry_after, details.model_scoped, note)
+    return UpstreamFailure(status, redact(message, secrets)[:1000], retry_after, details.model_scoped, note,
+                           details.reason)
 
 
 def _json(body: bytes) -> Any:

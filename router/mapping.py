@@ -2,7 +2,10 @@
 
 Wildcard precedence is deterministic: the pattern with the most literal (non-``*``) characters wins,
 ties go to the one declared first. Each ``*`` in a target is replaced by what the corresponding
-``*`` of the pattern matched (the last capture is reused when the target has more stars).
+``*`` of the pattern matched (the last capture is reused when the target has more stars); in a
+fallback list or a split every target of the tree is substituted. A resolved model is a plan
+(:mod:`router.plan`): a single :class:`Target` (the common case), a :class:`Fallback` or a
+:class:`Split`.
 """
 
 from __future__ import annotations
@@ -10,19 +13,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    provider: str
-    model: str
-    rule: str  # which rule matched: "exact:<key>", "wildcard:<pattern>", "default"
+from router.plan import DEFAULT_TRIGGERS, Plan, compile_plan, compile_triggers
+from router.plan import Target as Target  # re-exported: callers and tests name it here
 
 
 @dataclass(frozen=True, slots=True)
 class _Wildcard:
     pattern: str
     parts: tuple[str, ...]  # the literal pieces between the stars
-    target: str
+    target: Plan  # its targets' stars are substituted per model
     literal: int
     order: int
 
@@ -46,22 +45,6 @@ class _Wildcard:
         return tuple(captures)
 
 
-def split_target(target: str) -> tuple[str, str]:
-    provider, _, model = target.partition("/")
-    return provider, model
-
-
-def substitute(target: str, captures: tuple[str, ...]) -> str:
-    if "*" not in target or not captures:
-        return target
-    parts = target.split("*")
-    out = [parts[0]]
-    for i, rest in enumerate(parts[1:]):
-        out.append(captures[min(i, len(captures) - 1)])
-        out.append(rest)
-    return "".join(out)
-
-
 class ModelMapper:
     """Resolves a client model name; results are memoised (the mapping is pure per snapshot).
 
@@ -72,11 +55,17 @@ class ModelMapper:
 
     CACHE_MAX = 4096
 
-    def __init__(self, exact: dict[str, str], wildcard: dict[str, str], default: str | None):
-        self.exact = dict(exact)
-        self.default = default
+    def __init__(self, exact: dict[str, Any], wildcard: dict[str, Any], default: Any,
+                 fallback_on: frozenset[int | str] = DEFAULT_TRIGGERS, session_header: str = "x-session-id"):
+        """Targets as the config writes them (``provider/model``, a list, ``{fallback}``, ``{split}``);
+        ``fallback_on``: the triggers of fallback lists and splits that name none; ``session_header``:
+        the request header whose value keeps a session on one split arm."""
+        self.fallback_on = fallback_on
+        self.session_header = session_header
+        self.exact: dict[str, Plan] = {m: compile_plan(t, fallback_on, f"exact:{m}") for m, t in exact.items()}
+        self.default = compile_plan(default, fallback_on, "default") if default else None
         rules = [
-            _Wildcard(p, tuple(p.split("*")), t, len(p.replace("*", "")), i)
+            _Wildcard(p, tuple(p.split("*")), compile_plan(t, fallback_on, ""), len(p.replace("*", "")), i)
             for i, (p, t) in enumerate(wildcard.items())
         ]
         self.wildcards = sorted(rules, key=lambda w: (-w.literal, w.order))
@@ -84,9 +73,11 @@ class ModelMapper:
         for w in self.wildcards:  # each bucket stays in precedence order
             self._by_prefix.setdefault(w.parts[0], []).append(w)
         self._prefix_lengths = sorted({len(p) for p in self._by_prefix})
-        self._cache: dict[str, Target | None] = {}
+        self._cache: dict[str, Plan | None] = {}
 
-    def resolve(self, model: str) -> Target | None:
+    def resolve(self, model: str) -> Plan | None:
+        """The plan for a client model name: a :class:`Target` unless the entry is a fallback list
+        or a split; None when nothing matches and there is no default."""
         try:
             return self._cache[model]  # a hit, the common case, costs no more than a get()
         except KeyError:
@@ -97,10 +88,10 @@ class ModelMapper:
         self._cache[model] = result
         return result
 
-    def _resolve(self, model: str) -> Target | None:
+    def _resolve(self, model: str) -> Plan | None:
         target = self.exact.get(model)
         if target is not None:
-            return Target(*split_target(target), rule=f"exact:{model}")
+            return target
         best: tuple[_Wildcard, tuple[str, ...]] | None = None
         for length in self._prefix_lengths:
             if length > len(model):
@@ -114,10 +105,8 @@ class ModelMapper:
                     break
         if best is not None:
             w, captures = best
-            return Target(*split_target(substitute(w.target, captures)), rule=f"wildcard:{w.pattern}")
-        if self.default:
-            return Target(*split_target(self.default), rule="default")
-        return None
+            return w.target.substituted(captures, f"wildcard:{w.pattern}")
+        return self.default
 
     def client_models(self) -> list[str]:
         """Model names a client can ask for by name (exact keys), for /v1/models."""
@@ -126,4 +115,7 @@ class ModelMapper:
 
 def compile_mapping(section: dict[str, Any] | None) -> ModelMapper:
     section = section or {}
-    return ModelMapper(section.get("exact") or {}, section.get("wildcard") or {}, section.get("default"))
+    on = section.get("fallback_on")
+    return ModelMapper(section.get("exact") or {}, section.get("wildcard") or {}, section.get("default"),
+                       DEFAULT_TRIGGERS if on is None else compile_triggers(on),
+                       section.get("session_header", "x-session-id"))

@@ -17,6 +17,7 @@ from typing import Any
 from router.accounts import compile_accounts
 from router.config import LoadedConfig, Pointer, variables
 from router.errors import ConfigError
+from router.plan import spec_targets
 
 _FILE = re.compile(r"\$\{file:([^}]*)\}")  # a key read from a file: hints name the file
 
@@ -50,17 +51,17 @@ def _providers(loaded: LoadedConfig, rejected: Rejected) -> dict[str, dict[str, 
 
 
 def _targets(mapping: Any) -> list[tuple[Pointer, str]]:
-    """(pointer, target) of every exact, wildcard and default entry."""
+    """(pointer, target) of every exact, wildcard and default target, in fallback lists and splits too."""
     if not isinstance(mapping, dict):
         return []
-    out: list[tuple[Pointer, str]] = []
+    entries: list[tuple[Pointer, Any]] = []
     for kind in ("exact", "wildcard"):
-        entries = mapping.get(kind)
-        if isinstance(entries, dict):
-            out += [(("model_mapping", kind, str(k)), v) for k, v in entries.items() if isinstance(v, str)]
-    if isinstance(mapping.get("default"), str):
-        out.append((("model_mapping", "default"), mapping["default"]))
-    return out
+        section = mapping.get(kind)
+        if isinstance(section, dict):
+            entries += [(("model_mapping", kind, str(k)), v) for k, v in section.items()]
+    if "default" in mapping:
+        entries.append((("model_mapping", "default"), mapping["default"]))
+    return [(where, target) for pointer, spec in entries for where, target, _ in spec_targets(spec, pointer)]
 
 
 def _chain_problem(name: str, providers: dict[str, dict[str, Any]], missing: dict[str, str],

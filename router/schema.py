@@ -17,6 +17,7 @@ from referencing import Registry, Resource
 
 from router.config import LoadedConfig, Pointer
 from router.errors import ConfigError
+from router.plan import MAX_DEPTH, MAX_TARGETS, spec_targets
 from router.resources import ROOT_SCHEMA, schema_files
 from router.routes import compile_path
 
@@ -170,15 +171,32 @@ def _template_names(tpl: Any) -> dict[tuple[str, ...], str]:
 
 
 def mapping_references(loaded: LoadedConfig, handlers: Collection[str]) -> list[ConfigError]:
-    """Every ``provider/model`` mapping target names a provider that exists."""
+    """Every ``provider/model`` target, however nested in fallback lists and splits, names a provider
+    that exists; each entry within the depth and size bounds."""
     mapping = _section(loaded.data, "model_mapping", dict)
     providers = _section(loaded.data, "providers", dict)
-    errs: list[ConfigError] = []
-    for section in ("exact", "wildcard"):
-        for pattern, target in _section(mapping, section, dict).items():
-            errs.extend(_target_errors(loaded, ("model_mapping", section, pattern), target, providers))
+    entries: list[tuple[Pointer, Any]] = [
+        (("model_mapping", section, pattern), target)
+        for section in ("exact", "wildcard") for pattern, target in _section(mapping, section, dict).items()]
     if "default" in mapping:
-        errs.extend(_target_errors(loaded, ("model_mapping", "default"), mapping["default"], providers))
+        entries.append((("model_mapping", "default"), mapping["default"]))
+    errs: list[ConfigError] = []
+    for pointer, spec in entries:
+        leaves = list(spec_targets(spec, pointer))
+        for where, target, _ in leaves:
+            errs.extend(_target_errors(loaded, where, target, providers))
+        errs.extend(_bound_errors(loaded, pointer, leaves))
+    return errs
+
+
+def _bound_errors(loaded: LoadedConfig, pointer: Pointer, leaves: list[tuple[Pointer, str, int]]) -> list[ConfigError]:
+    """A mapping entry nested deeper than MAX_DEPTH or holding more than MAX_TARGETS targets."""
+    errs: list[ConfigError] = []
+    deep = next((where for where, _, depth in leaves if depth > MAX_DEPTH), None)
+    if deep is not None:
+        errs.append(loaded.locate(deep, f"mapping target nested deeper than {MAX_DEPTH} levels"))
+    if len(leaves) > MAX_TARGETS:
+        errs.append(loaded.locate(pointer, f"mapping entry holds {len(leaves)} targets; at most {MAX_TARGETS}"))
     return errs
 
 

@@ -23,6 +23,7 @@ class Fault:
     delay: float = 0.0
     times: int = 1
     message: str | None = None
+    code: str | None = None  # an OpenAI-style error ``code`` (e.g. context_length_exceeded)
 
 
 @dataclass(slots=True)
@@ -48,12 +49,15 @@ def parse_fault(spec: Any) -> Fault:
     if retry_delay is not None and not isinstance(retry_delay, str):
         raise ValueError("'retry_delay' must be a duration string such as \"2s\"")
     message = spec.get("message")
+    code = spec.get("code")
+    if code is not None and not isinstance(code, str):
+        raise ValueError("'code' must be a string")
     return Fault(
         kind=kind, status=status if kind == "status" else 0,
         retry_after=_number(spec, "retry_after"), retry_delay=retry_delay,
         after_chunks=max(0, _int(spec, "after_chunks", 0)),
         delay=_number(spec, "delay") or 0.0, times=times,
-        message=message if isinstance(message, str) else None,
+        message=message if isinstance(message, str) else None, code=code,
     )
 
 

@@ -31,6 +31,8 @@ def key_of(request: web.Request) -> str | None:
 def error_body(status: int, message: str, fault: Fault | None) -> dict[str, Any]:
     kind, code = ERROR_KINDS.get(status, ("server_error" if status >= 500 else "invalid_request_error",
                                           "server_error" if status >= 500 else None))
+    if fault is not None and fault.code is not None:
+        code = fault.code
     return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 

@@ -27,7 +27,7 @@ from router.canonical import (
     Usage,
 )
 from router.codecs import UpstreamCodec
-from router.failures import ErrorDetails, error_message
+from router.failures import CONTEXT_LENGTH, ErrorDetails, error_message
 from router.filters.anthropic import FILTERS
 
 FINISH_REASONS: dict[str, str] = {
@@ -259,8 +259,10 @@ def _delta_str(delta: dict[str, Any], key: str) -> str:
 def error_details(doc: Any) -> ErrorDetails:
     """The message of ``{"type": "error", "error": {"type", "message"}}`` (or of a bare ``{"error": "..."}``
     or ``{"message": "..."}``, which servers speaking this format may send). Anthropic's retry hint is
-    its ``retry-after`` header, read for every upstream."""
-    return ErrorDetails(error_message(doc))
+    its ``retry-after`` header, read for every upstream. "prompt is too long" is a context-length failure."""
+    message = error_message(doc)
+    too_long = message is not None and "prompt is too long" in message.lower()
+    return ErrorDetails(message, reason=CONTEXT_LENGTH if too_long else None)
 
 
 # --- the upstream codec (router.registry lists it) -------------------------------------------------

@@ -44,7 +44,7 @@ from router.canonical import (
 )
 from router.codecs import UpstreamCodec
 from router.errors import kind_for_status
-from router.failures import ErrorDetails, error_message, note_problem, usable_delay
+from router.failures import CONTEXT_LENGTH, ErrorDetails, error_message, note_problem, usable_delay
 from router.filters.gemini import FILTERS
 
 _FINISH: Mapping[str, str] = MappingProxyType(
@@ -269,18 +269,20 @@ _RETRY_DELAY = re.compile(r"\A(\d+(?:\.\d+)?)s\Z")  # google.protobuf.Duration a
 
 
 def error_details(doc: Any) -> ErrorDetails:
-    """The message, ``RetryInfo`` delay and ``QuotaFailure`` scope of a Gemini error body."""
+    """The message, ``RetryInfo`` delay and ``QuotaFailure`` scope of a Gemini error body; "exceeds the
+    maximum number of tokens" is a context-length failure."""
     if isinstance(doc, list) and doc:
         doc = doc[0]
     message = error_message(doc)
+    reason = CONTEXT_LENGTH if message is not None and "exceeds the maximum number of tokens" in message else None
     err = doc.get("error") if isinstance(doc, dict) else None
     details = err.get("details") if isinstance(err, dict) else None
     if not isinstance(details, list):
-        return ErrorDetails(message)
+        return ErrorDetails(message, reason=reason)
     notes: list[str] = []
     retry_after = _retry_delay(details, notes)
     model_scoped = any(isinstance(d, dict) and str(d.get("@type", "")).endswith("QuotaFailure") for d in details)
-    return ErrorDetails(message, retry_after, tuple(notes), model_scoped)
+    return ErrorDetails(message, retry_after, tuple(notes), model_scoped, reason)
 
 
 def _retry_delay(details: list[Any], problems: list[str]) -> float | None:

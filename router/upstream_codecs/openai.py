@@ -27,7 +27,7 @@ from router.canonical import (
 )
 from router.codecs import UpstreamCodec
 from router.errors import kind_for_status
-from router.failures import ErrorDetails, error_message
+from router.failures import CONTEXT_LENGTH, ErrorDetails, error_message
 from router.filters.openai import FILTERS
 from router.upstream_codecs import gemini
 
@@ -322,10 +322,13 @@ class StreamDecoder:
 def error_details(doc: Any) -> ErrorDetails:
     """The message of ``{"error": {"message", "type", "code"}}``, or of what OpenAI-compatible servers
     send instead (``{"error": "..."}``, ``{"message": "..."}``). Google's OpenAI-compatible endpoint
-    sends Gemini's error bodies (in an array, with ``google.rpc`` details): those read as Gemini's."""
+    sends Gemini's error bodies (in an array, with ``google.rpc`` details): those read as Gemini's.
+    ``code: context_length_exceeded`` is a context-length failure (a fallback trigger)."""
     if isinstance(doc, list) or _has_details(doc):
         return gemini.error_details(doc)
-    return ErrorDetails(error_message(doc))
+    err = doc.get("error") if isinstance(doc, dict) else None
+    too_long = isinstance(err, dict) and err.get("code") == "context_length_exceeded"
+    return ErrorDetails(error_message(doc), reason=CONTEXT_LENGTH if too_long else None)
 
 
 def _has_details(doc: Any) -> bool:
