@@ -51,9 +51,9 @@ def _mapping_table(mapper: ModelMapper) -> dict[str, str]:
     """Each rule (exact name, wildcard pattern in precedence order, default) and its target."""
     table = {f"exact {name}": _resolved(mapper, name, f"exact:{name}") for name in mapper.exact}
     for w in mapper.wildcards:
-        table[f"wildcard {w.pattern}"] = _resolved(mapper, w.pattern, f"wildcard:{w.pattern}", str(w.target))
+        table[f"wildcard {w.pattern}"] = _resolved(mapper, w.pattern, f"wildcard:{w.pattern}", w.target.describe())
     if mapper.default:
-        table["default"] = _resolved(mapper, "\x00(no such model)", "default", str(mapper.default))
+        table["default"] = _resolved(mapper, "\x00(no such model)", "default", mapper.default.describe())
     return table
 
 

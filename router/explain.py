@@ -25,7 +25,8 @@ from router.canonical import CanonicalRequest
 from router.endpoints import Endpoint, json_response, proxy
 from router.errors import BadRequest, GatewayError
 from router.exchange import ClientHeaders
-from router.mapping import ModelMapper, Target
+from router.mapping import ModelMapper
+from router.plan import Fallback, Plan, Target
 from router.redact import redact
 from router.registry import KEY_HEADERS
 from router.snapshot import Provider, Snapshot
@@ -88,11 +89,17 @@ class Stop(Exception):
         self.message = message
 
 
-def describe_target(target: Target) -> dict[str, Any]:
+def describe_target(target: Plan) -> dict[str, Any]:
     """The one description of a mapping target (the only place that knows a target's shape): a node
-    with ``kind`` ``target`` (provider, model) today; a fallback list or a split will be nodes whose
-    children are targets. :func:`target_leaves` walks what this returns."""
-    return {"kind": "target", "provider": target.provider, "model": target.model}
+    with ``kind`` ``target`` (provider, model), or ``fallback`` / ``split`` (its triggers ``on``, a
+    split's arm ``weights``) whose ``targets`` are its children. :func:`target_leaves` walks it."""
+    if isinstance(target, Target):
+        return {"kind": "target", "provider": target.provider, "model": target.model}
+    on = sorted(map(str, target.on))
+    if isinstance(target, Fallback):
+        return {"kind": "fallback", "on": on, "targets": [describe_target(e) for e in target.entries]}
+    return {"kind": "split", "on": on, "weights": [a.weight for a in target.arms],
+            "targets": [describe_target(a.plan) for a in target.arms]}
 
 
 def target_leaves(node: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
@@ -207,7 +214,7 @@ def _check_model(key: ApiKey | None, model: str, out: dict[str, Any]) -> None:
                         f"(its models: {', '.join(key.models.patterns)})")
 
 
-def _mapping(mapper: ModelMapper, model: str, out: dict[str, Any]) -> Target:
+def _mapping(mapper: ModelMapper, model: str, out: dict[str, Any]) -> Plan:
     target = mapper.resolve(model)
     rule = target.rule if target is not None else None
     out["mapping"] = {"model": model, "rule": rule, "tried": mapping_steps(mapper, model, rule)}
@@ -238,7 +245,7 @@ def mapping_steps(mapper: ModelMapper, model: str, rule: str | None) -> list[dic
     return steps
 
 
-def _upstream(snap: Snapshot, target: Target, canonical: CanonicalRequest, req: ExplainRequest,
+def _upstream(snap: Snapshot, target: Plan, canonical: CanonicalRequest, req: ExplainRequest,
               store: StateStore | None, out: dict[str, Any]) -> None:
     """Each leaf target's provider and pool; the request rendered for the first leaf's first account."""
     out["pools"] = [_pool(snap, leaf["provider"], leaf["model"], store)
