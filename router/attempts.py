@@ -15,9 +15,10 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from router.accounts import Account, StateStore
+from router.circuit import gate, observe, verdict
 from router.errors import GatewayError, kind_for_status
 from router.exchange import Attempt, Exchange
-from router.failures import UpstreamFailure
+from router.failures import CIRCUIT_OPEN, UpstreamFailure
 from router.logs import Throttle
 from router.retry import Decision, decide
 from router.scheduling import account_failed
@@ -55,6 +56,11 @@ class AttemptLoop:
         exclude: set[str] = set()  # accounts rotated away from
         account: Account | None = None
         failure: UpstreamFailure | None = None
+        circuit = provider.pool.circuit
+        if circuit is not None:
+            failure = gate(self.store, provider.name, circuit)  # open: ends now (a fallback moves on)
+            if failure is not None:
+                raise _gateway_error(failure)
         for attempt in range(1, provider.retry.max_attempts + 1):
             if account is None:
                 pick = provider.pool.pick(self.store, model, session, exclude)
@@ -72,6 +78,8 @@ class AttemptLoop:
                 st.in_flight -= 1
             if not isinstance(result, UpstreamFailure):
                 st.outcome(x.error is not None, self.store.clock())  # x.error: the upstream broke the stream
+                if circuit is not None:
+                    observe(self.store, provider.pool, account, x.error is not None, circuit)
                 x.attempts.append(Attempt(account.email, result.status, time.monotonic() - t0))
                 return result
             failure = result
@@ -87,8 +95,7 @@ class AttemptLoop:
             if decision.wait > 0:
                 await asyncio.sleep(decision.wait)
         assert failure is not None
-        raise GatewayError(kind_for_status(failure.status), failure.message, status=failure.status,
-                           retry_after=failure.retry_after)
+        raise _gateway_error(failure)
 
     async def _wait_for_account(self, provider: Provider, model: str, session: str | None, exclude: set[str],
                                 wait: float, failure: UpstreamFailure | None) -> Account | None:
@@ -116,6 +123,9 @@ class AttemptLoop:
         retry = decision.retry
         if retry and decision.rotate and excluded + 1 >= len(provider.pool.accounts):
             retry = False  # no other account to rotate to: the error goes out now, not after a wait
+        circuit = provider.pool.circuit
+        if circuit is not None and observe(self.store, provider.pool, account, verdict(failure.outcome), circuit):
+            retry = False  # the provider's circuit just opened: no more attempts at it
         _log_failure(x, provider, account, failure, retry)
         self.store.state(account.state_key).outcome(account_failed(failure), self.store.clock())
         if decision.cooldown is not None:
@@ -141,6 +151,13 @@ class AttemptLoop:
             log.warning("upstream sent an unusable retry delay: %s", note, extra={
                 "request_id": x.request_id, "provider": provider.name, "outcome": failure.outcome,
                 "similar_warnings_suppressed": held})
+
+
+def _gateway_error(failure: UpstreamFailure) -> GatewayError:
+    """What the client gets when no attempt answered: the last failure (``circuit_open``: a 503 with that code)."""
+    code = failure.outcome if failure.outcome == CIRCUIT_OPEN else None
+    return GatewayError(kind_for_status(failure.status), failure.message, status=failure.status, code=code,
+                        retry_after=failure.retry_after)
 
 
 def _log_failure(x: Exchange, provider: Provider, account: Account, failure: UpstreamFailure, retry: bool) -> None:

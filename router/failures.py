@@ -19,12 +19,15 @@ import orjson
 
 from router.redact import redact
 
+# the outcome of an attempt that was never sent: the provider's circuit is open (router.circuit); a 503
+CIRCUIT_OPEN = "circuit_open"
+
 
 @dataclass(slots=True)
 class UpstreamFailure:
     """One failed attempt: an HTTP status or a transport outcome name, plus what it told us."""
 
-    outcome: int | str  # status code, or connect_error | timeout | reset | malformed
+    outcome: int | str  # status code, or connect_error | timeout | reset | malformed | circuit_open
     message: str
     retry_after: float | None = None
     model_scoped: bool = False
@@ -34,7 +37,8 @@ class UpstreamFailure:
     def status(self) -> int:
         if isinstance(self.outcome, int):
             return self.outcome
-        return {"timeout": 504, "connect_error": 502, "reset": 502, "malformed": 502}.get(self.outcome, 502)
+        return {"timeout": 504, "connect_error": 502, "reset": 502, "malformed": 502,
+                CIRCUIT_OPEN: 503}.get(self.outcome, 502)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

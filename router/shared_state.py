@@ -13,7 +13,8 @@ The request path never waits for Redis to decide on an account: it reads the in-
   chosen.
 - Stored Responses and tool-call signatures (``put_blobs``/``get_blobs``): written before the
   response ends (the engine awaits the write), read on a local miss.
-- Client limits (rpm, tpm, concurrency leases): ``self.limits``, see ``router.state_limits``.
+- Client limits (rpm, tpm, concurrency leases): ``self.limits``, see ``router.state_limits``; circuit
+  openings (written at once, read back in the pools' round trip): ``self.circuits``, ``router.state_circuits``.
 
 Faults. Every command is bounded by ``timeout``; nothing is retried inline but a command on a pooled
 connection that Redis closed (a restart), once, on a new connection. ``DOWN_AFTER`` failed commands
@@ -40,6 +41,7 @@ from redis.exceptions import MaxConnectionsError, RedisError, ResponseError
 
 from router.accounts import StateStore
 from router.lru import BoundedLRU
+from router.state_circuits import SharedCircuits
 from router.state_limits import SharedLimiter
 from router.state_pending import Pending
 from router.state_pools import Adopter, pool_keys
@@ -81,6 +83,7 @@ class SharedState:
         self._refused_logged = 0.0  # when a refused command was last logged (monotonic)
         self.pending = Pending()
         self.limits = SharedLimiter(self)  # the client limits' side: router.limits.SharedLimits
+        self.circuits = SharedCircuits(self)
         self.adopter = Adopter(store)
         self._written: BoundedLRU[float] = BoundedLRU(lambda k, v: 0, BINDINGS_WRITTEN, None, 1 << 62)
         self.synced_at: float | None = None  # wall time of the last pool read
@@ -241,6 +244,7 @@ class SharedState:
             await self.redis.clear(resets, int(self.wall() * 1000))
             pending.resets.difference_update(resets)
         await self._flush_cooldowns()
+        await self.circuits.flush()
 
     async def _flush_kept_entries(self) -> None:
         """Sticky bindings and stored blobs kept during an outage, a batch per round trip."""
@@ -279,11 +283,14 @@ class SharedState:
             pipe.pexpire(self.redis.tally_key(kind, account), COUNTER_TTL_MS)
         for pool in pools:
             pipe.mget(pool_keys(self.redis, pool))
+        circuits = self.circuits.queue_read(pipe, pools)
         try:
             replies = await pipe.execute()
         except BaseException:
             self.pending.counts.update(counts)  # not sent: next time
             raise
+        if circuits:
+            self.circuits.adopt(circuits, replies.pop())
         return [list(r) for r in replies[2 * len(counts):]]
 
     async def _flush_cooldowns(self) -> None:
@@ -318,6 +325,9 @@ class SharedState:
             self._flushing = True
             if self._spawn(self._flush_all()) is None:
                 self._flushing = False
+
+    def tripped(self, key: str, until: float) -> None:
+        self.circuits.tripped(key, until)
 
     def failed(self, key: str) -> None:
         self.pending.counts[f"fail:{key}"] += 1
