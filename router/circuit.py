@@ -274,3 +274,31 @@ def _log_transition(provider: str, account: str, b: Breaker, why: str) -> None:
     verb = {OPEN: "opened", HALF_OPEN: "half-open", CLOSED: "closed"}[b.state]
     log.log(level, "circuit of %s %s: %s", what, verb, why, extra={
         "provider": provider, "account": account, "circuit": b.state, "ejections": b.ejections})
+
+
+def account_view(store: StateStore, key: str, wall: float, now: float) -> dict[str, Any]:
+    """An account's circuit for ``/admin/accounts``: state, ejected until (wall clock), ejections in a row."""
+    b = store.circuits.accounts.get(key)
+    return (b or Breaker()).public(wall, now)
+
+
+def provider_views(store: StateStore, names: Any, wall: float, now: float) -> dict[str, dict[str, Any]]:
+    """Each provider's circuit (those named) for ``/admin/accounts``."""
+    breakers = store.circuits.providers
+    return {name: (breakers.get(name) or Breaker()).public(wall, now) for name in names}
+
+
+def state_samples(store: StateStore, pools: Any) -> list[tuple[str, str, int]]:
+    """``router_circuit_state`` samples (provider, account id or "" for the provider, 0/1/2) of the
+    pools with circuit breaking: config names only, so the labels stay bounded."""
+    circuits = store.circuits
+    out: list[tuple[str, str, int]] = []
+    for pool in pools:
+        if pool.circuit is None:
+            continue
+        p = circuits.providers.get(pool.provider)
+        out.append((pool.provider, "", STATE_VALUES[p.state] if p else 0))
+        for acc in pool.accounts:
+            b = circuits.accounts.get(acc.state_key)
+            out.append((pool.provider, acc.id, STATE_VALUES[b.state] if b else 0))
+    return out
