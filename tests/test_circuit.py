@@ -302,3 +302,31 @@ async def test_the_open_circuit_answers_in_the_callers_api_family(gate: tuple[Ha
     assert status == 503 and "circuit is open" in str(doc), doc
     assert int(headers["Retry-After"]) >= 1
     assert callable(check) and check(doc), doc
+
+
+def test_one_log_line_per_transition(caplog: pytest.LogCaptureFixture) -> None:
+    clock = Clock()
+    store, pool = StateStore(clock), pool_of(1)
+    acc = pool.accounts[0]
+    with caplog.at_level("INFO", logger="router.circuit"):
+        fail(store, pool, acc, 3)
+        fail(store, pool, acc, 2)  # attempts already under way: no new transition
+        clock.now += 10.0
+        pool.pick(store, "m", None, set())
+        observe(store, pool, acc, False, SETTINGS)
+    lines = [r.getMessage() for r in caplog.records if r.name == "router.circuit"]
+    assert lines == [
+        "circuit of account 'p/a0' opened: for 10s (3 consecutive failures)",
+        "circuit of provider 'p' opened: for 10s (3 consecutive failures)",
+        "circuit of account 'p/a0' half-open: probing with one request",
+        "circuit of account 'p/a0' closed: the probe succeeded",
+    ], lines
+
+
+async def test_a_reload_keeps_the_circuits(gate: tuple[Harness, Clock]) -> None:
+    h, _ = gate
+    await open_openai(h)
+    (h.config_dir / "45-circuit.yaml").write_text(CIRCUIT_YAML.replace("probe_timeout: 10s", "probe_timeout: 20s"))
+    assert await h.gateway.reload("test")
+    status, doc, _ = await h.post_json("/v1/chat/completions", CHAT)
+    assert status == 503 and doc["error"]["code"] == "circuit_open", doc
