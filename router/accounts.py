@@ -114,7 +114,9 @@ class StateListener(Protocol):
 
     def cleared(self, key: str) -> None: ...
 
-    def tripped(self, key: str, until: float) -> None: ...  # a circuit opened (an account's key or a provider)
+    # a circuit (an account's key or a provider's name) opened until ``until``, its probe's verdict due by
+    # ``hold``; or closed after its probe succeeded (both 0)
+    def tripped(self, key: str, until: float, hold: float) -> None: ...
 
     async def recall_binding(self, session_key: str) -> None: ...  # bring in another gateway's binding
 

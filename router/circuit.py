@@ -20,8 +20,9 @@ or open again for longer.
   The probe's outcome decides: a success (or a 429) closes it, a failure opens it again for longer. A
   probe that never reports (the client left) frees the slot when its hold runs out.
 
-Every transition is one log line and a change of ``router_circuit_state``; openings are told to the
-store's listener (the shared state writes them for the other gateways, ``router.state_circuits``).
+Every transition is one log line and a change of ``router_circuit_state``; openings and successful
+probes are told to the store's listener (the shared state writes them for the other gateways, which
+then leave the probe to the gateway that opened the circuit: ``router.state_circuits``).
 Breakers live in the :class:`~router.accounts.StateStore`, so a reload keeps them; times are on its clock.
 """
 
@@ -201,13 +202,13 @@ def observe(store: StateStore, pool: Pool, acc: Account, failed: bool | None, s:
     if b is None and failed:
         b = circuits.accounts[key] = Breaker(window_start=now)
     if b is not None and _settle(b, failed, now, s, lambda: _may_eject(store, pool, now, s)):
-        _transitioned(store, b, acc.provider, acc.id, key, now)
+        _transitioned(store, b, acc.provider, acc.id, key, now, s)
         store.state(key).ejected_until = b.until if b.state == OPEN else 0.0
     p = circuits.providers.get(pool.provider)
     if p is None and failed:
         p = circuits.providers[pool.provider] = Breaker(window_start=now)
     if p is not None and _settle(p, failed, now, s, lambda: True):
-        _transitioned(store, p, pool.provider, "", pool.provider, now)
+        _transitioned(store, p, pool.provider, "", pool.provider, now, s)
     return p is not None and p.state == OPEN
 
 
@@ -234,14 +235,19 @@ def _may_eject(store: StateStore, pool: Pool, now: float, s: CircuitSettings) ->
     return ejected == 0 or (ejected + 1) * 100 <= s.max_ejected_percent * len(pool.accounts)
 
 
-def _transitioned(store: StateStore, b: Breaker, provider: str, account: str, key: str, now: float) -> None:
+def _transitioned(store: StateStore, b: Breaker, provider: str, account: str, key: str, now: float,
+                  s: CircuitSettings) -> None:
+    """Log a transition and tell the listener: an opening (and when its probe's verdict is due), or a
+    probe that succeeded (a closing)."""
     if b.state == OPEN:
         store.circuits.ejected[(provider, account)] += 1
         _log_transition(provider, account, b, f"for {b.until - now:g}s ({b.reason})")
         if store.listener is not None:
-            store.listener.tripped(key, b.until)
+            store.listener.tripped(key, b.until, b.until + s.probe_timeout)
     else:
         _log_transition(provider, account, b, "the probe succeeded")
+        if store.listener is not None:
+            store.listener.tripped(key, 0.0, 0.0)
 
 
 def adopt(store: StateStore, key: str, provider: str, account: str, until: float) -> None:
@@ -260,6 +266,17 @@ def adopt(store: StateStore, key: str, provider: str, account: str, until: float
         store.state(key).ejected_until = until
     if was != OPEN:
         _log_transition(provider, account, b, f"for {until - store.clock():.3g}s (opened by another gateway)")
+
+
+def adopt_close(store: StateStore, key: str, provider: str, account: str) -> None:
+    """Another gateway's probe succeeded: close here too (a circuit this gateway holds open)."""
+    b = (store.circuits.accounts if account else store.circuits.providers).get(key)
+    if b is None or b.state == CLOSED:
+        return
+    b.close(store.clock())
+    if account:
+        store.state(key).ejected_until = 0.0
+    _log_transition(provider, account, b, "another gateway's probe succeeded")
 
 
 def reset(store: StateStore, key: str) -> None:

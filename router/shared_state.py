@@ -14,7 +14,7 @@ The request path never waits for Redis to decide on an account: it reads the in-
 - Stored Responses and tool-call signatures (``put_blobs``/``get_blobs``): written before the
   response ends (the engine awaits the write), read on a local miss.
 - Client limits (rpm, tpm, concurrency leases): ``self.limits``, see ``router.state_limits``; circuit
-  openings (written at once, read back in the pools' round trip): ``self.circuits``, ``router.state_circuits``.
+  openings and closings (written at once, read in the pools' round trip): ``self.circuits``, ``router.state_circuits``.
 
 Faults. Every command is bounded by ``timeout``; nothing is retried inline but a command on a pooled
 connection that Redis closed (a restart), once, on a new connection. ``DOWN_AFTER`` failed commands
@@ -326,8 +326,8 @@ class SharedState:
             if self._spawn(self._flush_all()) is None:
                 self._flushing = False
 
-    def tripped(self, key: str, until: float) -> None:
-        self.circuits.tripped(key, until)
+    def tripped(self, key: str, until: float, hold: float) -> None:
+        self.circuits.tripped(key, until, hold)
 
     def failed(self, key: str) -> None:
         self.pending.counts[f"fail:{key}"] += 1

@@ -21,14 +21,17 @@ GEMINI = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}  #
 
 
 @pytest.fixture
-async def pair(tmp_path: Path, server: RedisServer) -> AsyncIterator[tuple[Harness, Harness]]:
+async def pair(tmp_path: Path, server: RedisServer, request: pytest.FixtureRequest
+               ) -> AsyncIterator[tuple[Harness, Harness]]:
     if server.process is None:
         server.start()
+    ejection = getattr(request, "param", "30s")
     gateways = []
     for name in ("a", "b"):
         config = copy_routes(tmp_path / name)
         (config / "40-retry.yaml").write_text(FAST_RETRY)
-        (config / "45-circuit.yaml").write_text("circuit: {consecutive_failures: 2, base_ejection: 30s}\n")
+        (config / "45-circuit.yaml").write_text(
+            f"circuit: {{consecutive_failures: 2, base_ejection: {ejection}, probe_timeout: 5s}}\n")
         (config / "05-state.yaml").write_text(
             f"state: {{backend: redis, url: 'redis://127.0.0.1:{server.port}/0', prefix: circuit-{tmp_path.name}, "
             "sync_interval: 100ms}\n")
@@ -55,7 +58,7 @@ async def test_a_provider_opened_by_one_gateway_is_open_on_the_other_after_a_syn
     await until(lambda: "sim-openai" in breakers and breakers["sim-openai"].state == "open")
     status, doc, headers = await b.post_json("/v1/chat/completions", CHAT)
     assert status == 503 and doc["error"]["code"] == "circuit_open", doc
-    assert 25 <= int(headers["Retry-After"]) <= 30
+    assert 30 <= int(headers["Retry-After"]) <= 35  # the opening, and the opener's probe's time
     assert await b.sim_requests() == []  # b sent nothing to its upstream
     admin = await (await b.request("GET", "/admin/accounts")).json()
     assert admin["providers"]["sim-openai"]["state"] == "open"
@@ -94,3 +97,21 @@ async def test_with_redis_down_each_gateway_keeps_its_own_circuits(pair: tuple[H
     # back up: a's kept opening is written and reaches b
     breakers = b.gateway.store.circuits.providers
     await until(lambda: "sim-openai" in breakers and breakers["sim-openai"].state == "open", 10.0)
+
+
+@pytest.mark.parametrize("pair", ["1s"], indirect=True)
+async def test_one_probe_for_all_gateways_and_its_success_closes_the_circuit_everywhere(
+        pair: tuple[Harness, Harness]) -> None:
+    a, b = pair
+    await a.faults("sim-key-openai", {"status": 500, "times": 2})
+    for _ in range(2):
+        assert (await a.post_json("/v1/chat/completions", CHAT))[0] == 500
+    breakers = b.gateway.store.circuits.providers
+    await until(lambda: "sim-openai" in breakers and breakers["sim-openai"].state == "open")
+    await asyncio.sleep(1.1)  # the opening ran out: a (which opened it) probes, b waits for its verdict
+    status, doc, _ = await b.post_json("/v1/chat/completions", CHAT)
+    assert status == 503 and doc["error"]["code"] == "circuit_open", doc
+    assert (await a.post_json("/v1/chat/completions", CHAT))[0] == 200  # the one probe
+    await until(lambda: breakers["sim-openai"].state == "closed")
+    assert (await b.post_json("/v1/chat/completions", CHAT))[0] == 200
+    assert len(await b.sim_requests()) == 1 and len(await a.sim_requests()) == 3
