@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from router.circuit import Circuits, CircuitSettings, claim_account
+from router.circuit import reset as reset_circuit
 from router.scheduling import STRATEGIES, Strategy, weighted_round_robin
 
 WEIGHTS = range(1, 101)  # an account's ``weight``: 1 (the default) to 100, as the schema says
@@ -59,11 +61,15 @@ class AccountState:
     errors: float = 0.0
     outcomes: float = 0.0
     outcome_at: float = 0.0
+    ejected_until: float = 0.0  # its circuit is open (or its probe is out) until then (router.circuit)
 
     def cooling_for(self, model: str, now: float) -> float:
         """Seconds until this account may serve ``model`` again (0 when available). Read for every
-        account a strategy weighs: comparisons, not the builtin ``max`` (which costs several times more)."""
+        account a strategy weighs: comparisons, not the builtin ``max`` (which costs several times more).
+        An ejected account reads as cooling."""
         until = self.cooling_until
+        if self.ejected_until > until:
+            until = self.ejected_until
         if self.model_cooling:
             scoped = self.model_cooling.get(model, 0.0)
             if scoped > until:
@@ -108,6 +114,10 @@ class StateListener(Protocol):
 
     def cleared(self, key: str) -> None: ...
 
+    # a circuit (an account's key or a provider's name) opened until ``until``, its probe's verdict due by
+    # ``hold``; or closed after its probe succeeded (both 0)
+    def tripped(self, key: str, until: float, hold: float) -> None: ...
+
     async def recall_binding(self, session_key: str) -> None: ...  # bring in another gateway's binding
 
 
@@ -125,6 +135,7 @@ class StateStore:
         self.sticky: OrderedDict[str, str] = OrderedDict()
         self.cursors: dict[str, int] = {}
         self.listener: StateListener | None = None
+        self.circuits = Circuits()  # every account's and provider's breaker (router.circuit)
 
     def state(self, key: str) -> AccountState:
         st = self.accounts.get(key)
@@ -170,6 +181,7 @@ class StateStore:
         st.cooling_until, st.model_cooling = 0.0, {}
         st.failures.clear()
         st.errors = st.outcomes = 0.0
+        reset_circuit(self, key)
         if self.listener is not None:
             self.listener.cleared(key)
 
@@ -191,8 +203,10 @@ class Pool:
     """The accounts of one provider and how to choose among them: ``scheduling`` names the strategy
     (:mod:`router.scheduling`), fixed when the snapshot is compiled."""
 
-    def __init__(self, provider: str, accounts: tuple[Account, ...], scheduling: str):
+    def __init__(self, provider: str, accounts: tuple[Account, ...], scheduling: str,
+                 circuit: CircuitSettings | None = None):
         self.provider = provider
+        self.circuit = circuit  # its breakers' settings (None: no circuit breaking)
         self.accounts = accounts
         self.scheduling = scheduling
         choose = STRATEGIES[scheduling]
@@ -230,6 +244,8 @@ class Pool:
         st = store.state(acc.state_key)
         st.requests += 1
         st.last_used = now
+        if st.ejected_until:  # its ejection ran out: this attempt is the probe
+            claim_account(store, self, acc, st, now)
         if store.listener is not None:
             store.listener.used(acc.state_key)
         if self.scheduling == "sticky" and session:

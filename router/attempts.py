@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from router.accounts import Account, StateStore
+from router.circuit import gate, observe, verdict
 from router.exchange import Attempt, Exchange
 from router.failures import ProviderFailed, UpstreamFailure
 from router.logs import Throttle
@@ -54,6 +55,11 @@ class AttemptLoop:
         exclude: set[str] = set()  # accounts rotated away from
         account: Account | None = None
         failure: UpstreamFailure | None = None
+        circuit = provider.pool.circuit
+        if circuit is not None:
+            failure = gate(self.store, provider.name, circuit)  # open: ends now (a fallback moves on)
+            if failure is not None:
+                raise ProviderFailed.of(failure)
         for attempt in range(1, provider.retry.max_attempts + 1):
             if account is None:
                 pick = provider.pool.pick(self.store, model, session, exclude)
@@ -71,6 +77,8 @@ class AttemptLoop:
                 st.in_flight -= 1
             if not isinstance(result, UpstreamFailure):
                 st.outcome(x.error is not None, self.store.clock())  # x.error: the upstream broke the stream
+                if circuit is not None:
+                    observe(self.store, provider.pool, account, x.error is not None, circuit)
                 x.attempts.append(Attempt(account.email, result.status, time.monotonic() - t0))
                 return result
             failure = result
@@ -114,6 +122,9 @@ class AttemptLoop:
         retry = decision.retry
         if retry and decision.rotate and excluded + 1 >= len(provider.pool.accounts):
             retry = False  # no other account to rotate to: the error goes out now, not after a wait
+        circuit = provider.pool.circuit
+        if circuit is not None and observe(self.store, provider.pool, account, verdict(failure.outcome), circuit):
+            retry = False  # the provider's circuit just opened: no more attempts at it
         _log_failure(x, provider, account, failure, retry)
         self.store.state(account.state_key).outcome(account_failed(failure), self.store.clock())
         if decision.cooldown is not None:

@@ -150,7 +150,9 @@ async def admin_config(svc: Services, x: Exchange, request: web.BaseRequest, par
 
 
 async def admin_accounts(svc: Services, x: Exchange, request: web.BaseRequest, params: Params) -> web.Response:
-    return json_response({**svc.gateway.answered_by(), "accounts": svc.gateway.accounts_status()})
+    gateway = svc.gateway
+    return json_response({**gateway.answered_by(), "accounts": gateway.accounts_status(),
+                          "providers": gateway.provider_circuits()})
 
 
 async def admin_account_reset(svc: Services, x: Exchange, request: web.BaseRequest, params: Params

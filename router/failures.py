@@ -20,12 +20,15 @@ import orjson
 from router.errors import GatewayError, kind_for_status
 from router.redact import redact
 
+# the outcome of an attempt that was never sent: the provider's circuit is open (router.circuit); a 503
+CIRCUIT_OPEN = "circuit_open"
+
 
 @dataclass(slots=True)
 class UpstreamFailure:
     """One failed attempt: an HTTP status or a transport outcome name, plus what it told us."""
 
-    outcome: int | str  # status code, or connect_error | timeout | reset | malformed
+    outcome: int | str  # status code, or connect_error | timeout | reset | malformed | circuit_open
     message: str
     retry_after: float | None = None
     model_scoped: bool = False
@@ -36,7 +39,8 @@ class UpstreamFailure:
     def status(self) -> int:
         if isinstance(self.outcome, int):
             return self.outcome
-        return {"timeout": 504, "connect_error": 502, "reset": 502, "malformed": 502}.get(self.outcome, 502)
+        return {"timeout": 504, "connect_error": 502, "reset": 502, "malformed": 502,
+                CIRCUIT_OPEN: 503}.get(self.outcome, 502)
 
 
 class ProviderFailed(GatewayError):
@@ -45,17 +49,19 @@ class ProviderFailed(GatewayError):
     ``exhausted`` (no account could take the request)."""
 
     def __init__(self, outcome: int | str, kind: str, message: str, *, status: int | None = None,
-                 retry_after: float | None = None, reason: str | None = None):
-        super().__init__(kind, message, status=status, retry_after=retry_after)
+                 retry_after: float | None = None, reason: str | None = None, code: str | None = None):
+        super().__init__(kind, message, status=status, retry_after=retry_after, code=code)
         self.outcome = outcome
         self.reason = reason
 
     @classmethod
     def of(cls, failure: UpstreamFailure) -> ProviderFailed:
-        """The last failed attempt's error, as the client gets it when nothing else answers."""
+        """The last failed attempt's error, as the client gets it when nothing else answers
+        (``circuit_open``: a 503 with that code)."""
         status = failure.status
         return cls(failure.outcome, kind_for_status(status), failure.message, status=status,
-                   retry_after=failure.retry_after, reason=failure.reason)
+                   retry_after=failure.retry_after, reason=failure.reason,
+                   code=CIRCUIT_OPEN if failure.outcome == CIRCUIT_OPEN else None)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

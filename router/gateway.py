@@ -20,6 +20,7 @@ import aiohttp
 from router.access_log import AccessLog
 from router.accounts import StateStore
 from router.budgets import BudgetCell, Budgets
+from router.circuit import account_view, provider_views
 from router.codecs import Stores
 from router.config import LoadedConfig, load_dir
 from router.errors import ConfigError, ConfigErrors
@@ -250,7 +251,9 @@ class Gateway:
                 cooling = st.cooling_until > now_mono
                 out.append({
                     **acc.public(), "key": acc.state_key,
-                    "state": "cooling" if cooling else ("cooling_some_models" if models else "ok"),
+                    "state": "ejected" if st.ejected_until > now_mono else "cooling" if cooling
+                    else ("cooling_some_models" if models else "ok"),
+                    "circuit": account_view(self.store, acc.state_key, now_wall, now_mono),
                     "cooling_until": wall(st.cooling_until) if cooling else None,
                     "cooling_models": models,
                     "recent_failures": [{"at": round(at, 3), "reason": why} for at, why in st.failures],
@@ -260,6 +263,10 @@ class Gateway:
                     **self._totals(acc.state_key),
                 })
         return out
+
+    def provider_circuits(self) -> dict[str, dict[str, Any]]:
+        """Each provider's circuit (state, open until on the wall clock, ejections in a row)."""
+        return provider_views(self.store, self.current.providers, time.time(), self.store.clock())
 
     def _totals(self, key: str) -> dict[str, Any]:
         """With a shared state: the account's requests and failures through every gateway (as of the

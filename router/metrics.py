@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from router.circuit import state_samples
 from router.metrics_shared import SharedMetrics
 
 if TYPE_CHECKING:
@@ -52,11 +53,24 @@ class _StateCollector(Collector):
         yield cooling
         yield total
         yield busy
+        yield from _circuits(gw)
         up = GaugeMetricFamily("router_state_backend_up", "1 while the state backend answers (memory: always)",
                                labels=["backend"])
         shared = gw.shared
         up.add_metric([shared.settings.backend if shared else "memory"], 1 if shared is None or shared.up else 0)
         yield up
+
+
+def _circuits(gw: Gateway) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    """Each circuit's state (0 closed, 1 open, 2 half-open; account "": the provider's) and its openings."""
+    state = GaugeMetricFamily("router_circuit_state", "Circuit state: 0 closed, 1 open, 2 half-open (account "
+                              "'': the provider's circuit)", labels=["provider", "account"])
+    if gw.snapshot is not None:
+        for provider, account, value in state_samples(gw.store, (p.pool for p in gw.snapshot.providers.values())):
+            state.add_metric([provider, account], value)
+    yield state
+    yield _counter("router_circuit_ejections", "Circuit openings by provider and account ('': the provider's)",
+                   ["provider", "account"], gw.store.circuits.ejected)
 
 
 class _Histogram:

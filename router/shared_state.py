@@ -13,7 +13,8 @@ The request path never waits for Redis to decide on an account: it reads the in-
   chosen.
 - Stored Responses and tool-call signatures (``put_blobs``/``get_blobs``): written before the
   response ends (the engine awaits the write), read on a local miss.
-- Client limits (rpm, tpm, concurrency leases): ``self.limits``, see ``router.state_limits``.
+- Client limits (rpm, tpm, concurrency leases): ``self.limits``, see ``router.state_limits``; circuit
+  openings and closings (written at once, read in the pools' round trip): ``self.circuits``, ``router.state_circuits``.
 
 Faults. Every command is bounded by ``timeout``; nothing is retried inline but a command on a pooled
 connection that Redis closed (a restart), once, on a new connection. ``DOWN_AFTER`` failed commands
@@ -40,7 +41,7 @@ from redis.exceptions import MaxConnectionsError, RedisError, ResponseError
 
 from router.accounts import StateStore
 from router.lru import BoundedLRU
-from router.state_lane import Lane
+from router.state_circuits import SharedCircuits
 from router.state_limits import SharedLimiter
 from router.state_pending import Pending
 from router.state_pools import Adopter, pool_keys
@@ -75,14 +76,14 @@ class SharedState:
             settings.url, socket_timeout=settings.timeout, socket_connect_timeout=settings.connect_timeout,
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),  # a pooled connection Redis
             max_connections=MAX_CONNECTIONS, health_check_interval=0)  # dropped (a restart): one reconnect
-        self.lane = Lane(self.client, settings.timeout)  # the request path's own connection (admission)
-        self.redis = RedisState(self.client, settings.prefix, self.lane)
+        self.redis = RedisState(self.client, settings.prefix, lane_timeout=settings.timeout)  # admission: a lane
         self.up = False
         self._decided = False  # whether up/down was ever known (the first state is logged too)
         self._failures = 0  # failed commands in a row
         self._refused_logged = 0.0  # when a refused command was last logged (monotonic)
         self.pending = Pending()
         self.limits = SharedLimiter(self)  # the client limits' side: router.limits.SharedLimits
+        self.circuits = SharedCircuits(self)
         self.adopter = Adopter(store)
         self._written: BoundedLRU[float] = BoundedLRU(lambda k, v: 0, BINDINGS_WRITTEN, None, 1 << 62)
         self.synced_at: float | None = None  # wall time of the last pool read
@@ -138,8 +139,7 @@ class SharedState:
         if self.up:
             with contextlib.suppress(*FAULTS):
                 await asyncio.wait_for(self._flush_pending(), self._bound())
-        await self.lane.close()
-        await self.client.aclose()
+        await self.redis.close()
 
     def public(self) -> dict[str, Any]:
         return {**self.settings.public(), "up": self.up, "synced_at": self.synced_at}
@@ -244,6 +244,7 @@ class SharedState:
             await self.redis.clear(resets, int(self.wall() * 1000))
             pending.resets.difference_update(resets)
         await self._flush_cooldowns()
+        await self.circuits.flush()
 
     async def _flush_kept_entries(self) -> None:
         """Sticky bindings and stored blobs kept during an outage, a batch per round trip."""
@@ -282,11 +283,14 @@ class SharedState:
             pipe.pexpire(self.redis.tally_key(kind, account), COUNTER_TTL_MS)
         for pool in pools:
             pipe.mget(pool_keys(self.redis, pool))
+        circuits = self.circuits.queue_read(pipe, pools)
         try:
             replies = await pipe.execute()
         except BaseException:
             self.pending.counts.update(counts)  # not sent: next time
             raise
+        if circuits:
+            self.circuits.adopt(circuits, replies.pop())
         return [list(r) for r in replies[2 * len(counts):]]
 
     async def _flush_cooldowns(self) -> None:
@@ -321,6 +325,9 @@ class SharedState:
             self._flushing = True
             if self._spawn(self._flush_all()) is None:
                 self._flushing = False
+
+    def tripped(self, key: str, until: float, hold: float) -> None:
+        self.circuits.tripped(key, until, hold)
 
     def failed(self, key: str) -> None:
         self.pending.counts[f"fail:{key}"] += 1

@@ -20,6 +20,7 @@ from jinja2 import TemplateSyntaxError
 from router.accounts import Pool, compile_accounts
 from router.auth import AuthPolicy, compile_auth
 from router.auth_checks import auth_references
+from router.circuit import compile_circuit, provider_circuit
 from router.codecs import UpstreamCodec
 from router.config import LoadedConfig, load_dir
 from router.config_checks import auth_errors, completeness_errors, rejected_by
@@ -184,7 +185,8 @@ def _provider(c: Compiling, name: str, p: dict[str, Any]) -> Provider:
         name=name, dialect=p["dialect"], base_url=base_url, template=templates[tspec["default"]],
         inbound_templates={k: templates[v] for k, v in tspec.items() if k != "default"},
         retry=c[RETRY_POLICIES][p.get("retry", "default")], timeouts=_timeouts(p.get("timeouts")),
-        pool=Pool(name, compile_accounts(name, p), p.get("scheduling", "round_robin")),
+        pool=Pool(name, compile_accounts(name, p), p.get("scheduling", "round_robin"),
+                  provider_circuit(c[CIRCUIT], p.get("circuit"))),
         session_header=p.get("session_header", "x-session-id"), models=tuple(p.get("models") or ()),
         codec=UPSTREAM_CODECS[p["dialect"]],
     )
@@ -215,6 +217,7 @@ AUTH = Section("auth", "auth.schema.json", _auth, auth_references)
 RETRY_POLICIES = Section("retry_policies", "retry_policies.schema.json",
                          lambda c: compile_policies(c.data.get("retry_policies")))
 TEMPLATES = Section("templates", "templates.schema.json", _templates)
+CIRCUIT = Section("circuit", "circuit.schema.json", lambda c: compile_circuit(c.data.get("circuit")))
 # swapped in as is: account state (cooldowns, sticky sessions) lives in the gateway's StateStore by
 # provider/account id, so an account that stays keeps its state and one that goes is no longer picked
 PROVIDERS = Section("providers", "providers.schema.json", _providers, provider_references)
@@ -232,8 +235,8 @@ STATE = Section("state", "state.schema.json", lambda c: compile_state(c.data.get
 
 # In compile order: a section comes after those it reads (providers read retry_policies and templates).
 SECTIONS: tuple[Section[Any], ...] = (
-    STATE, SERVER, AUTH, RETRY_POLICIES, TEMPLATES, PROVIDERS, MODEL_MAPPING, ROUTES, RESPONSE_HEADERS, LOGGING, PRICES,
-    USAGE)
+    STATE, SERVER, AUTH, RETRY_POLICIES, TEMPLATES, CIRCUIT, PROVIDERS, MODEL_MAPPING, ROUTES, RESPONSE_HEADERS,
+    LOGGING, PRICES, USAGE)
 
 
 def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, Callable[..., Any]],

@@ -82,7 +82,7 @@ class RedisState:
 
     __slots__ = ("_client", "_cool", "_gcra", "_gcra_all", "_index", "_lane", "_prefix", "_renew")
 
-    def __init__(self, client: Redis, prefix: str = "router", lane: Lane | None = None) -> None:
+    def __init__(self, client: Redis, prefix: str = "router", lane_timeout: float | None = None) -> None:
         if "{" in prefix or "}" in prefix:
             raise ValueError(f"state key prefix {prefix!r}: braces would break the keys' hash tags")
         self._client = client
@@ -92,7 +92,14 @@ class RedisState:
         self._gcra_all = client.register_script(GCRA_ALL)
         self._index = client.register_script(INDEX)
         self._renew = client.register_script(RENEW)
-        self._lane = lane  # the request path's own connection (router.state_lane), when given
+        # with ``lane_timeout``: admission's own connection (router.state_lane), each call bounded by it
+        self._lane = Lane(client, lane_timeout) if lane_timeout is not None else None
+
+    async def close(self) -> None:
+        """Close the lane and the client's connections."""
+        if self._lane is not None:
+            await self._lane.close()
+        await self._client.aclose()
 
     # keys: the hash tag (in braces) decides the cluster slot, see the module docstring
 
