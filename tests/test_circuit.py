@@ -330,3 +330,28 @@ async def test_a_reload_keeps_the_circuits(gate: tuple[Harness, Clock]) -> None:
     assert await h.gateway.reload("test")
     status, doc, _ = await h.post_json("/v1/chat/completions", CHAT)
     assert status == 503 and doc["error"]["code"] == "circuit_open", doc
+
+
+async def test_an_open_circuit_moves_a_fallback_list_on_without_sending(tmp_path: Path) -> None:
+    config = copy_routes(tmp_path / "routes.d")
+    (config / "40-retry.yaml").write_text(FAST_RETRY)
+    (config / "45-circuit.yaml").write_text(CIRCUIT_YAML)
+    mapping = (config / "20-mapping.yaml").read_text()
+    (config / "20-mapping.yaml").write_text(mapping.replace(
+        "  exact:\n", "  exact:\n    gpt-backed: [sim-openai/gpt-test, simulator/gemini-2.5-flash]\n", 1))
+    h = await start_gateway(config)
+    h.gateway.store.clock = Clock()
+    try:
+        await h.faults("sim-key-openai", {"status": 500, "times": 2})
+        body = {**CHAT, "model": "gpt-backed"}
+        for _ in range(2):  # each 500 falls back at once; together they open sim-openai's circuit
+            status, _, headers = await h.post_json("/v1/chat/completions", body)
+            assert status == 200 and headers["X-Mapped-Model"] == "gemini-2.5-flash"
+        admin = await (await h.request("GET", "/admin/accounts")).json()
+        assert admin["providers"]["sim-openai"]["state"] == "open"
+        sent = len(await h.sim_requests())  # 2 to sim-openai, 2 to the Gemini simulator
+        status, _, headers = await h.post_json("/v1/chat/completions", body)
+        assert status == 200 and headers["X-Mapped-Model"] == "gemini-2.5-flash"
+        assert len(await h.sim_requests()) == sent + 1  # the Gemini one only: nothing went to sim-openai
+    finally:
+        await h.close()
