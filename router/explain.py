@@ -22,6 +22,7 @@ from router.accounts import StateStore
 from router.auth import ApiKey, instant, presented_key
 from router.bodies import read_json
 from router.canonical import CanonicalRequest
+from router.circuit import account_view, provider_views
 from router.endpoints import Endpoint, json_response, proxy
 from router.errors import BadRequest, GatewayError
 from router.exchange import ClientHeaders
@@ -272,6 +273,8 @@ def _pool(snap: Snapshot, name: str, model: str, store: StateStore | None) -> di
         shown["why"] = f"'{name}' has no account with a key (none is set): its fallback '{serving.name}' serves"
     shown.update({"dialect": serving.dialect, "base_url": serving.public()["base_url"],
                   "scheduling": serving.pool.scheduling, "accounts": _accounts(serving, model, store)})
+    if store is not None and serving.pool.circuit is not None:  # live: the provider's circuit too
+        shown["circuit"] = provider_views(store, (serving.name,), time.time(), store.clock())[serving.name]
     return shown
 
 
@@ -284,6 +287,8 @@ def _accounts(provider: Provider, model: str, store: StateStore | None) -> list[
             cooling = st.cooling_for(model, store.clock())
             shown.update({"state": "cooling" if cooling else "ok", "cooling_for": round(cooling, 3),
                           "in_flight": st.in_flight, "error_rate": round(st.error_rate(store.clock()), 3)})
+            if provider.pool.circuit is not None:
+                shown["circuit"] = account_view(store, acc.state_key, time.time(), store.clock())
         out.append(shown)
     return out
 

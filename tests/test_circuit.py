@@ -355,3 +355,13 @@ async def test_an_open_circuit_moves_a_fallback_list_on_without_sending(tmp_path
         assert len(await h.sim_requests()) == sent + 1  # the Gemini one only: nothing went to sim-openai
     finally:
         await h.close()
+
+
+async def test_admin_explain_shows_the_live_circuits(gate: tuple[Harness, Clock]) -> None:
+    h, _ = gate
+    await open_openai(h)
+    status, doc, _ = await h.post_json("/admin/explain", CHAT)
+    assert status == 200, doc
+    [pool] = doc["pools"]
+    assert pool["served_by"] == "sim-openai" and pool["circuit"]["state"] == "open"
+    assert pool["circuit"]["ejections"] == 1 and pool["accounts"][0]["circuit"]["state"] == "open"
