@@ -152,11 +152,15 @@ class AuthPolicy:
         return frozenset(cell.id for key in self.keys for plan in key.plans() for cell in plan.cells())
 
     def public(self) -> dict[str, Any]:
-        """What /admin/config shows of it: names, teams, models, expiry, limits and budgets, never a key or a hash."""
+        """What /admin/config shows of it: names, teams, models, expiry, limits and budgets (the teams' in
+        ``team_limits`` and ``team_budgets``), never a key or a hash."""
         shown = {"mode": self.mode, "api_keys": [k.public() for k in self.keys], "teams": sorted(self.teams),
                  "admin_keys": [k.name for k in self.admin_keys]}
-        budgets = {name: team.budget.public() for name, team in sorted(self.teams.items()) if team.budget}
-        return {**shown, "team_budgets": budgets} if budgets else shown
+        teams = sorted(self.teams.items())
+        limits = {name: team.limits.public() for name, team in teams if team.limits}
+        budgets = {name: team.budget.public() for name, team in teams if team.budget}
+        return {**shown, **({"team_limits": limits} if limits else {}),
+                **({"team_budgets": budgets} if budgets else {})}
 
 
 def presented_key(headers: Mapping[str, str], key_headers: tuple[str, ...]) -> str | None:

@@ -204,8 +204,9 @@ class Budgets:
         shown = f"{used[0]} tokens" if cell.budget.tokens is not None and used[0] >= cell.budget.tokens \
             else f"{money(used[1])} spent"
         # Retry-After: until the period turns, up to a month (past the day other errors' hints are capped to)
-        return GatewayError("quota", f"Budget exhausted: {cell.describe()} is used up ({shown} this "
-                                     f"{cell.budget.period}); it resets at {instant(turn)}",
+        this = "today" if cell.budget.period == "day" else f"this {cell.budget.period}"
+        return GatewayError("quota", f"Budget exhausted: {cell.describe()} is used up ({shown} {this}); "
+                                     f"it resets at {instant(turn)}",
                             code="insufficient_quota", retry_after=turn - now,
                             headers={"Retry-After": str(max(1, math.ceil(turn - now)))})
 

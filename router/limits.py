@@ -24,6 +24,7 @@ from router.limit_headers import RateStatus, Span, Status, rate_status
 
 PERIOD_S = 60.0  # rpm and tpm: per minute
 UNITS = {"rpm": "requests per minute", "tpm": "tokens per minute", "concurrency": "requests in flight"}
+UNIT = {"rpm": "request per minute", "tpm": "token per minute", "concurrency": "request in flight"}  # of 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +77,7 @@ class Cell:
 
     def describe(self) -> str:
         models = f" for the models '{self.model}'" if self.model else ""
-        return f"the {self.scope} '{self.owner}' {self.kind} limit{models} ({self.limit} {UNITS[self.kind]})"
+        return f"the {self.scope} '{self.owner}' {self.kind} limit{models} ({self.limit} {(UNIT if self.limit == 1 else UNITS)[self.kind]})"
 
 
 @dataclass(frozen=True, slots=True)

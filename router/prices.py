@@ -18,10 +18,13 @@ reasoning is output and costs ``output``.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 from router.canonical import Usage
+from router.config import LoadedConfig
+from router.errors import ConfigError
 
 NANO_PER_USD = 1_000_000_000
 NANO_PER_TOKEN = NANO_PER_USD / 1_000_000  # a price per million tokens, as nano-dollars per token
@@ -104,3 +107,15 @@ def compile_prices(section: dict[str, Any] | None) -> PriceTable:
 def usd(nano: int) -> float:
     """Nano-dollars as USD (what JSON and CSV show)."""
     return nano / NANO_PER_USD
+
+
+def prices_references(loaded: LoadedConfig, handlers: Collection[str]) -> list[ConfigError]:
+    """A price names a provider of this config (a typo would cost 0, and a usd budget would never be
+    reached); a provider part with ``*`` is a pattern and names none."""
+    section, providers = loaded.data.get("prices"), loaded.data.get("providers")
+    if not isinstance(section, dict) or not isinstance(providers, dict):
+        return []
+    return [loaded.locate(("prices", name), f"no provider '{provider}' in this config (providers: "
+                                            f"{', '.join(sorted(map(str, providers))) or 'none'})")
+            for name in section if isinstance(name, str) and "/" in name  # no "/": the schema's to say
+            for provider in [name.partition("/")[0]] if "*" not in provider and provider not in providers]

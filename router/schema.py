@@ -44,16 +44,19 @@ def validator() -> Draft202012Validator:
 # Where resolved values may be secrets (keys from ${VAR} / ${file:}): messages never quote them.
 SECRET_FIELDS = frozenset({"api_keys", "admin_keys", "accounts", "key_list", "api_key", "key"})
 # the fields of an auth key entry that hold no secret: their messages may quote the value
-KEY_PUBLIC_FIELDS = frozenset({"name", "team", "models", "expires"})
+KEY_PUBLIC_FIELDS = frozenset({"name", "team", "models", "expires", "limits", "budget"})
 ACCOUNT_PUBLIC_FIELDS = frozenset({"weight"})  # likewise in a provider's account entry
 
 
 def _may_be_secret(path: Iterable[Any]) -> bool:
+    """Whether a value may be a secret: anything in a key or account entry but its public fields
+    (judged by the entry's own field, so a limit's ``rpm`` under ``limits`` is public too)."""
     fields = [p for p in path if isinstance(p, str)]
-    if not any(p in SECRET_FIELDS for p in fields):
+    first = next((i for i, p in enumerate(fields) if p in SECRET_FIELDS), None)
+    if first is None:
         return False
     public = {"auth": KEY_PUBLIC_FIELDS, "providers": ACCOUNT_PUBLIC_FIELDS}.get(fields[0], frozenset())
-    return fields[-1] not in public
+    return first + 1 >= len(fields) or fields[first + 1] not in public
 
 
 def _redacted(err: ValidationError) -> str:
@@ -81,6 +84,10 @@ def _message(err: ValidationError) -> str:
 def _located(loaded: LoadedConfig, err: ValidationError) -> list[ConfigError]:
     """One error per problem; an unknown field is located at that field, not at its parent."""
     pointer: Pointer = tuple(err.absolute_path)
+    if "propertyNames" in err.absolute_schema_path and isinstance(err.instance, str):  # a name, not a value
+        described = err.schema.get("description") if isinstance(err.schema, dict) else None
+        expected = f"expected {described}" if described else str(err.message)
+        return [loaded.locate(pointer + (err.instance,), f"the name {err.instance!r} is not valid here: {expected}")]
     if err.validator == "additionalProperties" and isinstance(err.instance, dict) \
             and isinstance(err.schema, dict) and isinstance(err.schema.get("properties"), dict):
         allowed = sorted(err.schema["properties"])

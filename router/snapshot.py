@@ -26,7 +26,7 @@ from router.config import LoadedConfig, load_dir
 from router.config_checks import auth_errors, completeness_errors, rejected_by
 from router.errors import ConfigError, ConfigErrors
 from router.mapping import ModelMapper, compile_mapping
-from router.prices import PriceTable, compile_prices
+from router.prices import PriceTable, compile_prices, prices_references
 from router.reachability import provider_errors
 from router.registry import ENDPOINTS, UPSTREAM_CODECS
 from router.retry import Policy, compile_policies, parse_duration
@@ -227,7 +227,7 @@ ROUTES = Section("routes", "routes.schema.json", lambda c: compile_routes(c.data
                  route_references)
 RESPONSE_HEADERS = Section("response_headers", "response_headers.schema.json", _response_headers)
 LOGGING = Section("logging", "logging.schema.json", _logging, swap=apply_logging)
-PRICES = Section("prices", "prices.schema.json", lambda c: compile_prices(c.data.get("prices")))
+PRICES = Section("prices", "prices.schema.json", lambda c: compile_prices(c.data.get("prices")), prices_references)
 USAGE = Section("usage", "usage.schema.json", lambda c: compile_usage(c.data.get("usage")), swap=configure_usage)
 # first: the stores the server section sizes are connected to the shared state it opens
 STATE = Section("state", "state.schema.json", lambda c: compile_state(c.data.get("state")), state_references,

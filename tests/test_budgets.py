@@ -76,8 +76,8 @@ def test_budget_used_up_then_the_period_turns() -> None:
     err = info.value
     assert (err.status, err.kind, err.code) == (429, "quota", "insufficient_quota")
     assert err.retry_after == pytest.approx(4 * 3600)
-    assert err.message == ("Budget exhausted: the key 'k' budget (100 tokens per day) is used up (129 tokens this "
-                           "day); it resets at 2026-11-19T00:00:00Z")
+    assert err.message == ("Budget exhausted: the key 'k' budget (100 tokens per day) is used up (129 tokens "
+                           "today); it resets at 2026-11-19T00:00:00Z")
     clock.now += 4 * 3600  # the day turns; the team's month goes on
     budgets.admit(plan)
     assert budgets.spent(plan.cells[0]) == [0, 0] and budgets.spent(plan.cells[1]) == [129, 500_000_000]
@@ -164,7 +164,7 @@ async def test_tokens_used_up_by_stream_and_non_stream_answers_429_in_every_fami
     with pytest.raises(openai.RateLimitError) as info:
         await client.chat.completions.create(model="gpt-5", messages=HI)  # type: ignore[arg-type]
     assert info.value.code == "insufficient_quota" and info.value.type == "insufficient_quota"
-    assert "key 'spender' budget (20 tokens per day) is used up (24 tokens this day)" in info.value.message
+    assert "key 'spender' budget (20 tokens per day) is used up (24 tokens today)" in info.value.message
     assert "resets at 2026-12-01T00:00:00Z" in info.value.message
     assert info.value.response.headers["Retry-After"] == str(4 * 3600)
     status, doc, headers = await h.post_json("/v1/messages", {"model": "claude-sonnet-4", "max_tokens": 8,

@@ -350,7 +350,7 @@ async def test_a_hash_from_hash_key_authenticates(config_dir: Path) -> None:
     ("{name: a, key: k, expires: 2027-06-30T12:00:00}", "is not valid: expected a date"),
     ("{name: a, key: k, team: t}", "api key 'a' names unknown team 't' (none defined): declare it under auth."),
     ("{name: a, key: k, limits: {rph: 1}}", "unknown field 'rph'"),
-    ("{name: a, key: k, limits: {rpm: 0}}", "at /auth/api_keys/0/limits/rpm the value fails the 'minimum' check"),
+    ("{name: a, key: k, limits: {rpm: 0}}", "at /auth/api_keys/0/limits/rpm 0 is less than the minimum of 1"),
 ], ids=["neither", "no-models", "no-such-day", "not-a-date", "no-such-quoted-day", "no-zone", "undeclared-team",
         "unknown-limit", "zero-limit"])
 def test_key_entries_the_config_rejects(tmp_path: Path, entry: str, message: str) -> None:

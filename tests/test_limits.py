@@ -119,7 +119,7 @@ def test_concurrency_counts_requests_in_flight_released_once() -> None:
     first = limiter.admit(one, 0)
     with pytest.raises(GatewayError) as info:
         limiter.admit(one, 0)
-    assert info.value.retry_after == 1.0 and "concurrency limit (1 requests in flight)" in info.value.message
+    assert info.value.retry_after == 1.0 and "concurrency limit (1 request in flight)" in info.value.message
     limiter.release(first)
     limiter.release(first)  # twice is once
     second = limiter.admit(one, 0)

@@ -92,7 +92,7 @@ def test_a_models_limit_holds_that_model_only() -> None:
     limiter.admit(plan_of(key, "m-2"), 1)
     with pytest.raises(GatewayError) as info:
         limiter.admit(plan_of(key, "m-3"), 1)  # the same pattern: the same cell
-    assert "the key 'k' rpm limit for the models 'm-*' (1 requests per minute)" in info.value.message
+    assert "the key 'k' rpm limit for the models 'm-*' (1 request per minute)" in info.value.message
     limiter.admit(plan_of(key, "m-1"), 1)  # its own entry
     limiter.admit(plan_of(key, "other"), 1)
 
@@ -175,3 +175,14 @@ async def test_the_redis_reservation_holds_the_models_cells_under_one_tag(state:
     denied, wait, _ = await state.reserve_all(plan.tag, plan_of(key, "m-3").costs(10))
     assert plan.rates[denied - 1].id == "key:k:rpm:1:m-*" and wait == pytest.approx(60.0, abs=0.5)
     assert (await state.reserve_all(plan.tag, plan_of(key, "other").costs(10)))[0] == 0  # not held by m-*
+
+
+def test_admin_config_shows_the_teams_limits_without_keys() -> None:
+    from router.auth import compile_auth
+
+    policy = compile_auth({"mode": "strict", "teams": {
+        "t": {"limits": {"rpm": 600, "models": {"gpt-*": {"tpm": 100}}}}, "bare": {}},
+        "api_keys": [{"name": "k", "key": "sk-hidden-1", "team": "t"}]}, False)
+    shown = policy.public()
+    assert shown["team_limits"] == {"t": {"rpm": 600, "models": {"gpt-*": {"tpm": 100}}}}
+    assert "sk-hidden-1" not in str(shown) and "team_budgets" not in shown

@@ -66,3 +66,20 @@ def test_a_bad_price_is_a_located_error(tmp_path: Path, extra: str, needle: str)
     errors = [str(e) for e in check(tmp_path, template_filters(), env={})]
     assert errors and all("50-prices.yaml:" in e for e in errors), errors
     assert any(needle in e for e in errors), errors
+
+
+def test_a_bad_name_is_located_at_its_own_entry_in_its_own_file(tmp_path: Path) -> None:
+    (tmp_path / "00-base.yaml").write_text(MINIMAL_CONFIG)
+    (tmp_path / "50-prices.yaml").write_text("prices:\n  p/m: {input: 1, output: 1}\n")
+    (tmp_path / "51-prices.yaml").write_text("prices:\n  nomodel: {input: 1, output: 2}\n")
+    errors = [str(e) for e in check(tmp_path, template_filters(), env={})]
+    assert len(errors) == 1 and errors[0].startswith("51-prices.yaml:2:"), errors
+    assert "'nomodel'" in errors[0] and "provider/model" in errors[0]
+
+
+def test_a_price_for_a_provider_the_config_lacks_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "00-base.yaml").write_text(MINIMAL_CONFIG)
+    (tmp_path / "50-prices.yaml").write_text("prices:\n  '*/m': {input: 1, output: 1}\n  nosuch/gpt-4o: {input: 1, output: 2}\n")
+    errors = [str(e) for e in check(tmp_path, template_filters(), env={})]
+    assert len(errors) == 1 and errors[0].startswith("50-prices.yaml:3:"), errors
+    assert "no provider 'nosuch'" in errors[0]
