@@ -77,7 +77,8 @@ class Cell:
 
     def describe(self) -> str:
         models = f" for the models '{self.model}'" if self.model else ""
-        return f"the {self.scope} '{self.owner}' {self.kind} limit{models} ({self.limit} {(UNIT if self.limit == 1 else UNITS)[self.kind]})"
+        unit = (UNIT if self.limit == 1 else UNITS)[self.kind]
+        return f"the {self.scope} '{self.owner}' {self.kind} limit{models} ({self.limit} {unit})"
 
 
 @dataclass(frozen=True, slots=True)
