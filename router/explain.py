@@ -112,10 +112,14 @@ def target_leaves(node: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
 
 
 def target_text(node: Mapping[str, Any]) -> str:
-    """A :func:`describe_target` tree in one line: ``provider/model``, or ``kind[child, ...]``."""
+    """A :func:`describe_target` tree in one line: ``provider/model``, or ``kind[child, ...] on [...]``
+    with a split's weights after its arms (``split[a/x: 90, b/y: 10]``): every difference shows."""
     if node.get("kind") == "target":
         return f"{node['provider']}/{node['model']}"
-    return f"{node.get('kind')}[{', '.join(target_text(c) for c in node.get('targets', ()))}]"
+    children = [target_text(c) for c in node.get("targets", ())]
+    if "weights" in node:
+        children = [f"{child}: {weight}" for child, weight in zip(children, node["weights"], strict=True)]
+    return f"{node.get('kind')}[{', '.join(children)}] on [{', '.join(node.get('on', ()))}]"
 
 
 def explain(snap: Snapshot, req: ExplainRequest, store: StateStore | None = None) -> dict[str, Any]:

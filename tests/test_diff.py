@@ -107,3 +107,15 @@ def test_a_broken_dir_is_located(changed: Path, capsys: pytest.CaptureFixture[st
     assert code == 2 and f"{changed / '20-mapping.yaml'}:2:" in out and "error(s)" in err
     code, out, _ = run(capsys, str(changed / "missing"), str(ROUTES))
     assert code == 2 and "config directory not found" in out
+
+
+def test_split_weights_and_fallback_triggers_are_changes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    old, new = copy_routes(tmp_path / "old"), copy_routes(tmp_path / "new")
+    for d, weights, on in ((old, (90, 10), "[429]"), (new, (10, 90), "[5xx, timeout]")):
+        edit(d / "20-mapping.yaml", ("  exact:\n", "  exact:\n"
+             f"    m1: {{split: {{gemini/gemini-2.5-flash: {weights[0]}, openai/gpt-4o: {weights[1]}}}}}\n"
+             f"    m2: {{fallback: [openai/gpt-4o, gemini/gemini-2.5-pro], on: {on}}}\n"))
+    code, out, _ = run(capsys, str(old), str(new), "--exit-code")
+    assert code == 1, out
+    assert "gemini/gemini-2.5-flash: 90, openai/gpt-4o: 10" in out and "gemini/gemini-2.5-flash: 10" in out
+    assert "on [429]" in out and "on [5xx, timeout]" in out
