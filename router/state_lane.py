@@ -88,7 +88,7 @@ class Lane:
         ``socket_connect_timeout``)."""
         if self._closed:
             raise RedisConnectionError("the state backend's connection is closed")
-        if self._opening is None:
+        if self._opening is None or self._opening.done():  # done: a caller that left before it ended
             self._opening = asyncio.get_running_loop().create_task(self._connect())
         opening = self._opening
         try:
