@@ -81,13 +81,17 @@ class UsageSync:
     # --- writing --------------------------------------------------------------------------------
 
     async def flush(self) -> bool:
-        """Send every unsent row, a batch per round trip; False when a send failed (kept for later)."""
+        """Send the unsent rows, a batch per round trip, until a batch is not full (a backlog after an
+        outage goes out at once; rows changed while a send was under way wait for the next sync, so
+        steady traffic costs one round trip a sync); False when a send failed (kept for later)."""
         while True:
             taken = self.ledger.take_unsent(BATCH)
             if not taken:
                 return True
             if not await self._send(taken):
                 return False
+            if len(taken) < BATCH:
+                return True
 
     async def _send(self, taken: list[tuple[str, RowKey, list[int]]]) -> bool:
         self._sending = True

@@ -187,3 +187,37 @@ async def test_a_client_sees_every_gateways_use_of_its_limits(tmp_path: Path, se
     finally:
         for h in gateways:
             await h.close()
+
+
+async def test_steady_traffic_costs_one_round_trip_a_sync(tmp_path: Path, server: RedisServer, client: Redis) -> None:
+    """Rows that change while a send is under way wait for the next sync (they used to be sent at once,
+    round trip after round trip, as long as requests kept coming)."""
+    prefix = "f" + uuid.uuid4().hex[:8]
+    h = await start_gateway(config(tmp_path, "steady", server.port, prefix, sync="1h", lease_ttl="3h"))
+    try:
+        await until(lambda: _up(h))
+        sync = h.gateway.usage.sync
+        assert sync is not None
+        await chat(h)
+        await asyncio.sleep(0.05)
+        sends = 0
+        original = sync._send
+
+        async def counted(taken: Any) -> bool:
+            nonlocal sends
+            sends += 1
+            if sends == 1:  # a request finishes while the send is under way: its row is dirty again
+                await chat(h)
+                await asyncio.sleep(0.05)
+            return await original(taken)
+
+        sync._send = counted  # type: ignore[method-assign]  # counting the round trips of one flush
+        assert await sync.flush() is True and sends == 1
+        fields = await client.hgetall(f"{{{prefix}:usage}}:{day_of(time.time())}")
+        assert int(fields[b"\x1f\x1fgpt-5\x1frequests"]) == 1  # the second request waits for the next sync
+        sync._send = original  # type: ignore[method-assign]
+        assert await sync.flush() is True
+        fields = await client.hgetall(f"{{{prefix}:usage}}:{day_of(time.time())}")
+        assert int(fields[b"\x1f\x1fgpt-5\x1frequests"]) == 2
+    finally:
+        await h.close()
