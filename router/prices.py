@@ -25,6 +25,7 @@ from typing import Any
 from router.canonical import Usage
 from router.config import LoadedConfig
 from router.errors import ConfigError
+from router.model_limits import glob_regex
 
 NANO_PER_USD = 1_000_000_000
 NANO_PER_TOKEN = NANO_PER_USD / 1_000_000  # a price per million tokens, as nano-dollars per token
@@ -97,7 +98,7 @@ def compile_prices(section: dict[str, Any] | None) -> PriceTable:
                             float(p["cached_input"]) if p.get("cached_input") is not None else None)
                 for name, p in (section or {}).items()}
     exact = {name: price for name, price in declared.items() if "*" not in name}
-    patterns = [_Pattern(re.compile(".*".join(map(re.escape, name.split("*"))), re.DOTALL),
+    patterns = [_Pattern(re.compile(glob_regex(name), re.DOTALL),
                          len(name.replace("*", "")), i, price)
                 for i, (name, price) in enumerate(declared.items()) if "*" in name]
     patterns.sort(key=lambda p: (-p.literal, p.order))
