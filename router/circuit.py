@@ -105,15 +105,21 @@ class Breaker:
     requests: int = 0
     failures: int = 0
     reason: str = ""
+    # a provider's: the accounts whose attempts failed in this window (bounded by the pool's size)
+    failed_accounts: set[str] = field(default_factory=set)
 
-    def count(self, failed: bool, now: float, s: CircuitSettings) -> bool:
-        """Count one attempt in a closed circuit; whether it trips."""
+    def count(self, failed: bool, now: float, s: CircuitSettings, account: str | None = None) -> bool:
+        """Count one attempt in a closed circuit (a provider's names the ``account`` that made it);
+        whether it trips."""
         if now - self.window_start >= s.window:
             self.window_start, self.requests, self.failures = now, 0, 0
+            self.failed_accounts.clear()
         self.requests += 1
         if not failed:
             self.consecutive = 0
             return False
+        if account is not None:
+            self.failed_accounts.add(account)
         self.failures += 1
         self.consecutive += 1
         if self.consecutive >= s.consecutive_failures:
@@ -132,6 +138,7 @@ class Breaker:
         self.ejections = kept + 1
         self.state, self.until = OPEN, now + s.ejection(self.ejections)
         self.consecutive, self.requests, self.failures, self.window_start = 0, 0, 0, now
+        self.failed_accounts.clear()
 
     def close(self, now: float) -> None:
         self.state, self.until, self.closed_at, self.consecutive = CLOSED, 0.0, now, 0
@@ -143,8 +150,13 @@ class Breaker:
         self.state, self.until = HALF_OPEN, now + s.probe_timeout
         return True
 
+    def shown(self, now: float) -> str:
+        """The state as operators see it: an opening that has run out is half-open already (the next
+        request for it is the probe), though the breaker turns so only when that request claims it."""
+        return HALF_OPEN if self.state == OPEN and now >= self.until else self.state
+
     def public(self, wall: float, now: float) -> dict[str, Any]:
-        return {"state": self.state, "until": round(wall + self.until - now, 3) if self.state != CLOSED else None,
+        return {"state": self.shown(now), "until": round(wall + self.until - now, 3) if self.state != CLOSED else None,
                 "ejections": self.ejections}
 
 
@@ -201,19 +213,21 @@ def observe(store: StateStore, pool: Pool, acc: Account, failed: bool | None, s:
     b = circuits.accounts.get(key)
     if b is None and failed:
         b = circuits.accounts[key] = Breaker(window_start=now)
-    if b is not None and _settle(b, failed, now, s, lambda: _may_eject(store, pool, now, s)):
+    if b is not None and _settle(b, failed, now, s, lambda: _may_eject(store, pool, now, s), None):
         _transitioned(store, b, acc.provider, acc.id, key, now, s)
         store.state(key).ejected_until = b.until if b.state == OPEN else 0.0
     p = circuits.providers.get(pool.provider)
     if p is None and failed:
         p = circuits.providers[pool.provider] = Breaker(window_start=now)
-    if p is not None and _settle(p, failed, now, s, lambda: True):
+    if p is not None and _settle(p, failed, now, s, lambda: _all_failed(store, pool, p, now), key):
         _transitioned(store, p, pool.provider, "", pool.provider, now, s)
     return p is not None and p.state == OPEN
 
 
-def _settle(b: Breaker, failed: bool | None, now: float, s: CircuitSettings, may_open: Any) -> bool:
-    """Apply one outcome; whether the breaker changed state."""
+def _settle(b: Breaker, failed: bool | None, now: float, s: CircuitSettings, may_open: Any,
+            account: str | None) -> bool:
+    """Apply one outcome (a provider's names the account that made the attempt); whether the breaker
+    changed state."""
     if b.state == HALF_OPEN:
         if failed:
             b.reason = "the probe failed"
@@ -223,7 +237,7 @@ def _settle(b: Breaker, failed: bool | None, now: float, s: CircuitSettings, may
         return True
     if b.state == OPEN or failed is None:
         return False  # an attempt that started before the ejection, or a 429
-    if b.count(failed, now, s) and may_open():
+    if b.count(failed, now, s, account) and may_open():
         b.open(now, s)
         return True
     return False
@@ -233,6 +247,14 @@ def _may_eject(store: StateStore, pool: Pool, now: float, s: CircuitSettings) ->
     """Envoy's rule: the first ejection always, others only while at most ``max_ejected_percent``."""
     ejected = sum(1 for a in pool.accounts if store.state(a.state_key).ejected_until > now)
     return ejected == 0 or (ejected + 1) * 100 <= s.max_ejected_percent * len(pool.accounts)
+
+
+def _all_failed(store: StateStore, pool: Pool, p: Breaker, now: float) -> bool:
+    """A provider's circuit opens only when the failures are not some accounts' alone: every account
+    still in service (not ejected) failed within the window. One failing account of several is its
+    own circuit's business, and the provider keeps serving through the others."""
+    failed = p.failed_accounts
+    return all(a.state_key in failed for a in pool.accounts if store.state(a.state_key).ejected_until <= now)
 
 
 def _transitioned(store: StateStore, b: Breaker, provider: str, account: str, key: str, now: float,
@@ -309,13 +331,14 @@ def state_samples(store: StateStore, pools: Any) -> list[tuple[str, str, int]]:
     """``router_circuit_state`` samples (provider, account id or "" for the provider, 0/1/2) of the
     pools with circuit breaking: config names only, so the labels stay bounded."""
     circuits = store.circuits
+    now = store.clock()
     out: list[tuple[str, str, int]] = []
     for pool in pools:
         if pool.circuit is None:
             continue
         p = circuits.providers.get(pool.provider)
-        out.append((pool.provider, "", STATE_VALUES[p.state] if p else 0))
+        out.append((pool.provider, "", STATE_VALUES[p.shown(now)] if p else 0))
         for acc in pool.accounts:
             b = circuits.accounts.get(acc.state_key)
-            out.append((pool.provider, acc.id, STATE_VALUES[b.state] if b else 0))
+            out.append((pool.provider, acc.id, STATE_VALUES[b.shown(now)] if b else 0))
     return out

@@ -200,6 +200,49 @@ def test_the_provider_opens_when_its_accounts_fail_together_and_an_operator_rese
     assert a.state_key not in store.circuits.accounts and store.state(a.state_key).ejected_until == 0.0
 
 
+def test_the_provider_stays_closed_while_an_account_in_service_has_not_failed() -> None:
+    # least_busy and p2c pick a fast-failing account more often than a busy healthy one: failures in
+    # a row across the failing accounts are theirs, not the provider's
+    store, pool = StateStore(Clock()), pool_of(3, CircuitSettings(consecutive_failures=3, failure_ratio=0.5,
+                                                                  min_requests=4, window=30.0,
+                                                                  max_ejected_percent=100))
+    a, b, healthy = pool.accounts
+    for acc in (a, b, a, b, a, b):
+        assert not observe(store, pool, acc, True, pool.circuit)  # type: ignore[arg-type]  # set above
+    assert "p" in store.circuits.providers and store.circuits.providers["p"].state == CLOSED
+    assert store.circuits.accounts[a.state_key].state == OPEN  # each failing account is ejected instead
+    assert not observe(store, pool, healthy, False, pool.circuit)  # type: ignore[arg-type]
+
+
+def test_the_provider_opens_once_every_account_in_service_failed_in_the_window() -> None:
+    clock = Clock()
+    store, pool = StateStore(clock), pool_of(3, CircuitSettings(consecutive_failures=3, failure_ratio=0,
+                                                                max_ejected_percent=50, window=30.0))
+    a, b, c = pool.accounts
+    settings = pool.circuit
+    assert settings is not None
+    for acc in (a, a, a):  # a is ejected (the first ejection always is)
+        observe(store, pool, acc, True, settings)
+    assert store.circuits.accounts[a.state_key].state == OPEN
+    assert not observe(store, pool, b, True, settings)  # the run goes on, but c has not failed
+    clock.now += 31  # a new window: b's failure is forgotten (and a is back in service)
+    assert not observe(store, pool, c, True, settings)
+    assert store.circuits.providers["p"].failed_accounts == {c.state_key}
+    assert not observe(store, pool, b, True, settings)
+    assert observe(store, pool, a, True, settings)  # a, b and c, all in service, failed: the provider opens
+    assert store.circuits.providers["p"].state == OPEN and store.circuits.providers["p"].failed_accounts == set()
+
+
+def test_an_opening_that_ran_out_shows_as_half_open() -> None:
+    clock = Clock()
+    store, pool = StateStore(clock), pool_of(1)
+    fail(store, pool, pool.accounts[0], 3)
+    b = store.circuits.accounts[pool.accounts[0].state_key]
+    assert b.public(5000.0, clock.now)["state"] == OPEN and b.shown(clock.now) == OPEN
+    clock.now = b.until
+    assert b.public(5000.0, clock.now)["state"] == HALF_OPEN and b.state == OPEN  # no request claimed it yet
+
+
 # --- through a gateway and the simulator -------------------------------------------------------------
 
 
