@@ -230,23 +230,28 @@ def _mapping(mapper: ModelMapper, model: str, out: dict[str, Any]) -> Plan:
 
 
 def mapping_steps(mapper: ModelMapper, model: str, rule: str | None) -> list[dict[str, Any]]:
-    """Each rule in the order the mapper tries them, and why it did or did not decide."""
-    if rule is not None and rule.startswith("exact:"):
-        return [{"rule": "exact", "matched": True, "why": f"'{model}' is in the exact table"}]
-    steps: list[dict[str, Any]] = [{"rule": "exact", "matched": False,
-                                    "why": f"the exact table ({len(mapper.exact)} names) has no '{model}'"}]
-    decided = False
+    """Each rule in the order the mapper tries them, and why it did or did not decide; the rules after
+    the one that decided are listed too, saying whether they would have matched (shadowed) or not."""
+    exact = rule is not None and rule.startswith("exact:")
+    steps: list[dict[str, Any]] = [
+        {"rule": "exact", "matched": True, "why": f"'{model}' is in the exact table"} if exact else
+        {"rule": "exact", "matched": False, "why": f"the exact table ({len(mapper.exact)} names) has no '{model}'"}]
+    decided = exact
     for w in mapper.wildcards:  # in precedence order: most literal characters, then declaration order
+        matches = w.match(model) is not None
         if decided:
-            steps.append({"rule": "wildcard", "pattern": w.pattern, "matched": False,
-                          "why": "not tried: a pattern before it matched"})
+            steps.append({"rule": "wildcard", "pattern": w.pattern, "matched": False, "shadowed": matches,
+                          "why": "not tried: a rule before it decided" + (" (it would match)" if matches else "")})
             continue
         decided = rule == f"wildcard:{w.pattern}"
         steps.append({"rule": "wildcard", "pattern": w.pattern, "matched": decided,
                       "why": "matches" if decided else "does not match"})
-    if not decided:
-        steps.append({"rule": "default", "matched": rule == "default",
-                      "why": "used" if rule == "default" else "no default is set"})
+    if rule == "default":
+        steps.append({"rule": "default", "matched": True, "why": "used"})
+    elif mapper.default is None:
+        steps.append({"rule": "default", "matched": False, "why": "no default is set"})
+    else:
+        steps.append({"rule": "default", "matched": False, "why": "not used: a rule before it decided"})
     return steps
 
 

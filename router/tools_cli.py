@@ -90,6 +90,8 @@ def _mapping_lines(mapping: dict[str, Any] | None) -> list[str]:
         return []
     lines = [f"mapping: model '{mapping['model']}' -> rule {mapping['rule'] or 'none'}"]
     for step in mapping["tried"]:
+        if step.get("shadowed") is False:  # a pattern after the decision that would not match either
+            continue
         what = step["rule"] + (f" {step['pattern']}" if "pattern" in step else "")
         lines.append(f"         {'+' if step['matched'] else '-'} {what}: {step['why']}")
     if "target" in mapping:

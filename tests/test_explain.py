@@ -69,9 +69,31 @@ def test_wildcard_and_why_the_others_did_not_match(capsys: pytest.CaptureFixture
     tried = doc["mapping"]["tried"]
     assert tried[0] == {"rule": "exact", "matched": False, "why": "the exact table (3 names) has no 'claude-sonnet-4'"}
     assert [(s["pattern"], s["matched"]) for s in tried[1:3]] == [("gemini-*", False), ("claude-*", True)]
-    assert all("not tried" in s["why"] for s in tried[3:])
+    assert [s["rule"] for s in tried[3:]] == ["wildcard"] * (len(tried) - 4) + ["default"]
+    assert all(s["why"].startswith("not tried: a rule before it decided") for s in tried[3:-1])
+    assert tried[-1] == {"rule": "default", "matched": False, "why": "not used: a rule before it decided"}
     assert doc["upstream"]["provider"] == "sim-anthropic" and doc["upstream"]["body"]["stream"] is True
     assert doc["upstream"]["headers"]["x-api-key"] == "***"
+
+
+def test_an_exact_hit_lists_the_rules_it_shadows(capsys: pytest.CaptureFixture[str], clean_env: None,
+                                                tmp_path: Path) -> None:
+    config = copy_routes(tmp_path / "routes.d")
+    (config / "20-mapping.yaml").write_text(
+        "model_mapping:\n  exact: {gpt-4o: openai/gpt-4o}\n"
+        "  wildcard: {'gpt-*': gemini/gemini-2.5-flash, 'claude-*': anthropic/claude-x}\n"
+        "  default: gemini/gemini-2.5-pro\n")
+    tried = explained(capsys, str(config), "--model", "gpt-4o")["mapping"]["tried"]
+    assert tried == [
+        {"rule": "exact", "matched": True, "why": "'gpt-4o' is in the exact table"},
+        {"rule": "wildcard", "pattern": "claude-*", "matched": False, "shadowed": False,
+         "why": "not tried: a rule before it decided"},
+        {"rule": "wildcard", "pattern": "gpt-*", "matched": False, "shadowed": True,
+         "why": "not tried: a rule before it decided (it would match)"},
+        {"rule": "default", "matched": False, "why": "not used: a rule before it decided"}]
+    code, out, _ = run(capsys, str(config), "--model", "gpt-4o")
+    assert code == 0 and "- wildcard gpt-*: not tried: a rule before it decided (it would match)\n" in out
+    assert "claude-*" not in out and "- default: not used: a rule before it decided\n" in out
 
 
 def test_default_rule(capsys: pytest.CaptureFixture[str], clean_env: None) -> None:
