@@ -10,7 +10,9 @@ or open again for longer.
 - Opening: ``consecutive_failures`` in a row, or a ``failure_ratio`` of at least ``min_requests``
   attempts in a fixed ``window`` (counted from the first failure: a breaker exists only once something
   failed). An account is ejected only while at most ``max_ejected_percent`` of its pool would be (the
-  first ejection always is, as in Envoy); a provider's circuit has no such bound.
+  first ejection always is, as in Envoy). A provider's circuit has no such bound, but opens only when
+  the failures are not some accounts' alone: every account in service (not ejected) must have had its
+  last attempt in the window fail; one of them answering again keeps the provider closed.
 - Open for ``base_ejection`` × n (n: its ejections in a row, capped at ``max_ejection``); n decays by one
   per ``window`` the circuit stays closed. An ejected account is not picked (it reads as cooling); a
   request for a provider whose circuit is open ends at once with the ``circuit_open`` failure (a 503
@@ -105,7 +107,7 @@ class Breaker:
     requests: int = 0
     failures: int = 0
     reason: str = ""
-    # a provider's: the accounts whose attempts failed in this window (bounded by the pool's size)
+    # a provider's: the accounts whose last attempt in this window failed (bounded by the pool's size)
     failed_accounts: set[str] = field(default_factory=set)
 
     def count(self, failed: bool, now: float, s: CircuitSettings, account: str | None = None) -> bool:
@@ -117,6 +119,8 @@ class Breaker:
         self.requests += 1
         if not failed:
             self.consecutive = 0
+            if account is not None and self.failed_accounts:
+                self.failed_accounts.discard(account)  # it answers again: no longer one of the failing
             return False
         if account is not None:
             self.failed_accounts.add(account)
@@ -251,7 +255,7 @@ def _may_eject(store: StateStore, pool: Pool, now: float, s: CircuitSettings) ->
 
 def _all_failed(store: StateStore, pool: Pool, p: Breaker, now: float) -> bool:
     """A provider's circuit opens only when the failures are not some accounts' alone: every account
-    still in service (not ejected) failed within the window. One failing account of several is its
+    still in service (not ejected) failed on its last attempt within the window. One failing account of several is its
     own circuit's business, and the provider keeps serving through the others."""
     failed = p.failed_accounts
     return all(a.state_key in failed for a in pool.accounts if store.state(a.state_key).ejected_until <= now)
@@ -287,7 +291,8 @@ def adopt(store: StateStore, key: str, provider: str, account: str, until: float
     if account:
         store.state(key).ejected_until = until
     if was != OPEN:
-        _log_transition(provider, account, b, f"for {until - store.clock():.3g}s (opened by another gateway)")
+        _log_transition(provider, account, b, f"by another gateway: held until its probe decides, at most "
+                                              f"{until - store.clock():.3g}s (the ejection and probe_timeout)")
 
 
 def adopt_close(store: StateStore, key: str, provider: str, account: str) -> None:

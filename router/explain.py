@@ -191,7 +191,7 @@ def _find_key(snap: Snapshot, req: ExplainRequest, admin: bool) -> tuple[ApiKey 
         return named, "name"
     presented = presented_key(req.headers, KEY_HEADERS)
     if presented is None:
-        return None, f"an {kind} is required and none was presented"
+        return None, f"{'an' if admin else 'a'} {kind} is required and none was presented"
     found = snap.auth.identify(presented, admin=admin)
     return (found, "presented") if found is not None else (None, f"the presented {kind} is not known")
 

@@ -17,6 +17,7 @@ from router.errors import ConfigError, ConfigErrors
 from router.snapshot import Snapshot
 
 INVALID = 2
+USAGE = 2  # a bad option's value: argparse's exit status
 
 
 def offline_snapshot(directory: Path) -> Snapshot:
@@ -45,16 +46,41 @@ def cmd_explain(args: argparse.Namespace) -> int:
         snap = offline_snapshot(directory)
     except ConfigErrors as e:
         return print_errors(e.errors, directory)
-    body: Any = None
-    if args.body is not None:
-        text = sys.stdin.read() if args.body == "-" else Path(args.body).read_text(encoding="utf-8")
-        body = json.loads(text)
-    headers = dict(h.split(":", 1) for h in args.header or [])
-    req = ExplainRequest(path=args.path, method=args.method, headers={k.strip(): v.strip() for k, v in headers.items()},
+    try:
+        body, headers = _request_parts(args.body, args.header or [])
+    except ValueError as e:
+        print(f"router explain: {e}", file=sys.stderr)
+        return USAGE
+    req = ExplainRequest(path=args.path, method=args.method, headers=headers,
                          body=body, model=args.model, key=args.key, stream=args.stream)
     out = explain(snap, req)
     print(json.dumps(out, indent=2) if args.format == "json" else explain_text(out))
     return 0
+
+
+def _request_parts(body_arg: str | None, header_args: list[str]) -> tuple[Any, dict[str, str]]:
+    """``--body`` (a file, or ``-`` for stdin) as JSON and ``--header 'Name: value'`` lines; a
+    ValueError naming the option that is wrong."""
+    body: Any = None
+    if body_arg is not None:
+        where = "stdin" if body_arg == "-" else body_arg
+        try:
+            text = sys.stdin.read() if body_arg == "-" else Path(body_arg).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ValueError(f"--body {where}: cannot read it ({type(e).__name__}: {e.strerror})") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"--body {where}: cannot read it (not UTF-8)") from None
+        try:
+            body = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--body {where}: not JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    headers: dict[str, str] = {}
+    for line in header_args:
+        name, colon, value = line.partition(":")
+        if not colon or not name.strip():
+            raise ValueError(f"--header {line!r}: expected 'Name: value'")
+        headers[name.strip()] = value.strip()
+    return body, headers
 
 
 def explain_text(out: dict[str, Any]) -> str:

@@ -214,6 +214,22 @@ def test_the_provider_stays_closed_while_an_account_in_service_has_not_failed() 
     assert not observe(store, pool, healthy, False, pool.circuit)  # type: ignore[arg-type]
 
 
+def test_an_account_that_answers_again_is_no_longer_one_of_the_failing() -> None:
+    store, pool = StateStore(Clock()), pool_of(3, CircuitSettings(consecutive_failures=3, failure_ratio=0.5,
+                                                                  min_requests=6, window=30.0,
+                                                                  max_ejected_percent=50))
+    a, b, healthy = pool.accounts
+    settings = pool.circuit
+    assert settings is not None
+    observe(store, pool, healthy, True, settings)  # one blip
+    for _ in range(6):
+        observe(store, pool, healthy, False, settings)
+        for acc in (a, b, a, b):
+            assert not observe(store, pool, acc, True, settings)
+    assert store.circuits.providers["p"].state == CLOSED
+    assert healthy.state_key not in store.circuits.providers["p"].failed_accounts
+
+
 def test_the_provider_opens_once_every_account_in_service_failed_in_the_window() -> None:
     clock = Clock()
     store, pool = StateStore(clock), pool_of(3, CircuitSettings(consecutive_failures=3, failure_ratio=0,
@@ -396,6 +412,35 @@ async def test_an_open_circuit_moves_a_fallback_list_on_without_sending(tmp_path
         status, _, headers = await h.post_json("/v1/chat/completions", body)
         assert status == 200 and headers["X-Mapped-Model"] == "gemini-2.5-flash"
         assert len(await h.sim_requests()) == sent + 1  # the Gemini one only: nothing went to sim-openai
+    finally:
+        await h.close()
+
+
+@pytest.mark.parametrize("strategy", ["least_busy", "p2c", "round_robin"])
+async def test_two_failing_accounts_of_three_never_open_the_provider(tmp_path: Path, strategy: str) -> None:
+    config = copy_routes(tmp_path / "routes.d")
+    (config / "40-retry.yaml").write_text(FAST_RETRY)
+    (config / "45-circuit.yaml").write_text("circuit: {consecutive_failures: 3, failure_ratio: 0.5, min_requests: 6}\n")
+    (config / "46-trio.yaml").write_text(
+        "providers:\n  trio:\n    dialect: openai\n    base_url: builtin:simulator\n    template: openai\n"
+        f"    scheduling: {strategy}\n    accounts:\n"
+        + "".join(f"      - {{email: t{i}@x, api_key: trio-key-{i}}}\n" for i in range(3)))
+    mapping = (config / "20-mapping.yaml").read_text()
+    (config / "20-mapping.yaml").write_text(mapping.replace("  exact:\n", "  exact:\n    trio: trio/gpt-test\n", 1))
+    h = await start_gateway(config)
+    try:
+        for i in (0, 1):
+            await h.faults(f"trio-key-{i}", {"status": 500, "times": -1})
+        body = {**CHAT, "model": "trio"}
+        statuses = [(await h.post_json("/v1/chat/completions", body))[0] for _ in range(30)]
+        admin = await (await h.request("GET", "/admin/accounts")).json()
+        assert admin["providers"]["trio"]["state"] == "closed", admin["providers"]["trio"]
+        assert statuses.count(200) >= 24, statuses  # retries rotate onto the healthy account
+        await h.faults("trio-key-2", {"status": 500, "times": -1})  # now every account in service fails
+        for _ in range(10):
+            await h.post_json("/v1/chat/completions", body)
+        admin = await (await h.request("GET", "/admin/accounts")).json()
+        assert admin["providers"]["trio"]["state"] == "open"
     finally:
         await h.close()
 

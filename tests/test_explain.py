@@ -96,6 +96,20 @@ def test_an_exact_hit_lists_the_rules_it_shadows(capsys: pytest.CaptureFixture[s
     assert "claude-*" not in out and "- default: not used: a rule before it decided\n" in out
 
 
+@pytest.mark.parametrize(("args", "words"), [
+    (["--body", "/nonexistent/body.json"], "--body /nonexistent/body.json: cannot read it"),
+    (["--body", "BODY"], "--body BODY: not JSON"),
+    (["--header", "Authorization"], "--header 'Authorization': expected 'Name: value'"),
+])
+def test_a_bad_option_is_a_clear_message_not_a_traceback(capsys: pytest.CaptureFixture[str], clean_env: None,
+                                                        tmp_path: Path, args: list[str], words: str) -> None:
+    bad = tmp_path / "body.json"
+    bad.write_text("{not json")
+    code, out, err = run(capsys, str(ROUTES), "--model", "gpt-4o", *[str(bad) if a == "BODY" else a for a in args])
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert words.replace("BODY", str(bad)) in err
+
+
 def test_default_rule(capsys: pytest.CaptureFixture[str], clean_env: None) -> None:
     doc = explained(capsys, str(ROUTES), "--model", "my-model")
     assert doc["mapping"]["rule"] == "default"

@@ -132,6 +132,8 @@ TRIGGERS: dict[str, tuple[str, list[tuple[str, dict[str, Any]]], str]] = {
             "429"),
     "5xx": ("go-a", [(GEM_A, {"status": 500, "times": -1}), (GEM_B, {"status": 500, "times": -1})], "500"),
     "503": ("oa", [(OAI, {"status": 503, "times": -1})], "503"),
+    "reset": ("ao-g", [(ANT, {"kind": "reset", "times": -1})], "reset"),
+    "malformed": ("oa", [(OAI, {"kind": "malformed", "times": -1})], "malformed"),
     "timeout": ("slow-first", [(SLOW, {"kind": "slow_first_byte", "delay": 1.5, "times": -1})], "timeout"),
     "connect_error": ("dead-first", [], "connect_error"),
     "context_length_openai": ("oa", [(OAI, {"status": 400, "code": "context_length_exceeded",
