@@ -140,6 +140,7 @@ class Admission:
     shared: bool = False  # rpm and tpm were reserved in the shared state (corrections go there too)
     status: Status | None = None  # the tightest windows once admitted (the headers)
     lease: Callable[[], None] | None = None  # gives back its concurrency lease in the shared state
+    bound: Bound | None = None  # the plan's counters (set by the Limiter that admitted it)
 
 
 class SharedLimits(Protocol):
@@ -157,6 +158,34 @@ class SharedLimits(Protocol):
     def adjust_limits(self, tag: str, cells: Sequence[tuple[str, float, int, int]]) -> None: ...
 
 
+class Counter:
+    """One cell's counters in this process: its GCRA theoretical arrival time (rpm, tpm) or its
+    requests in flight (concurrency). Shared by every plan that holds the cell."""
+
+    __slots__ = ("inflight", "tat")
+
+    def __init__(self) -> None:
+        self.tat = 0.0
+        self.inflight = 0
+
+
+class Bound:
+    """A plan with its cells' counters looked up once: the request path reads attributes of plain
+    tuples, no dict lookups by cell id (``Limiter.bound``)."""
+
+    __slots__ = ("plan", "rates", "slots", "tpm")
+
+    def __init__(self, plan: LimitPlan, counters: dict[str, Counter]) -> None:
+        def counter(cell: Cell) -> Counter:
+            return counters.setdefault(cell.id, Counter())
+
+        self.plan = plan
+        # (counter, seconds per unit, whether rpm, the limit, the cell) per rpm and tpm cell
+        self.rates = tuple((counter(c), c.interval, c.rpm, c.limit, c) for c in plan.rates)
+        self.slots = tuple((counter(c), c.limit, c) for c in plan.concurrent)
+        self.tpm = tuple((counter(c), c.interval) for c in plan.tpm)
+
+
 class Limiter:
     """The per-process counters of every limit; ``clock`` (seconds, monotonic) for tests. ``shared``:
     with ``state.backend: redis``, where rpm and tpm are reserved instead (set by the gateway)."""
@@ -164,8 +193,15 @@ class Limiter:
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
         self.shared: SharedLimits | None = None
-        self._tat: dict[str, float] = {}
-        self._inflight: dict[str, int] = {}
+        self._counters: dict[str, Counter] = {}  # cell id -> its counters
+        self._bound: dict[int, Bound] = {}  # id(plan) -> its counters (the Bound keeps the plan alive)
+
+    def bound(self, plan: LimitPlan) -> Bound:
+        """The plan with its counters, bound on its first request (a snapshot's plans are few)."""
+        b = self._bound.get(id(plan))
+        if b is None:
+            b = self._bound[id(plan)] = Bound(plan, self._counters)
+        return b
 
     def admit(self, plan: LimitPlan, tokens: int) -> Admission:
         """Reserve the request in every cell of ``plan``, all or none; a 429 naming the limit (the one
@@ -180,41 +216,48 @@ class Limiter:
 
     def hold(self, plan: LimitPlan, tokens: int) -> Admission:
         """Take a slot of every concurrency cell, all or none (a 429 when one is full)."""
-        for cell in plan.concurrent:
-            if self._inflight.get(cell.id, 0) >= cell.limit:
-                raise over(cell, 1.0)
-        for cell in plan.concurrent:
-            self._inflight[cell.id] = self._inflight.get(cell.id, 0) + 1
-        return Admission(plan, tokens)
+        b = self._bound.get(id(plan)) or self.bound(plan)
+        slots = b.slots
+        if slots:
+            for counter, limit, cell in slots:
+                if counter.inflight >= limit:
+                    raise over(cell, 1.0)
+            for counter, _, _ in slots:
+                counter.inflight += 1
+        return Admission(plan, tokens, bound=b)
 
     def take(self, plan: LimitPlan, tokens: int) -> Status:
         """Reserve rpm and tpm in process, all or none (a 429 naming the cell that waits longest); the
         tightest windows after it (for the headers). The GCRA step of ``gcra``, inlined: a cell holds
         ``burst * interval`` = PERIOD_S seconds, so the cell that waits longest has the latest TAT.
-        Written for speed (no helper calls, no keyword builtins): it runs on every request of a key
-        with limits."""
+        Written for speed (one pass over the bound counters, no helper calls, no allocation but the
+        answer): it runs on every request of a key with limits."""
+        rates = (self._bound.get(id(plan)) or self.bound(plan)).rates
         now = self.clock()
-        tats = self._tat
-        new: list[float] = []
         latest, worst = now, None
-        for cell in plan.rates:
-            tat = tats.get(cell.id, now)
+        requests: Span | None = None
+        spent: Span | None = None
+        for counter, interval, rpm, limit, cell in rates:  # one pass, committed at once (undone on a 429)
+            tat = counter.tat
             if tat < now:
                 tat = now
-            if cell.rpm:
-                tat += cell.interval
-            else:
-                tat += (tokens if tokens <= cell.limit else cell.limit) * cell.interval if tokens > 1 else cell.interval
-            new.append(tat)
-            if tat > latest:
-                latest, worst = tat, cell
-        if worst is not None and latest - PERIOD_S > now:
+            tat += interval if rpm or tokens <= 1 else (tokens if tokens <= limit else limit) * interval
+            counter.tat = tat
+            used = tat - now
+            if used > PERIOD_S:  # over: it fits again once its TAT is a period away
+                if tat > latest:
+                    latest, worst = tat, cell
+                continue
+            remaining = int((PERIOD_S - used) / interval)  # ``tightest``, inlined; int() floors
+            if rpm:
+                if requests is None or remaining < requests[1]:
+                    requests = (limit, remaining, used)
+            elif spent is None or remaining < spent[1]:
+                spent = (limit, remaining, used)
+        if worst is not None:
+            _undo(rates, tokens)
             raise over(worst, latest - PERIOD_S - now)
-        used: list[float] = []  # each cell's reserved seconds (a comprehension would cost a frame)
-        for cell, tat in zip(plan.rates, new):  # noqa: B905 - one length by construction; strict= costs a keyword call
-            tats[cell.id] = tat
-            used.append(tat - now)
-        return tightest(plan.rates, used)
+        return requests, spent
 
     @staticmethod
     def cost(cell: Cell, tokens: int) -> int:
@@ -227,12 +270,11 @@ class Limiter:
         if admission.released:
             return
         admission.released = True
-        for cell in admission.plan.concurrent:
-            left = self._inflight.get(cell.id, 0) - 1
-            if left > 0:
-                self._inflight[cell.id] = left
-            else:
-                self._inflight.pop(cell.id, None)
+        b = admission.bound
+        if b is not None:
+            for counter, _, _ in b.slots:
+                if counter.inflight > 0:
+                    counter.inflight -= 1
         if admission.lease is not None:
             admission.lease()
 
@@ -245,31 +287,48 @@ class Limiter:
             self.shared.adjust_limits(admission.plan.tag, [(c.id, c.interval, c.limit, delta)
                                                            for c in admission.plan.tpm])
             return
+        b = admission.bound or self.bound(admission.plan)
         now = self.clock()
-        tats = self._tat
-        for cell in admission.plan.tpm:  # the new TAT of ``gcra``, inlined (every response of a tpm limit)
-            tat = tats.get(cell.id, now)
+        for counter, interval in b.tpm:  # the new TAT of ``gcra``, inlined (every response of a tpm limit)
+            tat = counter.tat
             if tat < now:
                 tat = now
-            tat += delta * cell.interval
-            tats[cell.id] = tat if tat > now else now
+            tat += delta * interval
+            counter.tat = tat if tat > now else now
 
     def keep(self, cells: Collection[str]) -> None:
-        """A snapshot went live: forget the rpm/tpm counters of cells it no longer has (a removed key
-        or team, a changed limit) and those at rest (a TAT already past reads the same as none). The
-        in-flight counts of removed cells stay until their requests end: ``release`` never goes below 0."""
+        """A snapshot went live: forget the counters of cells it no longer has (a removed key or team,
+        a changed limit) and the plans bound so far (the new snapshot's bind on their first request,
+        to the same counters for unchanged cells). A removed cell's counter stays while requests hold
+        its slots (a key removed and added back in that time counts them), until a later reload."""
+        self._counters = {cell: c for cell, c in self._counters.items() if cell in cells or c.inflight > 0}
+        self._bound = {}
+
+    def inflight(self) -> dict[str, int]:
+        """Each cell's requests in flight here (tests, admin)."""
+        return {cell: c.inflight for cell, c in self._counters.items() if c.inflight}
+
+    def reserved(self) -> set[str]:
+        """The rpm and tpm cells with time reserved ahead of now (the others read as untouched)."""
         now = self.clock()
-        self._tat = {cell: tat for cell, tat in self._tat.items() if tat > now and cell in cells}
+        return {cell for cell, c in self._counters.items() if c.tat > now}
 
     def status(self, plan: LimitPlan) -> RateStatus:
         """The tightest rpm and tpm windows of ``plan`` now (the fewest remaining), for the headers."""
-        now = self.clock()
-        return rate_status(tightest(plan.rates, [max(0.0, self._tat.get(cell.id, now) - now) for cell in plan.rates]))
+        return rate_status(tightest(plan.rates, [self.pending(cell) for cell in plan.rates]))
 
     def pending(self, cell: Cell) -> float:
         """The cell's theoretical arrival time minus now (seconds of reserved use; tests, headers)."""
         now = self.clock()
-        return max(0.0, self._tat.get(cell.id, now) - now)
+        counter = self._counters.get(cell.id)
+        return max(0.0, counter.tat - now) if counter is not None else 0.0
+
+
+def _undo(rates: tuple[tuple[Counter, float, bool, int, Cell], ...], tokens: int) -> None:
+    """Take back what ``Limiter.take`` added to every cell (a TAT that was in the past comes back as
+    now: the same to GCRA)."""
+    for counter, interval, rpm, limit, _ in rates:
+        counter.tat -= interval if rpm or tokens <= 1 else (tokens if tokens <= limit else limit) * interval
 
 
 def over(cell: Cell, wait: float) -> GatewayError:

@@ -191,7 +191,7 @@ async def test_concurrency_released_when_the_client_goes_away(h: Harness) -> Non
         await first
     for _ in range(50):  # the gateway notices the closed connection
         await asyncio.sleep(0.02)
-        cells = h.runner.dispatcher.engine.limiter._inflight
+        cells = h.runner.dispatcher.engine.limiter.inflight()
         if not cells:
             break
     assert not cells

@@ -80,6 +80,6 @@ async def test_a_concurrency_limit_when_redis_is_unreachable(tmp_path: Path, con
             code, doc, _ = await h.post_json("/v1/chat/completions", {"model": "gpt-5", "messages": [
                 {"role": "user", "content": "hi"}]}, headers={"Authorization": "Bearer sk-k"})
             assert code == status, doc
-        assert not h.runner.dispatcher.engine.limiter._inflight
+        assert not h.runner.dispatcher.engine.limiter.inflight()
     finally:
         await h.close()

@@ -110,11 +110,11 @@ def test_a_new_snapshot_keeps_only_its_cells_and_those_in_use() -> None:
     limiter.admit(rested, 0)
     clock.now += 2  # rested's one request a second is past
     limiter.keep({c.id for c in stays.cells()} | {c.id for c in rested.cells()})
-    assert set(limiter._tat) == {"key:stays:rpm:2"}  # gone's removed, rested's at rest
-    assert limiter._inflight == {"key:gone:concurrency:1": 1}  # in flight until its request ends
+    assert limiter.reserved() == {"key:stays:rpm:2"}  # gone's removed, rested's at rest
+    assert limiter.inflight() == {"key:gone:concurrency:1": 1}  # in flight until its request ends
     limiter.release(held)
     limiter.release(held)
-    assert limiter._inflight == {}  # never below 0
+    assert limiter.inflight() == {}  # never below 0
 
 
 @pytest.fixture
@@ -147,11 +147,11 @@ async def test_through_the_gateway_and_a_reload(h: Harness) -> None:
     assert (await chat(h, A_KEY, "gpt-5-mini"))[0] == 200  # a changed one starts afresh
 
     limiter = h.runner.dispatcher.engine.limiter
-    assert any(cell.startswith("team:crew:") for cell in limiter._tat)
+    assert any(cell.startswith("team:crew:") for cell in limiter.reserved())
     (h.config_dir / "00-server.yaml").write_text(AUTH.replace("crew: {limits: {models: {\"gemini-*\": {rpm: 1}}}}",
                                                               "crew: {}"))
     assert await h.gateway.reload("test"), h.gateway.last_error
-    assert not any(cell.startswith("team:crew:") for cell in limiter._tat)  # the removed limit's counter went
+    assert not any(cell.startswith("team:crew:") for cell in limiter.reserved())  # the removed limit's counter went
     assert (await chat(h, B_KEY, "gemini-2.5-pro"))[0] == 200
 
 
