@@ -39,6 +39,7 @@ from router.redact import redact
 from router.relay import StreamRelay
 from router.snapshot import Provider, Timeouts
 from router.token_estimate import estimate_tokens
+from router.tokens import Tokens
 from router.upstream_request import render_request
 
 log = logging.getLogger("router.engine")
@@ -53,7 +54,7 @@ class Engine:
     def __init__(self, store: StateStore, session: aiohttp.ClientSession,
                  stores: Stores | None = None,
                  ids: IdGenerator | None = None, renders: Executor | None = None, limiter: Limiter | None = None,
-                 budgets: Budgets | None = None):
+                 budgets: Budgets | None = None, tokens: Tokens | None = None):
         self.ids = ids or IdGenerator()
         # where templates with Jinja leaves render (None: the loop's default executor); a pool of its
         # own keeps runaway renders, each bounded by its budget, from delaying DNS lookups and reloads
@@ -67,6 +68,7 @@ class Engine:
         # client keys' and teams' limits: outside the snapshot, kept across reloads (the gateway's)
         self.limiter = limiter if limiter is not None else Limiter()
         self.budgets = budgets if budgets is not None else Budgets()  # their spend: the gateway's too
+        self.tokens = tokens if tokens is not None else Tokens(store)  # token accounts' tokens: the gateway's
 
     # --- the pipeline ---------------------------------------------------------------------------
 
@@ -229,25 +231,57 @@ class Engine:
 
     # --- one attempt: render, send, classify, read --------------------------------------------
 
-    async def _attempt(self, x: Exchange, provider: Provider, account: Account, request: web.BaseRequest
-                       ) -> web.StreamResponse | UpstreamFailure:
+    async def _attempt(self, x: Exchange, provider: Provider, account: Account, request: web.BaseRequest,
+                       renewed: bool = False) -> web.StreamResponse | UpstreamFailure:
         """One attempt with one account (the attempt loop's transport): the client's response, or why
-        the attempt failed while nothing reached the client."""
+        the attempt failed while nothing reached the client. A token account's 401 is tried once more
+        with a new token (``renewed``), on the same account: not a rotation, not a cooldown."""
         req = x.canonical
         assert req is not None
+        view = account.template_view
+        if account.source is not None:  # a token account: its token, from the cache (a refresh when due)
+            got = self.tokens.view(account) or await self.tokens.obtain(account, self.session)
+            if isinstance(got, UpstreamFailure):
+                return got
+            view = got
         ctx = {"request": req, "model": x.upstream_model, "stream": req.stream,
                "client_headers": ClientHeaders(request.headers),
-               "provider": provider.template_view, "account": account.template_view}
+               "provider": provider.template_view, "account": view}
         template = provider.inbound_templates.get(req.inbound, provider.template)
         if template.jinja:  # Jinja leaves: a runaway render (bounded by its budget) must not hold the loop
             up = x.upstream = await asyncio.get_running_loop().run_in_executor(
                 self.renders, render_request, template, ctx, provider.base_url, request.headers)
         else:
             up = x.upstream = render_request(template, ctx, provider.base_url, request.headers)
+        if account.signer is not None:
+            account.signer.sign(up, time.time())
+        secrets_ = (account.api_key,) if view is account.template_view else (account.api_key, view["access_token"])
+        resp = await self._send(x, provider, req.stream, secrets_)
+        if isinstance(resp, UpstreamFailure):
+            return resp
+        async with resp:
+            try:
+                if resp.status >= 400:
+                    body = await read_limited(resp.content, ERROR_BODY_LIMIT) or b""
+                    if resp.status != 401 or account.source is None or renewed:
+                        return provider.codec.parse_failure(resp.status, resp.headers, body, secrets_)
+                    self.tokens.expire(account, view)  # refused: one more try with a new token, below
+                elif req.stream:
+                    return await StreamRelay(self, x, request, self._context(x)).run(provider, resp.content)
+                else:
+                    return await self._json(x, provider, resp)
+            except TimeoutError:
+                return UpstreamFailure("timeout", "upstream timed out")
+        return await self._attempt(x, provider, account, request, renewed=True)
+
+    async def _send(self, x: Exchange, provider: Provider, stream: bool, secrets_: tuple[str, ...]
+                    ) -> aiohttp.ClientResponse | UpstreamFailure:
+        """Send the rendered request: the upstream's response (its body unread), or how sending failed."""
+        up = x.upstream
+        assert up is not None
         json_timeout, stream_timeout = self._client_timeouts(provider.timeouts)
-        secrets_ = (account.api_key,)
         try:
-            if req.stream:  # the first byte has its own limit; chunks are watched by an IdleTimer
+            if stream:  # the first byte has its own limit; chunks are watched by an IdleTimer
                 async with asyncio.timeout(provider.timeouts.first_byte):
                     resp = await self.session.request(up.method, up.url, params=up.params, headers=up.headers,
                                                       data=up.body, timeout=stream_timeout)
@@ -264,18 +298,9 @@ class Engine:
             return UpstreamFailure("reset", redact(f"upstream connection failed: {type(e).__name__}", secrets_))
         if log.isEnabledFor(logging.DEBUG):  # one cached check per attempt; the URL is built only for debug
             log.debug("upstream attempt %d: %s %s -> %d", x.attempt, *x.upstream_target(), resp.status,
-                      extra={"request_id": x.request_id, "provider": provider.name, "account": account.email,
-                             "status": resp.status})
-        async with resp:
-            try:
-                if resp.status >= 400:
-                    body = await read_limited(resp.content, ERROR_BODY_LIMIT) or b""
-                    return provider.codec.parse_failure(resp.status, resp.headers, body, secrets_)
-                if req.stream:
-                    return await StreamRelay(self, x, request, self._context(x)).run(provider, resp.content)
-                return await self._json(x, provider, resp)
-            except TimeoutError:
-                return UpstreamFailure("timeout", "upstream timed out")
+                      extra={"request_id": x.request_id, "provider": provider.name,
+                             "account": x.account.email if x.account else None, "status": resp.status})
+        return resp
 
     def _client_timeouts(self, t: Timeouts) -> tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]:
         """(non-stream, stream) aiohttp timeouts for a provider's settings, built once."""
