@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
+from router.accounts import Account
 from router.sim import SimServer
+from router.upstream_request import UpstreamRequest
 from tests.conftest import Harness
 from tests.token_gateway import CHAT, CLIENT_SECRET, age, gateway, refresh_account, tokens_used, write_config
 
@@ -257,3 +260,30 @@ async def test_no_token_or_secret_reaches_logs_errors_admin_or_metrics(tmp_path:
     texts += [caplog.text, *(repr(r.__dict__) for r in caplog.records)]
     for secret in (CLIENT_SECRET, "rt-good-secret", "rt-bad-secret", "sim-rt-", *issued):
         assert not [t for t in texts if secret in t], secret
+
+
+class _HeaderSigner:
+    """A signer as the AWS SigV4 kind plugs in: it sees the rendered request and adds a header."""
+
+    def __init__(self) -> None:
+        self.signed: list[tuple[str, float]] = []
+
+    def sign(self, request: UpstreamRequest, now: float) -> None:
+        self.signed.append((request.url, now))
+        request.headers["x-goog-api-key"] = f"signed-{len(self.signed)}"
+
+
+async def test_a_signer_signs_each_rendered_request_just_before_it_is_sent(tmp_path: Path, sim: SimServer) -> None:
+    h = await gateway(tmp_path / "c", sim, [{"email": "signed@x", "api_key": "k"}])
+    try:
+        signer = _HeaderSigner()
+        pool = h.gateway.current.providers["gtok"].pool
+        [acc] = pool.accounts
+        pool.accounts = (Account(acc.provider, acc.id, acc.email, acc.api_key, signer=signer),)
+        before = time.time()
+        assert (await _chat(h))[0] == 200
+        assert (await _chat(h))[0] == 200
+    finally:
+        await h.close()
+    assert tokens_used(sim) == ["signed-1", "signed-2"]
+    assert [url.endswith(":generateContent") and now >= before for url, now in signer.signed] == [True, True]
