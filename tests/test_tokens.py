@@ -138,6 +138,8 @@ async def test_invalid_grant_disables_the_account_and_the_next_one_serves(tmp_pa
         metrics = await (await h.request("GET", "/metrics")).text()
         assert 'router_account_credentials_revoked_total{account="alice@example.com",provider="gtok"} 1.0' in metrics
         assert 'router_token_refreshes_total{provider="gtok",result="revoked"} 1.0' in metrics
+        explained = await (await h.request("POST", "/admin/explain", json={"model": "tok-model"})).text()
+        assert '"state":"disabled"' in explained.replace(" ", ""), explained
         warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "disabled" in r.getMessage()]
         assert len(warnings) == 1 and "invalid_grant" in warnings[0].getMessage()
         # a reload that changes alice's credential gives it a new chance
