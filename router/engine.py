@@ -238,12 +238,10 @@ class Engine:
         with a new token (``renewed``), on the same account: not a rotation, not a cooldown."""
         req = x.canonical
         assert req is not None
-        view = account.template_view
-        if account.source is not None:  # a token account: its token, from the cache (a refresh when due)
-            got = self.tokens.view(account) or await self.tokens.obtain(account, self.session)
-            if isinstance(got, UpstreamFailure):
-                return got
-            view = got
+        view = account.template_view if account.source is None else (  # a token account: the cached token
+            self.tokens.view(account) or await self.tokens.obtain(account, self.session))
+        if isinstance(view, UpstreamFailure):  # no token (the token server failed or refused)
+            return view
         ctx = {"request": req, "model": x.upstream_model, "stream": req.stream,
                "client_headers": ClientHeaders(request.headers),
                "provider": provider.template_view, "account": view}
@@ -255,10 +253,20 @@ class Engine:
             up = x.upstream = render_request(template, ctx, provider.base_url, request.headers)
         if account.signer is not None:
             account.signer.sign(up, time.time())
+        json_timeout, stream_timeout = self._client_timeouts(provider.timeouts)
         secrets_ = (account.api_key,) if view is account.template_view else (account.api_key, view["access_token"])
-        resp = await self._send(x, provider, req.stream, secrets_)
-        if isinstance(resp, UpstreamFailure):
-            return resp
+        try:
+            if req.stream:  # the first byte has its own limit; chunks are watched by an IdleTimer
+                async with asyncio.timeout(provider.timeouts.first_byte):
+                    resp = await self.session.request(up.method, up.url, params=up.params, headers=up.headers,
+                                                      data=up.body, timeout=stream_timeout)
+            else:  # sock_read covers the wait for the headers: no timeout context on this path
+                resp = await self.session.request(up.method, up.url, params=up.params, headers=up.headers,
+                                                  data=up.body, timeout=json_timeout)
+        except (TimeoutError, aiohttp.ClientError) as e:
+            return _send_failure(e, secrets_)
+        if log.isEnabledFor(logging.DEBUG):  # one cached check per attempt; the URL is built only for debug
+            _log_sent(x, provider, account, resp.status)
         async with resp:
             try:
                 if resp.status >= 400:
@@ -273,34 +281,6 @@ class Engine:
             except TimeoutError:
                 return UpstreamFailure("timeout", "upstream timed out")
         return await self._attempt(x, provider, account, request, renewed=True)
-
-    async def _send(self, x: Exchange, provider: Provider, stream: bool, secrets_: tuple[str, ...]
-                    ) -> aiohttp.ClientResponse | UpstreamFailure:
-        """Send the rendered request: the upstream's response (its body unread), or how sending failed."""
-        up = x.upstream
-        assert up is not None
-        json_timeout, stream_timeout = self._client_timeouts(provider.timeouts)
-        try:
-            if stream:  # the first byte has its own limit; chunks are watched by an IdleTimer
-                async with asyncio.timeout(provider.timeouts.first_byte):
-                    resp = await self.session.request(up.method, up.url, params=up.params, headers=up.headers,
-                                                      data=up.body, timeout=stream_timeout)
-            else:  # sock_read covers the wait for the headers: no timeout context on this path
-                resp = await self.session.request(up.method, up.url, params=up.params, headers=up.headers,
-                                                  data=up.body, timeout=json_timeout)
-        except aiohttp.ConnectionTimeoutError:
-            return UpstreamFailure("connect_error", "timed out connecting to upstream")
-        except TimeoutError:
-            return UpstreamFailure("timeout", "upstream timed out before its first byte")
-        except aiohttp.ClientConnectorError as e:
-            return UpstreamFailure("connect_error", redact(f"cannot connect to upstream: {e.os_error}", secrets_))
-        except aiohttp.ClientError as e:
-            return UpstreamFailure("reset", redact(f"upstream connection failed: {type(e).__name__}", secrets_))
-        if log.isEnabledFor(logging.DEBUG):  # one cached check per attempt; the URL is built only for debug
-            log.debug("upstream attempt %d: %s %s -> %d", x.attempt, *x.upstream_target(), resp.status,
-                      extra={"request_id": x.request_id, "provider": provider.name,
-                             "account": x.account.email if x.account else None, "status": resp.status})
-        return resp
 
     def _client_timeouts(self, t: Timeouts) -> tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]:
         """(non-stream, stream) aiohttp timeouts for a provider's settings, built once."""
@@ -381,3 +361,20 @@ class Engine:
         if remember is not None and rctx.signed_calls:
             return remember(self.stores, rctx.signed_calls, x.client_key)
         return None
+
+
+def _send_failure(e: TimeoutError | aiohttp.ClientError, secrets_: tuple[str, ...]) -> UpstreamFailure:
+    """How sending an attempt failed (nothing reached the upstream's answer yet)."""
+    if isinstance(e, aiohttp.ConnectionTimeoutError):
+        return UpstreamFailure("connect_error", "timed out connecting to upstream")
+    if isinstance(e, TimeoutError):
+        return UpstreamFailure("timeout", "upstream timed out before its first byte")
+    if isinstance(e, aiohttp.ClientConnectorError):
+        return UpstreamFailure("connect_error", redact(f"cannot connect to upstream: {e.os_error}", secrets_))
+    return UpstreamFailure("reset", redact(f"upstream connection failed: {type(e).__name__}", secrets_))
+
+
+def _log_sent(x: Exchange, provider: Provider, account: Account, status: int) -> None:
+    log.debug("upstream attempt %d: %s %s -> %d", x.attempt, *x.upstream_target(), status,
+              extra={"request_id": x.request_id, "provider": provider.name, "account": account.email,
+                     "status": status})
