@@ -15,7 +15,7 @@ import pytest
 from router.accounts import Account
 from router.sim import SimServer
 from router.upstream_request import UpstreamRequest
-from tests.conftest import Harness
+from tests.conftest import Harness, start_gateway
 from tests.token_gateway import CHAT, CLIENT_SECRET, age, gateway, refresh_account, tokens_used, write_config
 
 
@@ -164,6 +164,21 @@ async def test_a_provider_whose_accounts_are_all_disabled_answers_a_clear_503(tm
         assert status == 503, doc
         message = doc["error"]["message"]  # type: ignore[index]
         assert "'gtok'" in message and "disabled" in message and "Traceback" not in message
+        assert sim.oauth.requests == {"refresh_token": 1}
+    finally:
+        await h.close()
+
+
+async def test_a_fallback_list_moves_on_from_a_provider_whose_accounts_are_all_disabled(tmp_path: Path,
+                                                                                        sim: SimServer) -> None:
+    sim.oauth.revoke_all = True
+    mapping = "model_mapping: {default: [gtok/gemini-2.5-flash, gkey/gemini-2.5-flash]}\n"
+    config = write_config(tmp_path / "c", sim, [refresh_account("alice@example.com", "rt-alice", sim)], "", mapping)
+    h = await start_gateway(config)
+    try:
+        for _ in range(3):
+            status, _, headers = await h.post_json("/v1/chat/completions", CHAT)
+            assert status == 200 and headers["X-Account-Email"] == "keyed@x"
         assert sim.oauth.requests == {"refresh_token": 1}
     finally:
         await h.close()

@@ -20,18 +20,22 @@ def refresh_account(email: str, refresh_token: str, sim: SimServer, **extra: str
                                            "refresh_token": refresh_token, **extra}}
 
 
-def write_config(config: Path, sim: SimServer, accounts: list[dict[str, Any]], state: str = "") -> Path:
+def write_config(config: Path, sim: SimServer, accounts: list[dict[str, Any]], state: str = "",
+                 mapping: str = "model_mapping: {default: gtok/gemini-2.5-flash}\n") -> Path:
     """A config dir: the shipped server, routes and templates, and one provider ``gtok`` (Gemini
-    dialect, the shipped template) whose accounts are ``accounts``, serving every model."""
+    dialect, the shipped template) whose accounts are ``accounts``, serving every model (``mapping``), and
+    ``gkey`` with one static key."""
     import orjson
 
     config.mkdir(parents=True, exist_ok=True)
     for name in ("00-server.yaml", "30-routes.yaml", "50-templates.yaml", "60-headers.yaml"):
         shutil.copy(ROUTES / name, config / name)
     provider = {"gtok": {"dialect": "gemini", "base_url": sim.url, "template": "gemini",
-                         "scheduling": "round_robin", "accounts": accounts}}
+                         "scheduling": "round_robin", "accounts": accounts},
+                "gkey": {"dialect": "gemini", "base_url": sim.url, "template": "gemini",
+                         "accounts": [{"email": "keyed@x", "api_key": "k-fallback"}]}}
     (config / "10-providers.yaml").write_text(orjson.dumps({"providers": provider}).decode())  # JSON is YAML
-    (config / "20-mapping.yaml").write_text("model_mapping: {default: gtok/gemini-2.5-flash}\n")
+    (config / "20-mapping.yaml").write_text(mapping)
     (config / "40-retry.yaml").write_text(FAST_RETRY)
     if state:
         (config / "05-state.yaml").write_text(state)
