@@ -42,6 +42,11 @@ BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0  # seconds before another refresh after a
 WAIT_BOUND = 2 * TOKEN_TIMEOUT + 2.0  # a request's wait for a refresh (with Redis: another process's, then ours)
 
 
+def refresh_margin(token: Token, now: float) -> float:
+    """Seconds before its expiry a token is refreshed: 60, or a tenth of a shorter lifetime."""
+    return min(REFRESH_MARGIN, MARGIN_SHARE * max(token.expires_at - now, 0.0))
+
+
 class SharedFetch(Protocol):
     """How a refresh goes through the shared state (``router.tokens_shared.SharedTokens``)."""
 
@@ -67,7 +72,7 @@ class TokenCell:
         self.stale = ""  # an access token the upstream refused (401): never taken back from the shared state
 
     def use(self, token: Token, now: float) -> None:
-        margin = min(REFRESH_MARGIN, MARGIN_SHARE * max(token.expires_at - now, 0.0))
+        margin = refresh_margin(token, now)
         self.token, self.refresh_at = token, token.expires_at - margin
         self.usable_until = token.expires_at - min(SKEW, margin)
         self.view = {**self.base, "access_token": token.access_token}
@@ -98,7 +103,7 @@ class Tokens:
         """The view with a usable token (starting a refresh when one is due), or the attempt's failure."""
         cell = self._cell(account)
         if cell.usable_until > self.clock() and not cell.revoked:
-            self._start(cell, http, background=True)  # refresh-ahead: this token serves meanwhile
+            self._start(cell, http)  # refresh-ahead: this token serves meanwhile
             return cell.view
         try:
             await self._wait(cell, http)
@@ -137,7 +142,7 @@ class Tokens:
         brought no usable token."""
         if cell.revoked:
             raise CredentialRevoked(cell.revoked)
-        task = self._start(cell, http, background=False)
+        task = self._start(cell, http)
         if task is None:
             raise CredentialUnavailable(f"{cell.error}; next refresh in {cell.retry_at - self.clock():.1f} s")
         try:
@@ -149,7 +154,7 @@ class Tokens:
         if cell.usable_until <= self.clock():
             raise CredentialUnavailable(cell.error or "the token server's token expires too soon")
 
-    def _start(self, cell: TokenCell, http: aiohttp.ClientSession, background: bool) -> asyncio.Task[None] | None:
+    def _start(self, cell: TokenCell, http: aiohttp.ClientSession) -> asyncio.Task[None] | None:
         """The cell's refresh: the one running, or a new one; None while a failure's backoff holds."""
         if cell.flight is not None:
             return cell.flight

@@ -32,6 +32,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from router.credentials import TOKEN_TIMEOUT, Token
+from router.tokens import refresh_margin
 
 if TYPE_CHECKING:
     from router.shared_state import SharedState
@@ -90,9 +91,9 @@ class SharedTokens:
         """Fetch from the token server and share the answer (the token; a rotated refresh token)."""
         token = await cell.source.fetch(http)
         now = self.wall()
-        margin = min(60.0, 0.1 * max(token.expires_at - now, 0.0))
+        refresh_at = token.expires_at - refresh_margin(token, now)  # as the cache would refresh it
         access = orjson.dumps({"fp": cell.fingerprint, "access_token": token.access_token,
-                               "expires_at": token.expires_at, "refresh_at": token.expires_at - margin})
+                               "expires_at": token.expires_at, "refresh_at": refresh_at})
         pipe = self.client.pipeline(transaction=False)
         pipe.set(keys.access, access, px=max(1, int((token.expires_at - now) * 1000)))
         if token.refresh_token:
