@@ -304,3 +304,33 @@ async def test_a_signer_signs_each_rendered_request_just_before_it_is_sent(tmp_p
         await h.close()
     assert tokens_used(sim) == ["signed-1", "signed-2"]
     assert [url.endswith(":generateContent") and now >= before for url, now in signer.signed] == [True, True]
+
+
+async def test_the_fake_token_server_is_configurable_over_http_and_refuses_what_it_should(sim: SimServer) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as s:
+        async with s.post(sim.url + "/_sim/oauth", json={"lifetime": 5, "rotate": True, "fail_next": 1}) as r:
+            assert r.status == 200
+        form = {"grant_type": "refresh_token", "refresh_token": "rt-x", "client_id": "c"}
+        async with s.post(sim.url + "/oauth2/token", data=form) as r:
+            assert r.status == 503  # fail_next
+        async with s.post(sim.url + "/oauth2/token", data=form) as r:
+            answer = await r.json()
+        assert answer["expires_in"] == 5 and answer["refresh_token"].startswith("sim-rt-")
+        async with s.post(sim.url + "/oauth2/token", data=form) as r:  # rt-x was rotated away
+            assert r.status == 400 and (await r.json())["error"] == "invalid_grant"
+        async with s.post(sim.url + "/oauth2/token", data={"grant_type": "password"}) as r:
+            assert (await r.json())["error"] == "unsupported_grant_type"
+        async with s.get(sim.url + "/_sim/oauth") as r:
+            assert (await r.json())["requests"] == {"refresh_token": 3, "password": 1}
+        token = answer["access_token"]
+        body = {"contents": [{"parts": [{"text": "hi"}]}]}
+        url = sim.url + "/v1beta/models/m:generateContent"
+        async with s.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 200
+        sim.oauth.expire_all()
+        async with s.post(url, json=body, headers={"Authorization": f"Bearer {token}"}) as r:
+            assert r.status == 401
+        async with s.post(url, json=body, headers={"Authorization": "Bearer sim-at-unknown"}) as r:
+            assert r.status == 401
