@@ -14,7 +14,7 @@ from tests.conftest import ROUTES, start_gateway
 from tests.test_readme import YAML_BLOCKS
 
 BLOCKS = [b for b in YAML_BLOCKS if "credential:" in b]
-ENV = {"GOOGLE_CLIENT_ID": "cid", "GOOGLE_CLIENT_SECRET": "cs", "AZURE_TENANT_ID": "tenant",
+ENV = {"OPENAI_API_KEY": "sk-readme", "GOOGLE_CLIENT_ID": "cid", "GOOGLE_CLIENT_SECRET": "cs", "AZURE_TENANT_ID": "tenant",
        "AZURE_CLIENT_ID": "app", "AZURE_CLIENT_SECRET": "cs"}
 
 
@@ -24,7 +24,7 @@ def test_the_readme_shows_the_issue_yaml_and_each_oauth2_kind() -> None:
                      client_id: "${GOOGLE_CLIENT_ID}", client_secret: "${GOOGLE_CLIENT_SECRET}",
                      refresh_token: "${file:secrets/alice.refresh}"}'''
     assert any(exact in b for b in BLOCKS)
-    for kind in ("oauth2_refresh_token", "oauth2_client_credentials"):
+    for kind in ("api_key", "oauth2_refresh_token", "oauth2_client_credentials"):
         assert any(f"type: {kind}" in b for b in BLOCKS), kind
 
 
@@ -50,5 +50,6 @@ async def test_a_readme_credential_example_serves_a_request(tmp_path: Path, bloc
         finally:
             await h.close()
         assert status == 200, doc
-        assert sum(sim.oauth.requests.values()) == 1
-        assert [r["key"] for r in sim.requests() if not r["path"].startswith("/oauth2")] == ["sim-at-1"]
+        token_kind = "type: oauth2_" in block
+        assert sum(sim.oauth.requests.values()) == (1 if token_kind else 0)
+        assert [r["key"] for r in sim.requests()] == ["sim-at-1" if token_kind else "sk-readme"]
