@@ -13,11 +13,15 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from router.circuit import Circuits, CircuitSettings, claim_account
 from router.circuit import reset as reset_circuit
+from router.credential_kinds import Credential, compile_credential
 from router.scheduling import STRATEGIES, Strategy, weighted_round_robin
+
+if TYPE_CHECKING:
+    from router.credentials import Signer, TokenSource
 
 WEIGHTS = range(1, 101)  # an account's ``weight``: 1 (the default) to 100, as the schema says
 ERROR_WINDOW = 10.0  # seconds: an attempt outcome's weight in the error rate is e^(-age / this)
@@ -31,6 +35,12 @@ class Account:
     email: str
     api_key: str = field(repr=False)
     weight: int = 1  # its share of the pool's requests (round_robin, least_busy, p2c)
+    # a ``credential:`` beyond a static key (router.credential_kinds): a token source (the engine puts its
+    # token in the template view as ``access_token``, router.tokens) or a signer (signs each rendered request)
+    source: TokenSource | None = field(default=None, repr=False, compare=False)
+    signer: Signer | None = field(default=None, repr=False, compare=False)
+    credential_id: str = field(default="", repr=False)  # the credential's fingerprint: a change is a new one
+    credential_kind: str = ""  # its ``type`` (admin views show it), "" for a plain ``api_key``
     # derived once (a request reads them on every attempt); not part of equality
     state_key: str = field(init=False, repr=False, compare=False)
     _public: dict[str, str] = field(init=False, repr=False, compare=False)
@@ -62,11 +72,14 @@ class AccountState:
     outcomes: float = 0.0
     outcome_at: float = 0.0
     ejected_until: float = 0.0  # its circuit is open (or its probe is out) until then (router.circuit)
+    disabled: str = ""  # why its credential was refused for good (router.tokens): skipped until a reload
 
     def cooling_for(self, model: str, now: float) -> float:
         """Seconds until this account may serve ``model`` again (0 when available). Read for every
         account a strategy weighs: comparisons, not the builtin ``max`` (which costs several times more).
-        An ejected account reads as cooling."""
+        An ejected account reads as cooling; a disabled one as cooling for ever."""
+        if self.disabled:
+            return math.inf
         until = self.cooling_until
         if self.ejected_until > until:
             until = self.ejected_until
@@ -274,8 +287,17 @@ def compile_accounts(provider: str, section: dict[str, Any]) -> tuple[Account, .
             continue
         email = a.get("email") or f"{provider}-{len(out) + 1}"
         weight = a.get("weight", 1)
-        out.append(Account(provider, str(a.get("id") or email), str(email), key or "",
-                           weight if isinstance(weight, int) and weight in WEIGHTS else 1))
+        account = Account(provider, str(a.get("id") or email), str(email), key or "",
+                          weight if isinstance(weight, int) and weight in WEIGHTS else 1)
+        spec = a.get("credential")
+        if spec is not None:
+            credential = _credential(spec)
+            if credential is None:  # a value is empty: left out, as with an empty api_key
+                continue
+            account = Account(provider, account.id, account.email, credential.api_key or account.api_key,
+                              account.weight, credential.source, credential.signer, credential.fingerprint,
+                              credential.kind)
+        out.append(account)
     key_list = section.get("key_list")
     for item in (key_list if isinstance(key_list, str) else "").split(","):
         item = item.strip()
@@ -289,3 +311,14 @@ def compile_accounts(provider: str, section: dict[str, Any]) -> tuple[Account, .
             email, key = f"{provider}-key-{len(out) + 1}", item
         out.append(Account(provider, email.strip(), email.strip(), key.strip()))
     return tuple(out)
+
+
+def _credential(spec: object) -> Credential | None:
+    """An account's compiled ``credential:``; None for an empty value, or data the schema or the
+    kind's own check rejected (``credential_errors`` reports those)."""
+    if not isinstance(spec, dict):
+        return None
+    try:
+        return compile_credential(spec)
+    except (KeyError, TypeError, ValueError):
+        return None

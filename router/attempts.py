@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 
@@ -103,6 +104,9 @@ class AttemptLoop:
         goes out)."""
         if failure is not None:
             return None
+        if wait == math.inf:  # every account left is disabled (its credential refused for good): a fallback moves on
+            raise ProviderFailed("exhausted", "unavailable", f"every account of provider '{provider.name}' is "
+                                 "disabled: its credential was refused (see /admin/accounts)")
         if 0 < wait <= provider.retry.max_wait:
             await asyncio.sleep(wait)
             pick = provider.pool.pick(self.store, model, session, exclude)

@@ -35,6 +35,7 @@ TESTS_DIR = "tests"  # a config dir's test cases (router test): not config, not 
 # ``x.yaml.swp``, ``x.yaml.bak``) and hidden files (``.#x.yaml`` Emacs locks, ConfigMap internals).
 _YAMLISH = re.compile(r"\.ya?ml", re.IGNORECASE)
 PLACEHOLDER_PREFIX = "placeholder-"
+SECRET_FILE_LIMIT = 64 * 1024  # bytes of a ${file:...} value: a key or a service account JSON is a few KiB
 
 Pointer = tuple[str | int, ...]
 
@@ -100,7 +101,7 @@ def resolve_env(text: str, env: Mapping[str, str], base_dir: Path | None = None,
             if not path.is_absolute() and base_dir is not None:
                 path = base_dir / path
             try:
-                return path.read_text().strip()
+                return _read_secret(path)
             except OSError as e:
                 if placeholders:
                     return PLACEHOLDER_PREFIX + "file"
@@ -118,6 +119,19 @@ def resolve_env(text: str, env: Mapping[str, str], base_dir: Path | None = None,
         return value
 
     return _VAR.sub(one, text) if "${" in text else text
+
+
+def _read_secret(path: Path) -> str:
+    """A ``${file:...}`` value: a key, a refresh token, a service account's JSON key; bounded (a path
+    pointing at a log or a device must not fill memory), surrounding whitespace stripped."""
+    with path.open("rb") as f:
+        data = f.read(SECRET_FILE_LIMIT + 1)
+    if len(data) > SECRET_FILE_LIMIT:
+        raise ValueError(f"${{file:{path}}} is larger than {SECRET_FILE_LIMIT} bytes")
+    try:
+        return data.decode().strip()
+    except UnicodeDecodeError:  # its message would quote a byte of the file
+        raise ValueError(f"${{file:{path}}} is not UTF-8 text") from None
 
 
 class _Reader:

@@ -21,13 +21,15 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import aiohttp
 import orjson
 
 from router.bodies import read_limited
-from router.upstream_request import UpstreamRequest
+
+if TYPE_CHECKING:  # a type only: the upstream request imports the snapshot, which imports the accounts
+    from router.upstream_request import UpstreamRequest
 
 TOKEN_ANSWER_LIMIT = 64 * 1024  # bytes of a token endpoint's answer: a token is at most a few KiB
 TOKEN_TIMEOUT = 10.0  # seconds for one token request, connect to last byte
@@ -60,12 +62,14 @@ class Token:
         return self.expires_at - margin > now
 
 
+@runtime_checkable
 class TokenSource(Protocol):
     """One account's way to a short-lived access token."""
 
     async def fetch(self, http: aiohttp.ClientSession) -> Token: ...
 
 
+@runtime_checkable
 class Signer(Protocol):
     """One account's way to sign a finished upstream request (adds or replaces headers)."""
 

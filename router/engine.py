@@ -39,6 +39,7 @@ from router.redact import redact
 from router.relay import StreamRelay
 from router.snapshot import Provider, Timeouts
 from router.token_estimate import estimate_tokens
+from router.tokens import Tokens
 from router.upstream_request import render_request
 
 log = logging.getLogger("router.engine")
@@ -53,7 +54,7 @@ class Engine:
     def __init__(self, store: StateStore, session: aiohttp.ClientSession,
                  stores: Stores | None = None,
                  ids: IdGenerator | None = None, renders: Executor | None = None, limiter: Limiter | None = None,
-                 budgets: Budgets | None = None):
+                 budgets: Budgets | None = None, tokens: Tokens | None = None):
         self.ids = ids or IdGenerator()
         # where templates with Jinja leaves render (None: the loop's default executor); a pool of its
         # own keeps runaway renders, each bounded by its budget, from delaying DNS lookups and reloads
@@ -67,6 +68,7 @@ class Engine:
         # client keys' and teams' limits: outside the snapshot, kept across reloads (the gateway's)
         self.limiter = limiter if limiter is not None else Limiter()
         self.budgets = budgets if budgets is not None else Budgets()  # their spend: the gateway's too
+        self.tokens = tokens if tokens is not None else Tokens(store)  # token accounts' tokens: the gateway's
 
     # --- the pipeline ---------------------------------------------------------------------------
 
@@ -229,23 +231,30 @@ class Engine:
 
     # --- one attempt: render, send, classify, read --------------------------------------------
 
-    async def _attempt(self, x: Exchange, provider: Provider, account: Account, request: web.BaseRequest
-                       ) -> web.StreamResponse | UpstreamFailure:
+    async def _attempt(self, x: Exchange, provider: Provider, account: Account, request: web.BaseRequest,
+                       renewed: bool = False) -> web.StreamResponse | UpstreamFailure:
         """One attempt with one account (the attempt loop's transport): the client's response, or why
-        the attempt failed while nothing reached the client."""
+        the attempt failed while nothing reached the client. A token account's 401 is tried once more
+        with a new token (``renewed``), on the same account: not a rotation, not a cooldown."""
         req = x.canonical
         assert req is not None
+        view = account.template_view if account.source is None else (  # a token account: the cached token
+            self.tokens.view(account) or await self.tokens.obtain(account, self.session))
+        if isinstance(view, UpstreamFailure):  # no token (the token server failed or refused)
+            return view
         ctx = {"request": req, "model": x.upstream_model, "stream": req.stream,
                "client_headers": ClientHeaders(request.headers),
-               "provider": provider.template_view, "account": account.template_view}
+               "provider": provider.template_view, "account": view}
         template = provider.inbound_templates.get(req.inbound, provider.template)
         if template.jinja:  # Jinja leaves: a runaway render (bounded by its budget) must not hold the loop
             up = x.upstream = await asyncio.get_running_loop().run_in_executor(
                 self.renders, render_request, template, ctx, provider.base_url, request.headers)
         else:
             up = x.upstream = render_request(template, ctx, provider.base_url, request.headers)
+        if account.signer is not None:
+            account.signer.sign(up, time.time())
         json_timeout, stream_timeout = self._client_timeouts(provider.timeouts)
-        secrets_ = (account.api_key,)
+        secrets_ = (account.api_key,) if view is account.template_view else (account.api_key, view["access_token"])
         try:
             if req.stream:  # the first byte has its own limit; chunks are watched by an IdleTimer
                 async with asyncio.timeout(provider.timeouts.first_byte):
@@ -254,28 +263,24 @@ class Engine:
             else:  # sock_read covers the wait for the headers: no timeout context on this path
                 resp = await self.session.request(up.method, up.url, params=up.params, headers=up.headers,
                                                   data=up.body, timeout=json_timeout)
-        except aiohttp.ConnectionTimeoutError:
-            return UpstreamFailure("connect_error", "timed out connecting to upstream")
-        except TimeoutError:
-            return UpstreamFailure("timeout", "upstream timed out before its first byte")
-        except aiohttp.ClientConnectorError as e:
-            return UpstreamFailure("connect_error", redact(f"cannot connect to upstream: {e.os_error}", secrets_))
-        except aiohttp.ClientError as e:
-            return UpstreamFailure("reset", redact(f"upstream connection failed: {type(e).__name__}", secrets_))
+        except (TimeoutError, aiohttp.ClientError) as e:
+            return _send_failure(e, secrets_)
         if log.isEnabledFor(logging.DEBUG):  # one cached check per attempt; the URL is built only for debug
-            log.debug("upstream attempt %d: %s %s -> %d", x.attempt, *x.upstream_target(), resp.status,
-                      extra={"request_id": x.request_id, "provider": provider.name, "account": account.email,
-                             "status": resp.status})
+            _log_sent(x, provider, account, resp.status)
         async with resp:
             try:
                 if resp.status >= 400:
                     body = await read_limited(resp.content, ERROR_BODY_LIMIT) or b""
-                    return provider.codec.parse_failure(resp.status, resp.headers, body, secrets_)
-                if req.stream:
+                    if resp.status != 401 or account.source is None or renewed:
+                        return provider.codec.parse_failure(resp.status, resp.headers, body, secrets_)
+                    self.tokens.expire(account, view)  # refused: one more try with a new token, below
+                elif req.stream:
                     return await StreamRelay(self, x, request, self._context(x)).run(provider, resp.content)
-                return await self._json(x, provider, resp)
+                else:
+                    return await self._json(x, provider, resp)
             except TimeoutError:
                 return UpstreamFailure("timeout", "upstream timed out")
+        return await self._attempt(x, provider, account, request, renewed=True)
 
     def _client_timeouts(self, t: Timeouts) -> tuple[aiohttp.ClientTimeout, aiohttp.ClientTimeout]:
         """(non-stream, stream) aiohttp timeouts for a provider's settings, built once."""
@@ -356,3 +361,20 @@ class Engine:
         if remember is not None and rctx.signed_calls:
             return remember(self.stores, rctx.signed_calls, x.client_key)
         return None
+
+
+def _send_failure(e: TimeoutError | aiohttp.ClientError, secrets_: tuple[str, ...]) -> UpstreamFailure:
+    """How sending an attempt failed (nothing reached the upstream's answer yet)."""
+    if isinstance(e, aiohttp.ConnectionTimeoutError):
+        return UpstreamFailure("connect_error", "timed out connecting to upstream")
+    if isinstance(e, TimeoutError):
+        return UpstreamFailure("timeout", "upstream timed out before its first byte")
+    if isinstance(e, aiohttp.ClientConnectorError):
+        return UpstreamFailure("connect_error", redact(f"cannot connect to upstream: {e.os_error}", secrets_))
+    return UpstreamFailure("reset", redact(f"upstream connection failed: {type(e).__name__}", secrets_))
+
+
+def _log_sent(x: Exchange, provider: Provider, account: Account, status: int) -> None:
+    log.debug("upstream attempt %d: %s %s -> %d", x.attempt, *x.upstream_target(), status,
+              extra={"request_id": x.request_id, "provider": provider.name, "account": account.email,
+                     "status": status})

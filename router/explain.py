@@ -294,7 +294,8 @@ def _accounts(provider: Provider, model: str, store: StateStore | None) -> list[
         if store is not None:
             st = store.state(acc.state_key)
             cooling = st.cooling_for(model, store.clock())
-            shown.update({"state": "cooling" if cooling else "ok", "cooling_for": round(cooling, 3),
+            shown.update({"state": "disabled" if st.disabled else "cooling" if cooling else "ok",
+                          "cooling_for": None if st.disabled else round(cooling, 3),  # disabled: for ever
                           "in_flight": st.in_flight, "error_rate": round(st.error_rate(store.clock()), 3)})
             if provider.pool.circuit is not None:
                 shown["circuit"] = account_view(store, acc.state_key, time.time(), store.clock())

@@ -31,6 +31,7 @@ from router.sections import swap_in
 from router.snapshot import BUILTIN_SIMULATOR, SECTIONS, Snapshot, compile_config
 from router.state_settings import StateSettings
 from router.summary import Line, describe
+from router.tokens import Tokens
 from router.usage import UsageLedger
 
 if TYPE_CHECKING:
@@ -86,6 +87,7 @@ class Gateway:
         self.sim_options = sim_options or {}
         self.filters = template_filters()
         self.store = StateStore()
+        self.tokens = Tokens(self.store)  # token accounts' access tokens (router.tokens): kept across reloads
         self.snapshot: Snapshot | None = None
         self.generation = 0
         self.last_reload: ReloadStatus | None = None
@@ -127,6 +129,7 @@ class Gateway:
             raise ConfigErrors(self.last_error.errors)
 
     async def close(self) -> None:
+        await self.tokens.close()  # refreshes still running: they use the session closing below
         await self.usage.close()  # its last rows to the shared state, before that closes
         self.use_state(None)
         await asyncio.gather(*self._closing, return_exceptions=True)
@@ -166,6 +169,7 @@ class Gateway:
             self.generation = generation
             swap_in(SECTIONS, self, snap)  # stores resized, logging re-applied: see snapshot.SECTIONS
             self.limiter.keep(snap.auth.cell_ids())  # removed keys' and teams' counters go, unchanged ones stay
+            self.tokens.keep(a for p in snap.providers.values() for a in p.pool.accounts)  # changed credentials
             if self.shared is not None:
                 await self.shared.ready()  # a new shared state: its first sync (bounded)
             if self.budget_sync is not None:
@@ -183,16 +187,18 @@ class Gateway:
         old = self.shared
         if old is not None and settings == old.settings:
             return
-        self.shared = self.stores.remote = self.limiter.shared = None
+        self.shared = self.stores.remote = self.limiter.shared = self.tokens.shared = None
         old_budgets, self.budget_sync = self.budget_sync, None
         self.budgets.sharing = self.budgets.refuse_down = False  # in process, unless a new sync shares them
         if settings is not None and settings.shared:
             from router.budgets_shared import BudgetSync
             from router.shared_state import SharedState  # redis-py: only with backend redis (an extra)
+            from router.tokens_shared import shared_tokens
 
             self.shared = SharedState(settings, self.store, self._pools)
             self.shared.start(previous=old)  # what the old one had still to write goes to the new one
             self.stores.remote, self.limiter.shared = self.shared, self.shared.limits
+            self.tokens.shared = shared_tokens(self.shared)  # one refresh across gateways, tokens shared
             self.budget_sync = BudgetSync(self.budgets, self.shared, self._budget_cells)
             self.budget_sync.start()
             log.info("state: redis at %s (prefix %s), pools synced every %gs", settings.public()["address"],
@@ -251,8 +257,10 @@ class Gateway:
                 cooling = st.cooling_until > now_mono
                 out.append({
                     **acc.public(), "key": acc.state_key,
-                    "state": "ejected" if st.ejected_until > now_mono else "cooling" if cooling
-                    else ("cooling_some_models" if models else "ok"),
+                    "state": "disabled" if st.disabled else "ejected" if st.ejected_until > now_mono
+                    else "cooling" if cooling else ("cooling_some_models" if models else "ok"),
+                    **({"credential": acc.credential_kind} if acc.credential_kind else {}),
+                    **({"disabled": st.disabled} if st.disabled else {}),  # the refusal's error code, no secret
                     "circuit": account_view(self.store, acc.state_key, now_wall, now_mono),
                     "cooling_until": wall(st.cooling_until) if cooling else None,
                     "cooling_models": models,

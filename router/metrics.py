@@ -54,6 +54,11 @@ class _StateCollector(Collector):
         yield total
         yield busy
         yield from _circuits(gw)
+        yield _counter("router_token_refreshes", "Access token refreshes by provider and result (ok, failed, revoked)",
+                       ["provider", "result"], gw.tokens.refreshes)
+        yield _counter("router_account_credentials_revoked", "Accounts disabled because their token server "
+                       "refused the credential for good (invalid_grant)", ["provider", "account"],
+                       gw.tokens.revocations)
         up = GaugeMetricFamily("router_state_backend_up", "1 while the state backend answers (memory: always)",
                                labels=["backend"])
         shared = gw.shared

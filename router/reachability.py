@@ -90,6 +90,9 @@ def key_sources(loaded: LoadedConfig, name: str, section: dict[str, Any]) -> tup
     accounts = section["accounts"] if isinstance(section.get("accounts"), list) else []
     fields: list[Pointer] = [("accounts", i, "api_key") for i, a in enumerate(accounts)
                              if isinstance(a, dict) and "api_key" in a]
+    fields += [("accounts", i, "credential", k) for i, a in enumerate(accounts)  # its values read from ${...}
+               if isinstance(a, dict) and isinstance(a.get("credential"), dict) for k in a["credential"]
+               if ("providers", name, "accounts", i, "credential", k) in loaded.sources]
     if "key_list" in section:
         fields.append(("key_list",))
     texts = [loaded.sources.get(("providers", name, *p), "") for p in fields]
@@ -110,7 +113,7 @@ def _why(loaded: LoadedConfig, name: str, section: dict[str, Any]) -> str:
     empty, names, files = key_sources(loaded, name, section)
     if not empty:
         return "it lists no accounts"
-    fields = sorted({"api_key" if p[0] == "accounts" else "key_list" for p in empty})
+    fields = sorted({str(p[-1]) if p[0] == "accounts" else "key_list" for p in empty})
     what = " and ".join(fields) + (" is" if len(fields) == 1 else " are") + " empty"
     hint = key_hint(names, files) or "set " + " or ".join(_field(name, p) for p in empty)
     return f"{what}: {hint}"

@@ -82,7 +82,8 @@ class GatewayRunner(web.BaseRunner):
             raise
         assert gateway.session is not None
         self.dispatcher.engine = Engine(gateway.store, gateway.session, gateway.stores,
-                                        self.dispatcher.ids, gateway.renders, gateway.limiter, gateway.budgets)
+                                        self.dispatcher.ids, gateway.renders, gateway.limiter, gateway.budgets,
+                                        gateway.tokens)
         self._tasks.append(asyncio.create_task(_flush_access_log(gateway)))
         if gateway.worker_dir is not None:
             self.dispatcher.metrics.share()  # the other workers' scrapes count this one from the start

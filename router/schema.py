@@ -46,6 +46,7 @@ SECRET_FIELDS = frozenset({"api_keys", "admin_keys", "accounts", "key_list", "ap
 # the fields of an auth key entry that hold no secret: their messages may quote the value
 KEY_PUBLIC_FIELDS = frozenset({"name", "team", "models", "expires", "limits", "budget"})
 ACCOUNT_PUBLIC_FIELDS = frozenset({"weight"})  # likewise in a provider's account entry
+CREDENTIAL_PUBLIC_FIELDS = frozenset({"type", "token_url"})  # and in an account's credential (a kind, a URL)
 
 
 def _may_be_secret(path: Iterable[Any]) -> bool:
@@ -56,6 +57,8 @@ def _may_be_secret(path: Iterable[Any]) -> bool:
     if first is None:
         return False
     public = {"auth": KEY_PUBLIC_FIELDS, "providers": ACCOUNT_PUBLIC_FIELDS}.get(fields[0], frozenset())
+    if fields[first + 1:first + 2] == ["credential"] and len(fields) == first + 3:
+        return fields[first + 2] not in CREDENTIAL_PUBLIC_FIELDS
     return first + 1 >= len(fields) or fields[first + 1] not in public
 
 

@@ -24,6 +24,7 @@ from router.circuit import compile_circuit, provider_circuit
 from router.codecs import UpstreamCodec
 from router.config import LoadedConfig, load_dir
 from router.config_checks import auth_errors, completeness_errors, rejected_by
+from router.credential_kinds import credential_errors
 from router.errors import ConfigError, ConfigErrors
 from router.mapping import ModelMapper, compile_mapping
 from router.prices import PriceTable, compile_prices, prices_references
@@ -276,6 +277,7 @@ def config_errors(loaded: LoadedConfig, env: GuardedEnvironment, bind_host: str 
     server = loaded.data.get("server")
     require = require_keys or (isinstance(server, dict) and server.get("require_keys") is True)
     errors += provider_errors(loaded, require, rejected)
+    errors += credential_errors(loaded, rejected)
     return sorted(set(errors), key=lambda e: (e.file, e.line, e.column, e.message))
 
 

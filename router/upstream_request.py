@@ -66,7 +66,7 @@ def _redacted(text: str, ctx: dict[str, Any], client_headers: Mapping[str, str] 
     """``text`` without the account's key or the key the client presented (templates can read the
     one and index with either: their error messages may quote them)."""
     account = ctx.get("account")
-    secrets = [account.get("api_key") if isinstance(account, dict) else None]
+    secrets = [account.get("api_key"), account.get("access_token")] if isinstance(account, dict) else []
     if client_headers is not None:
         secrets.append(presented_key(client_headers, KEY_HEADERS))
     return redact(text, tuple(s for s in secrets if isinstance(s, str)))

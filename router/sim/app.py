@@ -9,7 +9,7 @@ import orjson
 from aiohttp import web
 
 from router.loops import new_event_loop
-from router.sim import anthropic, gemini, openai
+from router.sim import anthropic, gemini, oauth, openai
 from router.sim.exchange import serve
 from router.sim.faults import Fault, parse_fault
 from router.sim.state import STATE, SimOptions, SimState
@@ -22,6 +22,7 @@ def create_app(*, latency: float = 0.0, chunks: int = 3, chunk_delay: float = 0.
     gemini.add_routes(app)
     openai.add_routes(app)
     anthropic.add_routes(app)
+    oauth.add_routes(app)  # a fake OAuth2 token server: /oauth2/token
     app.router.add_get("/v1/models", _list_models)
     app.router.add_get("/v1/models/{tail:.+}", _get_model)
     app.router.add_post("/_sim/faults", _add_faults)
@@ -111,6 +112,11 @@ class SimServer:
     @property
     def state(self) -> SimState:
         return self.app[STATE]
+
+    @property
+    def oauth(self) -> oauth.OAuthState:
+        """The fake token server's knobs and counts (router.sim.oauth)."""
+        return self.app[oauth.OAUTH]
 
     def add_faults(self, key: str, *faults: dict[str, Any]) -> None:
         """Queue faults (control-endpoint JSON shapes) for requests made with ``key``."""

@@ -17,6 +17,7 @@ import orjson
 from aiohttp import web
 
 from router.sim.faults import Fault
+from router.sim.oauth import refused
 from router.sim.state import STATE, LogEntry, SimOptions
 
 JSON_TYPE = "application/json"
@@ -147,6 +148,8 @@ async def _answer(request: web.Request, endpoint: Endpoint, key: str | None, bod
         await asyncio.sleep(fault.delay)
     if not key:
         return error_response(dialect, dialect.missing_key_status, "API key missing (simulated).")
+    if refused(request.app, key):  # an access token the fake token server issued, expired or unknown
+        return error_response(dialect, 401, "Request had invalid authentication credentials (simulated).")
     if fault is not None and fault.kind == "status":
         message = fault.message or f"Simulated upstream error {fault.status}."
         return error_response(dialect, fault.status, message, fault)

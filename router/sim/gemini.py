@@ -44,7 +44,12 @@ MISSING_SIGNATURE = (
 
 
 def key_of(request: web.Request) -> str | None:
-    return request.headers.get("x-goog-api-key") or request.query.get("key") or None
+    """The API key, or an OAuth access token (``Authorization: Bearer``, as Google accepts too)."""
+    key = request.headers.get("x-goog-api-key") or request.query.get("key")
+    if key:
+        return key
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 def error_body(status: int, message: str, fault: Fault | None) -> dict[str, Any]:
