@@ -255,10 +255,14 @@ def _may_eject(store: StateStore, pool: Pool, now: float, s: CircuitSettings) ->
 
 def _all_failed(store: StateStore, pool: Pool, p: Breaker, now: float) -> bool:
     """A provider's circuit opens only when the failures are not some accounts' alone: every account
-    still in service (not ejected) failed on its last attempt within the window. One failing account of several is its
+    still in service (not ejected, not disabled) failed on its last attempt within the window. One failing account of several is its
     own circuit's business, and the provider keeps serving through the others."""
     failed = p.failed_accounts
-    return all(a.state_key in failed for a in pool.accounts if store.state(a.state_key).ejected_until <= now)
+    for a in pool.accounts:
+        st = store.state(a.state_key)
+        if st.ejected_until <= now and not st.disabled and a.state_key not in failed:
+            return False  # in service and answering
+    return True
 
 
 def _transitioned(store: StateStore, b: Breaker, provider: str, account: str, key: str, now: float,
