@@ -13,11 +13,15 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from router.circuit import Circuits, CircuitSettings, claim_account
 from router.circuit import reset as reset_circuit
+from router.credential_aws import signer_of
 from router.scheduling import STRATEGIES, Strategy, weighted_round_robin
+
+if TYPE_CHECKING:
+    from router.credentials import Signer
 
 WEIGHTS = range(1, 101)  # an account's ``weight``: 1 (the default) to 100, as the schema says
 ERROR_WINDOW = 10.0  # seconds: an attempt outcome's weight in the error rate is e^(-age / this)
@@ -31,6 +35,7 @@ class Account:
     email: str
     api_key: str = field(repr=False)
     weight: int = 1  # its share of the pool's requests (round_robin, least_busy, p2c)
+    signer: Signer | None = field(default=None, repr=False, compare=False)  # signs each request (AWS SigV4)
     # derived once (a request reads them on every attempt); not part of equality
     state_key: str = field(init=False, repr=False, compare=False)
     _public: dict[str, str] = field(init=False, repr=False, compare=False)
@@ -274,8 +279,12 @@ def compile_accounts(provider: str, section: dict[str, Any]) -> tuple[Account, .
             continue
         email = a.get("email") or f"{provider}-{len(out) + 1}"
         weight = a.get("weight", 1)
+        try:
+            signer = signer_of(a.get("credential"))
+        except ValueError:  # the schema reports it
+            continue
         out.append(Account(provider, str(a.get("id") or email), str(email), key or "",
-                           weight if isinstance(weight, int) and weight in WEIGHTS else 1))
+                           weight if isinstance(weight, int) and weight in WEIGHTS else 1, signer))
     key_list = section.get("key_list")
     for item in (key_list if isinstance(key_list, str) else "").split(","):
         item = item.strip()

@@ -244,6 +244,8 @@ class Engine:
                 self.renders, render_request, template, ctx, provider.base_url, request.headers)
         else:
             up = x.upstream = render_request(template, ctx, provider.base_url, request.headers)
+        if account.signer is not None:
+            account.signer.sign(up, time.time())
         json_timeout, stream_timeout = self._client_timeouts(provider.timeouts)
         secrets_ = (account.api_key,)
         try:
