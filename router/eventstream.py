@@ -13,7 +13,9 @@ each message as ``(name, payload)`` the way :class:`router.sse.SSEParser` gives 
 ``name`` is the ``:event-type`` of an event, ``exception:<:exception-type>`` of an exception, and
 ``error:<:error-code>`` of an error (whose payload is then ``{"message": <:error-message>}``). A CRC
 mismatch, a length out of bounds or a stream ending inside a message raises :class:`EventStreamError`
-(a ValueError: the relay's malformed-stream outcome).
+(a ValueError: the relay's malformed-stream outcome); when the same read completed intact messages
+first, those come out followed by a ``MALFORMED`` frame, which the stream decoder refuses (so the
+client gets what arrived intact, then the stream's error).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ PRELUDE = 12  # total length, headers length, prelude CRC
 MIN_MESSAGE = PRELUDE + 4  # no headers, no payload, the message CRC
 EXCEPTION_PREFIX = "exception:"
 ERROR_PREFIX = "error:"
+MALFORMED = "!malformed"  # the frame name of a fault after intact messages of the same read
 
 HeaderValue = bool | int | bytes | str | uuid.UUID
 _U32 = struct.Struct(">I")
@@ -43,7 +46,12 @@ _INTS = {2: struct.Struct(">b"), 3: struct.Struct(">h"), 4: struct.Struct(">i"),
 
 
 class EventStreamError(ValueError):
-    """A malformed event stream: its bytes cannot be trusted beyond this point."""
+    """A malformed event stream: its bytes cannot be trusted beyond this point. ``decoded`` holds the
+    intact messages the same read completed before the fault (they are still the upstream's answer)."""
+
+    def __init__(self, message: str, decoded: list[Message] | None = None) -> None:
+        super().__init__(message)
+        self.decoded: list[Message] = decoded or []
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,26 +68,35 @@ class Message:
 class EventStreamDecoder:
     """Incremental: bytes from any chunk boundaries → complete messages, at most ``limit`` bytes each."""
 
-    __slots__ = ("_buf", "limit")
+    __slots__ = ("_broken", "_buf", "limit")
 
     def __init__(self, limit: int = MAX_MESSAGE) -> None:
         self.limit = min(limit, MAX_MESSAGE)
         self._buf = bytearray()
+        self._broken: str | None = None  # once malformed, always: nothing after a bad byte is trusted
 
     def feed(self, chunk: bytes) -> list[Message]:
+        if self._broken is not None:
+            raise EventStreamError(self._broken)
         buf = self._buf
         buf += chunk
         out: list[Message] = []
-        while len(buf) >= PRELUDE:
-            total, headers_len = _prelude(buf, self.limit)
-            if len(buf) < total:
-                break  # held: at most ``limit`` bytes plus one read, checked before it was buffered
-            out.append(_message(bytes(buf[:total]), headers_len))
-            del buf[:total]
+        try:
+            while len(buf) >= PRELUDE:
+                total, headers_len = _prelude(buf, self.limit)
+                if len(buf) < total:
+                    break  # held: at most ``limit`` bytes plus one read, checked before it was buffered
+                out.append(_message(bytes(buf[:total]), headers_len))
+                del buf[:total]
+        except EventStreamError as e:
+            self._broken, self._buf = str(e), bytearray()
+            raise EventStreamError(str(e), out) from None
         return out
 
     def close(self) -> list[Message]:
         """The stream ended: nothing may be left over."""
+        if self._broken is not None:
+            raise EventStreamError(self._broken)
         if self._buf:
             held, self._buf = len(self._buf), bytearray()
             raise EventStreamError(f"event stream ended inside a message ({held} bytes held)")
@@ -147,7 +164,14 @@ class EventStreamFraming:
         self._decoder = EventStreamDecoder(limit)
 
     def feed(self, chunk: bytes) -> list[tuple[str | None, bytes]]:
-        return [framed(m) for m in self._decoder.feed(chunk)]
+        """The read's messages; when it breaks after intact ones, those and then a :data:`MALFORMED`
+        frame (the stream decoder raises on it, after the intact ones went out to the client)."""
+        try:
+            return [framed(m) for m in self._decoder.feed(chunk)]
+        except EventStreamError as e:
+            if not e.decoded:
+                raise
+            return [*map(framed, e.decoded), (MALFORMED, str(e).encode())]
 
     def close(self) -> list[tuple[str | None, bytes]]:
         return [framed(m) for m in self._decoder.close()]

@@ -116,3 +116,16 @@ def test_every_header_type_decodes() -> None:
     body = prelude + struct.pack(">I", zlib.crc32(prelude)) + bad
     with pytest.raises(es.EventStreamError, match="type 42"):
         es.EventStreamDecoder().feed(body + struct.pack(">I", zlib.crc32(body)))
+
+
+def test_intact_messages_before_a_fault_in_the_same_read_still_come_out() -> None:
+    bad = bytearray(es.event("contentBlockDelta", {"delta": {"text": "b"}}))
+    bad[-1] ^= 0xFF
+    framing = es.EventStreamFraming()
+    out = framing.feed(es.event("contentBlockDelta", {"delta": {"text": "a"}}) + bytes(bad))
+    assert [name for name, _ in out] == ["contentBlockDelta", es.MALFORMED]
+    assert b"CRC" in out[-1][1]
+    with pytest.raises(es.EventStreamError, match="CRC"):  # broken for good: nothing later is trusted
+        framing.feed(es.event("messageStop", {}))
+    with pytest.raises(es.EventStreamError, match="CRC"):
+        framing.close()

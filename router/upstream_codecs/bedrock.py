@@ -21,7 +21,7 @@ import orjson
 
 from router.canonical import Event, Finish, ReasoningDelta, StreamError, TextDelta, ToolCallDelta, ToolCallStart, Usage
 from router.codecs import UpstreamCodec
-from router.eventstream import ERROR_PREFIX, EXCEPTION_PREFIX, EventStreamFraming
+from router.eventstream import ERROR_PREFIX, EXCEPTION_PREFIX, MALFORMED, EventStreamFraming
 from router.failures import CONTEXT_LENGTH, ErrorDetails, error_message
 from router.filters.bedrock import FILTERS
 
@@ -150,6 +150,8 @@ class StreamDecoder:
     def feed(self, event: str | None, data: bytes) -> list[Event]:
         if event is not None and event.startswith((EXCEPTION_PREFIX, ERROR_PREFIX)):
             return [stream_error(event.partition(":")[2], data)]
+        if event == MALFORMED:
+            raise ValueError(data.decode(errors="replace"))
         if event not in ("contentBlockStart", "contentBlockDelta", "messageStop", "metadata"):
             return []  # messageStart, contentBlockStop, unknown future events
         try:

@@ -1,0 +1,189 @@
+"""Every client family through the gateway to the Bedrock fake, which checks each request's SigV4 signature:
+the official SDKs, stream and not, text and tools, usage, and the failures (throttling, refused
+signatures, exceptions and broken frames mid-stream)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from router.sim import sigv4_check as keys
+from tests.conftest import FAST_RETRY, Harness, start_gateway
+from tests.test_matrix import CLIENTS
+
+MODEL = "bedrock-claude"
+UPSTREAM_MODEL = "anthropic.claude-3-5-sonnet-20240620-v1:0"
+PROMPT = "What is the weather in Paris?"
+A, B = keys.TEST_ACCESS_KEY_ID, keys.TEST_SESSION_KEY_ID
+BEDROCK = f"""
+providers:
+  sim-bedrock:
+    dialect: bedrock
+    base_url: builtin:simulator
+    template: bedrock
+    accounts:
+      - email: aws-a@simulator.local
+        credential: {{type: aws_sigv4, access_key_id: {A}, secret_access_key: "{keys.TEST_SECRET_ACCESS_KEY}",
+                     region: us-east-1}}
+      - email: aws-b@simulator.local
+        credential: {{type: aws_sigv4, access_key_id: {B}, secret_access_key: "{keys.TEST_SESSION_SECRET}",
+                     session_token: "{keys.TEST_SESSION_TOKEN}", region: us-west-2}}
+  sim-bedrock-wrong:
+    dialect: bedrock
+    base_url: builtin:simulator
+    template: bedrock
+    accounts:
+      - email: aws-wrong@simulator.local
+        credential: {{type: aws_sigv4, access_key_id: {A}, secret_access_key: not-the-secret, region: us-east-1}}
+model_mapping:
+  exact:
+    {MODEL}: sim-bedrock/{UPSTREAM_MODEL}
+    bedrock-wrong: sim-bedrock-wrong/{UPSTREAM_MODEL}
+"""
+
+
+@pytest.fixture
+async def bgw(config_dir: Path) -> AsyncIterator[Harness]:
+    (config_dir / "40-retry.yaml").write_text(FAST_RETRY)
+    (config_dir / "80-bedrock.yaml").write_text(BEDROCK)
+    h = await start_gateway(config_dir)
+    try:
+        yield h
+    finally:
+        await h.close()
+
+
+def _openai(h: Harness) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=h.url + "/v1", api_key="sk-test", max_retries=0)
+
+
+CELLS = [(c, s, t) for c in CLIENTS for s in (False, True) for t in (False, True)
+         if not (t and c == "openai.completions")]
+
+
+@pytest.mark.parametrize("client,stream,tools", CELLS,
+                         ids=[f"{c}-{'stream' if s else 'json'}-{'tools' if t else 'text'}" for c, s, t in CELLS])
+async def test_cell(bgw: Harness, client: str, stream: bool, tools: bool) -> None:
+    text, name, args = await CLIENTS[client](bgw, MODEL, stream, tools)
+    seen = (await bgw.sim_requests())[-1]
+    assert seen["dialect"] == "bedrock" and seen["status"] == 200
+    assert seen["path"] == f"/model/{UPSTREAM_MODEL}/" + ("converse-stream" if stream else "converse")
+    assert seen["stream"] is stream and seen["key"] in (A, B)
+    if tools:
+        assert name == "get_weather" and isinstance(args, dict) and args.get("city"), (text, name, args)
+        assert seen["body"]["toolConfig"]["toolChoice"] == {"any": {}}
+    else:
+        assert name is None and "weather in Paris" in text, text
+
+
+async def test_both_accounts_sign_a_session_token_too(bgw: Harness) -> None:
+    c = _openai(bgw)
+    for _ in range(4):
+        await c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    await c.close()
+    assert {r["key"] for r in await bgw.sim_requests()} == {A, B}
+
+
+async def test_usage_and_body(bgw: Harness) -> None:
+    c = _openai(bgw)
+    r = await c.chat.completions.create(model=MODEL, max_tokens=50, temperature=0.2, stop=["zzz"],
+                                        messages=[{"role": "system", "content": "be brief"},
+                                                  {"role": "user", "content": "Hello there"}])
+    assert r.usage is not None and r.usage.prompt_tokens > 0 and r.usage.completion_tokens > 0
+    chunks = [ch async for ch in await c.chat.completions.create(
+        model=MODEL, stream=True, stream_options={"include_usage": True},
+        messages=[{"role": "user", "content": "Hello there"}])]
+    await c.close()
+    assert chunks[-1].usage is not None and chunks[-1].usage.total_tokens == r.usage.total_tokens - 2
+    body = (await bgw.sim_requests())[0]["body"]
+    assert body["system"] == [{"text": "be brief"}]
+    assert body["inferenceConfig"] == {"maxTokens": 50, "temperature": 0.2, "stopSequences": ["zzz"]}
+    assert body["messages"] == [{"role": "user", "content": [{"text": "Hello there"}]}]
+
+
+async def test_tool_round_trip_anthropic(bgw: Harness) -> None:
+    c = anthropic.AsyncAnthropic(base_url=bgw.url, api_key="sk", max_retries=0)
+    tools: Any = [{"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    msgs: Any = [{"role": "user", "content": PROMPT}]
+    m = await c.messages.create(model=MODEL, max_tokens=100, messages=msgs, tools=tools)
+    use = next(b for b in m.content if b.type == "tool_use")
+    assert m.stop_reason == "tool_use" and m.usage.input_tokens > 0
+    msgs += [{"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in m.content]},
+             {"role": "user", "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "21C"}]}]
+    m2 = await c.messages.create(model=MODEL, max_tokens=100, messages=msgs, tools=tools)
+    await c.close()
+    assert "Tool said: 21C" in m2.content[0].text  # type: ignore[union-attr]
+    sent = (await bgw.sim_requests())[-1]["body"]["messages"]
+    assert sent[1]["content"][0]["toolUse"]["toolUseId"] == use.id
+    assert sent[2]["content"] == [{"toolResult": {"toolUseId": use.id, "content": [{"text": "21C"}],
+                                                  "status": "success"}}]
+
+
+async def test_throttling_everywhere_reaches_the_client(bgw: Harness) -> None:
+    c = _openai(bgw)
+    for key in (A, B):
+        await bgw.faults(key, {"status": 429, "message": "Too many requests, please wait before trying again."})
+    with pytest.raises(openai.RateLimitError, match="Too many requests"):
+        await c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    await c.close()
+    assert [r["status"] for r in await bgw.sim_requests()] == [429, 429]
+
+
+@pytest.mark.parametrize("status", [429, 503, 500])
+async def test_one_failure_is_retried(bgw: Harness, status: int) -> None:
+    await bgw.faults("*", {"status": status})
+    c = _openai(bgw)
+    r = await c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    await c.close()
+    assert r.choices[0].message.content
+    assert [x["status"] for x in await bgw.sim_requests()] == [status, 200]
+
+
+async def test_a_wrong_signature_is_refused(bgw: Harness) -> None:
+    c = _openai(bgw)
+    with pytest.raises(openai.PermissionDeniedError, match="signature we calculated does not match"):
+        await c.chat.completions.create(model="bedrock-wrong", messages=[{"role": "user", "content": "hi"}])
+    await c.close()
+
+
+async def test_context_length_is_a_400(bgw: Harness) -> None:
+    c = _openai(bgw)
+    for key in (A, B):
+        await bgw.faults(key, {"status": 400, "message": "Input is too long for requested model."})
+    with pytest.raises(openai.BadRequestError, match="too long"):
+        await c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    await c.close()
+
+
+async def test_exception_before_content_is_retried(bgw: Harness) -> None:
+    await bgw.faults("*", {"kind": "exception", "status": 429, "after_chunks": 0})
+    c = _openai(bgw)
+    chunks = [ch async for ch in await c.chat.completions.create(
+        model=MODEL, stream=True, messages=[{"role": "user", "content": "Hello"}])]
+    await c.close()
+    assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices).startswith("Echo: Hello")
+    assert [r["fault"] for r in await bgw.sim_requests()] == ["exception", None]
+
+
+@pytest.mark.parametrize("kind,status,expected", [("exception", 503, "Simulated ServiceUnavailableException"),
+                                                  ("malformed", 0, "malformed")])
+async def test_failure_mid_stream_ends_the_stream_with_an_error(bgw: Harness, kind: str, status: int,
+                                                               expected: str) -> None:
+    fault = {"kind": kind, "after_chunks": 1, **({"status": status} if status else {})}
+    await bgw.faults(A, fault)
+    await bgw.faults(B, fault)
+    c = anthropic.AsyncAnthropic(base_url=bgw.url, api_key="sk", max_retries=0)
+    text = ""
+    with pytest.raises(anthropic.APIStatusError, match=expected):
+        async with c.messages.stream(model=MODEL, max_tokens=100,
+                                     messages=[{"role": "user", "content": "Hello"}]) as s:
+            async for ev in s:
+                if ev.type == "text":
+                    text += ev.text
+    await c.close()
+    assert text.startswith("Echo: Hello")
