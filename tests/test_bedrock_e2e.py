@@ -108,7 +108,8 @@ async def test_usage_and_body(bgw: Harness) -> None:
 
 async def test_tool_round_trip_anthropic(bgw: Harness) -> None:
     c = anthropic.AsyncAnthropic(base_url=bgw.url, api_key="sk", max_retries=0)
-    tools: Any = [{"name": "get_weather", "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}}}]
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    tools: Any = [{"name": "get_weather", "input_schema": schema}]
     msgs: Any = [{"role": "user", "content": PROMPT}]
     m = await c.messages.create(model=MODEL, max_tokens=100, messages=msgs, tools=tools)
     use = next(b for b in m.content if b.type == "tool_use")
