@@ -4,6 +4,8 @@ signatures, exceptions and broken frames mid-stream)."""
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -188,3 +190,61 @@ async def test_failure_mid_stream_ends_the_stream_with_an_error(bgw: Harness, ki
                     text += ev.text
     await c.close()
     assert text.startswith("Echo: Hello")
+
+
+async def test_no_secret_reaches_a_log_an_error_or_an_admin_view(bgw: Harness, caplog: pytest.LogCaptureFixture
+                                                                ) -> None:
+    caplog.set_level(logging.DEBUG)
+    secrets = (keys.TEST_SECRET_ACCESS_KEY, keys.TEST_SESSION_SECRET, keys.TEST_SESSION_TOKEN, "not-the-secret")
+    c = _openai(bgw)
+    await c.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        await c.chat.completions.create(model="bedrock-wrong", messages=[{"role": "user", "content": "hi"}])
+    await c.close()
+    texts = [str(refused.value), caplog.text]
+    for path in ("/admin/config", "/admin/accounts"):
+        async with await bgw.request("GET", path) as r:
+            texts.append(await r.text())
+    broken = BEDROCK.replace("region: us-west-2", "region: Not-A-Region")
+    (bgw.config_dir / "80-bedrock.yaml").write_text(broken)
+    async with await bgw.request("POST", "/admin/reload") as r:
+        texts.append(await r.text())
+        assert r.status != 200 and "region" in texts[-1]
+    assert not [s for s in secrets for t in texts if s in t]
+
+
+async def test_the_readme_section_serves_through_the_fake(config_dir: Path) -> None:
+    """The README's Bedrock YAML, as written, with the fake's test keys in the environment."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = next(b for b in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL)
+                 if b.startswith("# routes.d/80-bedrock.yaml"))
+    (config_dir / "80-bedrock.yaml").write_text(block)
+    env = {"BEDROCK_BASE_URL": "builtin:simulator", "AWS_ACCESS_KEY_ID": B,
+           "AWS_SECRET_ACCESS_KEY": keys.TEST_SESSION_SECRET, "AWS_SESSION_TOKEN": keys.TEST_SESSION_TOKEN}
+    h = await start_gateway(config_dir, env=env)
+    try:
+        text, _, _ = await CLIENTS["anthropic.messages"](h, "claude-bedrock", True, False)
+        assert "weather in Paris" in text
+        seen = (await h.sim_requests())[-1]
+        assert (seen["key"], seen["status"]) == (B, 200)
+        assert seen["path"] == "/model/anthropic.claude-3-5-sonnet-20240620-v1:0/converse-stream"
+    finally:
+        await h.close()
+
+
+def test_the_shipped_example_is_the_readme_one_commented_out() -> None:
+    """The shipped config carries the Bedrock provider commented out (the default stays offline), and
+    uncommented it is the README's provider."""
+    from ruamel.yaml import YAML
+
+    root = Path(__file__).resolve().parent.parent
+    shipped = (root / "router" / "routes.d" / "10-providers.yaml").read_text()
+    lines = shipped[shipped.index("  # bedrock:"):].splitlines()
+    block = "\n".join(line.replace("# ", "", 1) for line in lines if line.startswith("  #   ") or
+                      line == "  # bedrock:")
+    provider = YAML(typ="safe").load("providers:\n" + block)["providers"]
+    readme = (root / "README.md").read_text()
+    readme_block = next(b for b in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL)
+                        if b.startswith("# routes.d/80-bedrock.yaml"))
+    assert provider == YAML(typ="safe").load(readme_block)["providers"]
+    assert "bedrock" not in YAML(typ="safe").load(shipped)["providers"]
