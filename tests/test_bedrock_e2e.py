@@ -205,6 +205,9 @@ async def test_no_secret_reaches_a_log_an_error_or_an_admin_view(bgw: Harness, c
     for path in ("/admin/config", "/admin/accounts"):
         async with await bgw.request("GET", path) as r:
             texts.append(await r.text())
+    async with await bgw.request("POST", "/admin/explain", json={"model": MODEL}) as r:
+        texts.append(await r.text())
+        assert r.status == 200 and "sim-bedrock" in texts[-1], texts[-1]
     for broken, field in ((BEDROCK.replace("region: us-west-2", "region: Not-A-Region"), "region"),
                           (BEDROCK.replace(keys.TEST_SESSION_SECRET, keys.TEST_SESSION_SECRET + " x"),
                            "secret_access_key")):
