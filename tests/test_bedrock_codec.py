@@ -144,7 +144,7 @@ def test_messages_filter() -> None:
             {"reasoningContent": {"reasoningText": {"text": "t", "signature": "s"}}}, {"text": "calling"},
             {"toolUse": {"toolUseId": "c1", "name": "f", "input": {"a": 1}}}]},
         {"role": "user", "content": [
-            {"toolResult": {"toolUseId": "c1", "content": [{"text": "ok"}], "status": "success"}},
+            {"toolResult": {"toolUseId": "c1", "content": [{"text": "ok"}]}},
             {"toolResult": {"toolUseId": "c2", "content": [{"text": " "}], "status": "error"}},
             {"text": "and?"}]}]
 

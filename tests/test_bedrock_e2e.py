@@ -123,8 +123,7 @@ async def test_tool_round_trip_anthropic(bgw: Harness) -> None:
     assert "Tool said: 21C" in m2.content[0].text  # type: ignore[union-attr]
     sent = (await bgw.sim_requests())[-1]["body"]["messages"]
     assert sent[1]["content"][0]["toolUse"]["toolUseId"] == use.id
-    assert sent[2]["content"] == [{"toolResult": {"toolUseId": use.id, "content": [{"text": "21C"}],
-                                                  "status": "success"}}]
+    assert sent[2]["content"] == [{"toolResult": {"toolUseId": use.id, "content": [{"text": "21C"}]}}]
 
 
 async def test_throttling_everywhere_reaches_the_client(bgw: Harness) -> None:

@@ -60,9 +60,11 @@ def _block(part: dict[str, Any]) -> dict[str, Any] | None:
                             "input": _tool_input(part.get("arguments"))}}
     if kind == "tool_result":
         content = part.get("content")
-        return {"toolResult": {"toolUseId": part.get("tool_call_id") or "",
-                               "content": [{"text": content if isinstance(content, str) and content else " "}],
-                               "status": "error" if part.get("is_error") else "success"}}
+        result = {"toolUseId": part.get("tool_call_id") or "",
+                  "content": [{"text": content if isinstance(content, str) and content else " "}]}
+        if part.get("is_error"):  # only Claude models take ``status``: sent only when it matters
+            result["status"] = "error"
+        return {"toolResult": result}
     if kind == "thinking":
         signature = part.get("signature")
         if not isinstance(signature, str) or not signature or part.get("redacted"):

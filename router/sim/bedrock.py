@@ -21,7 +21,7 @@ from router.sim.replies import Ask, Reply, ToolMode, ToolSpec, plan, split_text
 from router.sim.sigv4_check import access_key_of, check
 
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool": "tool_use", "stop_sequence": "stop_sequence"}
-# HTTP status -> (the exception type AWS answers with, its lower-camel name in a stream)
+# HTTP status -> the exception type AWS answers with (a stream names it in lower camel case)
 EXCEPTIONS = {400: "ValidationException", 403: "AccessDeniedException", 404: "ResourceNotFoundException",
               408: "ModelTimeoutException", 424: "ModelErrorException", 429: "ThrottlingException",
               500: "InternalServerException", 503: "ServiceUnavailableException"}
