@@ -241,3 +241,20 @@ def test_the_fake_checks_signatures() -> None:
     for exception, refusals in cases.items():
         assert [r.exception if r else None for r in refusals] == [exception] * len(refusals)
 
+
+
+def test_claude_models_get_thinking_and_top_k_the_anthropic_way() -> None:
+    claude = "us.anthropic.claude-sonnet-4-20250514-v1:0"
+    thinking = CanonicalRequest(model="m", messages=[], max_tokens=100, temperature=0.5, top_p=0.5, top_k=5,
+                                reasoning={"effort": "low"})
+    assert f.bedrock_additional_fields(thinking, claude) == {"thinking": {"type": "enabled", "budget_tokens": 1024}}
+    assert f.bedrock_inference_config(thinking, claude) == {"maxTokens": 1124, "topP": 0.95}
+    plain = CanonicalRequest(model="m", messages=[], temperature=0.5, top_k=5)
+    assert f.bedrock_additional_fields(plain, claude) == {"top_k": 5}
+    assert f.bedrock_inference_config(plain, claude) == {"temperature": 0.5}
+    forced = CanonicalRequest(model="m", messages=[], reasoning={"effort": "high"}, tool_choice="required",
+                              tools=[{"name": "f"}])
+    assert f.bedrock_additional_fields(forced, claude) is None  # Anthropic refuses thinking with a forced tool
+    for model in ("amazon.nova-pro-v1:0", "meta.llama3-70b-instruct-v1:0", None):
+        assert f.bedrock_additional_fields(thinking, model) is None
+        assert f.bedrock_inference_config(thinking, model) == {"maxTokens": 100, "temperature": 0.5, "topP": 0.5}

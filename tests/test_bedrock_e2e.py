@@ -252,3 +252,23 @@ def test_the_shipped_example_is_the_readme_one_commented_out() -> None:
                         if b.startswith("# routes.d/80-bedrock.yaml"))
     assert provider == YAML(typ="safe").load(readme_block)["providers"]
     assert "bedrock" not in YAML(typ="safe").load(shipped)["providers"]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_thinking_reaches_a_claude_model_and_comes_back_signed(bgw: Harness, stream: bool) -> None:
+    c = anthropic.AsyncAnthropic(base_url=bgw.url, api_key="sk", max_retries=0)
+    kw: Any = {"model": MODEL, "max_tokens": 2000, "thinking": {"type": "enabled", "budget_tokens": 1024},
+               "messages": [{"role": "user", "content": "Hello"}]}
+    if stream:
+        async with c.messages.stream(**kw) as s:
+            m = await s.get_final_message()
+    else:
+        m = await c.messages.create(**kw)
+    await c.close()
+    thought = m.content[0]
+    assert thought.type == "thinking" and thought.thinking.startswith("Thinking about: Hello")
+    assert thought.signature == "c2ltLWJlZHJvY2stc2lnbmF0dXJl"
+    assert m.content[1].type == "text" and m.content[1].text.startswith("Echo: Hello")
+    body = (await bgw.sim_requests())[-1]["body"]
+    assert body["additionalModelRequestFields"] == {"thinking": {"type": "enabled", "budget_tokens": 1024}}
+    assert body["inferenceConfig"] == {"maxTokens": 2000}

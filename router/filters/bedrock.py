@@ -4,8 +4,9 @@ Used from request templates, e.g.::
 
     messages: "{{ request.messages | bedrock_messages }}"
     system: "{{ request.system | bedrock_system }}"
-    inferenceConfig: "{{ request | bedrock_inference_config }}"
+    inferenceConfig: "{{ request | bedrock_inference_config(model) }}"
     toolConfig: "{{ request | bedrock_tool_config }}"
+    additionalModelRequestFields: "{{ request | bedrock_additional_fields(model) }}"
 
 Every filter returns None for "nothing to send" so the template prunes the field. Decisions:
 
@@ -14,6 +15,10 @@ Every filter returns None for "nothing to send" so the template prunes the field
 * Thinking parts go back as ``reasoningContent`` only with their signature (like Anthropic's).
 * Converse has no ``tool_choice: none``: the tools are still sent (a conversation with tool calls needs
   them) with the model left to choose.
+* Reasoning and ``top_k`` reach Anthropic Claude models (an id with ``anthropic.``, inference profiles
+  such as ``us.anthropic....`` included) through ``additionalModelRequestFields`` the way the
+  Anthropic API takes them (``thinking``, ``top_k``), with Anthropic's rules: with thinking on,
+  ``maxTokens`` exceeds the budget, no temperature, ``topP`` at least 0.95, no ``top_k``.
 """
 
 from __future__ import annotations
@@ -21,7 +26,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from router.filters.anthropic import _DATA_URL, _field, _number, _parts, _tool_input
+from router.filters.anthropic import (
+    _DATA_URL,
+    _field,
+    _number,
+    _parts,
+    _tool_input,
+    anthropic_max_tokens,
+    anthropic_temperature,
+    anthropic_thinking,
+    anthropic_top_k,
+    anthropic_top_p,
+)
 
 IMAGE_FORMATS = ("png", "jpeg", "gif", "webp")
 _ROLE_BLOCKS = {"user": ("text", "image", "toolResult"), "assistant": ("text", "toolUse", "reasoningContent")}
@@ -93,22 +109,48 @@ def bedrock_system(system: str | None) -> list[dict[str, str]] | None:
     return [{"text": system}] if isinstance(system, str) and system else None
 
 
-def bedrock_inference_config(request: Any) -> dict[str, Any] | None:
-    """``{maxTokens, temperature, topP, stopSequences}`` from the request (None when none is set)."""
+def _claude(model: Any) -> bool:
+    return isinstance(model, str) and "anthropic." in model
+
+
+def _thinking(request: Any, model: Any) -> dict[str, Any] | None:
+    if not _claude(model):
+        return None
+    return anthropic_thinking(_field(request, "reasoning"), _field(request, "tool_choice"))
+
+
+def bedrock_inference_config(request: Any, model: Any = None) -> dict[str, Any] | None:
+    """``{maxTokens, temperature, topP, stopSequences}`` from the request (None when none is set); for a
+    Claude model with thinking on, Anthropic's rules apply (see the module doc)."""
     config: dict[str, Any] = {}
-    max_tokens = _field(request, "max_tokens")
+    thinking = _thinking(request, model) is not None
+    max_tokens = anthropic_max_tokens(request) if thinking else _field(request, "max_tokens")
     if isinstance(max_tokens, int) and not isinstance(max_tokens, bool) and max_tokens > 0:
         config["maxTokens"] = max_tokens
-    temperature = _number(_field(request, "temperature"))
-    if temperature is not None:
+    temperature = anthropic_temperature(request) if _claude(model) else _number(_field(request, "temperature"))
+    if temperature is not None and not thinking:
         config["temperature"] = min(1.0, max(0.0, temperature))
-    top_p = _number(_field(request, "top_p"))
+    top_p = anthropic_top_p(request) if thinking else _number(_field(request, "top_p"))
     if top_p is not None:
         config["topP"] = min(1.0, max(0.0, top_p))
     stop = _field(request, "stop")
     if isinstance(stop, list) and stop:
         config["stopSequences"] = [s for s in stop if isinstance(s, str)]
     return config or None
+
+
+def bedrock_additional_fields(request: Any, model: Any = None) -> dict[str, Any] | None:
+    """``additionalModelRequestFields`` for a Claude model: ``thinking`` and ``top_k`` (None otherwise)."""
+    if not _claude(model):
+        return None
+    fields: dict[str, Any] = {}
+    thinking = _thinking(request, model)
+    if thinking is not None:
+        fields["thinking"] = thinking
+    top_k = anthropic_top_k(request)
+    if top_k is not None and thinking is None:
+        fields["top_k"] = top_k
+    return fields or None
 
 
 def bedrock_tool_config(request: Any) -> dict[str, Any] | None:
@@ -145,4 +187,5 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "bedrock_system": bedrock_system,
     "bedrock_inference_config": bedrock_inference_config,
     "bedrock_tool_config": bedrock_tool_config,
+    "bedrock_additional_fields": bedrock_additional_fields,
 }

@@ -20,6 +20,7 @@ from router.sim.faults import Fault
 from router.sim.replies import Ask, Reply, ToolMode, ToolSpec, plan, split_text
 from router.sim.sigv4_check import access_key_of, check
 
+SIGNATURE = "c2ltLWJlZHJvY2stc2lnbmF0dXJl"  # the reasoning signature the fake hands out
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool": "tool_use", "stop_sequence": "stop_sequence"}
 # HTTP status -> the exception type AWS answers with (a stream names it in lower camel case)
 EXCEPTIONS = {400: "ValidationException", 403: "AccessDeniedException", 404: "ResourceNotFoundException",
@@ -78,10 +79,12 @@ def _ask(body: dict[str, Any]) -> Ask:
     mode, forced = _tool_choice(tool_config.get("toolChoice"))
     prompt = _texts(body.get("system")) + [t for m in messages for t in _texts(m.get("content"))]
     max_tokens = config.get("maxTokens")
+    thinking = _object(_object(body.get("additionalModelRequestFields")).get("thinking"))
     return Ask(user_text=next((" ".join(t) for t in (_texts(m.get("content")) for m in reversed(users)) if t), ""),
                prompt_text=" ".join(prompt), tools=_tools(tool_config), tool_mode=mode, forced_name=forced,
                tool_result=_result_text(messages[-1]),
                max_tokens=max_tokens if isinstance(max_tokens, int) else None,
+               thoughts=thinking.get("type") in ("enabled", "adaptive"),
                stop=tuple(s for s in config.get("stopSequences") or [] if isinstance(s, str)))
 
 
@@ -112,16 +115,19 @@ def _tool_choice(choice: Any) -> tuple[ToolMode, str | None]:
 # --- Reply -> wire --------------------------------------------------------------------------
 
 def _usage(reply: Reply) -> dict[str, int]:
-    return {"inputTokens": reply.prompt_tokens, "outputTokens": reply.output_tokens,
-            "totalTokens": reply.prompt_tokens + reply.output_tokens, "cacheReadInputTokens": 0,
-            "cacheWriteInputTokens": 0}
+    output = reply.output_tokens + reply.thought_tokens
+    return {"inputTokens": reply.prompt_tokens, "outputTokens": output, "totalTokens": reply.prompt_tokens + output,
+            "cacheReadInputTokens": 0, "cacheWriteInputTokens": 0}
 
 
 def _content(reply: Reply) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    if reply.thought is not None:
+        blocks.append({"reasoningContent": {"reasoningText": {"text": reply.thought, "signature": SIGNATURE}}})
     if reply.tool is not None:
-        return [{"toolUse": {"toolUseId": f"tooluse_{reply.tool.id_suffix}", "name": reply.tool.name,
-                             "input": reply.tool.args}}]
-    return [{"text": reply.text}]
+        return blocks + [{"toolUse": {"toolUseId": f"tooluse_{reply.tool.id_suffix}", "name": reply.tool.name,
+                                      "input": reply.tool.args}}]
+    return blocks + [{"text": reply.text}]
 
 
 def _answer(reply: Reply) -> dict[str, Any]:
@@ -131,17 +137,22 @@ def _answer(reply: Reply) -> dict[str, Any]:
 
 def _frames(reply: Reply, chunks: int) -> list[Frame]:
     frames = [Frame(eventstream.event("messageStart", {"role": "assistant"}))]
+    deltas: list[dict[str, Any]]
     for index, block in enumerate(_content(reply)):
-        use = block.get("toolUse")
-        if use is not None:
+        use, reasoning = block.get("toolUse"), block.get("reasoningContent")
+        if reasoning is not None:
+            text = reasoning["reasoningText"]
+            deltas = [{"reasoningContent": {"text": p}} for p in split_text(text["text"], chunks)]
+            deltas.append({"reasoningContent": {"signature": text["signature"]}})
+        elif use is not None:
             start = {"toolUse": {"toolUseId": use["toolUseId"], "name": use["name"]}}
             frames.append(Frame(eventstream.event("contentBlockStart", {"contentBlockIndex": index, "start": start})))
             arguments = orjson.dumps(use["input"]).decode()
-            deltas: list[dict[str, Any]] = [{"toolUse": {"input": p}} for p in split_text(arguments, chunks)]
+            deltas = [{"toolUse": {"input": p}} for p in split_text(arguments, chunks)]
         else:
             deltas = [{"text": p} for p in split_text(block["text"], chunks)]
-        frames += [Frame(eventstream.event("contentBlockDelta", {"contentBlockIndex": index, "delta": d}), True)
-                   for d in deltas]
+        frames += [Frame(eventstream.event("contentBlockDelta", {"contentBlockIndex": index, "delta": d}),
+                         "signature" not in d.get("reasoningContent", {})) for d in deltas]
         frames.append(Frame(eventstream.event("contentBlockStop", {"contentBlockIndex": index})))
     frames.append(Frame(eventstream.event("messageStop", {"stopReason": STOP_REASONS[reply.finish]})))
     return frames + [Frame(eventstream.event("metadata", {"usage": _usage(reply), "metrics": {"latencyMs": 1}}))]
