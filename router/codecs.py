@@ -25,6 +25,7 @@ from router.canonical import CanonicalRequest, Event, ResponseContext, StreamErr
 from router.errors import GatewayError
 from router.failures import ErrorReader, UpstreamFailure
 from router.limit_headers import Status, openai_headers
+from router.sse import SSEParser
 
 if TYPE_CHECKING:
     from router.blobs import SharedBlobs
@@ -48,6 +49,16 @@ class StreamEncoder(Protocol):
 
     def error(self, err: StreamError) -> bytes:
         """The family's mid-stream error form; also terminal."""
+
+
+class Framing(Protocol):
+    """Per attempt: an upstream stream's bytes as they arrive → (event name, data) pairs (SSE's, or AWS's
+    binary event stream); raises ValueError when the bytes cannot be framed."""
+
+    def feed(self, chunk: bytes) -> list[tuple[str | None, bytes]]: ...
+
+    def close(self) -> list[tuple[str | None, bytes]]:
+        """What the end of the stream completes."""
 
 
 class StreamDecoder(Protocol):
@@ -156,6 +167,8 @@ class UpstreamCodec:
     filters: Mapping[str, Callable[..., Any]] = field(default_factory=dict)  # its template filters
     # parsed JSON error body (None when not JSON) → message, retry hint, quota scope
     error_details: ErrorReader = field(kw_only=True)
+    # (the largest event in bytes) → the stream's framing: SSE unless the format says otherwise
+    framing: Callable[[int], Framing] = field(default=SSEParser, kw_only=True)
 
     def parse_failure(self, status: int, headers: Mapping[str, str], body: bytes, secrets: tuple[str, ...] = ()
                       ) -> UpstreamFailure:

@@ -27,6 +27,7 @@ from router.codecs import ClientCodec, Family, UpstreamCodec
 from router.endpoints import Endpoint, Params, Services
 from router.key_usage import key_usage
 from router.upstream_codecs import anthropic as anthropic_upstream
+from router.upstream_codecs import bedrock as bedrock_upstream
 from router.upstream_codecs import gemini as gemini_upstream
 from router.upstream_codecs import openai as openai_upstream
 from router.usage_report import admin_usage
@@ -41,7 +42,8 @@ FAMILIES: tuple[Family, ...] = (openai_chat.FAMILY, anthropic_messages.FAMILY, g
 KEY_HEADERS: tuple[str, ...] = tuple(dict.fromkeys(f.key_header for f in FAMILIES if f.key_header))
 
 UPSTREAM_CODECS: Mapping[str, UpstreamCodec] = {
-    c.name: c for c in (openai_upstream.CODEC, anthropic_upstream.CODEC, gemini_upstream.CODEC)}
+    c.name: c for c in (openai_upstream.CODEC, anthropic_upstream.CODEC, gemini_upstream.CODEC,
+                        bedrock_upstream.CODEC)}
 
 
 async def _admin_explain(svc: Services, x: Exchange, request: web.BaseRequest, params: Params

@@ -1,9 +1,9 @@
 """The stream relay: one upstream stream, as it arrives, to the client through its client codec.
 
-read a chunk → SSE frames → the upstream codec's stream decoder → canonical events → the client
-codec's stream encoder → one write per upstream read.
+read a chunk → frames (SSE, or the upstream codec's own framing) → the upstream codec's stream decoder →
+canonical events → the client codec's stream encoder → one write per upstream read.
 
-Only the SSE parser and the stream decoder read what the upstream sent, so only their ValueError
+Only the framing and the stream decoder read what the upstream sent, so only their ValueError
 means "the upstream sent a malformed stream": an attempt failure, retryable while nothing reached the
 client, the client codec's error event after that. The encoder, the writes and the server-side hooks are
 the gateway's own code: what they raise goes to the app's error boundary (logged with its traceback).
@@ -26,7 +26,6 @@ from router.failures import UpstreamFailure
 from router.idle import IdleTimer
 from router.redact import redact
 from router.snapshot import Provider
-from router.sse import SSEParser
 
 if TYPE_CHECKING:
     from router.engine import Engine
@@ -59,7 +58,7 @@ class StreamRelay:
     async def run(self, provider: Provider, content: aiohttp.StreamReader) -> web.StreamResponse | UpstreamFailure:
         """Relays the stream to its end; a stalled, cut or malformed upstream ends the attempt."""
         decoder = provider.codec.stream_decoder()
-        parser = SSEParser(self.x.snapshot.server.upstream_max_event_bytes)
+        parser = provider.codec.framing(self.x.snapshot.server.upstream_max_event_bytes)
         try:
             with IdleTimer(provider.timeouts.idle) as idle:
                 while True:

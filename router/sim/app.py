@@ -1,4 +1,4 @@
-"""The simulator's aiohttp wiring: one app for all three dialects plus the ``/_sim`` control API."""
+"""The simulator's aiohttp wiring: one app for every dialect (Bedrock's included) plus the ``/_sim`` control API."""
 
 from __future__ import annotations
 
@@ -9,20 +9,21 @@ import orjson
 from aiohttp import web
 
 from router.loops import new_event_loop
-from router.sim import anthropic, gemini, oauth, openai
+from router.sim import anthropic, bedrock, gemini, oauth, openai
 from router.sim.exchange import serve
 from router.sim.faults import Fault, parse_fault
 from router.sim.state import STATE, SimOptions, SimState
 
 
 def create_app(*, latency: float = 0.0, chunks: int = 3, chunk_delay: float = 0.0) -> web.Application:
-    """An aiohttp app serving Gemini, OpenAI and Anthropic endpoints with scripted faults."""
+    """An aiohttp app serving Gemini, OpenAI, Anthropic and Bedrock endpoints with scripted faults."""
     app = web.Application()
     app[STATE] = SimState(SimOptions(latency=latency, chunks=chunks, chunk_delay=chunk_delay))
     gemini.add_routes(app)
     openai.add_routes(app)
     anthropic.add_routes(app)
     oauth.add_routes(app)  # a fake OAuth2 token server: /oauth2/token
+    bedrock.add_routes(app)
     app.router.add_get("/v1/models", _list_models)
     app.router.add_get("/v1/models/{tail:.+}", _get_model)
     app.router.add_post("/_sim/faults", _add_faults)

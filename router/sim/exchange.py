@@ -59,6 +59,9 @@ class Dialect:
     missing_key_status: int
     request_id_header: str
     sse_separator: bytes = b"\n\n"
+    stream_type: str = SSE_TYPE  # a stream answer's Content-Type
+    malformed_frame: bytes | None = None  # what a "malformed" fault writes mid-stream (default: bad SSE JSON)
+    stream_error: Callable[[Fault], bytes] | None = None  # the mid-stream error frame of an "exception" fault
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +176,9 @@ async def _write_json(request: web.Request, dialect: Dialect, body: dict[str, An
         return web.Response()  # never written: the connection is already gone
     if fault.kind == "malformed":
         return web.Response(body=b"{not json", content_type=JSON_TYPE)
+    if fault.kind == "exception":  # no stream to break: the error as a status answer
+        return error_response(dialect, fault.status, fault.message or f"Simulated upstream error {fault.status}.",
+                              fault)
     if fault.kind == "stall":
         await asyncio.sleep(fault.delay)
     return json_response(body, dialect)
@@ -198,10 +204,10 @@ def cut_index(frames: list[Frame], after_chunks: int) -> int:
 
 async def _write_stream(request: web.Request, dialect: Dialect, frames: list[Frame],
                         fault: Fault | None, options: SimOptions) -> web.StreamResponse:
-    response = web.StreamResponse(headers={"Content-Type": SSE_TYPE, "Cache-Control": "no-cache",
+    response = web.StreamResponse(headers={"Content-Type": dialect.stream_type, "Cache-Control": "no-cache",
                                            dialect.request_id_header: "req_sim"})
     await response.prepare(request)
-    mid = fault if fault is not None and fault.kind in ("reset", "malformed", "stall") else None
+    mid = fault if fault is not None and fault.kind in ("reset", "malformed", "stall", "exception") else None
     cut = cut_index(frames, mid.after_chunks) if mid else -1
     sent_content = False
     try:
@@ -227,9 +233,19 @@ async def _strike(request: web.Request, response: web.StreamResponse, fault: Fau
     if fault.kind == "stall":
         await asyncio.sleep(fault.delay)
         return True
-    if fault.kind == "malformed":
-        await response.write(b"data: {not json" + dialect.sse_separator)
+    frame = _mid_stream_frame(fault, dialect)
+    if frame is not None:
+        await response.write(frame)
         await response.write_eof()
         return False
     _drop(request)
     return False
+
+
+def _mid_stream_frame(fault: Fault, dialect: Dialect) -> bytes | None:
+    """What a malformed or exception fault writes before the stream ends (None: the connection is cut)."""
+    if fault.kind == "malformed":
+        return dialect.malformed_frame or b"data: {not json" + dialect.sse_separator
+    if fault.kind == "exception" and dialect.stream_error is not None:
+        return dialect.stream_error(fault)
+    return None

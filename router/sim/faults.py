@@ -6,8 +6,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Literal
 
-FaultKind = Literal["status", "reset", "slow_first_byte", "malformed", "stall"]
-KINDS: tuple[str, ...] = ("status", "reset", "slow_first_byte", "malformed", "stall")
+# "exception": a stream ends with its dialect's mid-stream error frame (Bedrock's exception message,
+# its ``status`` choosing the type) after ``after_chunks`` content chunks; a dialect without one resets
+FaultKind = Literal["status", "reset", "slow_first_byte", "malformed", "stall", "exception"]
+KINDS: tuple[str, ...] = ("status", "reset", "slow_first_byte", "malformed", "stall", "exception")
 ANY_KEY = "*"
 
 
@@ -40,7 +42,7 @@ def parse_fault(spec: Any) -> Fault:
     if kind not in KINDS:
         raise ValueError(f"unknown fault kind {kind!r}; expected one of {', '.join(KINDS)}")
     status = spec.get("status", 0)
-    if kind == "status" and not (isinstance(status, int) and 400 <= status <= 599):
+    if kind in ("status", "exception") and not (isinstance(status, int) and 400 <= status <= 599):
         raise ValueError(f"status fault needs an integer 'status' in 400..599, got {status!r}")
     times = _int(spec, "times", 1)
     if times == 0 or times < -1:
@@ -53,7 +55,7 @@ def parse_fault(spec: Any) -> Fault:
     if code is not None and not isinstance(code, str):
         raise ValueError("'code' must be a string")
     return Fault(
-        kind=kind, status=status if kind == "status" else 0,
+        kind=kind, status=status if kind in ("status", "exception") else 0,
         retry_after=_number(spec, "retry_after"), retry_delay=retry_delay,
         after_chunks=max(0, _int(spec, "after_chunks", 0)),
         delay=_number(spec, "delay") or 0.0, times=times,
