@@ -255,8 +255,8 @@ def _may_eject(store: StateStore, pool: Pool, now: float, s: CircuitSettings) ->
 
 def _all_failed(store: StateStore, pool: Pool, p: Breaker, now: float) -> bool:
     """A provider's circuit opens only when the failures are not some accounts' alone: every account
-    still in service (not ejected, not disabled) failed on its last attempt within the window. One failing account of several is its
-    own circuit's business, and the provider keeps serving through the others."""
+    still in service (not ejected, not disabled) failed on its last attempt within the window. One
+    failing account of several is its own circuit's business; the provider serves through the others."""
     failed = p.failed_accounts
     for a in pool.accounts:
         st = store.state(a.state_key)
