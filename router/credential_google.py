@@ -2,7 +2,7 @@
 
 The account's ``credential:`` mapping holds the service account's JSON key (``key: "${file:sa.json}"``,
 the file Google's console downloads) or its fields one by one (``client_email``, ``private_key``,
-``private_key_id``, ``token_uri``), and optional ``scopes`` and ``subject`` (domain-wide delegation).
+``private_key_id``, ``token_uri``), and optional ``scope`` and ``subject`` (domain-wide delegation).
 Each fetch signs a fresh assertion (RFC 7523 section 2.1, RS256 with the ``cryptography`` package) and
 exchanges it at the key's ``token_uri`` through :func:`router.credentials.post_token_form`; the gateway
 caches the token and templates read it as ``account.access_token`` (Vertex AI, any Google Cloud API).
@@ -23,19 +23,15 @@ import orjson
 
 from router.credentials import Token, post_token_form
 
-try:  # the ``gcp`` extra: only a config with a service account needs it
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
-except ImportError:  # pragma: no cover - reported as a config error when a service account is configured
-    rsa = None  # type: ignore[assignment]  # from_config says which extra to install
+# ``cryptography`` (the ``gcp`` extra) is imported where a service account is compiled or signs: a
+# config without one needs neither the package nor its import time
 
 KIND = "google_service_account"
 GRANT_TYPE = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 DEFAULT_SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 DEFAULT_TOKEN_URI = "https://oauth2.googleapis.com/token"
 ASSERTION_LIFETIME = 3600  # seconds: the longest Google accepts
-FIELDS = frozenset({"type", "key", "client_email", "private_key", "private_key_id", "token_uri", "scopes", "subject"})
+FIELDS = frozenset({"type", "key", "client_email", "private_key", "private_key_id", "token_uri", "scope", "subject"})
 _KEY_FIELDS = ("client_email", "private_key", "private_key_id", "token_uri")
 
 
@@ -53,6 +49,9 @@ class GoogleServiceAccount:
 
     def assertion(self, now: float) -> str:
         """The RFC 7523 JWT: ``iss`` the account, ``aud`` the token endpoint, valid for an hour."""
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
         header: dict[str, str] = {"alg": "RS256", "typ": "JWT"}
         if self.private_key_id:
             header["kid"] = self.private_key_id
@@ -73,9 +72,6 @@ class GoogleServiceAccount:
 def from_config(mapping: Mapping[str, Any]) -> GoogleServiceAccount:
     """The token source of a ``credential: {type: google_service_account, ...}`` mapping; raises
     ``ValueError`` naming the field that is missing or wrong (never quoting the key)."""
-    if rsa is None:
-        raise ValueError("credential: google_service_account needs the 'cryptography' package "
-                         "(pip install 'router[gcp]')")
     unknown = sorted(set(mapping) - FIELDS)
     if unknown:
         raise ValueError(f"credential: unknown field {unknown[0]!r} for {KIND}")
@@ -86,7 +82,7 @@ def from_config(mapping: Mapping[str, Any]) -> GoogleServiceAccount:
         raise ValueError("credential.token_uri: must be an http(s) URL")
     return GoogleServiceAccount(client_email=email, private_key=_private_key(key.get("private_key")),
                                 private_key_id=_text(key, "private_key_id") or None, token_uri=token_uri,
-                                scopes=_scopes(mapping.get("scopes")), subject=_text(mapping, "subject") or None)
+                                scopes=_scopes(mapping.get("scope")), subject=_text(mapping, "subject") or None)
 
 
 def _key_fields(mapping: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -127,6 +123,13 @@ def _private_key(value: Any) -> Any:
         raise ValueError("credential.private_key: missing")
     if not isinstance(value, str):
         raise ValueError("credential.private_key: must be a PEM string")
+    try:
+        from cryptography.exceptions import UnsupportedAlgorithm
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+    except ImportError:
+        raise ValueError("google_service_account needs the 'cryptography' package (pip install 'router[gcp]')"
+                         ) from None
     pem = value.replace("\\n", "\n") if "\n" not in value else value
     try:
         key = serialization.load_pem_private_key(pem.encode(), password=None)
@@ -139,11 +142,13 @@ def _private_key(value: Any) -> Any:
 
 
 def _scopes(value: Any) -> tuple[str, ...]:
-    if value is None:
-        return DEFAULT_SCOPES
+    """``scope``: space-separated, as the other kinds and the JWT claim write it (a list is read too);
+    absent or empty: cloud-platform."""
     scopes = value.split() if isinstance(value, str) else value
-    if not isinstance(scopes, list | tuple) or not scopes or not all(isinstance(s, str) and s for s in scopes):
-        raise ValueError("credential.scopes: must be a non-empty list of scope URLs (or one space-separated string)")
+    if not scopes:
+        return DEFAULT_SCOPES
+    if not isinstance(scopes, list | tuple) or not all(isinstance(s, str) and s and s.isascii() for s in scopes):
+        raise ValueError("credential.scope: must be space-separated scope URLs (or a list of them)")
     return tuple(scopes)
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -65,13 +67,14 @@ def test_a_tampered_assertion_fails_verification(rsa_key: rsa.RSAPrivateKey) -> 
 def test_fields_one_by_one_scopes_and_subject(rsa_key: rsa.RSAPrivateKey) -> None:
     escaped = _pem(rsa_key).replace("\n", "\\n")  # as an environment variable carries a PEM
     account = from_config({"type": "google_service_account", "client_email": "sa@x.iam.gserviceaccount.com",
-                           "private_key": escaped, "scopes": "scope-a scope-b", "subject": "alice@example.com"})
+                           "private_key": escaped, "scope": "scope-a scope-b", "subject": "alice@example.com"})
     header, claims = _verified(account.assertion(1000), rsa_key)
     assert "kid" not in header
     assert claims["scope"] == "scope-a scope-b" and claims["sub"] == "alice@example.com"
     assert claims["aud"] == "https://oauth2.googleapis.com/token"
-    assert from_config({"client_email": "a@b", "private_key": _pem(rsa_key), "scopes": ["s1", "s2"]}).scopes == (
+    assert from_config({"client_email": "a@b", "private_key": _pem(rsa_key), "scope": ["s1", "s2"]}).scopes == (
         "s1", "s2")
+    assert from_config({"client_email": "a@b", "private_key": _pem(rsa_key), "scope": ""}).scopes == DEFAULT_SCOPES
 
 
 def test_a_field_beside_the_key_overrides_it(rsa_key: rsa.RSAPrivateKey) -> None:
@@ -98,7 +101,9 @@ def _bad_configs(key: rsa.RSAPrivateKey) -> list[tuple[dict[str, Any], str]]:
         ({"client_email": "a@b", "private_key": 42}, "credential.private_key: must be a PEM string"),
         ({"client_email": "a@b", "private_key": pem, "token_uri": "file:///etc/passwd"},
          "credential.token_uri: must be an http(s) URL"),
-        ({"client_email": "a@b", "private_key": pem, "scopes": []}, "credential.scopes:"),
+        ({"client_email": "a@b", "private_key": pem, "scope": [""]}, "credential.scope:"),
+        ({"client_email": "a@b", "private_key": pem, "scope": 7}, "credential.scope:"),
+        ({"client_email": "a@b", "private_key": pem, "scopes": "x"}, "unknown field 'scopes'"),
         ({"client_email": "a@b", "private_key": pem, "token": "x"}, "unknown field 'token'"),
     ]
 
@@ -158,3 +163,10 @@ async def test_a_revoked_account_is_refused_for_good(aiohttp_server: Any, rsa_ke
         with pytest.raises(CredentialRevoked, match="invalid_grant") as err:
             await account.fetch(http)
     assert "Signature" not in str(err.value)
+
+
+def test_importing_the_kind_does_not_import_cryptography() -> None:
+    """The ``gcp`` extra is needed only by a config with a service account (the kinds table imports this)."""
+    code = "import sys, router.credential_google; print('cryptography' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "False"
