@@ -37,6 +37,12 @@ def _key_json(key: rsa.RSAPrivateKey, token_uri: str = "https://oauth2.googleapi
         "client_id": "1234", "token_uri": token_uri}).decode()
 
 
+def service_account_key(token_uri: str) -> str:
+    """A service account's JSON key file, with a fresh RSA key, for tests that need one on disk
+    (``key: "${file:secrets/sa.json}"``) and a token endpoint of their own."""
+    return _key_json(rsa.generate_private_key(public_exponent=65537, key_size=2048), token_uri)
+
+
 def _b64(part: str) -> bytes:
     return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 
