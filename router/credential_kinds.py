@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from router import credential_aws
+from router import credential_aws, credential_google
 from router.config import LoadedConfig, Pointer
 from router.credential_oauth2 import client_credentials_source, refresh_token_source
 from router.credentials import Signer, TokenSource
@@ -32,6 +32,7 @@ CredentialFactory = Callable[[Mapping[str, Any]], "TokenSource | Signer"]
 KINDS: Mapping[str, CredentialFactory] = MappingProxyType({
     "oauth2_refresh_token": refresh_token_source,
     "oauth2_client_credentials": client_credentials_source,
+    "google_service_account": credential_google.from_config,
     credential_aws.KIND: credential_aws.from_config,
 })
 API_KEY = "api_key"  # the static key as a credential: ``{type: api_key, key: ...}``
@@ -66,7 +67,7 @@ def compile_credential(spec: Mapping[str, Any]) -> Credential | None:
 
 
 # values that may be empty without disabling the account (a public client has no secret)
-OPTIONAL_EMPTY = frozenset({"client_secret", "scope", "session_token"})
+OPTIONAL_EMPTY = frozenset({"client_secret", "scope", "session_token", "private_key_id", "subject"})
 
 
 def credential_errors(loaded: LoadedConfig, rejected: Callable[[Pointer], bool]) -> list[ConfigError]:

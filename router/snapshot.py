@@ -95,11 +95,13 @@ class Provider:
     session_header: str
     models: tuple[str, ...]
     codec: UpstreamCodec  # how its answers are decoded: the registry's codec for ``dialect``
+    params: dict[str, Any] = field(default_factory=dict)  # ``provider.params`` in templates (project, api_version)
     _public: dict[str, str] = field(init=False, repr=False, compare=False)
-    template_view: dict[str, str] = field(init=False, repr=False, compare=False)  # ``provider`` in templates
+    template_view: dict[str, Any] = field(init=False, repr=False, compare=False)  # ``provider`` in templates
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "template_view", {"name": self.name, "base_url": self.base_url})
+        object.__setattr__(self, "template_view", {"name": self.name, "base_url": self.base_url,
+                                                   "params": self.params})
         u = urlsplit(self.base_url)  # safe to show: no userinfo or query (either may carry a credential)
         netloc = u.hostname or ""
         if u.port:
@@ -190,6 +192,7 @@ def _provider(c: Compiling, name: str, p: dict[str, Any]) -> Provider:
                   provider_circuit(c[CIRCUIT], p.get("circuit"))),
         session_header=p.get("session_header", "x-session-id"), models=tuple(p.get("models") or ()),
         codec=UPSTREAM_CODECS[p["dialect"]],
+        params={k: dict(v) if isinstance(v, dict) else v for k, v in (p.get("params") or {}).items()},
     )
 
 

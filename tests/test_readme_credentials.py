@@ -11,6 +11,7 @@ import pytest
 
 from router.sim import SimServer
 from tests.conftest import ROUTES, start_gateway
+from tests.test_credential_google import service_account_key
 from tests.test_readme import YAML_BLOCKS
 
 # the token kinds and api_key; aws_sigv4's block is served by tests/test_bedrock_e2e.py (its fake checks signatures)
@@ -38,6 +39,7 @@ async def test_a_readme_credential_example_serves_a_request(tmp_path: Path, bloc
             shutil.copy(ROUTES / name, config / name)
         (config / "secrets").mkdir()
         (config / "secrets" / "alice.refresh").write_text("rt-alice\n")
+        (config / "secrets" / "sa.json").write_text(service_account_key(f"{sim.url}/oauth2/token"))
         text = re.sub(r'base_url: \S+', f"base_url: {sim.url}", block)
         text = re.sub(r'token_url: "[^"]+"', f'token_url: "{sim.url}/oauth2/token"', text)
         (config / "10-example.yaml").write_text(text)
@@ -51,6 +53,6 @@ async def test_a_readme_credential_example_serves_a_request(tmp_path: Path, bloc
         finally:
             await h.close()
         assert status == 200, doc
-        token_kind = "type: oauth2_" in block
+        token_kind = "type: oauth2_" in block or "type: google_service_account" in block
         assert sum(sim.oauth.requests.values()) == (1 if token_kind else 0)
         assert [r["key"] for r in sim.requests()] == ["sim-at-1" if token_kind else "sk-readme"]

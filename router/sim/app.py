@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
@@ -9,27 +10,34 @@ import orjson
 from aiohttp import web
 
 from router.loops import new_event_loop
-from router.sim import anthropic, bedrock, gemini, oauth, openai
+from router.sim import anthropic, azure, bedrock, gemini, oauth, openai, vertex
 from router.sim.exchange import serve
 from router.sim.faults import Fault, parse_fault
-from router.sim.state import STATE, SimOptions, SimState
+from router.sim.state import STATE, Credentials, SimOptions, SimState
 
 
-def create_app(*, latency: float = 0.0, chunks: int = 3, chunk_delay: float = 0.0) -> web.Application:
-    """An aiohttp app serving Gemini, OpenAI, Anthropic and Bedrock endpoints with scripted faults."""
+def create_app(*, latency: float = 0.0, chunks: int = 3, chunk_delay: float = 0.0, tokens: Iterable[str] = (),
+               api_keys: Iterable[str] = ()) -> web.Application:
+    """An aiohttp app serving Gemini, OpenAI, Anthropic and Bedrock endpoints with scripted faults, a fake
+    OAuth2 token server, and Vertex AI and Azure OpenAI paths accepting the bearer ``tokens`` and Azure
+    ``api_keys`` given (and ``sim-*``)."""
     app = web.Application()
-    app[STATE] = SimState(SimOptions(latency=latency, chunks=chunks, chunk_delay=chunk_delay))
+    app[STATE] = SimState(SimOptions(latency=latency, chunks=chunks, chunk_delay=chunk_delay),
+                          credentials=Credentials(set(tokens), set(api_keys)))
     gemini.add_routes(app)
     openai.add_routes(app)
     anthropic.add_routes(app)
     oauth.add_routes(app)  # a fake OAuth2 token server: /oauth2/token
     bedrock.add_routes(app)
+    vertex.add_routes(app)
+    azure.add_routes(app)
     app.router.add_get("/v1/models", _list_models)
     app.router.add_get("/v1/models/{tail:.+}", _get_model)
     app.router.add_post("/_sim/faults", _add_faults)
     app.router.add_delete("/_sim/faults", _clear)
     app.router.add_get("/_sim/faults", _pending)
     app.router.add_get("/_sim/requests", _requests)
+    app.router.add_post("/_sim/credentials", _add_credentials)
     return app
 
 
@@ -85,6 +93,29 @@ async def _clear(request: web.Request) -> web.Response:
 
 async def _pending(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps({"queued": request.app[STATE].faults.pending()}),
+                        content_type="application/json")
+
+
+def parse_credentials(body: Any) -> tuple[list[str], list[str]]:
+    """``{"tokens": [...], "api_keys": [...]}`` (either may be left out) -> the two lists."""
+    if not isinstance(body, dict):
+        raise ValueError("not an object")
+    lists = [body.get(name, []) for name in ("tokens", "api_keys")]
+    if not all(isinstance(v, list) and all(isinstance(s, str) and s for s in v) for v in lists):
+        raise ValueError("not lists of strings")
+    return lists[0], lists[1]
+
+
+async def _add_credentials(request: web.Request) -> web.Response:
+    """``{"tokens": [...], "api_keys": [...]}``: more credentials the Vertex and Azure paths accept."""
+    try:
+        tokens, api_keys = parse_credentials(orjson.loads(await request.read()))
+    except (ValueError, orjson.JSONDecodeError):
+        return _control_error('body must be {"tokens": ["..."], "api_keys": ["..."]}')
+    credentials = request.app[STATE].credentials
+    credentials.tokens.update(tokens)
+    credentials.api_keys.update(api_keys)
+    return web.Response(body=orjson.dumps({"tokens": len(credentials.tokens), "api_keys": len(credentials.api_keys)}),
                         content_type="application/json")
 
 

@@ -62,6 +62,9 @@ class Dialect:
     stream_type: str = SSE_TYPE  # a stream answer's Content-Type
     malformed_frame: bytes | None = None  # what a "malformed" fault writes mid-stream (default: bad SSE JSON)
     stream_error: Callable[[Fault], bytes] | None = None  # the mid-stream error frame of an "exception" fault
+    # a gate before the answer, as a cloud's front end checks credentials and the API version: its
+    # refusal (auth, version) in the cloud's own error shape, or None to go on
+    refuse: Callable[[web.Request], web.Response | None] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,9 +132,11 @@ async def serve(request: web.Request, endpoint: Endpoint) -> web.StreamResponse:
     model, stream = endpoint.describe(request, body)
     entry = state.record(LogEntry(key=key, path=request.path, model=model, stream=stream,
                                   body=body, dialect=dialect.name))
-    fault = state.faults.take(key) if key and endpoint.faults else None
+    refusal = dialect.refuse(request) if dialect.refuse is not None else None
+    fault = state.faults.take(key) if key and endpoint.faults and refusal is None else None
     entry.fault = fault.kind if fault else None
-    response = await _answer(request, endpoint, key, body, error, fault, state.options)
+    response = refusal if refusal is not None else await _answer(request, endpoint, key, body, error, fault,
+                                                                 state.options)
     # A dropped connection before any header was sent means the client never saw a status.
     dropped = request.transport is None or request.transport.is_closing()
     entry.status = response.status if response.prepared or not dropped else None

@@ -31,6 +31,9 @@ ISSUED_PREFIX = "sim-at-"
 ISSUED_MAX = 100_000  # access tokens remembered (oldest forgotten first): a long-running simulator stays bounded
 
 
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+
+
 @dataclass(slots=True)
 class OAuthState:
     """The token server's knobs and what it issued."""
@@ -73,6 +76,10 @@ class OAuthState:
         if secret is not None and form.get("client_secret") != secret:
             return 401, {"error": "invalid_client"}
         if grant == "client_credentials":
+            return 200, self._issue(None)
+        if grant == JWT_BEARER:  # a service account's signed assertion (RFC 7523): its shape, not its signature
+            if form.get("assertion", "").count(".") != 2:
+                return 400, {"error": "invalid_grant", "error_description": "Invalid JWT."}
             return 200, self._issue(None)
         if grant != "refresh_token":
             return 400, {"error": "unsupported_grant_type"}

@@ -61,6 +61,23 @@ class LogEntry:
 
 
 LOG_MAX = 10_000
+SIM_PREFIX = "sim-"  # credentials the cloud paths accept without being told: the shipped simulator accounts'
+
+
+@dataclass(slots=True)
+class Credentials:
+    """What the cloud paths (Vertex AI, Azure OpenAI) accept, as the real services check it: bearer
+    tokens (a token server's, added by whoever issues them) and Azure api-keys; besides these, any
+    credential starting with ``sim-``. The other paths take any key, as before."""
+
+    tokens: set[str] = field(default_factory=set)
+    api_keys: set[str] = field(default_factory=set)
+
+    def token_ok(self, token: str) -> bool:
+        return token in self.tokens or token.startswith(SIM_PREFIX)
+
+    def api_key_ok(self, key: str) -> bool:
+        return key in self.api_keys or key.startswith(SIM_PREFIX)
 
 
 @dataclass(slots=True)
@@ -69,6 +86,7 @@ class SimState:
 
     options: SimOptions
     faults: FaultBook = field(default_factory=FaultBook)
+    credentials: Credentials = field(default_factory=Credentials)  # kept by reset(): configuration, not history
     # bounded: the simulator may serve a long-running gateway in-process
     log: deque[LogEntry] = field(default_factory=lambda: deque(maxlen=LOG_MAX))
 
