@@ -244,8 +244,8 @@ def test_the_shipped_example_is_the_readme_one_commented_out() -> None:
     root = Path(__file__).resolve().parent.parent
     shipped = (root / "router" / "routes.d" / "10-providers.yaml").read_text()
     lines = shipped[shipped.index("  # bedrock:"):].splitlines()
-    block = "\n".join(line.replace("# ", "", 1) for line in lines if line.startswith("  #   ") or
-                      line == "  # bedrock:")
+    end = next(i for i, line in enumerate(lines) if i and not line.startswith("  #   "))  # its block only
+    block = "\n".join(line.replace("# ", "", 1) for line in lines[:end])
     provider = YAML(typ="safe").load("providers:\n" + block)["providers"]
     readme = (root / "README.md").read_text()
     readme_block = next(b for b in re.findall(r"```yaml\n(.*?)```", readme, re.DOTALL)
