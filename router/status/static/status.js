@@ -4,7 +4,8 @@
 "use strict";
 (() => {
   const STORE = "router-status-admin-key";
-  const POLL_MS = 2000;
+  // ?every=<ms> polls faster or slower (250 ms at the least): the browser tests poll fast
+  const POLL_MS = Math.max(250, Number(new URLSearchParams(location.search).get("every")) || 2000);
   const TIMEOUT_MS = 8000;
   const SVG = "http://www.w3.org/2000/svg";
   const $ = (id) => document.getElementById(id);
@@ -51,13 +52,23 @@
       line.setAttribute("stroke-width", "1.5");
       line.setAttribute("vector-effect", "non-scaling-stroke");
       svg.appendChild(line);
+      if (pts.length) {  // the newest point as a dot: a lone point draws no line
+        const [x, y] = pts[pts.length - 1].split(",");
+        const dot = document.createElementNS(SVG, "circle");
+        dot.setAttribute("cx", x); dot.setAttribute("cy", y); dot.setAttribute("r", "2");
+        dot.setAttribute("fill", colors[i]);
+        svg.appendChild(dot);
+      }
     });
-    const label = document.createElementNS(SVG, "text");
-    label.setAttribute("x", "2"); label.setAttribute("y", "10");
-    label.setAttribute("font-size", "9"); label.setAttribute("fill", "#6b7585");
-    label.textContent = `max ${Math.round(max * 100) / 100}`;
-    svg.appendChild(label);
-    if (box) { clear(box); box.appendChild(svg); }
+    if (box) {  // a full chart: its scale; a sparkline goes without
+      const label = document.createElementNS(SVG, "text");
+      label.setAttribute("x", "2"); label.setAttribute("y", "10");
+      label.setAttribute("font-size", "9"); label.setAttribute("fill", "#6b7585");
+      label.textContent = `max ${Math.round(max * 100) / 100}`;
+      svg.appendChild(label);
+      clear(box);
+      box.appendChild(svg);
+    }
     return svg;
   }
 
@@ -130,9 +141,8 @@
     const tb = $("traffic").tBodies[0];
     clear(tb);
     for (const n of d.traffic[dim]) {
-      const spark = el("td", null, "chart");
+      const spark = el("td", null, "spark");
       spark.appendChild(chart(null, [n.series], ["#2b6cb0"], 120, 24));
-      spark.firstChild.setAttribute("style", "height:24px;width:120px");
       row(tb, [el("td", n.name || "(none)"), num(n.rps), num(n.requests), num(n.errors), num(n.p50_ms), num(n.p99_ms),
         num(n.ttfb_p50_ms), num(n.tokens_in), num(n.tokens_out), spark]).dataset.name = n.name;
     }
