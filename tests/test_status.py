@@ -149,3 +149,26 @@ def test_summary_sums_workers_and_reads_quantiles() -> None:
     assert quantile(hist, 0.5) == pytest.approx(0.0375) and quantile([0] * BINS, 0.5) is None
     assert merge([{"seconds": [[int(now) - SECONDS - 5, [["m", "k", "p", *([1] * (LATENCY + 2 * BINS))]]]]}],
                  int(now)) == {}  # older than the ring: dropped
+
+
+async def test_the_readme_example_is_the_shipped_routes_and_works(config_dir: Path) -> None:
+    import re
+
+    from ruamel.yaml import YAML
+
+    from tests.conftest import ROOT, ROUTES
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Status page"):readme.index("## Several workers and replicas")]
+    block = re.findall(r"```yaml\n(.*?)```", section, re.DOTALL)[0]
+    example = YAML(typ="safe").load(block)
+    shipped = YAML(typ="safe").load((ROUTES / "30-routes.yaml").read_text())["routes"]
+    assert all(route in shipped for route in example["routes"])
+    (config_dir / "00-server.yaml").write_text(orjson.dumps({"auth": example["auth"]}).decode())
+    h = await start_gateway(config_dir, env={"ROUTER_ADMIN_KEY": ADMIN_KEY})
+    try:
+        assert (await status(h))[0] == 200 and (await status(h, "sk-other"))[0] == 401
+        async with h.session.get(h.url + "/status") as r:
+            assert r.status == 200
+    finally:
+        await h.close()
