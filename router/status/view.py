@@ -69,7 +69,8 @@ def _providers(gw: Gateway) -> list[dict[str, Any]]:
         fields = line.fields if line is not None else {}
         out.append({"name": name, "dialect": p.public().get("dialect"), "state": fields.get("state", "live"),
                     "via": fields.get("via"), "summary": line.message if line is not None else "",
-                    "accounts": len(p.pool.accounts), "circuit": circuits.get(name)})
+                    "accounts": len(p.pool.accounts),
+                    "circuit": circuits.get(name) if p.pool.circuit is not None else None})  # None: off
     return out
 
 

@@ -103,9 +103,10 @@
     for (const p of d.providers) {
       const kind = p.state === "live" ? "ok" : p.state === "unavailable" ? "bad" : "warn";
       const label = p.state === "simulated" ? "SIMULATED" : p.state;
-      const circuit = p.circuit ? p.circuit.state : "–";
+      const circuit = p.circuit ? p.circuit.state : "off";
+      const ckind = circuit === "closed" ? "ok" : circuit === "off" ? "" : "bad";
       row(tb, [el("td", p.name), td(pill(label, kind)), num(p.accounts),
-        td(pill(circuit, circuit === "closed" ? "ok" : "bad")), el("td", p.summary, "small muted")]).dataset.provider = p.name;
+        td(pill(circuit, ckind)), el("td", p.summary, "small muted")]).dataset.provider = p.name;
     }
   }
 
