@@ -16,7 +16,8 @@ from aiohttp import web
 
 from router.endpoints import json_response
 from router.errors import GatewayError
-from router.status.view import status_view
+from router.status.replicas import shared_exports
+from router.status.view import local_exports, status_view
 
 if TYPE_CHECKING:
     from router.endpoints import Params, Services
@@ -60,6 +61,8 @@ def _listen(request: web.BaseRequest) -> str:
 
 
 async def admin_status(svc: Services, x: Exchange, request: web.BaseRequest, params: Params) -> web.Response:
-    resp = json_response(status_view(svc.gateway, svc.metrics.traffic, _listen(request)))
+    gw, traffic = svc.gateway, svc.metrics.traffic
+    exports = await shared_exports(gw, traffic) or local_exports(gw, traffic)
+    resp = json_response(status_view(gw, exports, _listen(request)))
     resp.headers["Cache-Control"] = "no-store"
     return resp

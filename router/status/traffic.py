@@ -38,13 +38,18 @@ Bucket = dict[Combo, Row]
 class Traffic:
     """One process's traffic; ``export`` gives what the other workers merge (``view.merged``)."""
 
-    __slots__ = ("_ring", "_second", "_rows", "failed")
+    __slots__ = ("_ring", "_second", "_rows", "failed", "failures", "shared_until", "failures_shared")
 
     def __init__(self) -> None:
         self._ring: list[tuple[int, Bucket]] = [(-1, {})] * SECONDS
         self._second = -1
         self._rows: Bucket = {}
         self.failed: deque[dict[str, Any]] = deque(maxlen=FAILED)
+        self.failures = 0  # failed requests ever recorded (the newest are in ``failed``)
+        # with state: redis (router.status.replicas): the seconds before this one are in Redis, and
+        # this many failures were sent there
+        self.shared_until = 0
+        self.failures_shared = 0
 
     def observe(self, x: Exchange, status: int, latency: float) -> None:
         endpoint = x.endpoint
@@ -87,14 +92,24 @@ class Traffic:
         return row
 
     def _fail(self, x: Exchange, combo: Combo, status: int, now: float) -> None:
+        self.failures += 1
         self.failed.append({"at": round(now, 3), "request_id": x.request_id, "status": status,
                             "handler": x.handler, "model": combo[0], "key": combo[1], "provider": combo[2],
                             "attempts": [str(a.outcome) for a in x.attempts], "error": x.error})
 
-    def export(self, now: float | None = None) -> dict[str, Any]:
-        """The buckets of the last ``SECONDS`` seconds and the failed requests, as plain JSON data:
-        ``{"seconds": [[second, [[model, key, provider, *row], ...]], ...], "failed": [...]}``."""
-        floor = int(time.time() if now is None else now) - SECONDS
-        seconds = [[second, [[*combo, *row] for combo, row in rows.items()]]
-                   for second, rows in self._ring if second > floor and rows]
-        return {"seconds": sorted(seconds, key=lambda s: s[0]), "failed": list(self.failed)}
+    def export(self, now: float | None = None, since: int = 0) -> dict[str, Any]:
+        """The buckets of the last ``SECONDS`` seconds (from ``since`` on) and the failed requests, as
+        plain JSON data: ``{"seconds": [[second, [[model, key, provider, *row], ...]], ...], "failed": [...]}``."""
+        floor = max(int(time.time() if now is None else now) - SECONDS, since - 1)
+        return {"seconds": self.seconds(floor + 1, 1 << 62), "failed": list(self.failed)}
+
+    def seconds(self, first: int, end: int) -> list[list[Any]]:
+        """The buckets of the seconds from ``first`` up to ``end`` (excluded) that saw requests, oldest first."""
+        out = [[second, [[*combo, *row] for combo, row in rows.items()]]
+               for second, rows in self._ring if first <= second < end and rows]
+        return sorted(out, key=lambda s: s[0])
+
+    def unshared_failures(self) -> list[dict[str, Any]]:
+        """The failed requests not yet sent to the shared state (at most the ``FAILED`` newest)."""
+        fresh = min(self.failures - self.failures_shared, len(self.failed))
+        return list(self.failed)[len(self.failed) - fresh:] if fresh > 0 else []

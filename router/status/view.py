@@ -4,10 +4,12 @@ Config generation, reload history and the last error (file:line:column); the add
 in on and the auth mode; each provider live or SIMULATED (the start-up summary's words) with its
 circuit; the accounts with their cooldowns and circuits; traffic and recent failed requests.
 
-Under ``--workers``: traffic and failed requests are every worker's (each writes its ``Traffic.export``
-to ``traffic-<i>.json`` in the shared worker directory, the way metrics are shared), the workers' reload
-results are listed; accounts, circuits and reload history are the answering worker's (with ``state:
-redis`` the cooldowns and circuits are shared by every worker and replica).
+Traffic and failed requests: with ``state: redis`` (up) every process's of the fleet
+(``router.status.replicas``); else under ``--workers`` every worker's (each writes its
+``Traffic.export`` to ``traffic-<i>.json`` in the shared worker directory, the way metrics are shared);
+else this process's. The workers' reload results are listed; accounts, circuits and reload history
+are the answering process's (with ``state: redis`` the cooldowns and circuits are shared by every
+worker and replica).
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def publish(wd: WorkerDir, traffic: Traffic) -> dict[str, Any]:
     return own
 
 
-def _exports(gw: Gateway, traffic: Traffic) -> list[dict[str, Any]]:
+def local_exports(gw: Gateway, traffic: Traffic) -> list[dict[str, Any]]:
+    """This process's traffic, and under --workers the other workers' latest."""
     wd = gw.worker_dir
     if wd is None:
         return [traffic.export()]
@@ -81,9 +84,9 @@ def _auth(gw: Gateway) -> dict[str, Any]:
             "client_keys": len(auth.keys), "admin_keys": len(auth.admin_keys)}
 
 
-def status_view(gw: Gateway, traffic: Traffic, listen: str) -> dict[str, Any]:
+def status_view(gw: Gateway, exports: list[dict[str, Any]], listen: str) -> dict[str, Any]:
+    """``exports``: the traffic to show (``local_exports`` or ``replicas.shared_exports``)."""
     now = time.time()
-    exports = _exports(gw, traffic)
     failed = sorted((f for e in exports for f in e.get("failed", ())), key=lambda f: -float(f.get("at", 0)))
     return {"at": round(now, 3), **gw.answered_by(), "listen": listen, "auth": _auth(gw), "config": _config(gw),
             "providers": _providers(gw),
