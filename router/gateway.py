@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("router.gateway")
 
+RELOAD_HISTORY = 20  # reloads the status page lists
 RENDER_THREADS = 2  # concurrent Jinja renders; more wait their turn (each is bounded by its budget). Few:
 # a CPU-bound render competes with the event loop for the GIL, so each one more slows every request
 
@@ -92,6 +94,7 @@ class Gateway:
         self.generation = 0
         self.last_reload: ReloadStatus | None = None
         self.last_error: ReloadStatus | None = None
+        self.reload_history: deque[ReloadStatus] = deque(maxlen=RELOAD_HISTORY)  # the status page's list
         self.session: aiohttp.ClientSession | None = None
         self.renders: ThreadPoolExecutor | None = None  # templates with Jinja leaves render here
         self.sim: Any = None
@@ -160,6 +163,7 @@ class Gateway:
             except ConfigErrors as e:
                 self.reloads_failed += 1
                 self.last_error = self.last_reload = ReloadStatus(False, self.generation, e.errors, time.time(), reason)
+                self.reload_history.append(self.last_reload)
                 for err in e.errors:
                     log.error("config rejected: %s", err, extra={"reason": reason})
                 if self.snapshot is not None:
@@ -176,6 +180,7 @@ class Gateway:
                 await self.budget_sync.refresh()  # budgets added by this reload: their spend read at once
             self.reloads_ok += 1
             self.last_reload = ReloadStatus(True, generation, [], time.time(), reason)
+            self.reload_history.append(self.last_reload)
             log.info("config generation %d loaded from %d file(s) in %.1f ms (%s)", generation,
                      len(snap.files), (time.perf_counter() - t0) * 1000, reason)
             self._log_summary(describe(snap, loaded, self.bind_host))
@@ -223,6 +228,11 @@ class Gateway:
         """Each provider's account keys in the snapshot serving now (what the shared state syncs)."""
         snap = self.snapshot
         return [] if snap is None else [[a.state_key for a in p.pool.accounts] for p in snap.providers.values()]
+
+    @property
+    def served(self) -> list[Line]:
+        """The served-config summary (per provider live or SIMULATED, the auth mode): the status page's."""
+        return self._summary
 
     def _log_summary(self, lines: list[Line]) -> None:
         """The served-config summary, at start-up and whenever a reload changes it."""

@@ -13,6 +13,8 @@ from prometheus_client.registry import Collector
 
 from router.circuit import state_samples
 from router.metrics_shared import SharedMetrics
+from router.status.traffic import Traffic
+from router.status.view import publish as publish_traffic
 
 if TYPE_CHECKING:
     from router.exchange import Exchange
@@ -120,6 +122,7 @@ class Metrics:
         self.registry.register(_StateCollector(gateway))
         self.registry.register(_RequestCollector(self))
         self._models: set[str] = set()
+        self.traffic = Traffic()  # the last minutes, per second, for the status page (router.status)
         # a --workers child: scrapes show every worker's values (see metrics_shared)
         self.shared = SharedMetrics(gateway.worker_dir) if gateway.worker_dir is not None else None
 
@@ -134,6 +137,7 @@ class Metrics:
         return "other"
 
     def observe(self, x: Exchange, route: str, status: int, latency: float) -> None:
+        self.traffic.observe(x, status, latency)
         provider = x.provider.name if x.provider else ""
         key = x.client_key or ""  # a name from the config (bounded); "" without a key
         self.requests[(route, str(status), self._model_label(x.client_model), provider, key)] += 1
@@ -163,6 +167,7 @@ class Metrics:
         """A --workers child: write the current values for the other workers' scrapes to read."""
         if self.shared is not None:
             self.shared.publish(self.registry)
+            publish_traffic(self.shared.dir, self.traffic)
 
 
 class _RequestCollector(Collector):

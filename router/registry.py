@@ -26,6 +26,7 @@ from router.client_codecs import (
 from router.codecs import ClientCodec, Family, UpstreamCodec
 from router.endpoints import Endpoint, Params, Services
 from router.key_usage import key_usage
+from router.status.page import admin_status, status_asset, status_page
 from router.upstream_codecs import anthropic as anthropic_upstream
 from router.upstream_codecs import bedrock as bedrock_upstream
 from router.upstream_codecs import gemini as gemini_upstream
@@ -85,6 +86,9 @@ def _endpoints() -> tuple[Endpoint, ...]:
         Endpoint("admin.account_reset", ep.admin_account_reset, admin=True),
         Endpoint("admin.usage", admin_usage, admin=True),
         Endpoint("admin.explain", _admin_explain, admin=True),
+        Endpoint("admin.status", admin_status, admin=True),
+        Endpoint("status.page", status_page, public=True),  # no data: the form asking for the admin key
+        Endpoint("status.asset", status_asset, public=True),
         Endpoint("key.usage", key_usage),
         Endpoint("metrics", ep.metrics),
     )

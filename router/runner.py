@@ -22,6 +22,7 @@ from router.listen import BACKLOG
 from router.listen import url as listen_url
 from router.metrics import Metrics
 from router.protocol import GatewayServer
+from router.status.replicas import share_traffic
 
 log = logging.getLogger("router.runner")
 
@@ -85,6 +86,7 @@ class GatewayRunner(web.BaseRunner):
                                         self.dispatcher.ids, gateway.renders, gateway.limiter, gateway.budgets,
                                         gateway.tokens)
         self._tasks.append(asyncio.create_task(_flush_access_log(gateway)))
+        self._tasks.append(asyncio.create_task(share_traffic(gateway, self.dispatcher.metrics.traffic)))  # state: redis
         if gateway.worker_dir is not None:
             self.dispatcher.metrics.share()  # the other workers' scrapes count this one from the start
             self._tasks.append(asyncio.create_task(_share_metrics(self.dispatcher.metrics)))

@@ -1,0 +1,144 @@
+"""The status page in a real browser: headless Chromium (Debian's ``chromium``) driven by Playwright.
+
+It opens ``/status`` without credentials and gets the sign-in form, signs in with the admin key, then
+sees traffic numbers move, an account start cooling after an injected 429 and a bad config edit appear
+as the last error, taking a screenshot of each. The screenshots go to the test's temporary directory;
+``ROUTER_STATUS_SCREENSHOTS=docs`` writes them to ``docs/status-*.png`` instead (the README shows those):
+
+    ROUTER_STATUS_SCREENSHOTS=docs python -m pytest -q tests/test_status_browser.py
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import FAST_RETRY, ROOT, Harness, start_gateway
+
+# CI (.ci/run, CI=true) installs both and must run this test: there a missing one is a failure, not a skip
+IN_CI = os.environ.get("CI") == "true"
+if IN_CI:
+    import playwright.async_api as _playwright_api
+    playwright = _playwright_api
+else:
+    playwright = pytest.importorskip("playwright.async_api")
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not IN_CI and not Path(CHROMIUM).exists(), reason="no chromium (CI installs Debian's)")
+
+KEY, ADMIN_KEY = "sk-browser-client-1", "sk-browser-admin-2"
+AUTH = f"""\
+auth:
+  mode: strict
+  api_keys:
+    - {{name: ci-bot, key: "{KEY}"}}
+    - {{name: alice, key: "{KEY}-alice"}}
+  admin_keys:
+    - {{name: ops, key_sha256: "{hashlib.sha256(ADMIN_KEY.encode()).hexdigest()}"}}
+"""
+WAIT_MS = 8000  # every wait for the page is bounded
+BROKEN = "model_mapping:\n  gpt-4o: {provider: simulator, model: [unclosed\n"
+
+
+@pytest.fixture
+async def h(tmp_path: Path, config_dir: Path) -> AsyncIterator[Harness]:
+    (config_dir / "00-server.yaml").write_text(AUTH + "server: {reload_debounce: 50ms}\n")
+    (config_dir / "40-retry.yaml").write_text(FAST_RETRY)
+    harness = await start_gateway(config_dir, watch=True)
+    try:
+        yield harness
+    finally:
+        await harness.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    return ROOT / "docs" if os.environ.get("ROUTER_STATUS_SCREENSHOTS") == "docs" else tmp_path
+
+
+async def chat(h: Harness, key: str, model: str = "gemini-2.5-flash") -> int:
+    body = {"model": model, "messages": [{"role": "user", "content": "hello from the browser test"}]}
+    status, _, _ = await h.post_json("/v1/chat/completions", body, headers={"Authorization": f"Bearer {key}"})
+    return status
+
+
+async def test_the_status_page_live(h: Harness, shots: Path) -> None:
+    async with playwright.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(WAIT_MS)
+            await _sign_in(page, h)
+            await _traffic_moves(page, h)
+            await _account_cools(page, h)
+            await _bad_edit_shows(page, h)
+            await page.evaluate("() => window.scrollTo(0, 0)")
+            await page.screenshot(path=str(shots / "status-overview.png"))
+            await page.locator("#traffic-section").screenshot(path=str(shots / "status-traffic.png"))
+            await page.locator("#failed-section").screenshot(path=str(shots / "status-failed.png"))
+        finally:
+            await browser.close()
+
+
+async def _sign_in(page: Any, h: Harness) -> None:
+    await page.goto(h.url + "/status?every=300")
+    await page.locator("#login-form").wait_for(state="visible")  # the form, not a blank 401
+    assert await page.locator("#dash").is_hidden()
+    await page.fill("#key", "sk-wrong")
+    await page.click("#login-form button")
+    await page.locator("#login-error").wait_for(state="visible")
+    await page.fill("#key", ADMIN_KEY)
+    await page.click("#login-form button")
+    await page.locator("#dash").wait_for(state="visible")
+    await page.wait_for_function("() => document.getElementById('generation').textContent === '1'", timeout=WAIT_MS)
+    assert "strict" in await page.text_content("#auth-mode")
+    assert await page.locator("#providers tr[data-provider='simulator'] .pill").first.text_content() == "SIMULATED"
+    html = await page.content()
+    assert ADMIN_KEY not in html and KEY not in html
+
+
+async def _traffic_moves(page: Any, h: Harness) -> None:
+    row = page.locator("#traffic tbody tr[data-name='gemini-2.5-flash'] td:nth-child(3)")
+    for _ in range(6):
+        assert await chat(h, KEY) == 200
+    assert await chat(h, f"{KEY}-alice", "gpt-4o") == 200
+    await page.wait_for_function(
+        "() => { const r = document.querySelector(\"#traffic tr[data-name='gemini-2.5-flash'] td:nth-child(3)\");"
+        " return r !== null && Number(r.textContent) >= 6; }", timeout=WAIT_MS)
+    first = int(await row.text_content())
+    for _ in range(4):
+        await chat(h, KEY)
+    await page.wait_for_function(
+        f"() => Number(document.querySelector(\"#traffic tr[data-name='gemini-2.5-flash'] td:nth-child(3)\")"
+        f".textContent) >= {first + 4}", timeout=WAIT_MS)
+    assert float(await page.text_content("#total-rps")) > 0
+    await page.click("#dims button[data-dim='key']")
+    await page.locator("#traffic tbody tr[data-name='ci-bot']").wait_for()
+    await page.click("#dims button[data-dim='model']")
+
+
+async def _account_cools(page: Any, h: Harness) -> None:
+    await h.faults("sim-key-a", {"status": 429, "retry_after": 30})
+    await h.faults("sim-key-b", {"status": 429, "retry_after": 30})
+    assert await chat(h, KEY) == 429
+    cooling = page.locator("#accounts tr[data-state='cooling']")
+    await cooling.first.wait_for()
+    text = await cooling.first.locator(".countdown").text_content()
+    assert text.endswith(" s") and 0 < float(text.split()[0]) <= 30
+    await page.locator("#failed tbody tr").first.wait_for()
+    assert await page.locator("#failed tbody tr").first.get_attribute("data-request-id")
+
+
+async def _bad_edit_shows(page: Any, h: Harness) -> None:
+    (h.config_dir / "99-broken.yaml").write_text(BROKEN)
+    await page.wait_for_function("() => document.getElementById('last-error').textContent.includes('99-broken.yaml:')",
+                                 timeout=WAIT_MS)
+    text = await page.text_content("#last-error")
+    assert "99-broken.yaml:3:1" in text or "99-broken.yaml:" in text
+    assert await page.text_content("#generation") == "1"  # the old config still serves
+
