@@ -244,6 +244,8 @@ class Engine:
                 self.renders, render_request, template, ctx, provider.base_url, request.headers)
         else:
             up = x.upstream = render_request(template, ctx, provider.base_url, request.headers)
+        if x.trace is not None:  # the attempt's CLIENT span id goes upstream in its traceparent
+            x.trace.attempt(x, up)
         json_timeout, stream_timeout = self._client_timeouts(provider.timeouts)
         secrets_ = (account.api_key,)
         try:
@@ -312,6 +314,8 @@ class Engine:
         codec = x.codec
         assert codec is not None  # set by the proxy endpoint before the engine runs
         x.usage = next((e for e in reversed(events) if isinstance(e, Usage)), None)
+        if x.trace is not None:
+            x.trace.answered(events)
         rctx = self._context(x)
         body = codec.encode_response(events, rctx)
         if codec.remember is not None or rctx.signed_calls:  # most codecs keep nothing
