@@ -21,14 +21,14 @@ from aiohttp import web
 
 pytest.importorskip("opentelemetry.sdk")
 
-from opentelemetry.sdk.trace import ReadableSpan  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
-from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 
-from router.gateway import Gateway  # noqa: E402
-from router.telemetry import parse_traceparent  # noqa: E402
-from router.runner import GatewayRunner  # noqa: E402
-from tests.conftest import FAST_RETRY, ROUTES, Harness  # noqa: E402
+from router.gateway import Gateway
+from router.runner import GatewayRunner
+from router.telemetry import parse_traceparent
+from tests.conftest import FAST_RETRY, ROUTES, Harness
 
 CLIENT_KEY = "sk-client-key-never-in-spans"
 SECRETS = (CLIENT_KEY, "sk-account-a-secret", "sk-account-b-secret", "sk-backup-secret")
@@ -40,20 +40,20 @@ auth:
   mode: all_except_health
   teams: {{qa: {{}}}}
   api_keys:
-    - {{name: ci, team: qa, key: "%s"}}
+    - {{name: ci, team: qa, key: "{client_key}"}}
 providers:
   up:
     dialect: openai
     base_url: http://127.0.0.1:{port}/a
     template: openai
     accounts:
-      - {{email: a@example.com, api_key: "%s"}}
-      - {{email: b@example.com, api_key: "%s"}}
+      - {{email: a@example.com, api_key: "{secret_a}"}}
+      - {{email: b@example.com, api_key: "{secret_b}"}}
   backup:
     dialect: openai
     base_url: http://127.0.0.1:{port}/b
     template: openai
-    accounts: [{{email: c@example.com, api_key: "%s"}}]
+    accounts: [{{email: c@example.com, api_key: "{secret_c}"}}]
 model_mapping:
   exact:
     m: up/model-a
@@ -62,7 +62,7 @@ routes:
   - {{path: /healthz, methods: [GET], handler: health}}
   - {{path: /v1/chat/completions, methods: [POST], handler: openai.chat}}
   - {{path: /admin/config, methods: [GET], handler: admin.config}}
-""" % (CLIENT_KEY, *SECRETS[1:])
+"""
 
 
 class Upstream:
@@ -115,7 +115,9 @@ class Upstream:
 def write_config(config_dir: Path, port: int, telemetry: str) -> None:
     config_dir.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROUTES / "50-templates.yaml", config_dir / "50-templates.yaml")
-    (config_dir / "10-main.yaml").write_text(CONFIG.format(port=port) + FAST_RETRY)
+    text = CONFIG.format(port=port, client_key=CLIENT_KEY, secret_a=SECRETS[1], secret_b=SECRETS[2],
+                         secret_c=SECRETS[3])
+    (config_dir / "10-main.yaml").write_text(text + FAST_RETRY)
     (config_dir / "90-telemetry.yaml").write_text(telemetry)
 
 

@@ -16,14 +16,14 @@ from aiohttp import web
 pytest.importorskip("opentelemetry.sdk")
 pytest.importorskip("opentelemetry.exporter.otlp.proto.http")
 
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (  # noqa: E402
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
 
-from tests.conftest import start_gateway  # noqa: E402
-from tests.serving import free_port, serve_process, stop, wait_healthy  # noqa: E402
-from tests.test_telemetry import CLIENT_KEY, SECRETS, Upstream, chat, write_config  # noqa: E402
+from tests.conftest import start_gateway
+from tests.serving import free_port, serve_process, stop, wait_healthy
+from tests.test_telemetry import CLIENT_KEY, SECRETS, Upstream, chat, write_config
 
 
 class Receiver:
@@ -129,7 +129,8 @@ telemetry:
     assert {headers.get("x-api-key") for headers, _ in receiver.exports} == {"otlp-secret"}
     server = next(span for _, span in spans if span.kind == span.SPAN_KIND_SERVER)
     client = next(span for _, span in spans if span.kind == span.SPAN_KIND_CLIENT)
-    assert server.trace_id.hex() == "4bf92f3577b34da6a3ce929d0e0e4736" and server.parent_span_id.hex() == "00f067aa0ba902b7"
+    assert server.trace_id.hex() == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert server.parent_span_id.hex() == "00f067aa0ba902b7"
     assert client.parent_span_id == server.span_id
     attrs = attributes(server)
     assert attrs["gen_ai.operation.name"] == "chat" and attrs["gen_ai.usage.output_tokens"] == 3
@@ -161,7 +162,8 @@ async def test_the_standard_environment_variables_configure_the_export(tmp_path:
 async def test_the_yaml_wins_over_the_environment_and_otel_sdk_disabled_wins_over_both(
         tmp_path: Path, receiver: Receiver, upstream: Upstream) -> None:
     config = tmp_path / "routes.d"
-    write_config(config, upstream.port, f'telemetry: {{enabled: true, otlp: {{endpoint: "{receiver.url}/v1/traces"}}}}\n')
+    endpoint = f"{receiver.url}/v1/traces"
+    write_config(config, upstream.port, f'telemetry: {{enabled: true, otlp: {{endpoint: "{endpoint}"}}}}\n')
     env = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"http://127.0.0.1:{free_port()}/v1/traces"}
     h = await start_gateway(config, env=env)
     try:
