@@ -1,35 +1,39 @@
 """The OpenTelemetry SDK side of tracing (imported only when tracing is on: the ``otel`` extra).
 
-A :class:`Pipeline` is a tracer provider with its exporter behind a batch processor (the export runs
-in the processor's thread). ``emit`` turns one finished request into its spans: the SERVER span and
+A :class:`Pipeline` is an exporter behind the SDK's batch processor (the export runs in the
+processor's thread). ``emit`` turns one finished request into its finished spans: the SERVER span and
 one CLIENT span per upstream attempt, with the ids the request already used (the client's parent
 span, the ``traceparent`` each attempt sent upstream) and the times it recorded.
+
+The spans are made as the SDK's ``ReadableSpan`` (what span processors and exporters take), not
+through a Tracer: a span started and ended after the fact needs none of a live span's machinery
+(sampler, locks, attribute checks, an id generator), and skipping it costs ~7 us a span instead of
+~80 (measured with this SDK, 20 attributes). The attributes are built here already in the types the
+exporters expect (str, bool, int, float, tuples of str).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
-from opentelemetry import trace as trace_api
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import (
     BatchSpanProcessor,
     ConsoleSpanExporter,
     SimpleSpanProcessor,
     SpanExporter,
 )
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 from router import __version__
 from router.telemetry_content import content_attributes
 from router.telemetry_settings import GRPC, Export
 
 if TYPE_CHECKING:
-    from opentelemetry.sdk.trace.id_generator import IdGenerator
-
     from router.exchange import Exchange
     from router.telemetry import AttemptTrace, Trace
 
@@ -39,25 +43,8 @@ OPERATIONS = {"openai.chat": "chat", "anthropic.messages": "chat", "openai.respo
               "gemini": "generate_content"}
 # gen_ai.provider.name by upstream codec (a provider's dialect); the provider's own name is router.provider
 PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini"}
-
-
-class PresetIds:
-    """Hands the SDK the ids the request already used: set just before each ``start_span`` (one
-    event loop thread makes every span, so nothing comes between). The SDK's IdGenerator by its
-    methods (the SDK only calls them; not a subclass: without the extra, mypy sees no such class)."""
-
-    def __init__(self) -> None:
-        self.trace_id = 0
-        self.span_id = 0
-
-    def generate_span_id(self) -> int:
-        return self.span_id
-
-    def generate_trace_id(self) -> int:
-        return self.trace_id
-
-    def is_trace_id_random(self) -> bool:
-        return True
+SAMPLED = TraceFlags(TraceFlags.SAMPLED)
+OK, ERROR = Status(StatusCode.UNSET), Status(StatusCode.ERROR)
 
 
 def _exporter(export: Export) -> SpanExporter:
@@ -75,60 +62,47 @@ def _exporter(export: Export) -> SpanExporter:
 
 
 class Pipeline:
-    """A tracer provider exporting to ``export``'s exporter (or ``override``, handed each span at once)."""
+    """``export``'s exporter behind a batch processor (or ``override``, handed each span at once)."""
 
     def __init__(self, export: Export, override: SpanExporter | None = None) -> None:
         self.export, self.override = export, override
-        self.ids = PresetIds()
-        resource = Resource.create({"service.name": export.service_name, "service.version": __version__})
-        self.provider = TracerProvider(resource=resource, id_generator=cast("IdGenerator", self.ids))
-        processor = SimpleSpanProcessor(override) if override is not None else BatchSpanProcessor(_exporter(export))
-        self.provider.add_span_processor(processor)
-        self.tracer = self.provider.get_tracer("router", __version__)
+        self.resource = Resource.create({"service.name": export.service_name, "service.version": __version__})
+        self.scope = InstrumentationScope("router", __version__)
+        self.processor = SimpleSpanProcessor(override) if override is not None \
+            else BatchSpanProcessor(_exporter(export))
 
     def close(self) -> None:
-        self.provider.shutdown()
+        self.processor.shutdown()
 
     def emit(self, x: Exchange, trace: Trace, request: web.BaseRequest, route: str, status: int,
              latency: float) -> None:
-        """The request's SERVER span, then each attempt's CLIENT span under it."""
+        """The request's SERVER span and each attempt's CLIENT span under it, finished."""
         operation = OPERATIONS.get(x.codec.name, "chat") if x.codec is not None else None
         end = trace.wall(x.started + latency)
-        server = self._server_span(x, trace, operation, request, route)
-        server.set_attributes(_server_attributes(x, trace, operation, request, route, status))
-        if status >= 500:
-            server.set_status(Status(StatusCode.ERROR))
-        parent = trace_api.set_span_in_context(server)
+        server = SpanContext(trace.trace_id, trace.span_id, False, SAMPLED)
         for a in trace.attempts:
-            self._client_span(x, trace, a, operation, parent, end)
-        server.end(end_time=end)
-
-    def _server_span(self, x: Exchange, trace: Trace, operation: str | None, request: web.BaseRequest,
-                     route: str) -> trace_api.Span:
-        context = None
+            self._client_span(x, trace, a, operation, server, end)
+        parent = None
         if trace.parent_id:
-            remote = trace_api.SpanContext(trace.trace_id, trace.parent_id, is_remote=True,
-                                           trace_flags=trace_api.TraceFlags(trace_api.TraceFlags.SAMPLED),
-                                           trace_state=trace_api.TraceState.from_header([trace.tracestate or ""]))
-            context = trace_api.set_span_in_context(trace_api.NonRecordingSpan(remote))
+            state = TraceState.from_header([trace.tracestate]) if trace.tracestate else None
+            parent = SpanContext(trace.trace_id, trace.parent_id, True, SAMPLED, state)
         name = f"{operation} {x.client_model}" if operation and x.client_model else f"{request.method} {route}"
-        ids = self.ids
-        ids.trace_id, ids.span_id = trace.trace_id, trace.span_id
-        span: trace_api.Span = self.tracer.start_span(name, context, SpanKind.SERVER, start_time=trace.wall(x.started))
-        return span
+        self.processor.on_end(ReadableSpan(
+            name, server, parent, self.resource, _server_attributes(x, trace, operation, request, route, status),
+            kind=SpanKind.SERVER, status=ERROR if status >= 500 else OK, start_time=trace.wall(x.started),
+            end_time=end, instrumentation_scope=self.scope))
 
-    def _client_span(self, x: Exchange, trace: Trace, a: AttemptTrace, operation: str | None, parent: Any,
+    def _client_span(self, x: Exchange, trace: Trace, a: AttemptTrace, operation: str | None, parent: SpanContext,
                      request_end: int) -> None:
         done = x.attempts[a.index] if a.index < len(x.attempts) else None
         outcome: int | str = done.outcome if done is not None else ("client_closed" if x.status == 499 else "aborted")
         end = trace.wall(a.started + done.latency) if done is not None else request_end
-        self.ids.span_id = a.span_id
-        span = self.tracer.start_span(f"{operation or 'chat'} {a.model}", parent, SpanKind.CLIENT,
-                                      start_time=trace.wall(a.started))
-        span.set_attributes(_client_attributes(x, trace, a, operation, outcome))
-        if not (isinstance(outcome, int) and outcome < 400):
-            span.set_status(Status(StatusCode.ERROR))
-        span.end(end_time=min(end, request_end))
+        failed = not (isinstance(outcome, int) and outcome < 400)
+        self.processor.on_end(ReadableSpan(
+            f"{operation or 'chat'} {a.model}", SpanContext(trace.trace_id, a.span_id, False, SAMPLED), parent,
+            self.resource, _client_attributes(x, trace, a, operation, outcome), kind=SpanKind.CLIENT,
+            status=ERROR if failed else OK, start_time=trace.wall(a.started), end_time=min(end, request_end),
+            instrumentation_scope=self.scope))
 
 
 def _server_attributes(x: Exchange, trace: Trace, operation: str | None, request: web.BaseRequest, route: str,
@@ -147,7 +121,7 @@ def _server_attributes(x: Exchange, trace: Trace, operation: str | None, request
         out["router.attempts"] = len(x.attempts)
         out["router.outcome"] = str(x.attempts[-1].outcome)
     if x.chain:
-        out["router.fallback.chain"] = list(x.chain)
+        out["router.fallback.chain"] = tuple(x.chain)
     if status >= 400:
         out["error.type"] = _error_type(x, status)
     if operation is not None:
@@ -176,7 +150,7 @@ def _genai(x: Exchange, trace: Trace, operation: str) -> dict[str, Any]:
         out["gen_ai.usage.input_tokens"] = usage.input_tokens
         out["gen_ai.usage.output_tokens"] = usage.output_tokens
     if trace.finish_reasons:
-        out["gen_ai.response.finish_reasons"] = list(trace.finish_reasons)
+        out["gen_ai.response.finish_reasons"] = tuple(trace.finish_reasons)
     return out
 
 
@@ -187,7 +161,7 @@ def _request_parameters(req: Any) -> dict[str, Any]:
         if value is not None:
             out[f"gen_ai.request.{name}"] = value
     if req.stop:
-        out["gen_ai.request.stop_sequences"] = list(req.stop)
+        out["gen_ai.request.stop_sequences"] = tuple(req.stop)
     if req.n is not None and req.n != 1:
         out["gen_ai.request.choice.count"] = req.n
     return out

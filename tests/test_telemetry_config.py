@@ -27,13 +27,20 @@ def errors_of(tmp_path: Path, extra: str) -> list[str]:
     ("telemetry: {sampling_ratio: 2}\n", "50-telemetry.yaml:1:", "2"),
     ("telemetry:\n  otlp: {protocol: http/json}\n", "50-telemetry.yaml:2:", "http/json"),
     ("telemetry:\n  exporter: zipkin\n", "50-telemetry.yaml:2:", "zipkin"),
-    ("telemetry:\n  otlp: {endpoint: collector:4318}\n", "50-telemetry.yaml:2:", "does not match"),
+    ("telemetry:\n  otlp: {endpoint: collector:4318}\n", "50-telemetry.yaml:2:", "expected an http(s):// URL"),
     ("telemetry:\n  otlp: {timeout: soon}\n", "50-telemetry.yaml:2:", "timeout"),
     ("telemetry: {enable: true}\n", "50-telemetry.yaml:1:", "enable"),
 ])
 def test_a_bad_telemetry_section_is_a_located_error(tmp_path: Path, text: str, where: str, words: str) -> None:
     errors = errors_of(tmp_path, text)
     assert len(errors) == 1 and errors[0].startswith(where) and words in errors[0], errors
+
+
+def test_errors_never_quote_the_otlp_headers_or_endpoint(tmp_path: Path) -> None:
+    errors = errors_of(tmp_path, "telemetry:\n  otlp:\n    headers: {x-api-key: [sk-otlp-secret]}\n"
+                                 "    endpoint: ftp://user:pw-otlp-secret@collector\n")
+    assert len(errors) == 2 and all("value not shown" in e for e in errors)
+    assert not [e for e in errors if "otlp-secret" in e]
 
 
 def test_enabling_it_without_the_extra_is_an_error_naming_the_extra(tmp_path: Path,
