@@ -30,6 +30,7 @@ from router.codecs import StreamEncoder
 from router.telemetry_settings import Resolved, TelemetrySettings, missing_packages, public, resolve
 
 if TYPE_CHECKING:
+    from router.accounts import Account
     from router.exchange import Exchange
     from router.sections import Live
     from router.snapshot import Snapshot
@@ -52,8 +53,8 @@ class AttemptTrace:
     provider: str
     dialect: str
     model: str
-    account: str
-    url: str
+    account: Account | None  # its label is shown, its key blanked from the URL (at emit time, off the path)
+    url: str  # as sent: the span shows it without query or user info
 
 
 class Trace:
@@ -81,8 +82,7 @@ class Trace:
         span_id = random.getrandbits(64) or 1
         self.attempts.append(AttemptTrace(
             span_id, time.monotonic(), len(x.attempts), x.attempt, provider.name if provider else "",
-            provider.dialect if provider else "", x.upstream_model or "", account.email if account else "",
-            x.upstream_target()[1]))
+            provider.dialect if provider else "", x.upstream_model or "", account, up.url))
         up.headers["traceparent"] = f"00-{self.trace_id:032x}-{span_id:016x}-{'01' if self.sampled else '00'}"
         if self.tracestate:
             up.headers["tracestate"] = self.tracestate

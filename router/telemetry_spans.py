@@ -30,6 +30,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 from router import __version__
+from router.redact import loggable_url
 from router.telemetry_content import content_attributes
 from router.telemetry_settings import GRPC, Export
 
@@ -169,10 +170,12 @@ def _request_parameters(req: Any) -> dict[str, Any]:
 
 def _client_attributes(x: Exchange, trace: Trace, a: AttemptTrace, operation: str | None,
                        outcome: int | str) -> dict[str, Any]:
+    account = a.account
     out: dict[str, Any] = {"gen_ai.operation.name": operation or "chat",
                            "gen_ai.provider.name": PROVIDERS.get(a.dialect, a.dialect), "gen_ai.request.model": a.model,
-                           "router.provider": a.provider, "router.account": a.account, "router.attempt": a.number,
-                           "router.outcome": str(outcome), "url.full": a.url}
+                           "router.provider": a.provider, "router.account": account.email if account else "",
+                           "router.attempt": a.number, "router.outcome": str(outcome),
+                           "url.full": loggable_url(a.url, (account.api_key,) if account else ())}
     u = urlsplit(a.url)
     if u.hostname:
         out["server.address"] = u.hostname

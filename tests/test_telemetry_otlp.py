@@ -206,3 +206,44 @@ async def test_a_running_router_serve_exports_its_spans(tmp_path: Path, receiver
     names = {span.name for _, span in receiver.spans()}
     assert {"chat m", "chat model-a"} <= names
     assert {resource["service.name"] for resource, _ in receiver.spans()} == {"served"}
+
+
+async def test_otlp_over_grpc(tmp_path: Path, upstream: Upstream) -> None:
+    """The same spans to a gRPC collector (a TraceService on loopback), with the YAML's headers as metadata."""
+    grpc = pytest.importorskip("grpc")
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.grpc")
+    from concurrent.futures import ThreadPoolExecutor
+
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc
+
+    received: list[tuple[dict[str, str], ExportTraceServiceRequest]] = []
+
+    class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request: ExportTraceServiceRequest, context: Any) -> ExportTraceServiceResponse:
+            received.append((dict(context.invocation_metadata()), request))
+            return ExportTraceServiceResponse()
+
+    server = grpc.server(ThreadPoolExecutor(2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Collector(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        config = tmp_path / "routes.d"
+        write_config(config, upstream.port, f"""
+telemetry:
+  enabled: true
+  otlp: {{protocol: grpc, endpoint: "http://127.0.0.1:{port}", headers: {{x-tenant: grpc-team}}}}
+""")
+        h = await start_gateway(config)
+        try:
+            assert (await chat(h))[0] == 200
+        finally:
+            await h.close()
+        deadline = time.monotonic() + 10
+        while not received and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+    finally:
+        server.stop(None)
+    spans = [span for _, m in received for rs in m.resource_spans for ss in rs.scope_spans for span in ss.spans]
+    assert sorted(span.name for span in spans) == ["chat m", "chat model-a"]
+    assert received[0][0]["x-tenant"] == "grpc-team"
