@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from router.accounts import Account
     from router.exchange import Exchange
     from router.sections import Live
-    from router.snapshot import Snapshot
+    from router.snapshot import Provider, Snapshot
     from router.telemetry_spans import Pipeline
     from router.upstream_request import UpstreamRequest
 
@@ -50,8 +50,7 @@ class AttemptTrace:
     started: float  # time.monotonic()
     index: int  # its place in Exchange.attempts, once it ended
     number: int  # the attempt number within its target (1-based)
-    provider: str
-    dialect: str
+    provider: Provider | None
     model: str
     account: Account | None  # its label is shown, its key blanked from the URL (at emit time, off the path)
     url: str  # as sent: the span shows it without query or user info
@@ -81,8 +80,7 @@ class Trace:
         provider, account = x.provider, x.account
         span_id = random.getrandbits(64) or 1
         self.attempts.append(AttemptTrace(
-            span_id, time.monotonic(), len(x.attempts), x.attempt, provider.name if provider else "",
-            provider.dialect if provider else "", x.upstream_model or "", account, up.url))
+            span_id, time.monotonic(), len(x.attempts), x.attempt, provider, x.upstream_model or "", account, up.url))
         up.headers["traceparent"] = f"00-{self.trace_id:032x}-{span_id:016x}-{'01' if self.sampled else '00'}"
         if self.tracestate:
             up.headers["tracestate"] = self.tracestate

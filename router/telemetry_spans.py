@@ -30,12 +30,13 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 from router import __version__
-from router.redact import loggable_url
+from router.redact import loggable_url, redact
 from router.telemetry_content import content_attributes
 from router.telemetry_settings import GRPC, Export
 
 if TYPE_CHECKING:
     from router.exchange import Exchange
+    from router.snapshot import Provider
     from router.telemetry import AttemptTrace, Trace
 
 # gen_ai.operation.name by client codec (the conventions' well-known values)
@@ -46,6 +47,7 @@ OPERATIONS = {"openai.chat": "chat", "anthropic.messages": "chat", "openai.respo
 PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini"}
 SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 OK, ERROR = Status(StatusCode.UNSET), Status(StatusCode.ERROR)
+MAX_UPSTREAMS = 1024
 
 
 def _exporter(export: Export) -> SpanExporter:
@@ -69,11 +71,23 @@ class Pipeline:
         self.export, self.override = export, override
         self.resource = Resource.create({"service.name": export.service_name, "service.version": __version__})
         self.scope = InstrumentationScope("router", __version__)
+        self.upstreams: dict[tuple[str, str, str], dict[str, Any]] = {}  # by provider: upstream_attributes
         self.processor = SimpleSpanProcessor(override) if override is not None \
             else BatchSpanProcessor(_exporter(export))
 
     def close(self) -> None:
         self.processor.shutdown()
+
+    def _upstream(self, provider: Provider | None) -> dict[str, Any]:
+        if provider is None:
+            return {}
+        key = (provider.name, provider.dialect, provider.base_url)
+        found = self.upstreams.get(key)
+        if found is None:
+            if len(self.upstreams) >= MAX_UPSTREAMS:  # reloads may bring new providers: stay bounded
+                self.upstreams.clear()
+            found = self.upstreams[key] = upstream_attributes(provider)
+        return found
 
     def emit(self, x: Exchange, trace: Trace, request: web.BaseRequest, route: str, status: int,
              latency: float) -> None:
@@ -101,7 +115,8 @@ class Pipeline:
         failed = not (isinstance(outcome, int) and outcome < 400)
         self.processor.on_end(ReadableSpan(
             f"{operation or 'chat'} {a.model}", SpanContext(trace.trace_id, a.span_id, False, SAMPLED), parent,
-            self.resource, _client_attributes(x, trace, a, operation, outcome), kind=SpanKind.CLIENT,
+            self.resource, _client_attributes(x, trace, a, operation, outcome, self._upstream(a.provider)),
+            kind=SpanKind.CLIENT,
             status=ERROR if failed else OK, start_time=trace.wall(a.started), end_time=min(end, request_end),
             instrumentation_scope=self.scope))
 
@@ -168,18 +183,31 @@ def _request_parameters(req: Any) -> dict[str, Any]:
     return out
 
 
-def _client_attributes(x: Exchange, trace: Trace, a: AttemptTrace, operation: str | None,
-                       outcome: int | str) -> dict[str, Any]:
-    account = a.account
-    out: dict[str, Any] = {"gen_ai.operation.name": operation or "chat",
-                           "gen_ai.provider.name": PROVIDERS.get(a.dialect, a.dialect), "gen_ai.request.model": a.model,
-                           "router.provider": a.provider, "router.account": account.email if account else "",
-                           "router.attempt": a.number, "router.outcome": str(outcome),
-                           "url.full": loggable_url(a.url, (account.api_key,) if account else ())}
-    u = urlsplit(a.url)
+def upstream_attributes(provider: Provider) -> dict[str, Any]:
+    """What every attempt at a provider shares: its names and its server (parsed once per provider)."""
+    out: dict[str, Any] = {"gen_ai.provider.name": PROVIDERS.get(provider.dialect, provider.dialect),
+                           "router.provider": provider.name}
+    u = urlsplit(provider.base_url)
     if u.hostname:
         out["server.address"] = u.hostname
         out["server.port"] = u.port or (443 if u.scheme == "https" else 80)
+    return out
+
+
+def _url(a: AttemptTrace) -> str:
+    """The attempt's URL as logs show it: no user info, no query, the account's key blanked."""
+    provider, secrets = a.provider, (a.account.api_key,) if a.account is not None else ()
+    if provider is None or not a.url.startswith(provider.base_url):
+        return loggable_url(a.url, secrets)
+    return redact(provider.public()["base_url"] + a.url[len(provider.base_url):].partition("?")[0], secrets)
+
+
+def _client_attributes(x: Exchange, trace: Trace, a: AttemptTrace, operation: str | None, outcome: int | str,
+                       upstream: dict[str, Any]) -> dict[str, Any]:
+    account = a.account
+    out: dict[str, Any] = {**upstream, "gen_ai.operation.name": operation or "chat", "gen_ai.request.model": a.model,
+                           "router.account": account.email if account else "", "router.attempt": a.number,
+                           "router.outcome": str(outcome), "url.full": _url(a)}
     if isinstance(outcome, int):
         out["http.response.status_code"] = outcome
     if not (isinstance(outcome, int) and outcome < 400):

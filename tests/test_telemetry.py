@@ -212,6 +212,8 @@ async def test_a_non_stream_request_continues_the_clients_trace_and_propagates_i
     assert (cattrs["router.attempt"], cattrs["router.account"], cattrs["http.response.status_code"]) == \
         (1, "a@example.com", 200)
     assert cattrs["server.address"] == "127.0.0.1" and cattrs["gen_ai.usage.output_tokens"] == 3
+    assert cattrs["server.port"] == upstream.port
+    assert cattrs["url.full"] == f"http://127.0.0.1:{upstream.port}/a/v1/chat/completions"
     # the upstream got a traceparent naming the attempt's CLIENT span, and the client's tracestate
     _, seen = upstream.seen[-1]
     assert parse_traceparent(seen["traceparent"]) == (int(PARENT_TRACE, 16), client.context.span_id, True)
