@@ -69,31 +69,33 @@ class Trace:
         self.span_id = random.getrandbits(64) or 1  # the SERVER span's
         self.sampled = sampled
         self.tracestate = tracestate
-        self.record_content = record_content
+        self.record_content = record_content and sampled
         self.wall_offset = time.time_ns() - time.monotonic_ns()  # monotonic -> epoch nanoseconds
         self.attempts: list[AttemptTrace] = []
         self.finish_reasons: list[str] = []
-        self.events: list[Event] | None = [] if record_content else None  # the answer's, for its content
+        self.events: list[Event] | None = [] if self.record_content else None  # the answer's, for its content
 
     def attempt(self, x: Exchange, up: UpstreamRequest) -> None:
         """An attempt is about to be sent: its CLIENT span's id goes upstream as ``traceparent``."""
-        provider, account = x.provider, x.account
         span_id = random.getrandbits(64) or 1
-        self.attempts.append(AttemptTrace(
-            span_id, time.monotonic(), len(x.attempts), x.attempt, provider, x.upstream_model or "", account, up.url))
+        if self.sampled:  # an unsampled trace only passes its context on
+            self.attempts.append(AttemptTrace(span_id, time.monotonic(), len(x.attempts), x.attempt, x.provider,
+                                              x.upstream_model or "", x.account, up.url))
         up.headers["traceparent"] = f"00-{self.trace_id:032x}-{span_id:016x}-{'01' if self.sampled else '00'}"
         if self.tracestate:
             up.headers["tracestate"] = self.tracestate
 
     def answered(self, events: list[Event]) -> None:
         """A non-stream answer's events: its finish reasons (and its content when recorded)."""
+        if not self.sampled:
+            return
         self.finish_reasons = [e.reason for e in events if isinstance(e, Finish)]
         if self.events is not None:
             self.events = list(events)
 
     def watch(self, encoder: StreamEncoder) -> StreamEncoder:
         """A stream's encoder that notes the finish reasons (and the events) as they go through."""
-        return WatchedEncoder(encoder, self)
+        return WatchedEncoder(encoder, self) if self.sampled else encoder
 
     def wall(self, monotonic: float) -> int:
         """A ``time.monotonic()`` instant as epoch nanoseconds (what span times are)."""
