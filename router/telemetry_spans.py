@@ -14,6 +14,7 @@ exporters expect (str, bool, int, float, tuples of str).
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -52,7 +53,7 @@ MAX_UPSTREAMS = 1024
 
 def _exporter(export: Export) -> SpanExporter:
     if export.exporter == "console":
-        return ConsoleSpanExporter()
+        return ConsoleSpanExporter(out=sys.stdout)  # today's stdout (its default is the one at its import)
     headers = dict(export.headers)
     if export.protocol == GRPC:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter

@@ -247,3 +247,20 @@ telemetry:
     spans = [span for _, m in received for rs in m.resource_spans for ss in rs.scope_spans for span in ss.spans]
     assert sorted(span.name for span in spans) == ["chat m", "chat model-a"]
     assert received[0][0]["x-tenant"] == "grpc-team"
+
+
+async def test_the_console_exporter_prints_the_spans(tmp_path: Path, upstream: Upstream,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """``OTEL_TRACES_EXPORTER=console``: the spans as JSON on stdout (at the latest when the gateway stops)."""
+    config = tmp_path / "routes.d"
+    write_config(config, upstream.port, "telemetry: {enabled: true}\n")
+    h = await start_gateway(config, env={"OTEL_TRACES_EXPORTER": "console"})
+    try:
+        assert h.gateway.telemetry.public()["exporter"] == "console"
+        assert (await chat(h))[0] == 200
+    finally:
+        await h.close()
+    out = capsys.readouterr().out
+    assert '"name": "chat m"' in out and '"name": "chat model-a"' in out
+    for secret in SECRETS:
+        assert secret not in out
