@@ -44,6 +44,7 @@ class Dispatcher:
         self.metrics = metrics
         self.inflight = InFlight()  # what a shutdown waits for, then cuts
         self.ids = IdGenerator()
+        self.telemetry = gateway.telemetry  # tracing (router.telemetry): off unless telemetry.enabled
 
     # --- dispatch -------------------------------------------------------------------------------
 
@@ -57,6 +58,8 @@ class Dispatcher:
         route = m.route
         endpoint = route.endpoint if route else None
         x = Exchange(rid, snap, endpoint, started)  # positional: keywords cost more
+        if self.telemetry.on:
+            x.trace = self.telemetry.begin(request)
         task: asyncio.Task[Any] = asyncio.current_task()  # type: ignore[assignment]  # aiohttp's, per request
         inflight = self.inflight.requests
         inflight[task] = x
@@ -165,6 +168,8 @@ class Dispatcher:
         latency = time.monotonic() - started
         self.metrics.observe(x, route, status, latency)
         self.gateway.usage.record(x, status)
+        if x.trace is not None:
+            self.telemetry.finish(x, request, route, status, latency)
         access = self.gateway.access_log
         if not access.enabled:
             return

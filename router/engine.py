@@ -40,7 +40,7 @@ from router.relay import StreamRelay
 from router.snapshot import Provider, Timeouts
 from router.token_estimate import estimate_tokens
 from router.tokens import Tokens
-from router.upstream_request import render_request
+from router.upstream_request import UpstreamRequest, render_request
 
 log = logging.getLogger("router.engine")
 
@@ -251,8 +251,8 @@ class Engine:
                 self.renders, render_request, template, ctx, provider.base_url, request.headers)
         else:
             up = x.upstream = render_request(template, ctx, provider.base_url, request.headers)
-        if account.signer is not None:
-            account.signer.sign(up, time.time())
+        if x.trace is not None or account.signer is not None:
+            _stamp(x, account, up)
         json_timeout, stream_timeout = self._client_timeouts(provider.timeouts)
         secrets_ = (account.api_key,) if view is account.template_view else (account.api_key, view["access_token"])
         try:
@@ -317,6 +317,8 @@ class Engine:
         codec = x.codec
         assert codec is not None  # set by the proxy endpoint before the engine runs
         x.usage = next((e for e in reversed(events) if isinstance(e, Usage)), None)
+        if x.trace is not None:
+            x.trace.answered(events)
         rctx = self._context(x)
         body = codec.encode_response(events, rctx)
         if codec.remember is not None or rctx.signed_calls:  # most codecs keep nothing
@@ -378,3 +380,12 @@ def _log_sent(x: Exchange, provider: Provider, account: Account, status: int) ->
     log.debug("upstream attempt %d: %s %s -> %d", x.attempt, *x.upstream_target(), status,
               extra={"request_id": x.request_id, "provider": provider.name, "account": account.email,
                      "status": status})
+
+
+def _stamp(x: Exchange, account: Account, up: UpstreamRequest) -> None:
+    """What the rendered request gets last: the trace context (the attempt's CLIENT span id goes
+    upstream in its traceparent), then the account's signature, which covers the final headers."""
+    if x.trace is not None:
+        x.trace.attempt(x, up)
+    if account.signer is not None:
+        account.signer.sign(up, time.time())

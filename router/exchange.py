@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from jinja2 import TemplateError
@@ -21,6 +21,9 @@ from router.registry import KEY_HEADERS
 from router.snapshot import Provider, Snapshot
 from router.templates import PRUNE, logged_error
 from router.upstream_request import UpstreamRequest
+
+if TYPE_CHECKING:
+    from router.telemetry import Trace
 
 log = logging.getLogger("router.engine")  # the pipeline's log: a header template failing is a request event
 
@@ -61,6 +64,7 @@ class Exchange:
     upstream: UpstreamRequest | None = None  # the attempt in progress (named in its log lines)
     limit_headers: dict[str, str] | None = None  # a key with limits: its rate-limit headers
     chain: list[str] | None = None  # a fallback list or split: the targets tried, "provider/model:outcome"
+    trace: Trace | None = None  # with telemetry on: the request's trace context (router.telemetry)
 
     def cost(self) -> int:
         """What the upstream's usage report cost in nano-dollars (``prices`` of the provider that

@@ -32,6 +32,7 @@ from router.sections import swap_in
 from router.snapshot import BUILTIN_SIMULATOR, SECTIONS, Snapshot, compile_config
 from router.state_settings import StateSettings
 from router.summary import Line, describe
+from router.telemetry import Telemetry
 from router.tokens import Tokens
 from router.usage import UsageLedger
 
@@ -110,6 +111,7 @@ class Gateway:
         self.reloads_ok = 0
         self.reloads_failed = 0
         self.access_log = AccessLog(worker=worker)  # a --workers child's lines carry its index
+        self.telemetry = Telemetry(env)  # tracing: follows each snapshot's telemetry section
 
     @property
     def current(self) -> Snapshot:
@@ -134,6 +136,7 @@ class Gateway:
     async def close(self) -> None:
         await self.tokens.close()  # refreshes still running: they use the session closing below
         await self.usage.close()  # its last rows to the shared state, before that closes
+        await asyncio.to_thread(self.telemetry.close)  # the spans still batched are exported (bounded)
         self.use_state(None)
         await asyncio.gather(*self._closing, return_exceptions=True)
         if self.renders is not None:  # a render still running ends at its budget's next check
@@ -323,6 +326,7 @@ class Gateway:
             "state": self.shared.public() if self.shared is not None else snap.state.public(),
             "auth": snap.auth.public(),
             "prices": snap.prices.public(),
+            "telemetry": self.telemetry.public(),  # the OTLP headers masked
             "routes": snap.routes.describe(),
             "providers": {n: {**p.public(), "accounts": [a.public() for a in p.pool.accounts],
                               "fallback": snap.fallbacks.get(n)} for n, p in snap.providers.items()},

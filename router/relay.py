@@ -52,6 +52,8 @@ class StreamRelay:
         assert x.codec is not None  # set by the proxy endpoint before the engine runs
         self.engine, self.x, self.request, self.rctx = engine, x, request, rctx
         self.encoder: StreamEncoder = x.codec.stream_encoder(rctx)
+        if x.trace is not None:  # its finish reasons (and content) for the request's spans
+            self.encoder = x.trace.watch(self.encoder)
         self.out: web.StreamResponse | None = None  # set once the headers are going out
         self.keep: list[Event] | None = [] if engine.keeps_events(x) else None  # for a codec's ``remember``
 

@@ -47,12 +47,16 @@ SECRET_FIELDS = frozenset({"api_keys", "admin_keys", "accounts", "key_list", "ap
 KEY_PUBLIC_FIELDS = frozenset({"name", "team", "models", "expires", "limits", "budget"})
 ACCOUNT_PUBLIC_FIELDS = frozenset({"weight"})  # likewise in a provider's account entry
 CREDENTIAL_PUBLIC_FIELDS = frozenset({"type", "token_url"})  # and in an account's credential (a kind, a URL)
+# whole subtrees that may hold a credential: the OTLP exporter's headers and its endpoint's user info
+SECRET_PATHS = (("telemetry", "otlp", "headers"), ("telemetry", "otlp", "endpoint"))
 
 
 def _may_be_secret(path: Iterable[Any]) -> bool:
     """Whether a value may be a secret: anything in a key or account entry but its public fields
     (judged by the entry's own field, so a limit's ``rpm`` under ``limits`` is public too)."""
     fields = [p for p in path if isinstance(p, str)]
+    if any(tuple(fields[:len(p)]) == p for p in SECRET_PATHS):
+        return True
     first = next((i for i, p in enumerate(fields) if p in SECRET_FIELDS), None)
     if first is None:
         return False

@@ -23,6 +23,7 @@ from router.usage import UsageLedger
 
 if TYPE_CHECKING:
     from router.snapshot import Snapshot
+    from router.telemetry import Telemetry
     from router.template_sandbox import GuardedEnvironment
 
 T = TypeVar("T")
@@ -38,6 +39,7 @@ class Live(Protocol):
     access_log: AccessLog
     manage_logging: bool
     usage: UsageLedger
+    telemetry: Telemetry
 
     def use_state(self, settings: StateSettings) -> None: ...  # open, replace or close the shared state
 

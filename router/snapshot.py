@@ -45,6 +45,8 @@ from router.sections import (
 )
 from router.server import Server, compile_server, exposed, template_limits
 from router.state_settings import StateSettings, compile_state, state_references
+from router.telemetry import configure_telemetry
+from router.telemetry_settings import TelemetrySettings, compile_telemetry, telemetry_references
 from router.template_budget import DEFAULT_LIMITS, TemplateLimits, header_limits
 from router.template_sandbox import GuardedEnvironment
 from router.templates import CompiledTree, compile_tree, make_environment, template_errors
@@ -144,6 +146,7 @@ class Snapshot:
     state: StateSettings = field(default_factory=StateSettings)
     prices: PriceTable = field(default_factory=PriceTable)  # what usage costs (budgets in usd, /admin/usage)
     usage: UsageSettings = field(default_factory=UsageSettings)  # the usage ledger's bounds
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)  # tracing (router.telemetry)
 
     def provider(self, name: str) -> Provider | None:
         """The provider serving ``name``, following ``fallback`` while it has no account."""
@@ -233,6 +236,8 @@ RESPONSE_HEADERS = Section("response_headers", "response_headers.schema.json", _
 LOGGING = Section("logging", "logging.schema.json", _logging, swap=apply_logging)
 PRICES = Section("prices", "prices.schema.json", lambda c: compile_prices(c.data.get("prices")), prices_references)
 USAGE = Section("usage", "usage.schema.json", lambda c: compile_usage(c.data.get("usage")), swap=configure_usage)
+TELEMETRY = Section("telemetry", "telemetry.schema.json", lambda c: compile_telemetry(c.data.get("telemetry")),
+                    telemetry_references, configure_telemetry)
 # first: the stores the server section sizes are connected to the shared state it opens
 STATE = Section("state", "state.schema.json", lambda c: compile_state(c.data.get("state")), state_references,
                 use_state)
@@ -240,7 +245,7 @@ STATE = Section("state", "state.schema.json", lambda c: compile_state(c.data.get
 # In compile order: a section comes after those it reads (providers read retry_policies and templates).
 SECTIONS: tuple[Section[Any], ...] = (
     STATE, SERVER, AUTH, RETRY_POLICIES, TEMPLATES, CIRCUIT, PROVIDERS, MODEL_MAPPING, ROUTES, RESPONSE_HEADERS,
-    LOGGING, PRICES, USAGE)
+    LOGGING, PRICES, USAGE, TELEMETRY)
 
 
 def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, Callable[..., Any]],
@@ -262,7 +267,7 @@ def compile_config(loaded: LoadedConfig, generation: int, filters: Mapping[str, 
         generation=generation, loaded_at=time.time(), files=tuple(loaded.files), server=c[SERVER], auth=c[AUTH],
         routes=c[ROUTES], mapper=c[MODEL_MAPPING], providers=providers, fallbacks=fallbacks,
         response_headers=c[RESPONSE_HEADERS], logging=c[LOGGING], state=c[STATE], prices=c[PRICES],
-        usage=c[USAGE],
+        usage=c[USAGE], telemetry=c[TELEMETRY],
     )
 
 

@@ -17,7 +17,7 @@ from router.snapshot import HANDLERS, check, compile_config, cross_reference_err
 from tests.conftest import MINIMAL_CONFIG
 
 SECTIONS = ["server", "auth", "providers", "model_mapping", "routes", "retry_policies", "templates",
-            "response_headers", "logging", "state", "prices", "usage", "circuit"]
+            "response_headers", "logging", "state", "prices", "usage", "circuit", "telemetry"]
 
 
 def errors_for(tmp_path: Path, extra: str, base: str = MINIMAL_CONFIG) -> list[str]:

@@ -17,8 +17,9 @@ from router.response_store import ResponseStore
 from router.retry import DEFAULT_POLICY, Backoff, Policy, Rule, compile_policy
 from router.sections import swap_in
 from router.signature_memory import SignatureMemory
-from router.state_settings import StateSettings
 from router.snapshot import HANDLERS, SECTIONS, Logging, Snapshot, compile_config, cross_reference_errors
+from router.state_settings import StateSettings
+from router.telemetry import Telemetry
 from router.usage import UsageLedger, UsageSettings
 from tests.conftest import MINIMAL_CONFIG, ROUTES
 
@@ -86,6 +87,7 @@ class Live:
         self.manage_logging = False
         self.state: StateSettings | None = None
         self.usage = UsageLedger()
+        self.telemetry = Telemetry({})
 
     def use_state(self, settings: StateSettings) -> None:
         self.state = settings
@@ -97,6 +99,7 @@ def test_a_swap_sizes_the_stores_and_applies_logging(tmp_path: Path) -> None:
     assert (live.access_log.fmt, live.access_log.enabled) == ("json", True)
     assert live.state == StateSettings()  # no state section: memory
     assert live.usage.settings == UsageSettings()  # no usage section: the defaults
+    assert live.telemetry.on is False  # no telemetry section: no tracing
     kept = live.stores.responses
     assert isinstance(kept, ResponseStore) and isinstance(live.stores.signatures, SignatureMemory)
 
