@@ -88,7 +88,8 @@ class Engine:
         key = x.key  # with limits.models: its plan for this model (looked up, not built)
         plan = None if key is None else (key.plan if key.by_model is None
                                          else key.by_model.plan(x.client_model or req.model))
-        admission = await self._admit(x, plan, req) if plan is not None else None  # a 429 before any upstream
+        admission = (None if plan is None else self._admit(x, plan, req) if self.limiter.shared is None
+                     else await self._admit_shared(x, plan, req))  # a 429 before any upstream
         try:
             if x.codec is not None and x.codec.answer_locally is not None:
                 local = self._local_answer(x, x.codec.answer_locally, req)
@@ -106,24 +107,30 @@ class Engine:
             if budget is not None:
                 self._charge(x, budget)
 
-    async def _admit(self, x: Exchange, plan: LimitPlan, req: CanonicalRequest) -> Admission:
-        """Take the request from its key's and team's limits (rpm: 1; tpm: the input estimate plus
-        the most output tokens it asked for), in the shared state when there is one; its response
-        shows what is left (a 429 from this process's limiter too)."""
+    def _admit(self, x: Exchange, plan: LimitPlan, req: CanonicalRequest) -> Admission:
+        """Take the request from its key's and team's limits in this process (rpm: 1; tpm: the input
+        estimate plus the most output tokens it asked for); its response shows what is left (a 429
+        too). No await: with the ``memory`` state this is the request path of every limited key."""
         tokens = estimate_tokens(req) + (req.max_tokens or 0) if plan.tokens else 0
-        limiter = self.limiter
         family = x.endpoint.family if x.endpoint is not None else None
         headers = family.ratelimit_headers if family is not None else openai_headers
-        if limiter.shared is not None:
-            admission, status = await admit_shared(limiter, limiter.shared, plan, tokens)
-            x.limit_headers = headers(status)
-            return admission
+        limiter = self.limiter
         try:
             admission = limiter.admit(plan, tokens)
         except GatewayError:
             x.limit_headers = headers(limiter.status(plan))  # the 429 shows them too
             raise
         x.limit_headers = headers(admission.status or (None, None))
+        return admission
+
+    async def _admit_shared(self, x: Exchange, plan: LimitPlan, req: CanonicalRequest) -> Admission:
+        """``_admit`` in the shared state (``state.backend: redis``): one round trip for every gateway."""
+        limiter = self.limiter
+        assert limiter.shared is not None
+        tokens = estimate_tokens(req) + (req.max_tokens or 0) if plan.tokens else 0
+        admission, status = await admit_shared(limiter, limiter.shared, plan, tokens)
+        family = x.endpoint.family if x.endpoint is not None else None
+        x.limit_headers = (family.ratelimit_headers if family is not None else openai_headers)(status)
         return admission
 
     def _settle(self, x: Exchange, admission: Admission) -> None:
