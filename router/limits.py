@@ -205,14 +205,17 @@ class Limiter:
 
     def admit(self, plan: LimitPlan, tokens: int) -> Admission:
         """Reserve the request in every cell of ``plan``, all or none; a 429 naming the limit (the one
-        that frees last) with its Retry-After otherwise."""
-        admission = self.hold(plan, tokens)
-        try:
-            admission.status = self.take(plan, tokens)
-        except GatewayError:
-            self.release(admission)
-            raise
-        return admission
+        that frees last) with its Retry-After otherwise. The slots are checked, then the rates taken
+        (all or none), then the slots taken: a 429 has nothing to give back."""
+        b = self._bound.get(id(plan)) or self.bound(plan)
+        slots = b.slots
+        for counter, limit, cell in slots:
+            if counter.inflight >= limit:
+                raise over(cell, 1.0)
+        status = self._take(b.rates, tokens)
+        for counter, _, _ in slots:
+            counter.inflight += 1
+        return Admission(plan, tokens, status=status, bound=b)
 
     def hold(self, plan: LimitPlan, tokens: int) -> Admission:
         """Take a slot of every concurrency cell, all or none (a 429 when one is full)."""
@@ -232,7 +235,9 @@ class Limiter:
         ``burst * interval`` = PERIOD_S seconds, so the cell that waits longest has the latest TAT.
         Written for speed (one pass over the bound counters, no helper calls, no allocation but the
         answer): it runs on every request of a key with limits."""
-        rates = (self._bound.get(id(plan)) or self.bound(plan)).rates
+        return self._take((self._bound.get(id(plan)) or self.bound(plan)).rates, tokens)
+
+    def _take(self, rates: tuple[tuple[Counter, float, bool, int, Cell], ...], tokens: int) -> Status:
         now = self.clock()
         latest, worst = now, None
         requests: Span | None = None
