@@ -29,6 +29,9 @@ from router.canonical import (
 from router.codecs import UpstreamCodec
 from router.failures import CONTEXT_LENGTH, ErrorDetails, error_message
 from router.filters.anthropic import FILTERS
+from router.upstream_codecs._fields import int_field, str_field
+
+STREAM = "anthropic stream"  # what a malformed event's error names
 
 FINISH_REASONS: dict[str, str] = {
     "end_turn": "stop",
@@ -195,7 +198,7 @@ class StreamDecoder:
         return []
 
     def _block_start(self, payload: dict[str, Any]) -> list[Event]:
-        index = _index(payload)
+        index = int_field(payload, "index", STREAM)
         block = payload.get("content_block")
         if not isinstance(block, dict):
             raise ValueError("anthropic stream: content_block_start without a content_block")
@@ -211,21 +214,21 @@ class StreamDecoder:
         return [ev for ev in _block_events(block, index, 0) if not isinstance(ev, ToolCallStart)]
 
     def _block_delta(self, payload: dict[str, Any]) -> list[Event]:
-        index = _index(payload)
+        index = int_field(payload, "index", STREAM)
         delta = payload.get("delta")
         if not isinstance(delta, dict):
             raise ValueError("anthropic stream: content_block_delta without a delta object")
         kind = delta.get("type")
         if kind == "text_delta":
-            return [TextDelta(_delta_str(delta, "text"))]
+            return [TextDelta(str_field(delta, "text", STREAM))]
         if kind == "thinking_delta":
-            return [ReasoningDelta(_delta_str(delta, "thinking"))]
+            return [ReasoningDelta(str_field(delta, "thinking", STREAM))]
         if kind == "signature_delta":
-            return [ReasoningDelta("", signature=_delta_str(delta, "signature"))]
+            return [ReasoningDelta("", signature=str_field(delta, "signature", STREAM))]
         if kind == "input_json_delta":
             if index not in self._tools:
                 raise ValueError(f"anthropic stream: input_json_delta for non-tool block {index}")
-            return [ToolCallDelta(self._tools[index], _delta_str(delta, "partial_json"))]
+            return [ToolCallDelta(self._tools[index], str_field(delta, "partial_json", STREAM))]
         return []  # citations_delta and future delta types
 
     def _message_delta(self, payload: dict[str, Any]) -> list[Event]:
@@ -239,20 +242,6 @@ class StreamDecoder:
         if usage is not None:
             _merge_usage(self._usage, usage)
             self._saw_usage = True
-
-
-def _index(payload: dict[str, Any]) -> int:
-    index = payload.get("index")
-    if not isinstance(index, int) or isinstance(index, bool):
-        raise ValueError("anthropic stream: event without an integer 'index'")
-    return index
-
-
-def _delta_str(delta: dict[str, Any], key: str) -> str:
-    value = delta.get(key)
-    if not isinstance(value, str):
-        raise ValueError(f"anthropic stream: {delta.get('type')} without a string {key!r}")
-    return value
 
 
 # --- error bodies ------------------------------------------------------------------------------------

@@ -24,6 +24,9 @@ from router.codecs import UpstreamCodec
 from router.eventstream import ERROR_PREFIX, EXCEPTION_PREFIX, MALFORMED, EventStreamFraming
 from router.failures import CONTEXT_LENGTH, ErrorDetails, error_message
 from router.filters.bedrock import FILTERS
+from router.upstream_codecs._fields import int_field, str_field
+
+STREAM = "bedrock stream"  # what a malformed event's error names
 
 FINISH_REASONS: dict[str, str] = {
     "end_turn": "stop",
@@ -176,7 +179,7 @@ class StreamDecoder:
         return [self._usage]
 
     def _block_start(self, payload: dict[str, Any]) -> list[Event]:
-        index = _index(payload)
+        index = int_field(payload, "contentBlockIndex", STREAM)
         start = payload.get("start")
         use = start.get("toolUse") if isinstance(start, dict) else None
         if not isinstance(use, dict):
@@ -185,14 +188,14 @@ class StreamDecoder:
         return [ToolCallStart(tool, _str(use, "toolUseId", index), _str(use, "name", index))]
 
     def _block_delta(self, payload: dict[str, Any]) -> list[Event]:
-        index = _index(payload)
+        index = int_field(payload, "contentBlockIndex", STREAM)
         delta = _object(payload.get("delta"), "contentBlockDelta.delta")
         if "text" in delta:
-            return [TextDelta(_delta_str(delta, "text"))]
+            return [TextDelta(str_field(delta, "text", STREAM))]
         if "toolUse" in delta:
             if index not in self._tools:
                 raise ValueError(f"bedrock stream: toolUse delta for non-tool block {index}")
-            return [ToolCallDelta(self._tools[index], _delta_str(_object(delta["toolUse"], "toolUse"), "input"))]
+            return [ToolCallDelta(self._tools[index], str_field(_object(delta["toolUse"], "toolUse"), "input", STREAM))]
         if "reasoningContent" in delta:
             reasoning = _object(delta["reasoningContent"], "reasoningContent")
             if isinstance(reasoning.get("signature"), str):
@@ -200,20 +203,6 @@ class StreamDecoder:
             text = reasoning.get("text")
             return [ReasoningDelta(text)] if isinstance(text, str) else []
         return []
-
-
-def _index(payload: dict[str, Any]) -> int:
-    index = payload.get("contentBlockIndex")
-    if not isinstance(index, int) or isinstance(index, bool):
-        raise ValueError("bedrock stream: event without an integer 'contentBlockIndex'")
-    return index
-
-
-def _delta_str(delta: dict[str, Any], key: str) -> str:
-    value = delta.get(key)
-    if not isinstance(value, str):
-        raise ValueError(f"bedrock stream: delta without a string {key!r}")
-    return value
 
 
 def error_details(doc: Any) -> ErrorDetails:
