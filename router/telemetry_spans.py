@@ -95,12 +95,13 @@ class Pipeline:
         """The request's SERVER span and each attempt's CLIENT span under it, finished."""
         operation = OPERATIONS.get(x.codec.name, "chat") if x.codec is not None else None
         end = trace.wall(x.started + latency)
-        server = SpanContext(trace.trace_id, trace.span_id, False, SAMPLED)
+        # the client's tracestate is the trace's: on the parent, on our spans, and sent upstream (W3C)
+        state = TraceState.from_header([trace.tracestate]) if trace.tracestate else None
+        server = SpanContext(trace.trace_id, trace.span_id, False, SAMPLED, state)
         for a in trace.attempts:
             self._client_span(x, trace, a, operation, server, end)
         parent = None
         if trace.parent_id:
-            state = TraceState.from_header([trace.tracestate]) if trace.tracestate else None
             parent = SpanContext(trace.trace_id, trace.parent_id, True, SAMPLED, state)
         name = f"{operation} {x.client_model}" if operation and x.client_model else f"{request.method} {route}"
         self.processor.on_end(ReadableSpan(
@@ -115,7 +116,8 @@ class Pipeline:
         end = trace.wall(a.started + done.latency) if done is not None else request_end
         failed = not (isinstance(outcome, int) and outcome < 400)
         self.processor.on_end(ReadableSpan(
-            f"{operation or 'chat'} {a.model}", SpanContext(trace.trace_id, a.span_id, False, SAMPLED), parent,
+            f"{operation or 'chat'} {a.model}", SpanContext(trace.trace_id, a.span_id, False, SAMPLED,
+                                                            parent.trace_state), parent,
             self.resource, _client_attributes(x, trace, a, operation, outcome, self._upstream(a.provider)),
             kind=SpanKind.CLIENT,
             status=ERROR if failed else OK, start_time=trace.wall(a.started), end_time=min(end, request_end),

@@ -218,6 +218,9 @@ async def test_a_non_stream_request_continues_the_clients_trace_and_propagates_i
     _, seen = upstream.seen[-1]
     assert parse_traceparent(seen["traceparent"]) == (int(PARENT_TRACE, 16), client.context.span_id, True)
     assert seen["tracestate"] == "vendor=abc"
+    for span in (server, client):  # and it is on the exported spans' contexts, as on their parent's
+        assert dict(span.context.trace_state) == {"vendor": "abc"}, span.name
+    assert server.parent.trace_state.to_header() == "vendor=abc"
     assert client.start_time is not None and server.start_time is not None and client.end_time is not None
     assert server.start_time <= client.start_time <= client.end_time <= (server.end_time or 0)
     no_secrets([server, client])
