@@ -44,8 +44,9 @@ if TYPE_CHECKING:
 OPERATIONS = {"openai.chat": "chat", "anthropic.messages": "chat", "openai.responses": "chat", "ollama.chat": "chat",
               "openai.completions": "text_completion", "ollama.generate": "text_completion",
               "gemini": "generate_content"}
-# gen_ai.provider.name by upstream codec (a provider's dialect); the provider's own name is router.provider
-PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini"}
+# gen_ai.provider.name by upstream codec (a provider's dialect), unless the provider names its own
+# (``telemetry_name:``, e.g. azure.ai.openai, gcp.vertex_ai); the provider's config name is router.provider
+PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini", "bedrock": "aws.bedrock"}
 SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 OK, ERROR = Status(StatusCode.UNSET), Status(StatusCode.ERROR)
 MAX_UPSTREAMS = 1024
@@ -157,7 +158,7 @@ def _genai(x: Exchange, trace: Trace, operation: str) -> dict[str, Any]:
     if x.client_model:
         out["gen_ai.request.model"] = x.client_model
     if provider is not None:
-        out["gen_ai.provider.name"] = PROVIDERS.get(provider.dialect, provider.dialect)
+        out["gen_ai.provider.name"] = provider_name(provider)
         out["router.provider"] = provider.name
     if x.account is not None:
         out["router.account"] = x.account.email
@@ -186,10 +187,14 @@ def _request_parameters(req: Any) -> dict[str, Any]:
     return out
 
 
+def provider_name(provider: Provider) -> str:
+    """Its ``gen_ai.provider.name``: the provider's ``telemetry_name``, else its dialect's."""
+    return provider.telemetry_name or PROVIDERS.get(provider.dialect, provider.dialect)
+
+
 def upstream_attributes(provider: Provider) -> dict[str, Any]:
     """What every attempt at a provider shares: its names and its server (parsed once per provider)."""
-    out: dict[str, Any] = {"gen_ai.provider.name": PROVIDERS.get(provider.dialect, provider.dialect),
-                           "router.provider": provider.name}
+    out: dict[str, Any] = {"gen_ai.provider.name": provider_name(provider), "router.provider": provider.name}
     u = urlsplit(provider.base_url)
     if u.hostname:
         out["server.address"] = u.hostname

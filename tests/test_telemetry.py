@@ -53,6 +53,7 @@ providers:
     dialect: openai
     base_url: http://127.0.0.1:{port}/b
     template: openai
+    telemetry_name: azure.ai.openai
     accounts: [{{email: c@example.com, api_key: "{secret_c}"}}]
 model_mapping:
   exact:
@@ -271,6 +272,10 @@ async def test_a_fallback_shows_its_chain_and_each_targets_attempts(
     assert attrs["router.provider"] == "backup" and attrs["gen_ai.response.model"] == "model-b"
     assert [dict(c.attributes or {})["router.provider"] for c in clients] == ["up", "up", "backup"]
     assert [dict(c.attributes or {})["gen_ai.request.model"] for c in clients] == ["model-a", "model-a", "model-b"]
+    # gen_ai.provider.name: the dialect's (openai), or the provider's telemetry_name (backup's)
+    assert [dict(c.attributes or {})["gen_ai.provider.name"] for c in clients] == \
+        ["openai", "openai", "azure.ai.openai"]
+    assert attrs["gen_ai.provider.name"] == "azure.ai.openai"  # the answering provider's
     no_secrets([server, *clients])
 
 
@@ -344,3 +349,15 @@ async def test_other_routes_get_an_http_server_span_and_reload_turns_tracing_off
     await asyncio.sleep(0.05)
     assert memory.get_finished_spans() == () or list(memory.get_finished_spans()) == []
     assert "traceparent" not in upstream.seen[-1][1]  # off: nothing added to the upstream request
+
+
+@pytest.mark.parametrize(("dialect", "name"), [("openai", "openai"), ("anthropic", "anthropic"),
+                                              ("gemini", "gcp.gemini"), ("bedrock", "aws.bedrock")])
+def test_gen_ai_provider_name_comes_from_the_dialect_unless_the_provider_names_one(dialect: str, name: str) -> None:
+    from types import SimpleNamespace
+
+    from router.telemetry_spans import provider_name
+
+    assert provider_name(SimpleNamespace(dialect=dialect, telemetry_name="")) == name  # type: ignore[arg-type]  # a stand-in
+    assert provider_name(SimpleNamespace(dialect=dialect, telemetry_name="gcp.vertex_ai")) == \
+        "gcp.vertex_ai"  # type: ignore[arg-type]  # a stand-in
