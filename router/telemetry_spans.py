@@ -162,8 +162,8 @@ def _genai(x: Exchange, trace: Trace, operation: str) -> dict[str, Any]:
         out["router.provider"] = provider.name
     if x.account is not None:
         out["router.account"] = x.account.email
-    if x.upstream_model and x.ttfb is not None:
-        out["gen_ai.response.model"] = x.upstream_model
+    if x.upstream_model and x.ttfb is not None:  # an upstream answered: the model its answer names, if it did
+        out["gen_ai.response.model"] = usage.model if usage is not None and usage.model else x.upstream_model
     if req is not None:
         out.update(_request_parameters(req))
     if usage is not None:

@@ -73,6 +73,7 @@ class Upstream:
     def __init__(self) -> None:
         self.seen: list[tuple[str, dict[str, str]]] = []
         self.fail: dict[str, int] = {}
+        self.answer_model: str | None = None  # the model its answers name (None: the one asked for)
         self.runner: web.AppRunner | None = None
         self.port = 0
 
@@ -93,14 +94,15 @@ class Upstream:
             self.fail[prefix] -= 1
             return web.json_response({"error": {"message": "boom", "type": "server_error"}}, status=500)
         usage = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+        model = self.answer_model or body["model"]
         if not body.get("stream"):
-            return web.json_response({"id": "chatcmpl-1", "object": "chat.completion", "model": body["model"],
+            return web.json_response({"id": "chatcmpl-1", "object": "chat.completion", "model": model,
                                       "choices": [{"index": 0, "finish_reason": "stop",
                                                    "message": {"role": "assistant", "content": "Hello there"}}],
                                       "usage": usage})
         out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await out.prepare(request)
-        chunk = {"id": "c1", "object": "chat.completion.chunk", "model": body["model"]}
+        chunk = {"id": "c1", "object": "chat.completion.chunk", "model": model}
         for choice in ({"index": 0, "delta": {"role": "assistant", "content": "Hello there"}},
                        {"index": 0, "delta": {}, "finish_reason": "length"}):
             await out.write(b"data: " + json.dumps({**chunk, "choices": [choice]}).encode() + b"\n\n")
@@ -240,6 +242,19 @@ async def test_a_stream_has_its_finish_reasons_and_usage(traced: tuple[Harness, 
     _, seen = upstream.seen[-1]
     assert parse_traceparent(seen["traceparent"]) == (server.context.trace_id, client.context.span_id, True)
     no_secrets([server, client])
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_the_response_model_is_the_one_the_answer_names(traced: tuple[Harness, InMemorySpanExporter],
+                                                              upstream: Upstream, stream: bool) -> None:
+    h, memory = traced
+    upstream.answer_model = "model-a-2025-06-01"  # an upstream answers with its own (dated) name
+    status, _ = await chat(h, stream=stream)
+    assert status == 200
+    server, [client] = split(await spans_of(memory, 2))
+    attrs, cattrs = dict(server.attributes or {}), dict(client.attributes or {})
+    assert attrs["gen_ai.request.model"] == "m" and cattrs["gen_ai.request.model"] == "model-a"  # as asked
+    assert attrs["gen_ai.response.model"] == cattrs["gen_ai.response.model"] == "model-a-2025-06-01"  # as answered
 
 
 async def test_a_failed_attempt_then_a_retry_are_two_client_spans(traced: tuple[Harness, InMemorySpanExporter],
