@@ -1,8 +1,11 @@
 """The status page in a real browser: headless Chromium (Debian's ``chromium``) driven by Playwright.
 
 It opens ``/status`` without credentials and gets the sign-in form, signs in with the admin key, then
-sees traffic numbers move, an account start cooling after an injected 429 and a bad config edit appear
-as the last error, taking a screenshot of each. The screenshots go to the test's temporary directory;
+sees every circuit off (none configured), traffic numbers move, an account start cooling after an
+injected 429 and a bad config edit appear as the last error at its file:line:column, taking a
+screenshot of each; then the fix (which turns circuit breaking on) greys that error as fixed, and a
+500 ejects an account whose row counts down. The page logs no console error and loads nothing that
+fails (no /favicon.ico 404) along the way. The screenshots go to the test's temporary directory;
 ``ROUTER_STATUS_SCREENSHOTS=docs`` writes them to ``docs/status-*.png`` instead (the README shows those):
 
     ROUTER_STATUS_SCREENSHOTS=docs python -m pytest -q tests/test_status_browser.py
