@@ -150,6 +150,9 @@ class Usage:
     output_tokens: int = 0
     cached_tokens: int = 0
     reasoning_tokens: int = 0
+    # the model the answer names (its upstream's own name for it, e.g. a dated version), when the
+    # upstream codec read one; "" otherwise. Not part of the counts: equal usages may name others
+    model: str = field(default="", compare=False)
 
     @property
     def total_tokens(self) -> int:

@@ -55,10 +55,13 @@ class ReloadStatus:
     errors: list[ConfigError]
     at: float
     reason: str
+    fixed_by: ReloadStatus | None = None  # a rejected reload's: the first good reload after it
 
     def as_dict(self) -> dict[str, Any]:
+        fixed = self.fixed_by
         return {"ok": self.ok, "generation": self.generation, "at": self.at, "reason": self.reason,
-                "errors": [e.as_dict() for e in self.errors]}
+                "errors": [e.as_dict() for e in self.errors],
+                **({"fixed_by": {"generation": fixed.generation, "at": fixed.at}} if fixed is not None else {})}
 
 
 def _uses_simulator(loaded: LoadedConfig) -> bool:
@@ -184,6 +187,8 @@ class Gateway:
             self.reloads_ok += 1
             self.last_reload = ReloadStatus(True, generation, [], time.time(), reason)
             self.reload_history.append(self.last_reload)
+            if self.last_error is not None and self.last_error.fixed_by is None:
+                self.last_error.fixed_by = self.last_reload  # still shown, as fixed
             log.info("config generation %d loaded from %d file(s) in %.1f ms (%s)", generation,
                      len(snap.files), (time.perf_counter() - t0) * 1000, reason)
             self._log_summary(describe(snap, loaded, self.bind_host))

@@ -98,6 +98,7 @@ class Provider:
     models: tuple[str, ...]
     codec: UpstreamCodec  # how its answers are decoded: the registry's codec for ``dialect``
     params: dict[str, Any] = field(default_factory=dict)  # ``provider.params`` in templates (project, api_version)
+    telemetry_name: str = ""  # its gen_ai.provider.name in traces ("": the dialect's, router.telemetry_spans)
     _public: dict[str, str] = field(init=False, repr=False, compare=False)
     template_view: dict[str, Any] = field(init=False, repr=False, compare=False)  # ``provider`` in templates
 
@@ -196,6 +197,7 @@ def _provider(c: Compiling, name: str, p: dict[str, Any]) -> Provider:
         session_header=p.get("session_header", "x-session-id"), models=tuple(p.get("models") or ()),
         codec=UPSTREAM_CODECS[p["dialect"]],
         params={k: dict(v) if isinstance(v, dict) else v for k, v in (p.get("params") or {}).items()},
+        telemetry_name=p.get("telemetry_name", ""),
     )
 
 

@@ -44,8 +44,9 @@ if TYPE_CHECKING:
 OPERATIONS = {"openai.chat": "chat", "anthropic.messages": "chat", "openai.responses": "chat", "ollama.chat": "chat",
               "openai.completions": "text_completion", "ollama.generate": "text_completion",
               "gemini": "generate_content"}
-# gen_ai.provider.name by upstream codec (a provider's dialect); the provider's own name is router.provider
-PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini"}
+# gen_ai.provider.name by upstream codec (a provider's dialect), unless the provider names its own
+# (``telemetry_name:``, e.g. azure.ai.openai, gcp.vertex_ai); the provider's config name is router.provider
+PROVIDERS = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini", "bedrock": "aws.bedrock"}
 SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 OK, ERROR = Status(StatusCode.UNSET), Status(StatusCode.ERROR)
 MAX_UPSTREAMS = 1024
@@ -95,12 +96,13 @@ class Pipeline:
         """The request's SERVER span and each attempt's CLIENT span under it, finished."""
         operation = OPERATIONS.get(x.codec.name, "chat") if x.codec is not None else None
         end = trace.wall(x.started + latency)
-        server = SpanContext(trace.trace_id, trace.span_id, False, SAMPLED)
+        # the client's tracestate is the trace's: on the parent, on our spans, and sent upstream (W3C)
+        state = TraceState.from_header([trace.tracestate]) if trace.tracestate else None
+        server = SpanContext(trace.trace_id, trace.span_id, False, SAMPLED, state)
         for a in trace.attempts:
             self._client_span(x, trace, a, operation, server, end)
         parent = None
         if trace.parent_id:
-            state = TraceState.from_header([trace.tracestate]) if trace.tracestate else None
             parent = SpanContext(trace.trace_id, trace.parent_id, True, SAMPLED, state)
         name = f"{operation} {x.client_model}" if operation and x.client_model else f"{request.method} {route}"
         self.processor.on_end(ReadableSpan(
@@ -115,7 +117,8 @@ class Pipeline:
         end = trace.wall(a.started + done.latency) if done is not None else request_end
         failed = not (isinstance(outcome, int) and outcome < 400)
         self.processor.on_end(ReadableSpan(
-            f"{operation or 'chat'} {a.model}", SpanContext(trace.trace_id, a.span_id, False, SAMPLED), parent,
+            f"{operation or 'chat'} {a.model}", SpanContext(trace.trace_id, a.span_id, False, SAMPLED,
+                                                            parent.trace_state), parent,
             self.resource, _client_attributes(x, trace, a, operation, outcome, self._upstream(a.provider)),
             kind=SpanKind.CLIENT,
             status=ERROR if failed else OK, start_time=trace.wall(a.started), end_time=min(end, request_end),
@@ -155,12 +158,12 @@ def _genai(x: Exchange, trace: Trace, operation: str) -> dict[str, Any]:
     if x.client_model:
         out["gen_ai.request.model"] = x.client_model
     if provider is not None:
-        out["gen_ai.provider.name"] = PROVIDERS.get(provider.dialect, provider.dialect)
+        out["gen_ai.provider.name"] = provider_name(provider)
         out["router.provider"] = provider.name
     if x.account is not None:
         out["router.account"] = x.account.email
-    if x.upstream_model and x.ttfb is not None:
-        out["gen_ai.response.model"] = x.upstream_model
+    if x.upstream_model and x.ttfb is not None:  # an upstream answered: the model its answer names, if it did
+        out["gen_ai.response.model"] = usage.model if usage is not None and usage.model else x.upstream_model
     if req is not None:
         out.update(_request_parameters(req))
     if usage is not None:
@@ -184,10 +187,14 @@ def _request_parameters(req: Any) -> dict[str, Any]:
     return out
 
 
+def provider_name(provider: Provider) -> str:
+    """Its ``gen_ai.provider.name``: the provider's ``telemetry_name``, else its dialect's."""
+    return provider.telemetry_name or PROVIDERS.get(provider.dialect, provider.dialect)
+
+
 def upstream_attributes(provider: Provider) -> dict[str, Any]:
     """What every attempt at a provider shares: its names and its server (parsed once per provider)."""
-    out: dict[str, Any] = {"gen_ai.provider.name": PROVIDERS.get(provider.dialect, provider.dialect),
-                           "router.provider": provider.name}
+    out: dict[str, Any] = {"gen_ai.provider.name": provider_name(provider), "router.provider": provider.name}
     u = urlsplit(provider.base_url)
     if u.hostname:
         out["server.address"] = u.hostname

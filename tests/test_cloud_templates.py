@@ -171,6 +171,24 @@ def test_provider_params_are_schema_checked(params: Any) -> None:
     assert list(validator().iter_errors(doc)), params
 
 
+@pytest.mark.parametrize("name", ["Azure OpenAI", "azure..openai", ".openai", "", 3])
+def test_telemetry_name_is_schema_checked(name: Any) -> None:
+    doc = {"providers": {"p": {"dialect": "openai", "base_url": "http://h", "template": "t", "telemetry_name": name}}}
+    assert list(validator().iter_errors(doc)), name
+
+
+def test_the_shipped_cloud_examples_name_their_gen_ai_provider() -> None:
+    """The commented Vertex and Azure providers in the shipped 10-providers.yaml, uncommented: valid, and
+    each names its OpenTelemetry gen_ai.provider.name (their dialects would say gcp.gemini, anthropic, openai)."""
+    lines = (ROUTES / "10-providers.yaml").read_text().splitlines()
+    start = lines.index("  # vertex:                        # Gemini on Vertex AI, as a service account")
+    block = [line.replace("  # ", "  ", 1) for line in lines[start:] if line.startswith("  # ")]
+    doc = _without_credentials(YAML(typ="safe").load("providers:\n" + "\n".join(block)))
+    assert not list(validator().iter_errors(doc))
+    names = {name: p.get("telemetry_name") for name, p in doc["providers"].items()}
+    assert names == {"vertex": "gcp.vertex_ai", "vertex-claude": "gcp.vertex_ai", "azure": "azure.ai.openai"}
+
+
 # -- the rendered requests, sent to the simulator's Vertex and Azure paths ------------------------------
 
 async def _send(up: UpstreamRequest) -> tuple[int, str]:

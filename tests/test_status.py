@@ -172,3 +172,45 @@ async def test_the_readme_example_is_the_shipped_routes_and_works(config_dir: Pa
             assert r.status == 200
     finally:
         await h.close()
+
+
+async def test_without_circuit_breaking_accounts_show_circuit_off_like_providers(h: Harness) -> None:
+    _, doc, _ = await status(h)
+    assert doc["providers"] and all(p["circuit"] is None for p in doc["providers"])
+    assert doc["accounts"] and all(a["circuit"] is None for a in doc["accounts"])
+
+
+async def test_an_ejected_account_shows_when_its_ejection_ends(h: Harness) -> None:
+    (h.config_dir / "45-circuit.yaml").write_text("circuit: {consecutive_failures: 1, base_ejection: 20s}\n")
+    assert await h.gateway.reload("test")
+    await h.faults("sim-key-a", {"status": 500, "message": "down"})
+    for _ in range(4):  # until an attempt used sim-a (the pick may start with sim-b)
+        code, _, _ = await h.post_json("/v1/chat/completions", HI, headers=bearer(KEY))
+        assert code == 200  # when sim-a failed, the other account answered
+        if any(a["state"] == "ejected" for a in h.gateway.accounts_status()):
+            break
+    _, doc, _ = await status(h)
+    accounts = {a["key"]: a for a in doc["accounts"]}
+    ejected = accounts["simulator/sim-a@simulator.local"]
+    assert ejected["state"] == "ejected" and ejected["circuit"]["state"] == "open"
+    assert doc["at"] < ejected["ejected_until"] <= doc["at"] + 20.5
+    other = accounts["simulator/sim-b@simulator.local"]
+    assert other["circuit"]["state"] == "closed" and "ejected_until" not in other
+
+
+async def test_a_config_error_fixed_by_a_good_reload_says_so(h: Harness) -> None:
+    (h.config_dir / "99-bad.yaml").write_text("providers:\n  x: [unclosed\n")
+    assert not await h.gateway.reload("test")
+    _, doc, _ = await status(h)
+    assert "fixed_by" not in doc["config"]["last_error"]
+    (h.config_dir / "99-bad.yaml").unlink()
+    assert await h.gateway.reload("test")
+    _, doc, _ = await status(h)
+    err = doc["config"]["last_error"]
+    assert err["errors"][0]["file"].endswith("99-bad.yaml") and err["errors"][0]["line"] >= 1  # still shown
+    assert err["fixed_by"]["generation"] == doc["config"]["generation"] == 2
+    assert err["fixed_by"]["at"] >= err["at"]
+    (h.config_dir / "99-bad.yaml").write_text("providers:\n  x: [unclosed\n")
+    assert not await h.gateway.reload("test")  # broken again: a new error, not fixed
+    _, doc, _ = await status(h)
+    assert "fixed_by" not in doc["config"]["last_error"]

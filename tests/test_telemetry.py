@@ -53,6 +53,7 @@ providers:
     dialect: openai
     base_url: http://127.0.0.1:{port}/b
     template: openai
+    telemetry_name: azure.ai.openai
     accounts: [{{email: c@example.com, api_key: "{secret_c}"}}]
 model_mapping:
   exact:
@@ -72,6 +73,7 @@ class Upstream:
     def __init__(self) -> None:
         self.seen: list[tuple[str, dict[str, str]]] = []
         self.fail: dict[str, int] = {}
+        self.answer_model: str | None = None  # the model its answers name (None: the one asked for)
         self.runner: web.AppRunner | None = None
         self.port = 0
 
@@ -92,14 +94,15 @@ class Upstream:
             self.fail[prefix] -= 1
             return web.json_response({"error": {"message": "boom", "type": "server_error"}}, status=500)
         usage = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+        model = self.answer_model or body["model"]
         if not body.get("stream"):
-            return web.json_response({"id": "chatcmpl-1", "object": "chat.completion", "model": body["model"],
+            return web.json_response({"id": "chatcmpl-1", "object": "chat.completion", "model": model,
                                       "choices": [{"index": 0, "finish_reason": "stop",
                                                    "message": {"role": "assistant", "content": "Hello there"}}],
                                       "usage": usage})
         out = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await out.prepare(request)
-        chunk = {"id": "c1", "object": "chat.completion.chunk", "model": body["model"]}
+        chunk = {"id": "c1", "object": "chat.completion.chunk", "model": model}
         for choice in ({"index": 0, "delta": {"role": "assistant", "content": "Hello there"}},
                        {"index": 0, "delta": {}, "finish_reason": "length"}):
             await out.write(b"data: " + json.dumps({**chunk, "choices": [choice]}).encode() + b"\n\n")
@@ -218,6 +221,9 @@ async def test_a_non_stream_request_continues_the_clients_trace_and_propagates_i
     _, seen = upstream.seen[-1]
     assert parse_traceparent(seen["traceparent"]) == (int(PARENT_TRACE, 16), client.context.span_id, True)
     assert seen["tracestate"] == "vendor=abc"
+    for span in (server, client):  # and it is on the exported spans' contexts, as on their parent's
+        assert dict(span.context.trace_state) == {"vendor": "abc"}, span.name
+    assert server.parent.trace_state.to_header() == "vendor=abc"
     assert client.start_time is not None and server.start_time is not None and client.end_time is not None
     assert server.start_time <= client.start_time <= client.end_time <= (server.end_time or 0)
     no_secrets([server, client])
@@ -236,6 +242,19 @@ async def test_a_stream_has_its_finish_reasons_and_usage(traced: tuple[Harness, 
     _, seen = upstream.seen[-1]
     assert parse_traceparent(seen["traceparent"]) == (server.context.trace_id, client.context.span_id, True)
     no_secrets([server, client])
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_the_response_model_is_the_one_the_answer_names(traced: tuple[Harness, InMemorySpanExporter],
+                                                              upstream: Upstream, stream: bool) -> None:
+    h, memory = traced
+    upstream.answer_model = "model-a-2025-06-01"  # an upstream answers with its own (dated) name
+    status, _ = await chat(h, stream=stream)
+    assert status == 200
+    server, [client] = split(await spans_of(memory, 2))
+    attrs, cattrs = dict(server.attributes or {}), dict(client.attributes or {})
+    assert attrs["gen_ai.request.model"] == "m" and cattrs["gen_ai.request.model"] == "model-a"  # as asked
+    assert attrs["gen_ai.response.model"] == cattrs["gen_ai.response.model"] == "model-a-2025-06-01"  # as answered
 
 
 async def test_a_failed_attempt_then_a_retry_are_two_client_spans(traced: tuple[Harness, InMemorySpanExporter],
@@ -268,6 +287,10 @@ async def test_a_fallback_shows_its_chain_and_each_targets_attempts(
     assert attrs["router.provider"] == "backup" and attrs["gen_ai.response.model"] == "model-b"
     assert [dict(c.attributes or {})["router.provider"] for c in clients] == ["up", "up", "backup"]
     assert [dict(c.attributes or {})["gen_ai.request.model"] for c in clients] == ["model-a", "model-a", "model-b"]
+    # gen_ai.provider.name: the dialect's (openai), or the provider's telemetry_name (backup's)
+    assert [dict(c.attributes or {})["gen_ai.provider.name"] for c in clients] == \
+        ["openai", "openai", "azure.ai.openai"]
+    assert attrs["gen_ai.provider.name"] == "azure.ai.openai"  # the answering provider's
     no_secrets([server, *clients])
 
 
@@ -341,3 +364,15 @@ async def test_other_routes_get_an_http_server_span_and_reload_turns_tracing_off
     await asyncio.sleep(0.05)
     assert memory.get_finished_spans() == () or list(memory.get_finished_spans()) == []
     assert "traceparent" not in upstream.seen[-1][1]  # off: nothing added to the upstream request
+
+
+@pytest.mark.parametrize(("dialect", "name"), [("openai", "openai"), ("anthropic", "anthropic"),
+                                              ("gemini", "gcp.gemini"), ("bedrock", "aws.bedrock")])
+def test_gen_ai_provider_name_comes_from_the_dialect_unless_the_provider_names_one(dialect: str, name: str) -> None:
+    from types import SimpleNamespace
+
+    from router.telemetry_spans import provider_name
+
+    assert provider_name(SimpleNamespace(dialect=dialect, telemetry_name="")) == name  # type: ignore[arg-type]  # a stand-in
+    assert provider_name(SimpleNamespace(dialect=dialect, telemetry_name="gcp.vertex_ai")) == \
+        "gcp.vertex_ai"  # type: ignore[arg-type]  # a stand-in

@@ -77,6 +77,21 @@ def _providers(gw: Gateway) -> list[dict[str, Any]]:
     return out
 
 
+def _accounts(gw: Gateway) -> list[dict[str, Any]]:
+    """The account rows; ``circuit`` is None (off) where the provider has no circuit breaking, as for
+    providers; an ejected account's ``ejected_until`` is when its ejection ends (its countdown)."""
+    breaking = {name for name, p in gw.current.providers.items() if p.pool.circuit is not None}
+    out = []
+    for a in gw.accounts_status():
+        row = {k: a[k] for k in ACCOUNT_FIELDS if k in a}
+        if a.get("provider") not in breaking:
+            row["circuit"] = None
+        elif a.get("state") == "ejected":
+            row["ejected_until"] = (a.get("circuit") or {}).get("until")
+        out.append(row)
+    return out
+
+
 def _auth(gw: Gateway) -> dict[str, Any]:
     auth = gw.current.auth
     line = next((line for line in gw.served if "auth_mode" in line.fields), None)
@@ -90,5 +105,5 @@ def status_view(gw: Gateway, exports: list[dict[str, Any]], listen: str) -> dict
     failed = sorted((f for e in exports for f in e.get("failed", ())), key=lambda f: -float(f.get("at", 0)))
     return {"at": round(now, 3), **gw.answered_by(), "listen": listen, "auth": _auth(gw), "config": _config(gw),
             "providers": _providers(gw),
-            "accounts": [{k: a[k] for k in ACCOUNT_FIELDS if k in a} for a in gw.accounts_status()],
+            "accounts": _accounts(gw),
             "traffic": summarize(exports, now), "failed": failed[:FAILED_SHOWN]}

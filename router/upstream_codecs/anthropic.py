@@ -96,8 +96,14 @@ def decode_response(body: Any) -> list[Event]:
         events.append(Finish(finish_reason(body["stop_reason"])))
     usage = body.get("usage")
     if usage is not None:
-        events.append(_to_usage(_merge_usage({}, usage)))
+        events.append(_to_usage(_merge_usage({}, usage), _model(body)))
     return events
+
+
+def _model(message: dict[str, Any]) -> str:
+    """The model a message names; "" when it names none."""
+    model = message.get("model")
+    return model if isinstance(model, str) else ""
 
 
 def _block_events(block: dict[str, Any], i: int, tool_index: int) -> list[Event]:
@@ -142,9 +148,9 @@ def _merge_usage(into: dict[str, int], usage: Any) -> dict[str, int]:
     return into
 
 
-def _to_usage(counts: dict[str, int]) -> Usage:
+def _to_usage(counts: dict[str, int], model: str = "") -> Usage:
     cache_read = counts.get("cache_read_input_tokens", 0)
-    return Usage(
+    return Usage(model=model,
         input_tokens=(counts.get("input_tokens", 0) + cache_read
                       + counts.get("cache_creation_input_tokens", 0)),
         output_tokens=counts.get("output_tokens", 0),
@@ -159,6 +165,7 @@ class StreamDecoder:
     def __init__(self) -> None:
         self._usage: dict[str, int] = {}
         self._saw_usage = False
+        self._model = ""  # message_start's
         self._tools: dict[int, int] = {}  # content block index -> canonical tool index
         self._done = False
 
@@ -188,13 +195,14 @@ class StreamDecoder:
         if self._done or not self._saw_usage:
             return []
         self._done = True
-        return [_to_usage(self._usage)]
+        return [_to_usage(self._usage, self._model)]
 
     def _message_start(self, payload: dict[str, Any]) -> list[Event]:
         message = payload.get("message")
         if not isinstance(message, dict):
             raise ValueError("anthropic stream: message_start without a message object")
         self._take_usage(message.get("usage"))
+        self._model = _model(message)
         return []
 
     def _block_start(self, payload: dict[str, Any]) -> list[Event]:

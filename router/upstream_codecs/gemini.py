@@ -129,7 +129,8 @@ class StreamDecoder:
     __slots__ = ("_usage", "_candidates", "_failed")
 
     def __init__(self) -> None:
-        self._usage: Any = None  # the latest usageMetadata, decoded once at finish()
+        # the latest chunk with a usageMetadata, its usage (and the modelVersion beside it) decoded once at finish()
+        self._usage: dict[str, Any] | None = None
         self._candidates: dict[int, _Candidate] = {}
         self._failed = False
 
@@ -148,7 +149,7 @@ class StreamDecoder:
             self._failed = True
             return [error_event(chunk["error"])]
         if "usageMetadata" in chunk:
-            self._usage = chunk["usageMetadata"] if chunk["usageMetadata"] is not None else self._usage
+            self._usage = chunk if chunk["usageMetadata"] is not None else self._usage
         out: list[Event] = []
         candidates = _list(chunk.get("candidates"), "candidates")
         for position, cand in enumerate(candidates):
@@ -182,14 +183,20 @@ class StreamDecoder:
             state.finished = True
             out.append(Finish("tool_calls" if reason == "STOP" and state.calls else _FINISH.get(reason, "stop")))
         if "usageMetadata" in chunk and chunk["usageMetadata"] is not None:
-            self._usage = chunk["usageMetadata"]
+            self._usage = chunk
         return out
 
     def finish(self) -> list[Event]:
         """The last usage seen, once, after every other event (nothing after an error)."""
-        raw, self._usage = self._usage, None
-        usage = decode_usage(raw) if raw is not None else None
-        return [usage] if usage is not None and not self._failed else []
+        last, self._usage = self._usage, None
+        if last is None or self._failed:
+            return []
+        usage = decode_usage(last["usageMetadata"])
+        if usage is None:
+            return []
+        model = last.get("modelVersion")  # the answering model's version, beside its usage
+        usage.model = model if isinstance(model, str) else ""
+        return [usage]
 
     def _state(self, c: int) -> _Candidate:
         state = self._candidates.get(c)

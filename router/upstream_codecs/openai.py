@@ -190,8 +190,15 @@ def decode_response(body: bytes | str | dict[str, Any]) -> list[Event]:
             out.append(Finish(reason, choice=c))
     usage = decode_usage(data.get("usage"))
     if usage is not None:
+        usage.model = _model(data)
         out.append(usage)
     return out
+
+
+def _model(doc: dict[str, Any]) -> str:
+    """The model an answer (or a chunk) names; "" when it names none."""
+    model = doc.get("model")
+    return model if isinstance(model, str) else ""
 
 
 class _Calls:
@@ -240,6 +247,8 @@ class StreamDecoder:
         usage = chunk.get("usage")
         if usage is not None:
             self._usage = decode_usage(usage)
+            if self._usage is not None:  # the usage chunk names the model, as every chunk does
+                self._usage.model = _model(chunk)
         choices = chunk.get("choices")
         if not choices:
             if choices is None or choices == []:

@@ -89,8 +89,12 @@
     const err = c.last_error;
     const box = $("last-error");
     if (err && err.errors.length) {
-      box.className = "bad";
-      box.textContent = `${clock(err.at)} (${err.reason}): ` + err.errors.map((e) => e.text).join("\n");
+      // fixed by a later good reload: still shown (where it was), greyed, with the reload that fixed it
+      const fixed = err.fixed_by;
+      box.className = fixed ? "fixed" : "bad";
+      box.dataset.fixedBy = fixed ? fixed.generation : "";
+      box.textContent = (fixed ? `fixed by generation ${fixed.generation} (reloaded ${clock(fixed.at)}) · ` : "") +
+        `${clock(err.at)} (${err.reason}): ` + err.errors.map((e) => e.text).join("\n");
     } else {
       box.className = "muted";
       box.textContent = "none";
@@ -110,13 +114,14 @@
     }
   }
 
-  function cooling(a) {
-    if (!a.cooling_until) {
+  function cooling(a) {  // the time left of a cooldown, or of an ejection (an open circuit)
+    const until = a.cooling_until || a.ejected_until;
+    if (!until) {
       const models = Object.keys(a.cooling_models || {});
       return models.length ? `models: ${models.join(", ")}` : "–";
     }
-    const left = Math.max(0, a.cooling_until - now());
-    return `${left.toFixed(1)} s`;
+    const left = Math.max(0, until - now());
+    return `${left.toFixed(1)} s` + (a.cooling_until ? "" : " (ejected)");
   }
 
   function drawAccounts(d) {
@@ -125,9 +130,10 @@
     for (const a of d.accounts) {
       const state = a.disabled ? "disabled" : a.state;
       const kind = state === "ok" ? "ok" : state === "disabled" || state === "ejected" ? "bad" : "warn";
-      const circuit = a.circuit ? a.circuit.state : "–";
+      const circuit = a.circuit ? a.circuit.state : "off";  // none: its provider has no circuit breaking
+      const ckind = circuit === "closed" ? "ok" : circuit === "off" ? "" : "bad";
       const tr = row(tb, [el("td", a.key, "mono"), el("td", a.email), td(pill(state, kind)),
-        el("td", cooling(a), "num countdown"), td(pill(circuit, circuit === "closed" ? "ok" : "bad")),
+        el("td", cooling(a), "num countdown"), td(pill(circuit, ckind)),
         num(a.requests), num(a.in_flight), num(a.error_rate)]);
       tr.dataset.account = a.key;
       tr.dataset.state = state;
