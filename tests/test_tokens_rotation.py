@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import stat
+import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -114,6 +115,7 @@ async def test_a_refusal_the_shared_state_cannot_check_is_transient(pair: tuple[
     failed = [r.getMessage() for r in caplog.records if "token refresh" in r.getMessage()]
     assert len(failed) == 1 and "shared state cannot tell" in failed[0], failed
     assert not [r for r in caplog.records if "disabled:" in r.getMessage()]
+    assert not [t for t in ("rt-alice", "sim-rt-", "sim-at-", CLIENT_SECRET) if t in caplog.text]
     for _ in range(60):  # the failure's backoff (1 s), then rt2 from Redis
         if await _status(a) == 200:
             break
@@ -236,3 +238,34 @@ async def test_a_worker_with_a_stale_refresh_token_rereads_the_directory_before_
     age(a, 7200)
     assert await _status(a) == 502
     assert await _state(a) == "disabled"
+
+
+async def test_router_serve_with_two_workers_keeps_a_rotating_account(tmp_path: Path, sim: SimServer) -> None:
+    import aiohttp
+
+    from tests.serving import free_port, serve_process, stop, wait_healthy
+
+    sim.oauth.lifetime = 3.0  # refreshed every ~3 s: several rotations, by either worker
+    config = write_config(tmp_path / "c", sim, [refresh_account("alice@example.com", "rt-alice", sim)])
+    port = free_port()
+    proc = serve_process(config, port, "--workers", "2", stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        await wait_healthy(url, proc, timeout=30)
+        statuses, workers = [], set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 7.0
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s:
+            while loop.time() < deadline:  # a new connection each: either worker may take it
+                async with s.post(url + "/v1/chat/completions", json=CHAT) as r:
+                    statuses.append(r.status)
+                async with s.get(url + "/admin/accounts") as r:
+                    doc = await r.json()
+                    workers.add(doc["worker"])
+                    assert doc["accounts"][0]["state"] == "ok", doc
+                await asyncio.sleep(0.05)
+    finally:
+        stop(proc)
+    assert workers == {0, 1}
+    assert set(statuses) == {200}, statuses
+    assert "refresh_token" in sim.oauth.requests and sim.oauth.requests["refresh_token"] >= 3
