@@ -21,7 +21,8 @@ process fetches on its own.
 A refusal (``invalid_grant``) of a refresh token another process may have rotated away is checked
 against the store (:meth:`SharedTokens._confirm`, re-read for up to ``CONFIRM_BOUND``): a newer shared
 refresh token is adopted and tried once more; an unreadable store fails the refresh as transient (the
-account is not disabled); only a store that still holds the refused token confirms the grant is dead.
+account is not disabled); only a store that still holds the refused token once no other process's
+refresh is running (its rotation may be on its way) confirms the grant is dead.
 
 The store holds these tokens: secure it as any secret store (the README says so).
 """
@@ -48,6 +49,7 @@ POLL = 0.05  # seconds between looks at the lock holder's token
 CONFIRM_BOUND = 2.0  # seconds a refusal's check re-reads an unreachable store (a stalled Redis) before giving up
 CONFIRM_POLL = 0.1  # seconds between those re-reads
 TRIES = 2  # fetches per refresh: the first, and one with a newer shared refresh token
+UNSURE = "token endpoint refused a refresh token another process may have rotated, and the shared state cannot tell"
 
 
 class StoreUnavailable(Exception):
@@ -99,7 +101,7 @@ class SharedTokens:
         if locked:
             try:
                 token = await self._reread(cell)  # a holder before us may have finished since our read
-                return token if token is not None else await self._fetch(cell, http)
+                return token if token is not None else await self._fetch(cell, http, holding=True)
             finally:
                 await self._quietly_unlock(cell.key, owner)
         token = await self._await_holder(cell)
@@ -108,44 +110,60 @@ class SharedTokens:
         token = await self._reread(cell)  # the holder gave up or is slow: its rotation, if it wrote one
         return token if token is not None else await self._fetch(cell, http)
 
-    async def _fetch(self, cell: TokenCell, http: aiohttp.ClientSession) -> Token:
-        """Fetch from the token server (a refusal checked against the store) and share the answer."""
+    async def _fetch(self, cell: TokenCell, http: aiohttp.ClientSession, holding: bool = False) -> Token:
+        """Fetch from the token server (a refusal checked against the store) and share the answer;
+        ``holding``: this process holds the account's lock (no other refresh runs through the store)."""
         source = cell.source
         for attempt in range(TRIES):
             sent = source.refresh_token if isinstance(source, Rotating) else None
             try:
                 token = await source.fetch(http)
             except CredentialRevoked:
-                if sent is None or not await self._confirm(cell, sent, last=attempt == TRIES - 1):
+                if sent is None or not await self._confirm(cell, sent, attempt == TRIES - 1, holding):
                     raise
                 continue  # a newer shared refresh token was adopted: try it
             await self._share(cell, token)
             return token
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _confirm(self, cell: TokenCell, sent: str, last: bool) -> bool:
+    async def _confirm(self, cell: TokenCell, sent: str, last: bool, holding: bool) -> bool:
         """After ``sent`` was refused: True when the store holds a newer refresh token (adopted: try
-        again); False when it confirms ``sent`` is the latest (the grant is dead). Raises
-        CredentialUnavailable when the store cannot tell (the account is not disabled on a guess),
-        or when the newer one came too late to try in this refresh."""
-        deadline = time.monotonic() + CONFIRM_BOUND
-        while True:
-            try:
-                _, refresh = await self.store.read(cell.key)
-                break
-            except StoreUnavailable:
-                if time.monotonic() + CONFIRM_POLL > deadline:
-                    raise CredentialUnavailable("token endpoint refused a refresh token another process may have "
-                                                "rotated, and the shared state cannot tell: not disabled") from None
-                await asyncio.sleep(CONFIRM_POLL)
-        latest = _doc(refresh, cell.fingerprint).get("refresh_token")
-        if not isinstance(latest, str) or not latest or latest == sent:
+        again); False when it confirms ``sent`` is the latest (the grant is dead), once no other
+        process's refresh is running (its rotation may be on its way). Raises CredentialUnavailable
+        when the store cannot tell (the account is not disabled on a guess), or when the newer one
+        came too late to try in this refresh."""
+        latest = await self._latest(cell)
+        if latest == sent and not holding:
+            latest = await self._after_holder(cell)
+        if not latest or latest == sent:
             return False
         assert isinstance(cell.source, Rotating)
         cell.source.rotate(latest)
         if last:
             raise CredentialUnavailable("refresh token rotated by another process twice during one refresh")
         return True
+
+    async def _latest(self, cell: TokenCell) -> str | None:
+        """The store's refresh token for the account, re-read for up to ``CONFIRM_BOUND`` while the
+        store does not answer (then CredentialUnavailable)."""
+        deadline = time.monotonic() + CONFIRM_BOUND
+        while True:
+            try:
+                return _refresh_of(await self.store.read(cell.key), cell.fingerprint)
+            except StoreUnavailable:
+                if time.monotonic() + CONFIRM_POLL > deadline:
+                    raise CredentialUnavailable(UNSURE) from None
+                await asyncio.sleep(CONFIRM_POLL)
+
+    async def _after_holder(self, cell: TokenCell) -> str | None:
+        """The store's refresh token once another process's refresh (its lock) is over, bounded."""
+        deadline = time.monotonic() + TOKEN_TIMEOUT
+        try:
+            while await self.store.locked(cell.key) and time.monotonic() < deadline:
+                await asyncio.sleep(POLL)
+            return _refresh_of(await self.store.read(cell.key), cell.fingerprint)
+        except StoreUnavailable:
+            raise CredentialUnavailable(UNSURE) from None
 
     async def _share(self, cell: TokenCell, token: Token) -> None:
         """Write the token (and a rotated refresh token) for the others; a rotated one is retried for
@@ -208,6 +226,12 @@ class SharedTokens:
             await self.store.unlock(key, owner)
         except StoreUnavailable:
             return
+
+
+def _refresh_of(docs: tuple[object, object], fingerprint: str) -> str | None:
+    """The refresh token in a store's (access, refresh) documents for this credential, if any."""
+    latest = _doc(docs[1], fingerprint).get("refresh_token")
+    return latest if isinstance(latest, str) and latest else None
 
 
 def _doc(raw: object, fingerprint: str) -> dict[str, object]:

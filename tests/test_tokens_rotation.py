@@ -269,3 +269,70 @@ async def test_router_serve_with_two_workers_keeps_a_rotating_account(tmp_path: 
     assert workers == {0, 1}
     assert set(statuses) == {200}, statuses
     assert "refresh_token" in sim.oauth.requests and sim.oauth.requests["refresh_token"] >= 3
+
+
+# --- the check itself, on a store in memory -----------------------------------------------------
+
+
+class _MemoryStore:
+    """A TokenStore in memory: another process's refresh is running (its lock held) until ``finish``."""
+
+    def __init__(self, refresh: str) -> None:
+        self.refresh = orjson.dumps({"fp": "fp", "refresh_token": refresh})
+        self.holder = True
+
+    def finish(self, refresh: str) -> None:
+        self.refresh, self.holder = orjson.dumps({"fp": "fp", "refresh_token": refresh}), False
+
+    async def read(self, key: str) -> tuple[object, object]:
+        return None, self.refresh
+
+    async def lock(self, key: str, owner: str, ttl_ms: int) -> bool:
+        return not self.holder
+
+    async def unlock(self, key: str, owner: str) -> None:
+        return None
+
+    async def locked(self, key: str) -> bool:
+        return self.holder
+
+    async def write(self, key: str, access: bytes, ttl_ms: int, refresh: bytes | None) -> None:
+        return None
+
+
+class _Source:
+    """Strict rotation at a token server: only ``valid`` is accepted."""
+
+    def __init__(self, refresh_token: str, valid: str) -> None:
+        self.refresh_token, self.valid = refresh_token, valid
+        self.sent: list[str] = []
+
+    async def fetch(self, http: Any) -> Any:
+        from router.credentials import CredentialRevoked, Token
+
+        self.sent.append(self.refresh_token)
+        if self.refresh_token != self.valid:
+            raise CredentialRevoked("token endpoint refused the grant: invalid_grant")
+        return Token("at", 1e12, "rt3")
+
+    def rotate(self, refresh_token: str) -> None:
+        self.refresh_token = refresh_token
+
+
+async def test_a_refusal_during_another_processs_refresh_waits_for_its_rotation() -> None:
+    from types import SimpleNamespace
+
+    from router.credentials import CredentialRevoked
+    from router.tokens_shared import SharedTokens
+
+    store = _MemoryStore("rt1")  # the other process sent rt1 (revoked by now) and has not written rt2 yet
+    source = _Source("rt1", valid="rt2")
+    cell = SimpleNamespace(key="p/a", fingerprint="fp", source=source, stale="")
+    asyncio.get_running_loop().call_later(0.2, store.finish, "rt2")
+    token = await SharedTokens(store)._fetch(cell, None)  # type: ignore[arg-type]  # the fields it reads
+    assert token.access_token == "at" and source.sent == ["rt1", "rt2"]
+    dead = _Source("rt2", valid="none")  # the store holds the refused token, no refresh running: sure
+    cell = SimpleNamespace(key="p/a", fingerprint="fp", source=dead, stale="")
+    with pytest.raises(CredentialRevoked):
+        await SharedTokens(store)._fetch(cell, None)  # type: ignore[arg-type]  # the fields it reads
+    assert dead.sent == ["rt2"]
