@@ -128,8 +128,8 @@ def _private_key(value: Any) -> Any:
         from cryptography.hazmat.primitives import serialization
         from cryptography.hazmat.primitives.asymmetric import rsa
     except ImportError:
-        raise ValueError("google_service_account needs the 'cryptography' package (pip install 'router[gcp]')"
-                         ) from None
+        raise ValueError("google_service_account needs the 'cryptography' package "
+                         "(pip install 'declarative-llm-router[gcp]')") from None
     pem = value.replace("\\n", "\n") if "\n" not in value else value
     try:
         key = serialization.load_pem_private_key(pem.encode(), password=None)

@@ -45,6 +45,8 @@ SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key",
                             "cookie"})
 MIN_SECRET = 4  # shorter "keys" (test values) are not blanked in free text: they would garble it
 SECRET_PARAMS = frozenset({"key", "api_key", "apikey", "access_token", "token"})
+# stand-ins for what a credential adds at run time: a token account's token, a signer's signature
+RUN_TIME_TOKEN, SIGNED = "run-time-token", "sigv4-signature"
 
 
 _HELLO = [{"role": "user", "content": "Hello"}]
@@ -306,15 +308,19 @@ def _accounts(provider: Provider, model: str, store: StateStore | None) -> list[
 def _render(provider: Provider, model: str, canonical: CanonicalRequest, req: ExplainRequest,
             out: dict[str, Any]) -> dict[str, Any]:
     account = provider.pool.accounts[0]
+    view = account.template_view  # a token fetched at run time: a stand-in, so its header shows
+    view = {**view, "access_token": RUN_TIME_TOKEN} if account.source is not None else view
     ctx = {"request": canonical, "model": model, "stream": canonical.stream,
            "client_headers": ClientHeaders(req.headers), "provider": provider.template_view,
-           "account": account.template_view}
+           "account": view}
     template = provider.inbound_templates.get(canonical.inbound, provider.template)
     out["template"] = template.name
     try:
         up = render_request(template, ctx, provider.base_url, req.headers)
     except GatewayError as e:
         raise Stop(e.status, e.message) from None
+    if account.signer is not None:  # signed just before it is sent: the header it adds, never its value
+        up.headers.setdefault("Authorization", SIGNED)
     return _shown_request(up)
 
 
@@ -327,6 +333,10 @@ def _shown_request(up: UpstreamRequest) -> dict[str, Any]:
 
 
 def _masked_header(name: str, value: str) -> str:
+    if value == SIGNED:
+        return f"{MASK} (SigV4 signature)"
+    if RUN_TIME_TOKEN in value:
+        return f"{_masked_header(name, value.replace(RUN_TIME_TOKEN, MASK))} (token fetched at run time)"
     if name.lower() not in SECRET_HEADERS:
         return value
     scheme, space, _ = value.partition(" ")

@@ -206,7 +206,7 @@ class Gateway:
         if settings is not None and settings.shared:
             from router.budgets_shared import BudgetSync
             from router.shared_state import SharedState  # redis-py: only with backend redis (an extra)
-            from router.tokens_shared import shared_tokens
+            from router.tokens_redis import shared_tokens
 
             self.shared = SharedState(settings, self.store, self._pools)
             self.shared.start(previous=old)  # what the old one had still to write goes to the new one
@@ -216,6 +216,10 @@ class Gateway:
             self.budget_sync.start()
             log.info("state: redis at %s (prefix %s), pools synced every %gs", settings.public()["address"],
                      settings.prefix, settings.sync_interval)
+        if self.shared is None and self.worker_dir is not None:  # --workers, memory state: their directory
+            from router.tokens_files import worker_tokens
+
+            self.tokens.shared = worker_tokens(self.worker_dir.path)
         self.usage.share(self.shared)  # its rows follow the shared state (None: kept in this process)
         if old is not None:  # requests awaiting its writes keep them; it closes when they are done
             task = asyncio.get_running_loop().create_task(self._close_state(old, old_budgets))

@@ -73,7 +73,8 @@ def state_references(loaded: LoadedConfig, handlers: Collection[str]) -> list[Co
                               f"lease_ttl ({settings.lease_ttl:g}s) must be at least 3 times sync_interval "
                               f"({settings.sync_interval:g}s): concurrency leases are renewed once a sync")]
     if importlib.util.find_spec("redis") is None:
-        return [loaded.locate(("state", "backend"), "backend 'redis' needs redis-py: pip install 'router[redis]'")]
+        return [loaded.locate(("state", "backend"),
+                              "backend 'redis' needs redis-py: pip install 'declarative-llm-router[redis]'")]
     url = section.get("url")
     if not isinstance(url, str):
         return []  # the schema says what is wrong

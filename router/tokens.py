@@ -13,8 +13,9 @@ refresh per account at a time however many requests wait.
   it. It is never refreshed again until a reload changes its credential (:meth:`Tokens.keep`).
 - Cells outlive snapshots (one per account key, the gateway's): a rotated refresh token lives in the
   cell's own source, kept while the credential's fingerprint is unchanged.
-- With ``state: redis`` the fetch goes through :mod:`router.tokens_shared` (one refresh across
-  processes, the token and the rotated refresh token shared).
+- With ``state: redis`` (or ``--workers N`` and the memory state) the fetch goes through
+  :mod:`router.tokens_shared` (one refresh across processes, the token and the rotated refresh token
+  shared, a refusal checked against the shared refresh token before the account is disabled).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def refresh_margin(token: Token, now: float) -> float:
 
 
 class SharedFetch(Protocol):
-    """How a refresh goes through the shared state (``router.tokens_shared.SharedTokens``)."""
+    """How a refresh goes through a store shared with other processes (``router.tokens_shared.SharedTokens``)."""
 
     async def obtain(self, cell: TokenCell, http: aiohttp.ClientSession) -> Token: ...
 
@@ -87,7 +88,7 @@ class Tokens:
         self.store = store
         self.clock = clock
         self.cells: dict[str, TokenCell] = {}
-        self.shared: SharedFetch | None = None  # state: redis (router.tokens_shared)
+        self.shared: SharedFetch | None = None  # state: redis, or --workers' directory (router.tokens_shared)
         self.refreshes: dict[tuple[str, str], int] = {}  # (provider, ok | failed | revoked) -> count
         self.revocations: dict[tuple[str, str], int] = {}  # (provider, account label) -> count
         self._tasks: set[asyncio.Task[None]] = set()

@@ -76,6 +76,8 @@ def test_a_changed_value_is_a_new_credential() -> None:
     ('{type: oauth2_client_credentials, token_url: "https://t", client_id: c, client_secret: s, scope: x, y: 1}',
      "unknown field 'y' (allowed: client_id, client_secret, scope, token_url, type)"),
     ('{type: api_key}', "'key' is a required property"),
+    ('{type: oauth2_refresh_token, token_url: oauth2.googleapis.com/token, client_id: c, refresh_token: r}',
+     "credential/token_url 'oauth2.googleapis.com/token' does not match '^https?://'"),
 ])
 def test_a_bad_credential_is_a_located_error(tmp_path: Path, credential: str, expected: str) -> None:
     errors = _errors(tmp_path, f"{{email: a@x, credential: {credential}}}")

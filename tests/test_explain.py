@@ -218,3 +218,40 @@ def test_a_body_is_made_up_for_each_client_codec(path: str, handler: str, clean_
     assert doc["status"] == 200 and doc["route"]["handler"] == handler, doc
     assert doc["decode"] == {"codec": handler, "model": "claude-sonnet-4", "stream": True}
     assert doc["upstream"]["provider"] == "sim-anthropic"
+
+
+CREDENTIAL_ACCOUNTS = """
+providers:
+  tok:
+    dialect: gemini
+    base_url: https://generativelanguage.googleapis.com
+    template: gemini
+    accounts:
+      - email: alice@example.com
+        credential: {type: oauth2_refresh_token, token_url: "https://oauth2.example/token", client_id: cid,
+                     client_secret: cs-never-shown, refresh_token: rt-never-shown}
+  aws:
+    dialect: bedrock
+    base_url: https://bedrock-runtime.us-east-1.amazonaws.com
+    template: bedrock
+    accounts:
+      - email: aws-main
+        credential: {type: aws_sigv4, access_key_id: AKIDEXAMPLE, secret_access_key: sk-aws-never-shown,
+                     region: us-east-1}
+model_mapping:
+  exact: {tok-model: tok/gemini-2.5-flash, aws-model: aws/anthropic.claude-3-haiku}
+"""
+
+
+def test_the_header_a_credential_adds_at_run_time_is_shown_masked(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                                  clean_env: None) -> None:
+    d = copy_routes(tmp_path / "routes.d")
+    (d / "85-credentials.yaml").write_text(CREDENTIAL_ACCOUNTS)
+    token = explained(capsys, str(d), "--model", "tok-model")["upstream"]["headers"]
+    assert token["Authorization"] == "Bearer *** (token fetched at run time)", token
+    signed = explained(capsys, str(d), "--model", "aws-model")["upstream"]["headers"]
+    assert signed["Authorization"] == "*** (SigV4 signature)", signed
+    code, out, _ = run(capsys, str(d), "--model", "tok-model")
+    assert code == 0 and "Authorization: Bearer *** (token fetched at run time)" in out
+    for secret in ("never-shown", "run-time-token", "sigv4-signature"):
+        assert secret not in json.dumps([token, signed]) + out
