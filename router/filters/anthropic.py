@@ -99,18 +99,29 @@ def _block(part: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _image_block(part: dict[str, Any]) -> dict[str, Any] | None:
+def inline_image(part: dict[str, Any]) -> tuple[Any, str] | str | None:
+    """A canonical image part as (its media type or None, its base64 data) when the bytes are inline
+    (a ``data:`` URL or ``data``), its URL when it is a link to fetch, None when it holds neither."""
     url = part.get("url")
     if isinstance(url, str) and url:
         match = _DATA_URL.match(url)
         if match is None:
-            return {"type": "image", "source": {"type": "url", "url": url}}
-        media_type, data = match.group("mt") or DEFAULT_IMAGE_TYPE, match.group("data")
+            return url
+        media_type, data = match.group("mt"), match.group("data")
     else:
-        media_type, data = part.get("media_type") or DEFAULT_IMAGE_TYPE, part.get("data")
-    if not isinstance(data, str) or not data:
+        media_type, data = part.get("media_type"), part.get("data")
+    return (media_type, data) if isinstance(data, str) and data else None
+
+
+def _image_block(part: dict[str, Any]) -> dict[str, Any] | None:
+    image = inline_image(part)
+    if image is None:
         return None
-    return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    if isinstance(image, str):
+        return {"type": "image", "source": {"type": "url", "url": image}}
+    media_type, data = image
+    return {"type": "image", "source": {"type": "base64", "media_type": media_type or DEFAULT_IMAGE_TYPE,
+                                        "data": data}}
 
 
 def _tool_result_block(part: dict[str, Any]) -> dict[str, Any]:

@@ -27,7 +27,6 @@ from collections.abc import Callable
 from typing import Any
 
 from router.filters.anthropic import (
-    _DATA_URL,
     _field,
     _number,
     _parts,
@@ -37,6 +36,7 @@ from router.filters.anthropic import (
     anthropic_thinking,
     anthropic_top_k,
     anthropic_top_p,
+    inline_image,
 )
 
 IMAGE_FORMATS = ("png", "jpeg", "gif", "webp")
@@ -90,17 +90,11 @@ def _block(part: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _image(part: dict[str, Any]) -> dict[str, Any] | None:
-    url = part.get("url")
-    if isinstance(url, str) and url:
-        match = _DATA_URL.match(url)
-        if match is None:
-            return None  # Converse cannot fetch a URL
-        media_type, data = match.group("mt") or "", match.group("data")
-    else:
-        media_type, data = part.get("media_type") or "", part.get("data")
+    image = inline_image(part)
+    if image is None or isinstance(image, str):
+        return None  # nothing, or a URL: Converse cannot fetch one
+    media_type, data = image
     fmt = media_type.rpartition("/")[2].lower().replace("jpg", "jpeg") if isinstance(media_type, str) else ""
-    if not isinstance(data, str) or not data:
-        return None
     return {"image": {"format": fmt if fmt in IMAGE_FORMATS else "png", "source": {"bytes": data}}}
 
 
