@@ -12,6 +12,7 @@ from router.resources import (
     STARTER_MODELINE,
     default_config_dir,
     default_config_files,
+    default_test_files,
     schema_files,
     with_starter_modeline,
 )
@@ -36,6 +37,11 @@ def test_init_writes_the_default_config_with_modelines_pointing_at_copied_schema
         assert written[0] == STARTER_MODELINE
         assert (target / STARTER_MODELINE.split("$schema=")[1]).is_file()
         assert written[1:] == source.read_text().splitlines()[1:]  # only the modeline changed
+    cases = sorted(p.name for p in (target / "tests").glob("*.yaml"))
+    assert cases == [f.name for f in default_test_files()] and cases  # the shipped cases, beside the config
+    modeline = (target / "tests" / cases[0]).read_text().splitlines()[0]
+    assert modeline.endswith("$schema=../schemas/config-tests.schema.json")
+    assert main(["test", str(target)]) == 0  # they pass on the copy as on routes.d
     out = capsys.readouterr().out
     assert f"wrote {target / '00-server.yaml'}" in out
     assert f"next: router check {target} && router serve --config {target}" in out
