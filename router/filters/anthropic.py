@@ -22,7 +22,7 @@ or oddly typed values and never raise on them.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -55,12 +55,26 @@ def anthropic_messages(messages: list[dict[str, Any]] | None) -> list[dict[str, 
     merged (so tool results and a following user message share one turn, results first); thinking
     parts without a signature, empty text and empty turns are dropped.
     """
+    return role_turns(messages, _block, _block_type, _ROLE_BLOCKS, "tool_result")
+
+
+def _block_type(block: dict[str, Any]) -> str:
+    return str(block["type"])
+
+
+def role_turns(messages: list[dict[str, Any]] | None, block: Callable[[dict[str, Any]], dict[str, Any] | None],
+               kind: Callable[[dict[str, Any]], str], role_blocks: Mapping[str, tuple[str, ...]],
+               result_kind: str) -> list[dict[str, Any]]:
+    """Canonical messages as alternating user and assistant turns, for the formats that want them
+    (Anthropic Messages, Bedrock Converse): each part made a ``block`` of some ``kind``; blocks a role
+    may not carry dropped; consecutive turns of one role merged, with the tool results
+    (``result_kind``) first in a user turn, as both APIs want; empty turns dropped."""
     turns: list[dict[str, Any]] = []
     for message in messages or []:
         if not isinstance(message, dict):
             continue
         role = "assistant" if message.get("role") == "assistant" else "user"
-        blocks = [b for b in map(_block, _parts(message)) if b and b["type"] in _ROLE_BLOCKS[role]]
+        blocks = [b for b in map(block, _parts(message)) if b and kind(b) in role_blocks[role]]
         if not blocks:
             continue
         if turns and turns[-1]["role"] == role:
@@ -68,8 +82,8 @@ def anthropic_messages(messages: list[dict[str, Any]] | None) -> list[dict[str, 
         else:
             turns.append({"role": role, "content": blocks})
     for turn in turns:
-        if turn["role"] == "user":  # Anthropic wants tool_result blocks first in a user turn
-            turn["content"].sort(key=lambda b: b["type"] != "tool_result")
+        if turn["role"] == "user":
+            turn["content"].sort(key=lambda b: kind(b) != result_kind)
     return turns
 
 

@@ -29,7 +29,6 @@ from typing import Any
 from router.filters.anthropic import (
     _field,
     _number,
-    _parts,
     _tool_input,
     anthropic_max_tokens,
     anthropic_temperature,
@@ -37,6 +36,7 @@ from router.filters.anthropic import (
     anthropic_top_k,
     anthropic_top_p,
     inline_image,
+    role_turns,
 )
 
 IMAGE_FORMATS = ("png", "jpeg", "gif", "webp")
@@ -46,22 +46,11 @@ _ROLE_BLOCKS = {"user": ("text", "image", "toolResult"), "assistant": ("text", "
 def bedrock_messages(messages: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     """Canonical messages → Converse ``messages``: tool messages become user turns of ``toolResult``
     blocks, consecutive turns of one role are merged (results first in a user turn), empty turns dropped."""
-    turns: list[dict[str, Any]] = []
-    for message in messages or []:
-        if not isinstance(message, dict):
-            continue
-        role = "assistant" if message.get("role") == "assistant" else "user"
-        blocks = [b for b in map(_block, _parts(message)) if b and next(iter(b)) in _ROLE_BLOCKS[role]]
-        if not blocks:
-            continue
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": blocks})
-    for turn in turns:
-        if turn["role"] == "user":
-            turn["content"].sort(key=lambda b: "toolResult" not in b)
-    return turns
+    return role_turns(messages, _block, _block_kind, _ROLE_BLOCKS, "toolResult")
+
+
+def _block_kind(block: dict[str, Any]) -> str:
+    return next(iter(block))  # a Converse content block has one key: its kind
 
 
 def _block(part: dict[str, Any]) -> dict[str, Any] | None:
