@@ -102,10 +102,8 @@ class Engine:
                 await self._recall_binding(provider, session, x.upstream_model or req.model)
             return await self.attempts.run(x, provider, request, session)
         finally:  # also when the client went away or an error ends the request: a stream has ended here
-            if admission is not None:
-                self._settle(x, admission)
-            if budget is not None:
-                self._charge(x, budget)
+            if admission is not None or budget is not None:
+                self._settle(x, admission, budget)
 
     def _admit(self, x: Exchange, plan: LimitPlan, req: CanonicalRequest) -> Admission:
         """Take the request from its key's and team's limits in this process (rpm: 1; tpm: the input
@@ -133,25 +131,17 @@ class Engine:
         x.limit_headers = (family.ratelimit_headers if family is not None else openai_headers)(status)
         return admission
 
-    def _settle(self, x: Exchange, admission: Admission) -> None:
-        """The response ended: free its concurrency slots; correct its tpm reservation with the real
-        usage, or give it all back when no upstream answered (nothing was used)."""
-        limiter = self.limiter
-        limiter.release(admission)
-        if not admission.plan.tokens:
-            return
+    def _settle(self, x: Exchange, admission: Admission | None, budget: BudgetPlan | None) -> None:
+        """The response ended: free its concurrency slots and correct its tpm reservation with the
+        real usage (all of it given back when no upstream answered: nothing was used); charge the
+        usage (its tokens, and their cost at the serving provider's prices) to the key's and team's
+        budgets (nothing when no upstream answered with usage)."""
         usage = x.usage
-        if usage is not None:
-            limiter.adjust(admission, usage.total_tokens - admission.tokens)
-        elif x.ttfb is None:
-            limiter.adjust(admission, -admission.tokens)
-
-    def _charge(self, x: Exchange, budget: BudgetPlan) -> None:
-        """The response ended: charge its usage (tokens, and their cost at the serving provider's
-        prices) to the key's and team's budgets; nothing when no upstream answered with usage."""
-        usage = x.usage
-        if usage is not None and x.provider is not None:
-            self.budgets.charge(budget, usage.total_tokens, x.cost())
+        used = None if usage is None else usage.input_tokens + usage.output_tokens  # total_tokens, inlined
+        if admission is not None:
+            self.limiter.settle(admission, used if used is not None or x.ttfb is not None else 0)
+        if budget is not None and used is not None and x.provider is not None:
+            self.budgets.charge(budget, used, x.cost())
 
     async def _recall_binding(self, provider: Provider, session: str, model: str) -> None:
         """A sticky session this process has no usable binding for: ask the shared state (another

@@ -9,7 +9,10 @@ fewest remaining); a kind without a limit is left out.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import NamedTuple
+
+from router import speedups
 
 
 class Window(NamedTuple):
@@ -37,7 +40,7 @@ def rate_status(status: Status) -> RateStatus:
     return RateStatus(Window(*requests) if requests else None, Window(*tokens) if tokens else None)
 
 
-def go_duration(seconds: float) -> str:
+def python_go_duration(seconds: float) -> str:
     """A duration as Go prints one (OpenAI's reset headers): ``0s``, ``6ms``, ``1.5s``, ``1m0s``, ``1h2m3s``."""
     ms = round(seconds * 1000)
     if ms < 1000:  # the usual case (a minute's limit frees a unit every 60/N s): kept short
@@ -51,16 +54,17 @@ def go_duration(seconds: float) -> str:
     return f"{minutes}m{secs}" if minutes else secs
 
 
-def openai_headers(status: Status) -> dict[str, str]:
+def python_openai_headers(status: Status) -> dict[str, str]:
+    """The ``x-ratelimit-*`` headers of (requests, tokens): six, or the three of the one kind limited."""
     requests, tokens = status
     if requests is None or tokens is None:  # one kind limited
         return _openai_kind("requests", requests) if tokens is None else _openai_kind("tokens", tokens)
     limit, remaining, reset = requests
     t_limit, t_remaining, t_reset = tokens
     return {"x-ratelimit-limit-requests": str(limit), "x-ratelimit-remaining-requests": str(remaining),
-            "x-ratelimit-reset-requests": go_duration(reset),
+            "x-ratelimit-reset-requests": python_go_duration(reset),
             "x-ratelimit-limit-tokens": str(t_limit), "x-ratelimit-remaining-tokens": str(t_remaining),
-            "x-ratelimit-reset-tokens": go_duration(t_reset)}
+            "x-ratelimit-reset-tokens": python_go_duration(t_reset)}
 
 
 def _openai_kind(kind: str, window: Span | None) -> dict[str, str]:
@@ -68,7 +72,12 @@ def _openai_kind(kind: str, window: Span | None) -> dict[str, str]:
         return {}
     limit, remaining, reset = window
     return {f"x-ratelimit-limit-{kind}": str(limit), f"x-ratelimit-remaining-{kind}": str(remaining),
-            f"x-ratelimit-reset-{kind}": go_duration(reset)}
+            f"x-ratelimit-reset-{kind}": python_go_duration(reset)}
+
+
+_COMPILED = speedups.compiled()  # the same two functions in C (router/_speedups.c), when built
+go_duration: Callable[[float], str] = _COMPILED.go_duration if _COMPILED else python_go_duration
+openai_headers: Callable[[Status], dict[str, str]] = _COMPILED.openai_headers if _COMPILED else python_openai_headers
 
 
 # Anthropic's header names per kind: (limit, remaining, reset)

@@ -17,12 +17,14 @@ import math
 import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, Protocol
 
+from router import limit_cells
 from router.errors import GatewayError
+from router.limit_cells import PERIOD_S, Counter
 from router.limit_headers import RateStatus, Span, Status, rate_status
 
-PERIOD_S = 60.0  # rpm and tpm: per minute
 UNITS = {"rpm": "requests per minute", "tpm": "tokens per minute", "concurrency": "requests in flight"}
 UNIT = {"rpm": "request per minute", "tpm": "token per minute", "concurrency": "request in flight"}  # of 1
 
@@ -158,26 +160,18 @@ class SharedLimits(Protocol):
     def adjust_limits(self, tag: str, cells: Sequence[tuple[str, float, int, int]]) -> None: ...
 
 
-class Counter:
-    """One cell's counters in this process: its GCRA theoretical arrival time (rpm, tpm) or its
-    requests in flight (concurrency). Shared by every plan that holds the cell."""
-
-    __slots__ = ("inflight", "tat")
-
-    def __init__(self) -> None:
-        self.tat = 0.0
-        self.inflight = 0
-
-
 class Bound:
     """A plan with its cells' counters looked up once: the request path reads attributes of plain
     tuples, no dict lookups by cell id (``Limiter.bound``)."""
 
     __slots__ = ("plan", "rates", "slots", "tpm")
 
-    def __init__(self, plan: LimitPlan, counters: dict[str, Counter]) -> None:
+    def __init__(self, plan: LimitPlan, counters: dict[str, Counter], new: Callable[[], Counter]) -> None:
         def counter(cell: Cell) -> Counter:
-            return counters.setdefault(cell.id, Counter())
+            found = counters.get(cell.id)
+            if found is None:
+                found = counters[cell.id] = new()
+            return found
 
         self.plan = plan
         # (counter, seconds per unit, whether rpm, the limit, the cell) per rpm and tpm cell
@@ -188,10 +182,13 @@ class Bound:
 
 class Limiter:
     """The per-process counters of every limit; ``clock`` (seconds, monotonic) for tests. ``shared``:
-    with ``state.backend: redis``, where rpm and tpm are reserved instead (set by the gateway)."""
+    with ``state.backend: redis``, where rpm and tpm are reserved instead (set by the gateway).
+    ``cells``: the arithmetic (``router.limit_cells.CELLS``: compiled when built; tests pass the
+    Python one too)."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, clock: Callable[[], float] = time.monotonic, cells: ModuleType = limit_cells.CELLS):
         self.clock = clock
+        self.cells = cells
         self.shared: SharedLimits | None = None
         self._counters: dict[str, Counter] = {}  # cell id -> its counters
         self._bound: dict[int, Bound] = {}  # id(plan) -> its counters (the Bound keeps the plan alive)
@@ -200,69 +197,28 @@ class Limiter:
         """The plan with its counters, bound on its first request (a snapshot's plans are few)."""
         b = self._bound.get(id(plan))
         if b is None:
-            b = self._bound[id(plan)] = Bound(plan, self._counters)
+            b = self._bound[id(plan)] = Bound(plan, self._counters, self.cells.Counter)
         return b
 
     def admit(self, plan: LimitPlan, tokens: int) -> Admission:
         """Reserve the request in every cell of ``plan``, all or none; a 429 naming the limit (the one
-        that frees last) with its Retry-After otherwise. The slots are checked, then the rates taken
-        (all or none), then the slots taken: a 429 has nothing to give back."""
+        that frees last) with its Retry-After otherwise (``limit_cells.admit``)."""
         b = self._bound.get(id(plan)) or self.bound(plan)
-        slots = b.slots
-        for counter, limit, cell in slots:
-            if counter.inflight >= limit:
-                raise over(cell, 1.0)
-        status = self._take(b.rates, tokens)
-        for counter, _, _ in slots:
-            counter.inflight += 1
-        return Admission(plan, tokens, status=status, bound=b)
+        return Admission(plan, tokens, status=self.cells.admit(b.slots, b.rates, tokens, self.clock(), over), bound=b)
 
     def hold(self, plan: LimitPlan, tokens: int) -> Admission:
         """Take a slot of every concurrency cell, all or none (a 429 when one is full)."""
         b = self._bound.get(id(plan)) or self.bound(plan)
-        slots = b.slots
-        if slots:
-            for counter, limit, cell in slots:
-                if counter.inflight >= limit:
-                    raise over(cell, 1.0)
-            for counter, _, _ in slots:
-                counter.inflight += 1
+        if b.slots:
+            self.cells.admit(b.slots, (), tokens, 0.0, over)
         return Admission(plan, tokens, bound=b)
 
     def take(self, plan: LimitPlan, tokens: int) -> Status:
         """Reserve rpm and tpm in process, all or none (a 429 naming the cell that waits longest); the
-        tightest windows after it (for the headers). The GCRA step of ``gcra``, inlined: a cell holds
-        ``burst * interval`` = PERIOD_S seconds, so the cell that waits longest has the latest TAT.
-        Written for speed (one pass over the bound counters, no helper calls, no allocation but the
-        answer): it runs on every request of a key with limits."""
-        return self._take((self._bound.get(id(plan)) or self.bound(plan)).rates, tokens)
-
-    def _take(self, rates: tuple[tuple[Counter, float, bool, int, Cell], ...], tokens: int) -> Status:
-        now = self.clock()
-        latest, worst = now, None
-        requests: Span | None = None
-        spent: Span | None = None
-        for counter, interval, rpm, limit, cell in rates:  # one pass, committed at once (undone on a 429)
-            tat = counter.tat
-            if tat < now:
-                tat = now
-            tat += interval if rpm or tokens <= 1 else (tokens if tokens <= limit else limit) * interval
-            counter.tat = tat
-            used = tat - now
-            if used > PERIOD_S:  # over: it fits again once its TAT is a period away
-                if tat > latest:
-                    latest, worst = tat, cell
-                continue
-            remaining = int((PERIOD_S - used) / interval)  # ``tightest``, inlined; int() floors
-            if rpm:
-                if requests is None or remaining < requests[1]:
-                    requests = (limit, remaining, used)
-            elif spent is None or remaining < spent[1]:
-                spent = (limit, remaining, used)
-        if worst is not None:
-            _undo(rates, tokens)
-            raise over(worst, latest - PERIOD_S - now)
-        return requests, spent
+        tightest windows after it (for the headers)."""
+        b = self._bound.get(id(plan)) or self.bound(plan)
+        status: Status = self.cells.take(b.rates, tokens, self.clock(), over)  # a module: its functions are Any
+        return status
 
     @staticmethod
     def cost(cell: Cell, tokens: int) -> int:
@@ -276,12 +232,23 @@ class Limiter:
             return
         admission.released = True
         b = admission.bound
-        if b is not None:
-            for counter, _, _ in b.slots:
-                if counter.inflight > 0:
-                    counter.inflight -= 1
+        if b is not None and b.slots:
+            self.cells.release(b.slots)
         if admission.lease is not None:
             admission.lease()
+
+    def settle(self, admission: Admission, used: int | None) -> None:
+        """The response ended: free its slots (``release``) and correct its tpm reservation to the
+        ``used`` tokens (None: no usage was reported; the estimate stands)."""
+        if not admission.released:
+            self.release(admission)
+        if used is None or not admission.plan.tokens or used == admission.tokens:
+            return
+        b = admission.bound
+        if admission.shared or b is None:
+            self.adjust(admission, used - admission.tokens)
+        else:  # in this process (every response of a key with a tpm limit): no further call
+            self.cells.adjust(b.tpm, used - admission.tokens, self.clock())
 
     def adjust(self, admission: Admission, delta: int) -> None:
         """Correct the tpm cells by ``delta`` tokens (real use minus the estimate): charged even past
@@ -293,13 +260,7 @@ class Limiter:
                                                            for c in admission.plan.tpm])
             return
         b = admission.bound or self.bound(admission.plan)
-        now = self.clock()
-        for counter, interval in b.tpm:  # the new TAT of ``gcra``, inlined (every response of a tpm limit)
-            tat = counter.tat
-            if tat < now:
-                tat = now
-            tat += delta * interval
-            counter.tat = tat if tat > now else now
+        self.cells.adjust(b.tpm, delta, self.clock())
 
     def keep(self, cells: Collection[str]) -> None:
         """A snapshot went live: forget the counters of cells it no longer has (a removed key or team,
@@ -327,13 +288,6 @@ class Limiter:
         now = self.clock()
         counter = self._counters.get(cell.id)
         return max(0.0, counter.tat - now) if counter is not None else 0.0
-
-
-def _undo(rates: tuple[tuple[Counter, float, bool, int, Cell], ...], tokens: int) -> None:
-    """Take back what ``Limiter.take`` added to every cell (a TAT that was in the past comes back as
-    now: the same to GCRA)."""
-    for counter, interval, rpm, limit, _ in rates:
-        counter.tat -= interval if rpm or tokens <= 1 else (tokens if tokens <= limit else limit) * interval
 
 
 def over(cell: Cell, wait: float) -> GatewayError:

@@ -7,6 +7,7 @@ already-installed dependencies, and its `router` command is run from a directory
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.metadata
 import os
 import re
@@ -76,7 +77,7 @@ def _build_wheel(tmp: Path, env: dict[str, str]) -> Path:
     src.mkdir()
     for name in BUILD_INPUTS:
         shutil.copy2(ROOT / name, src / name)
-    shutil.copytree(ROOT / "router", src / "router", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(ROOT / "router", src / "router", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so"))
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
           "-w", str(dist), str(src)], cwd=tmp, env=env)
     wheels = list(dist.glob("*.whl"))
@@ -110,7 +111,21 @@ def test_the_wheel_carries_the_schemas_the_default_config_and_py_typed(installed
     metadata = zipfile.ZipFile(installed.wheel).read(f"{DISTRIBUTION}-0.1.0.dist-info/METADATA").decode()
     assert "License-Expression: Apache-2.0" in metadata
     assert f"{DISTRIBUTION}-0.1.0.dist-info/licenses/LICENSE" in names
-    assert f"pip install dist/{installed.wheel.name}" in (ROOT / "README.md").read_text()  # the README's line
+    readme = (ROOT / "README.md").read_text()  # the README's line: the wheel's name matches its pattern
+    pattern = re.search(r"pip install (dist/declarative_llm_router-\S+\.whl)", readme)
+    assert pattern and fnmatch.fnmatch(f"dist/{installed.wheel.name}", pattern[1]), pattern
+
+
+def test_the_wheel_carries_the_compiled_speedups(installed: Installed) -> None:
+    """Built with the C compiler CI has (the extension is optional where there is none)."""
+    names = zipfile.ZipFile(installed.wheel).namelist()
+    if not any(n.startswith("router/_speedups") for n in names) and os.environ.get("CI") != "true":
+        pytest.skip("no C compiler here: the wheel is the pure-Python one")
+    assert any(n.startswith("router/_speedups.") and n.endswith((".so", ".pyd")) for n in names), names
+    code = "from router import limit_cells; print(limit_cells.CELLS.__name__)"
+    done = subprocess.run([str(installed.python), "-c", code], cwd=installed.work, env=installed.env,
+                          capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=True)
+    assert done.stdout.strip() == "router._speedups"
 
 
 def test_router_is_imported_from_the_venv_not_the_checkout(installed: Installed) -> None:

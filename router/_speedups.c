@@ -1,0 +1,622 @@
+/* router._speedups: the per-request arithmetic of client rate limits, compiled.
+ *
+ * The same functions as router/limit_cells.py (rpm and tpm cells, concurrency slots) and
+ * router/limit_headers.py (the OpenAI rate-limit headers), with the same results to the last bit:
+ * every float operation is the one the Python code does, in the same order, and tests/test_speedups.py
+ * checks both against each other on random sequences. The Python modules are the reference and
+ * the fallback: this extension is optional (a build without a C compiler skips it) and
+ * ROUTER_NO_EXTENSIONS=1 turns it off (router/speedups.py).
+ *
+ * Measured (bench/instructions.py --keys): the admission, the headers and the settle of a key with
+ * six limit cells cost ~35k CPU instructions per request in Python, ~3k here.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <structmember.h>
+#include <math.h>
+#include <string.h>
+
+#define PERIOD_S 60.0 /* rpm and tpm: per minute (router.limit_cells.PERIOD_S) */
+#define EXACT_LIMIT 9007199254740992.0 /* 2**53: the milliseconds go_duration formats here */
+
+/* ---- Counter: one cell's counters (router.limit_cells.Counter) ------------------------------ */
+
+typedef struct {
+    PyObject_HEAD
+    double tat;          /* GCRA theoretical arrival time, monotonic seconds (rpm, tpm) */
+    Py_ssize_t inflight; /* requests in flight (concurrency) */
+} CounterObject;
+
+static PyMemberDef counter_members[] = {
+    {"tat", T_DOUBLE, offsetof(CounterObject, tat), 0, "the GCRA theoretical arrival time (rpm, tpm)"},
+    {"inflight", T_PYSSIZET, offsetof(CounterObject, inflight), 0, "requests in flight (concurrency)"},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyObject *counter_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds))) {
+        PyErr_SetString(PyExc_TypeError, "Counter() takes no arguments");
+        return NULL;
+    }
+    return type->tp_alloc(type, 0); /* zero-filled: tat 0.0, inflight 0 */
+}
+
+static PyTypeObject CounterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "router._speedups.Counter",
+    .tp_doc = "One cell's counters in this process: its GCRA theoretical arrival time (rpm, tpm) or "
+              "its requests in flight (concurrency).",
+    .tp_basicsize = sizeof(CounterObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = counter_new,
+    .tp_members = counter_members,
+};
+
+/* ---- reading the bound plans' tuples ------------------------------------------------------- */
+
+static int item_counter(PyObject *item, CounterObject **out) {
+    PyObject *c = PyTuple_GET_ITEM(item, 0);
+    if (!Py_IS_TYPE(c, &CounterType)) {
+        PyErr_SetString(PyExc_TypeError, "a cell's counter must be a router._speedups.Counter");
+        return -1;
+    }
+    *out = (CounterObject *)c;
+    return 0;
+}
+
+static int tuple_of(PyObject *o, Py_ssize_t size, const char *what) {
+    if (!PyTuple_Check(o) || PyTuple_GET_SIZE(o) < size) {
+        PyErr_Format(PyExc_TypeError, "%s must be a tuple of at least %zd items", what, size);
+        return -1;
+    }
+    return 0;
+}
+
+/* An int argument as a C long long, saturated: a count past the range compares as the range's end. */
+static int as_saturated(PyObject *o, long long *out) {
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (v == -1 && PyErr_Occurred())
+        return -1;
+    *out = overflow > 0 ? LLONG_MAX : overflow < 0 ? LLONG_MIN : v;
+    return 0;
+}
+
+/* ---- GCRA: take rpm and tpm (router.limit_cells.take) --------------------------------------- */
+
+/* What one request adds to a rate cell's TAT: one interval for rpm (or a request of at most one
+ * token), else its tokens (at most the whole limit) times the interval. */
+static inline double increment(int rpm, long long tokens, long long limit, double interval) {
+    if (rpm || tokens <= 1)
+        return interval;
+    return (double)(tokens <= limit ? tokens : limit) * interval;
+}
+
+typedef struct {
+    PyObject *limit; /* borrowed: the cell's limit, as given */
+    double remaining; /* already truncated toward zero, as int() does */
+    double used;
+    int set;
+} Span;
+
+static PyObject *span_tuple(const Span *s) {
+    if (!s->set)
+        Py_RETURN_NONE;
+    PyObject *remaining = PyLong_FromDouble(s->remaining);
+    PyObject *used = remaining ? PyFloat_FromDouble(s->used) : NULL;
+    if (used == NULL) {
+        Py_XDECREF(remaining);
+        return NULL;
+    }
+    Py_INCREF(s->limit);
+    PyObject *t = PyTuple_New(3);
+    if (t == NULL) {
+        Py_DECREF(s->limit);
+        Py_DECREF(remaining);
+        Py_DECREF(used);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(t, 0, s->limit);
+    PyTuple_SET_ITEM(t, 1, remaining);
+    PyTuple_SET_ITEM(t, 2, used);
+    return t;
+}
+
+static PyObject *status_tuple(const Span *requests, const Span *spent) {
+    PyObject *a = span_tuple(requests);
+    if (a == NULL)
+        return NULL;
+    PyObject *b = span_tuple(spent);
+    if (b == NULL) {
+        Py_DECREF(a);
+        return NULL;
+    }
+    PyObject *t = PyTuple_New(2);
+    if (t == NULL) {
+        Py_DECREF(a);
+        Py_DECREF(b);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(t, 0, a);
+    PyTuple_SET_ITEM(t, 1, b);
+    return t;
+}
+
+/* Raise what ``over(cell, wait)`` returns (the Python side's 429). */
+static PyObject *raise_over(PyObject *over, PyObject *cell, double wait) {
+    PyObject *w = PyFloat_FromDouble(wait);
+    if (w == NULL)
+        return NULL;
+    PyObject *err = PyObject_CallFunctionObjArgs(over, cell, w, NULL);
+    Py_DECREF(w);
+    if (err == NULL)
+        return NULL;
+    if (!PyExceptionInstance_Check(err)) {
+        Py_DECREF(err);
+        PyErr_SetString(PyExc_TypeError, "over() must return an exception");
+        return NULL;
+    }
+    PyErr_SetObject((PyObject *)Py_TYPE(err), err);
+    Py_DECREF(err);
+    return NULL;
+}
+
+typedef struct {
+    CounterObject *counter;
+    double interval;
+    int rpm;
+    long long limit;
+    PyObject *limit_obj;
+    PyObject *cell;
+} Rate;
+
+static int read_rate(PyObject *item, Rate *r) {
+    if (tuple_of(item, 5, "a rate cell") < 0 || item_counter(item, &r->counter) < 0)
+        return -1;
+    r->interval = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 1));
+    if (r->interval == -1.0 && PyErr_Occurred())
+        return -1;
+    int rpm = PyObject_IsTrue(PyTuple_GET_ITEM(item, 2));
+    if (rpm < 0)
+        return -1;
+    r->rpm = rpm;
+    r->limit_obj = PyTuple_GET_ITEM(item, 3);
+    if (as_saturated(r->limit_obj, &r->limit) < 0)
+        return -1;
+    r->cell = PyTuple_GET_ITEM(item, 4);
+    return 0;
+}
+
+static PyObject *take_rates(PyObject *rates, long long tokens, double now, PyObject *over) {
+    Span requests = {0}, spent = {0};
+    double latest = now;
+    PyObject *worst = NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(rates), done = 0;
+    Rate r;
+    for (; done < n; done++) { /* one pass, committed at once (undone on a 429) */
+        if (read_rate(PyTuple_GET_ITEM(rates, done), &r) < 0)
+            goto undo;
+        double tat = r.counter->tat;
+        if (tat < now)
+            tat = now;
+        tat += increment(r.rpm, tokens, r.limit, r.interval);
+        r.counter->tat = tat;
+        double used = tat - now;
+        if (used > PERIOD_S) { /* over: it fits again once its TAT is a period away */
+            if (tat > latest) {
+                latest = tat;
+                worst = r.cell;
+            }
+            continue;
+        }
+        double remaining = trunc((PERIOD_S - used) / r.interval);
+        Span *s = r.rpm ? &requests : &spent;
+        if (!s->set || remaining < s->remaining) {
+            s->limit = r.limit_obj;
+            s->remaining = remaining;
+            s->used = used;
+            s->set = 1;
+        }
+    }
+    if (worst == NULL)
+        return status_tuple(&requests, &spent);
+    PyObject *wait_cell = worst;
+    Py_INCREF(wait_cell); /* the rates tuple holds it; kept for the call below all the same */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        read_rate(PyTuple_GET_ITEM(rates, i), &r); /* read once above: cannot fail */
+        r.counter->tat -= increment(r.rpm, tokens, r.limit, r.interval);
+    }
+    PyObject *res = raise_over(over, wait_cell, latest - PERIOD_S - now);
+    Py_DECREF(wait_cell);
+    return res;
+undo: { /* a malformed item (a programming error): give back what was committed before it */
+        PyObject *type, *value, *tb;
+        PyErr_Fetch(&type, &value, &tb);
+        for (Py_ssize_t i = 0; i < done; i++) {
+            read_rate(PyTuple_GET_ITEM(rates, i), &r);
+            r.counter->tat -= increment(r.rpm, tokens, r.limit, r.interval);
+        }
+        PyErr_Restore(type, value, tb);
+        return NULL;
+    }
+}
+
+static int parse_take(PyObject *const *args, Py_ssize_t nargs, const char *name, Py_ssize_t first,
+                      long long *tokens, double *now) {
+    if (nargs != first + 4) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments", name, first + 4);
+        return -1;
+    }
+    if (!PyTuple_Check(args[first])) {
+        PyErr_Format(PyExc_TypeError, "%s(): the rate cells must be a tuple", name);
+        return -1;
+    }
+    if (as_saturated(args[first + 1], tokens) < 0)
+        return -1;
+    *now = PyFloat_AsDouble(args[first + 2]);
+    if (*now == -1.0 && PyErr_Occurred())
+        return -1;
+    return 0;
+}
+
+/* take(rates, tokens, now, over) -> (requests, tokens) */
+static PyObject *sp_take(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    long long tokens;
+    double now;
+    if (parse_take(args, nargs, "take", 0, &tokens, &now) < 0)
+        return NULL;
+    return take_rates(args[0], tokens, now, args[3]);
+}
+
+/* ---- concurrency slots (router.limit_cells.admit, release) --------------------------------- */
+
+static int read_slot(PyObject *item, CounterObject **counter, long long *limit) {
+    if (tuple_of(item, 3, "a concurrency cell") < 0 || item_counter(item, counter) < 0)
+        return -1;
+    return as_saturated(PyTuple_GET_ITEM(item, 1), limit);
+}
+
+/* admit(slots, rates, tokens, now, over) -> (requests, tokens): the slots checked, the rates taken
+ * (all or none), then the slots taken: a 429 has nothing to give back. */
+static PyObject *sp_admit(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    long long tokens, limit;
+    double now;
+    CounterObject *counter;
+    if (parse_take(args, nargs, "admit", 1, &tokens, &now) < 0)
+        return NULL;
+    PyObject *slots = args[0];
+    if (!PyTuple_Check(slots)) {
+        PyErr_SetString(PyExc_TypeError, "admit(): the concurrency cells must be a tuple");
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(slots);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(slots, i);
+        if (read_slot(item, &counter, &limit) < 0)
+            return NULL;
+        if ((long long)counter->inflight >= limit)
+            return raise_over(args[4], PyTuple_GET_ITEM(item, 2), 1.0);
+    }
+    PyObject *status = take_rates(args[1], tokens, now, args[4]);
+    if (status == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        read_slot(PyTuple_GET_ITEM(slots, i), &counter, &limit); /* read above: cannot fail */
+        counter->inflight += 1;
+    }
+    return status;
+}
+
+/* release(slots): free one slot of each concurrency cell (never below zero) */
+static PyObject *sp_release(PyObject *module, PyObject *slots) {
+    CounterObject *counter;
+    if (!PyTuple_Check(slots)) {
+        PyErr_SetString(PyExc_TypeError, "release(): the concurrency cells must be a tuple");
+        return NULL;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(slots);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(slots, i);
+        if (tuple_of(item, 1, "a concurrency cell") < 0 || item_counter(item, &counter) < 0)
+            return NULL;
+        if (counter->inflight > 0)
+            counter->inflight -= 1;
+    }
+    Py_RETURN_NONE;
+}
+
+/* adjust(tpm, delta, now): correct each tpm cell by delta tokens (charged past the burst, given
+ * back never below now) */
+static PyObject *sp_adjust(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    CounterObject *counter;
+    if (nargs != 3 || !PyTuple_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "adjust(tpm, delta, now): tpm must be a tuple");
+        return NULL;
+    }
+    double delta = PyLong_Check(args[1]) ? PyLong_AsDouble(args[1]) : PyFloat_AsDouble(args[1]);
+    if (delta == -1.0 && PyErr_Occurred())
+        return NULL;
+    double now = PyFloat_AsDouble(args[2]);
+    if (now == -1.0 && PyErr_Occurred())
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(args[0]);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(args[0], i);
+        if (tuple_of(item, 2, "a tpm cell") < 0 || item_counter(item, &counter) < 0)
+            return NULL;
+        double interval = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 1));
+        if (interval == -1.0 && PyErr_Occurred())
+            return NULL;
+        double tat = counter->tat;
+        if (tat < now)
+            tat = now;
+        tat += delta * interval;
+        counter->tat = tat > now ? tat : now;
+    }
+    Py_RETURN_NONE;
+}
+
+/* ---- the OpenAI headers (router.limit_headers.go_duration, openai_headers) ------------------ */
+
+/* The Python implementation, for what this one does not format exactly (not a float, not finite,
+ * 2**53 milliseconds or more). */
+static PyObject *python_go_duration(PyObject *seconds) {
+    PyObject *mod = PyImport_ImportModule("router.limit_headers");
+    if (mod == NULL)
+        return NULL;
+    PyObject *res = PyObject_CallMethod(mod, "python_go_duration", "O", seconds);
+    Py_DECREF(mod);
+    return res;
+}
+
+/* Writes v (>= 0) in decimal at p; returns the end. */
+static char *digits(char *p, long long v) {
+    char tmp[24];
+    int n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    while (n)
+        *p++ = tmp[--n];
+    return p;
+}
+
+static PyObject *go_duration(PyObject *seconds) {
+    if (!PyFloat_CheckExact(seconds))
+        return python_go_duration(seconds);
+    double x = PyFloat_AS_DOUBLE(seconds) * 1000.0;
+    if (!isfinite(x) || fabs(x) >= EXACT_LIMIT)
+        return python_go_duration(seconds);
+    double r = round(x); /* Python's round(): halves to even */
+    if (fabs(x - r) == 0.5)
+        r = 2.0 * round(x / 2.0);
+    long long ms = (long long)r;
+    char buf[96], *p = buf;
+    if (ms <= 0)
+        return PyUnicode_FromStringAndSize("0s", 2);
+    if (ms < 1000) { /* the usual case (a minute's limit frees a unit every 60/N s) */
+        p = digits(p, ms);
+        *p++ = 'm';
+        *p++ = 's';
+        return PyUnicode_FromStringAndSize(buf, p - buf);
+    }
+    long long hours = ms / 3600000, rest = ms % 3600000;
+    long long minutes = rest / 60000;
+    rest %= 60000;
+    long long whole = rest / 1000, frac = rest % 1000;
+    if (hours) {
+        p = digits(p, hours);
+        *p++ = 'h';
+    }
+    if (hours || minutes) {
+        p = digits(p, minutes);
+        *p++ = 'm';
+    }
+    p = digits(p, whole);
+    if (frac) { /* three digits, trailing zeros dropped */
+        *p++ = '.';
+        *p++ = (char)('0' + frac / 100);
+        if (frac % 100) {
+            *p++ = (char)('0' + frac / 10 % 10);
+            if (frac % 10)
+                *p++ = (char)('0' + frac % 10);
+        }
+    }
+    *p++ = 's';
+    return PyUnicode_FromStringAndSize(buf, p - buf);
+}
+
+static PyObject *sp_go_duration(PyObject *module, PyObject *seconds) {
+    return go_duration(seconds);
+}
+
+/* str(v) for an int: a count that fits a long long formatted here (str() of an int costs ~5x) */
+static PyObject *int_str(PyObject *v) {
+    if (PyLong_CheckExact(v)) {
+        int overflow = 0;
+        long long n = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (!overflow && n >= 0) {
+            char buf[24];
+            return PyUnicode_FromStringAndSize(buf, digits(buf, n) - buf);
+        }
+        if (n == -1 && PyErr_Occurred())
+            return NULL;
+    }
+    return PyObject_Str(v);
+}
+
+/* the header names, per kind: limit, remaining, reset */
+static PyObject *NAMES[2][3];
+
+static int put(PyObject *out, PyObject *name, PyObject *value) {
+    if (value == NULL)
+        return -1;
+    int rc = PyDict_SetItem(out, name, value);
+    Py_DECREF(value);
+    return rc;
+}
+
+static int put_kind(PyObject *out, int kind, PyObject *window) {
+    if (window == Py_None)
+        return 0;
+    if (tuple_of(window, 3, "a rate window") < 0)
+        return -1;
+    if (put(out, NAMES[kind][0], int_str(PyTuple_GET_ITEM(window, 0))) < 0
+        || put(out, NAMES[kind][1], int_str(PyTuple_GET_ITEM(window, 1))) < 0
+        || put(out, NAMES[kind][2], go_duration(PyTuple_GET_ITEM(window, 2))) < 0)
+        return -1;
+    return 0;
+}
+
+/* openai_headers(status) -> dict: the x-ratelimit-* headers of (requests, tokens) */
+static PyObject *sp_openai_headers(PyObject *module, PyObject *status) {
+    if (tuple_of(status, 2, "a rate status") < 0)
+        return NULL;
+    PyObject *out = _PyDict_NewPresized(6); /* six entries without a resize */
+    if (out == NULL)
+        return NULL;
+    if (put_kind(out, 0, PyTuple_GET_ITEM(status, 0)) < 0 || put_kind(out, 1, PyTuple_GET_ITEM(status, 1)) < 0) {
+        Py_DECREF(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* ---- the token estimate (router.token_estimate.estimate_tokens) ----------------------------- */
+
+static PyObject *S_SYSTEM, *S_MESSAGES, *S_TOOLS, *S_CONTENT, *S_TYPE, *S_TEXT;
+
+/* The characters of a message's content when it is a text or a list of text parts (non-dict parts
+ * count nothing, as in Python); -1 for anything else (the Python estimate counts it). */
+static Py_ssize_t content_chars(PyObject *content) {
+    if (PyUnicode_Check(content))
+        return PyUnicode_GET_LENGTH(content);
+    if (content == Py_None)
+        return 0;
+    if (!PyList_CheckExact(content))
+        return -1;
+    Py_ssize_t chars = 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(content); i++) {
+        PyObject *part = PyList_GET_ITEM(content, i);
+        if (!PyDict_Check(part))
+            continue;
+        PyObject *kind = PyDict_GetItemWithError(part, S_TYPE);
+        if (kind == NULL || !PyUnicode_Check(kind) || PyUnicode_Compare(kind, S_TEXT) != 0)
+            return -1; /* not a text part (or an error, which the Python estimate meets again) */
+        PyObject *text = PyDict_GetItemWithError(part, S_TEXT);
+        if (text == NULL || text == Py_None) {
+            if (PyErr_Occurred())
+                return -1;
+            continue;
+        }
+        if (!PyUnicode_Check(text))
+            return -1;
+        chars += PyUnicode_GET_LENGTH(text);
+    }
+    return chars;
+}
+
+/* The estimate of a request whose system prompt and messages are plain text and that has no tools;
+ * -1 for any other (the Python estimate counts it). */
+static long long text_estimate(PyObject *req) {
+    long long result = -1;
+    PyObject *system = PyObject_GetAttr(req, S_SYSTEM);
+    PyObject *messages = system ? PyObject_GetAttr(req, S_MESSAGES) : NULL;
+    PyObject *tools = messages ? PyObject_GetAttr(req, S_TOOLS) : NULL;
+    if (tools == NULL) {
+        PyErr_Clear();
+        goto done;
+    }
+    if ((system != Py_None && !PyUnicode_Check(system)) || !PyList_CheckExact(messages)
+        || (tools != Py_None && (!PyList_CheckExact(tools) || PyList_GET_SIZE(tools))))
+        goto done;
+    long long chars = system == Py_None ? 0 : PyUnicode_GET_LENGTH(system);
+    Py_ssize_t n = PyList_GET_SIZE(messages);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *message = PyList_GET_ITEM(messages, i);
+        if (!PyDict_Check(message))
+            goto done;
+        PyObject *content = PyDict_GetItemWithError(message, S_CONTENT);
+        Py_ssize_t c = content == NULL ? (PyErr_Occurred() ? -1 : 0) : content_chars(content);
+        if (c < 0) {
+            PyErr_Clear();
+            goto done;
+        }
+        chars += c;
+    }
+    int has_system = system != Py_None && PyUnicode_GET_LENGTH(system) > 0;
+    long long total = (chars + 3) / 4 + 4LL * n + (has_system ? 3 : 0); /* CHARS_PER_TOKEN, the overheads */
+    result = total > 1 ? total : 1;
+done:
+    Py_XDECREF(system);
+    Py_XDECREF(messages);
+    Py_XDECREF(tools);
+    return result;
+}
+
+/* estimate_tokens(req) -> int: router.token_estimate.python_estimate_tokens, the usual request here */
+static PyObject *sp_estimate_tokens(PyObject *module, PyObject *req) {
+    long long n = text_estimate(req);
+    if (n >= 0)
+        return PyLong_FromLongLong(n);
+    PyObject *mod = PyImport_ImportModule("router.token_estimate");
+    if (mod == NULL)
+        return NULL;
+    PyObject *res = PyObject_CallMethod(mod, "python_estimate_tokens", "O", req);
+    Py_DECREF(mod);
+    return res;
+}
+
+/* ---- the module ---------------------------------------------------------------------------- */
+
+static PyMethodDef methods[] = {
+    {"take", (PyCFunction)(void (*)(void))sp_take, METH_FASTCALL,
+     "take(rates, tokens, now, over) -> (requests, tokens): router.limit_cells.take"},
+    {"admit", (PyCFunction)(void (*)(void))sp_admit, METH_FASTCALL,
+     "admit(slots, rates, tokens, now, over) -> (requests, tokens): router.limit_cells.admit"},
+    {"release", sp_release, METH_O, "release(slots): router.limit_cells.release"},
+    {"adjust", (PyCFunction)(void (*)(void))sp_adjust, METH_FASTCALL,
+     "adjust(tpm, delta, now): router.limit_cells.adjust"},
+    {"go_duration", sp_go_duration, METH_O, "go_duration(seconds) -> str: router.limit_headers.go_duration"},
+    {"estimate_tokens", sp_estimate_tokens, METH_O,
+     "estimate_tokens(req) -> int: router.token_estimate.estimate_tokens"},
+    {"openai_headers", sp_openai_headers, METH_O,
+     "openai_headers(status) -> dict: router.limit_headers.openai_headers"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT, "router._speedups",
+    "The per-request arithmetic of client rate limits, compiled (router/limit_cells.py is the reference).",
+    -1, methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC PyInit__speedups(void) {
+    static const char *kinds[2] = {"requests", "tokens"};
+    static const char *whats[3] = {"limit", "remaining", "reset"};
+    for (int k = 0; k < 2; k++)
+        for (int w = 0; w < 3; w++)
+            if (NAMES[k][w] == NULL
+                && (NAMES[k][w] = PyUnicode_FromFormat("x-ratelimit-%s-%s", whats[w], kinds[k])) == NULL)
+                return NULL;
+    static struct { PyObject **at; const char *text; } names[] = {
+        {&S_SYSTEM, "system"}, {&S_MESSAGES, "messages"}, {&S_TOOLS, "tools"},
+        {&S_CONTENT, "content"}, {&S_TYPE, "type"}, {&S_TEXT, "text"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (*names[i].at == NULL && (*names[i].at = PyUnicode_InternFromString(names[i].text)) == NULL)
+            return NULL;
+    if (PyType_Ready(&CounterType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module_def);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&CounterType);
+    if (PyModule_AddObject(m, "Counter", (PyObject *)&CounterType) < 0) {
+        Py_DECREF(&CounterType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
