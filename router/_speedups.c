@@ -369,18 +369,38 @@ static PyObject *python_go_duration(PyObject *seconds) {
     return res;
 }
 
-/* Writes v (>= 0) in decimal at p; returns the end. */
+/* Writes v (>= 0) in decimal at p, two digits at a time; returns the end. */
 static char *digits(char *p, long long v) {
-    char tmp[24];
-    int n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    while (n)
-        *p++ = tmp[--n];
-    return p;
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+                                "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+                                "8081828384858687888990919293949596979899";
+    char tmp[24], *t = tmp + sizeof tmp;
+    while (v >= 100) {
+        const char *d = pairs + 2 * (v % 100);
+        v /= 100;
+        *--t = d[1];
+        *--t = d[0];
+    }
+    if (v >= 10) {
+        *--t = pairs[2 * v + 1];
+        *--t = pairs[2 * v];
+    } else {
+        *--t = (char)('0' + v);
+    }
+    size_t n = (size_t)(tmp + sizeof tmp - t);
+    memcpy(p, t, n);
+    return p + n;
 }
+
+/* An ASCII str of buf[0:len] (no UTF-8 decoding to do) */
+static PyObject *ascii(const char *buf, Py_ssize_t len) {
+    PyObject *s = PyUnicode_New(len, 127);
+    if (s != NULL)
+        memcpy(PyUnicode_DATA(s), buf, (size_t)len);
+    return s;
+}
+
+static PyObject *ZERO; /* "0s": the reset of a window far from full, the usual one */
 
 static PyObject *go_duration(PyObject *seconds) {
     if (!PyFloat_CheckExact(seconds))
@@ -394,12 +414,12 @@ static PyObject *go_duration(PyObject *seconds) {
     long long ms = (long long)r;
     char buf[96], *p = buf;
     if (ms <= 0)
-        return PyUnicode_FromStringAndSize("0s", 2);
+        return Py_NewRef(ZERO);
     if (ms < 1000) { /* the usual case (a minute's limit frees a unit every 60/N s) */
         p = digits(p, ms);
         *p++ = 'm';
         *p++ = 's';
-        return PyUnicode_FromStringAndSize(buf, p - buf);
+        return ascii(buf, p - buf);
     }
     long long hours = ms / 3600000, rest = ms % 3600000;
     long long minutes = rest / 60000;
@@ -424,7 +444,7 @@ static PyObject *go_duration(PyObject *seconds) {
         }
     }
     *p++ = 's';
-    return PyUnicode_FromStringAndSize(buf, p - buf);
+    return ascii(buf, p - buf);
 }
 
 static PyObject *sp_go_duration(PyObject *module, PyObject *seconds) {
@@ -438,7 +458,7 @@ static PyObject *int_str(PyObject *v) {
         long long n = PyLong_AsLongLongAndOverflow(v, &overflow);
         if (!overflow && n >= 0) {
             char buf[24];
-            return PyUnicode_FromStringAndSize(buf, digits(buf, n) - buf);
+            return ascii(buf, digits(buf, n) - buf);
         }
         if (n == -1 && PyErr_Occurred())
             return NULL;
@@ -604,6 +624,8 @@ PyMODINIT_FUNC PyInit__speedups(void) {
         {&S_SYSTEM, "system"}, {&S_MESSAGES, "messages"}, {&S_TOOLS, "tools"},
         {&S_CONTENT, "content"}, {&S_TYPE, "type"}, {&S_TEXT, "text"},
     };
+    if (ZERO == NULL && (ZERO = PyUnicode_InternFromString("0s")) == NULL)
+        return NULL;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (*names[i].at == NULL && (*names[i].at = PyUnicode_InternFromString(names[i].text)) == NULL)
             return NULL;

@@ -132,17 +132,21 @@ def gcra(tat: float, now: float, interval: float, burst: int, cost: int) -> tupl
     return new_tat, max(0.0, new_tat - burst * interval - now)
 
 
-@dataclass(slots=True)
 class Admission:
-    """What one admitted request holds: its tpm reservation and its concurrency slots."""
+    """What one admitted request holds: its tpm reservation and its concurrency slots. A plain
+    class called with positions: made on every request of a key with limits (a dataclass called
+    with keywords costs 3.7k instructions, this 2.1k)."""
 
-    plan: LimitPlan
-    tokens: int
-    released: bool = False
-    shared: bool = False  # rpm and tpm were reserved in the shared state (corrections go there too)
-    status: Status | None = None  # the tightest windows once admitted (the headers)
-    lease: Callable[[], None] | None = None  # gives back its concurrency lease in the shared state
-    bound: Bound | None = None  # the plan's counters (set by the Limiter that admitted it)
+    __slots__ = ("bound", "lease", "plan", "released", "shared", "status", "tokens")
+
+    def __init__(self, plan: LimitPlan, tokens: int, status: Status | None = None, bound: Bound | None = None):
+        self.plan = plan
+        self.tokens = tokens
+        self.released = False
+        self.shared = False  # rpm and tpm were reserved in the shared state (corrections go there too)
+        self.status = status  # the tightest windows once admitted (the headers)
+        self.lease: Callable[[], None] | None = None  # gives back its concurrency lease in the shared state
+        self.bound = bound  # the plan's counters (set by the Limiter that admitted it)
 
 
 class SharedLimits(Protocol):
@@ -204,14 +208,14 @@ class Limiter:
         """Reserve the request in every cell of ``plan``, all or none; a 429 naming the limit (the one
         that frees last) with its Retry-After otherwise (``limit_cells.admit``)."""
         b = self._bound.get(id(plan)) or self.bound(plan)
-        return Admission(plan, tokens, status=self.cells.admit(b.slots, b.rates, tokens, self.clock(), over), bound=b)
+        return Admission(plan, tokens, self.cells.admit(b.slots, b.rates, tokens, self.clock(), over), b)
 
     def hold(self, plan: LimitPlan, tokens: int) -> Admission:
         """Take a slot of every concurrency cell, all or none (a 429 when one is full)."""
         b = self._bound.get(id(plan)) or self.bound(plan)
         if b.slots:
             self.cells.admit(b.slots, (), tokens, 0.0, over)
-        return Admission(plan, tokens, bound=b)
+        return Admission(plan, tokens, None, b)
 
     def take(self, plan: LimitPlan, tokens: int) -> Status:
         """Reserve rpm and tpm in process, all or none (a 429 naming the cell that waits longest); the
