@@ -356,6 +356,23 @@ static PyObject *sp_adjust(PyObject *module, PyObject *const *args, Py_ssize_t n
     Py_RETURN_NONE;
 }
 
+/* settle(slots, tpm, delta, now): release(slots), then adjust(tpm, delta, now) unless delta is 0 */
+static PyObject *sp_settle(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "settle(slots, tpm, delta, now)");
+        return NULL;
+    }
+    PyObject *done = sp_release(module, args[0]);
+    if (done == NULL)
+        return NULL;
+    Py_DECREF(done);
+    int zero = PyLong_Check(args[2]) && PyLong_AsLongLong(args[2]) == 0 && !PyErr_Occurred();
+    PyErr_Clear(); /* an overflowing delta is not 0: adjust reports it */
+    if (zero)
+        Py_RETURN_NONE;
+    return sp_adjust(module, args + 1, 3);
+}
+
 /* ---- the OpenAI headers (router.limit_headers.go_duration, openai_headers) ------------------ */
 
 /* The Python implementation, for what this one does not format exactly (not a float, not finite,
@@ -503,6 +520,81 @@ static PyObject *sp_openai_headers(PyObject *module, PyObject *status) {
     return out;
 }
 
+/* ---- budgets (router.budget_cells.reached, add) --------------------------------------------- */
+
+/* reached(bounds, spent) -> bool: whether one of the cells ((id, max tokens, max nano-dollars), ...)
+ * has spent ([tokens, nano-dollars] by id) at or past a bound */
+static PyObject *sp_reached(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2 || !PyTuple_Check(args[0]) || !PyDict_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "reached(bounds: tuple, spent: dict)");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args[0]); i++) {
+        PyObject *bound = PyTuple_GET_ITEM(args[0], i);
+        if (tuple_of(bound, 3, "a budget bound") < 0)
+            return NULL;
+        PyObject *used = PyDict_GetItemWithError(args[1], PyTuple_GET_ITEM(bound, 0));
+        if (used == NULL) {
+            if (PyErr_Occurred())
+                return NULL;
+            continue;
+        }
+        if (!PyList_CheckExact(used) || PyList_GET_SIZE(used) < 2) {
+            PyErr_SetString(PyExc_TypeError, "a budget's spend must be a list [tokens, nano]");
+            return NULL;
+        }
+        for (int k = 0; k < 2; k++) {
+            int over = PyObject_RichCompareBool(PyList_GET_ITEM(used, k), PyTuple_GET_ITEM(bound, k + 1), Py_GE);
+            if (over < 0)
+                return NULL;
+            if (over)
+                Py_RETURN_TRUE;
+        }
+    }
+    Py_RETURN_FALSE;
+}
+
+/* add(bounds, spent, tokens, nano): add the use to each cell's spend (a new [tokens, nano] for a
+ * cell with none yet) */
+static PyObject *sp_add(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyTuple_Check(args[0]) || !PyDict_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "add(bounds: tuple, spent: dict, tokens, nano)");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args[0]); i++) {
+        PyObject *bound = PyTuple_GET_ITEM(args[0], i);
+        if (tuple_of(bound, 1, "a budget bound") < 0)
+            return NULL;
+        PyObject *id = PyTuple_GET_ITEM(bound, 0);
+        PyObject *used = PyDict_GetItemWithError(args[1], id);
+        if (used == NULL) {
+            if (PyErr_Occurred())
+                return NULL;
+            PyObject *fresh = PyList_New(2);
+            if (fresh == NULL)
+                return NULL;
+            PyList_SET_ITEM(fresh, 0, Py_NewRef(args[2]));
+            PyList_SET_ITEM(fresh, 1, Py_NewRef(args[3]));
+            int rc = PyDict_SetItem(args[1], id, fresh);
+            Py_DECREF(fresh);
+            if (rc < 0)
+                return NULL;
+            continue;
+        }
+        if (!PyList_CheckExact(used) || PyList_GET_SIZE(used) < 2) {
+            PyErr_SetString(PyExc_TypeError, "a budget's spend must be a list [tokens, nano]");
+            return NULL;
+        }
+        for (int k = 0; k < 2; k++) {
+            PyObject *sum = PyNumber_Add(PyList_GET_ITEM(used, k), args[2 + k]);
+            if (sum == NULL)
+                return NULL;
+            PyList_SetItem(used, k, sum); /* steals sum, releases the old total */
+        }
+    }
+    Py_RETURN_NONE;
+}
+
 /* ---- the token estimate (router.token_estimate.estimate_tokens) ----------------------------- */
 
 static PyObject *S_SYSTEM, *S_MESSAGES, *S_TOOLS, *S_CONTENT, *S_TYPE, *S_TEXT;
@@ -598,7 +690,13 @@ static PyMethodDef methods[] = {
     {"release", sp_release, METH_O, "release(slots): router.limit_cells.release"},
     {"adjust", (PyCFunction)(void (*)(void))sp_adjust, METH_FASTCALL,
      "adjust(tpm, delta, now): router.limit_cells.adjust"},
+    {"settle", (PyCFunction)(void (*)(void))sp_settle, METH_FASTCALL,
+     "settle(slots, tpm, delta, now): router.limit_cells.settle"},
     {"go_duration", sp_go_duration, METH_O, "go_duration(seconds) -> str: router.limit_headers.go_duration"},
+    {"reached", (PyCFunction)(void (*)(void))sp_reached, METH_FASTCALL,
+     "reached(bounds, spent) -> bool: router.budget_cells.reached"},
+    {"add", (PyCFunction)(void (*)(void))sp_add, METH_FASTCALL,
+     "add(bounds, spent, tokens, nano): router.budget_cells.add"},
     {"estimate_tokens", sp_estimate_tokens, METH_O,
      "estimate_tokens(req) -> int: router.token_estimate.estimate_tokens"},
     {"openai_headers", sp_openai_headers, METH_O,

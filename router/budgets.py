@@ -24,8 +24,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from types import ModuleType
 from typing import Any
 
+from router import budget_cells
+from router.budget_cells import Bounds
 from router.errors import GatewayError
 from router.prices import NANO_PER_USD
 
@@ -98,6 +101,10 @@ class BudgetPlan:
     """Every budget a key's requests count against: its own and its team's, compiled once per snapshot."""
 
     cells: tuple[BudgetCell, ...]
+    bounds: Bounds = field(init=False, repr=False, compare=False)  # what router.budget_cells reads
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bounds", tuple((c.id, c.max_tokens, c.max_nano) for c in self.cells))
 
     @property
     def own(self) -> Budget | None:
@@ -154,8 +161,9 @@ class Budgets:
     """Every budget's spend this period, per process, or as read from the shared state plus this
     process's charges since (``router.budgets_shared``). ``wall``: UTC unix seconds (tests turn it)."""
 
-    def __init__(self, wall: Callable[[], float] = time.time) -> None:
+    def __init__(self, wall: Callable[[], float] = time.time, cells: ModuleType = budget_cells.CELLS) -> None:
         self.wall = wall
+        self.cells = cells  # the check and the charge (router.budget_cells.CELLS: compiled when built)
         self._spent: dict[str, list[int]] = {}  # cell id -> [tokens, nano-dollars] this period
         self.periods: dict[str, Period] = {}
         self._start, self._turn = 0.0, 0.0  # the current day: a week or month only turns with a day
@@ -190,11 +198,8 @@ class Budgets:
             self._roll(now)
         if self.refuse_down:
             raise GatewayError("unavailable", DOWN, retry_after=1.0)
-        spent = self._spent
-        for cell in plan.cells:
-            used = spent.get(cell.id)
-            if used is not None and (used[0] >= cell.max_tokens or used[1] >= cell.max_nano):
-                raise self._over(plan, now)
+        if self.cells.reached(plan.bounds, self._spent):
+            raise self._over(plan, now)
 
     def _over(self, plan: BudgetPlan, now: float) -> GatewayError:
         """The 429 naming the used-up budget that frees last (both used up: the later reset)."""
@@ -223,15 +228,9 @@ class Budgets:
         now = self.wall()  # now(), inlined
         if not self._start <= now < self._turn:
             self._roll(now)
-        spent = self._spent
-        for cell in plan.cells:
-            used = spent.get(cell.id)
-            if used is None:
-                spent[cell.id] = [tokens, nano]
-            else:
-                used[0] += tokens
-                used[1] += nano
-            if self.sharing:
+        self.cells.add(plan.bounds, self._spent, tokens, nano)
+        if self.sharing:
+            for cell in plan.cells:
                 self._keep(cell, tokens, nano, now)
 
     def _keep(self, cell: BudgetCell, tokens: int, nano: int, now: float) -> None:

@@ -108,5 +108,12 @@ def adjust(tpm: Tpm, delta: int, now: float) -> None:
         counter.tat = tat if tat > now else now
 
 
+def settle(slots: Slots, tpm: Tpm, delta: int, now: float) -> None:
+    """A response ended: ``release`` its slots, then ``adjust`` the tpm cells by ``delta`` (not 0)."""
+    release(slots)
+    if delta:
+        adjust(tpm, delta, now)
+
+
 PYTHON: ModuleType = sys.modules[__name__]  # this module: the reference
 CELLS: ModuleType = speedups.compiled() or PYTHON  # what the limiter uses

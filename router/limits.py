@@ -244,15 +244,14 @@ class Limiter:
     def settle(self, admission: Admission, used: int | None) -> None:
         """The response ended: free its slots (``release``) and correct its tpm reservation to the
         ``used`` tokens (None: no usage was reported; the estimate stands)."""
-        if not admission.released:
-            self.release(admission)
-        if used is None or not admission.plan.tokens or used == admission.tokens:
-            return
+        delta = 0 if used is None or not admission.plan.tokens else used - admission.tokens
         b = admission.bound
-        if admission.shared or b is None:
-            self.adjust(admission, used - admission.tokens)
-        else:  # in this process (every response of a key with a tpm limit): no further call
-            self.cells.adjust(b.tpm, used - admission.tokens, self.clock())
+        if admission.released or admission.shared or admission.lease is not None or b is None:
+            self.release(admission)
+            self.adjust(admission, delta)
+            return
+        admission.released = True  # in this process (every response of a key with limits): one call
+        self.cells.settle(b.slots, b.tpm, delta, self.clock())
 
     def adjust(self, admission: Admission, delta: int) -> None:
         """Correct the tpm cells by ``delta`` tokens (real use minus the estimate): charged even past

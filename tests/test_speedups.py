@@ -222,3 +222,30 @@ def test_without_the_extension_the_python_serves() -> None:
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "ROUTER_NO_EXTENSIONS": "1"},
                          capture_output=True, text=True, timeout=60, check=True)
     assert out.stdout.strip() == "python"
+
+
+# --- the budgets -------------------------------------------------------------------------------
+
+def test_budget_checks_and_charges_match_the_python_ones(c: ModuleType) -> None:
+    from router import budget_cells
+    rng = random.Random(5)
+    ids = ["key:a:day", "team:t:month", "key:b:week"]
+    seen = set()
+    for _ in range(200):
+        bounds = tuple((i, rng.choice((50, 10**12, 1 << 62)), rng.choice((1000, 1 << 62)))
+                       for i in rng.sample(ids, rng.randint(0, 3)))
+        fast: dict[str, list[int]] = {}
+        slow: dict[str, list[int]] = {}
+        for _ in range(30):
+            tokens, nano = rng.choice((0, 1, 17, 10**13)), rng.choice((0, 5, 999, 10**20))
+            c.add(bounds, fast, tokens, nano)
+            budget_cells.PYTHON.add(bounds, slow, tokens, nano)
+            assert fast == slow
+            over = c.reached(bounds, fast)
+            assert over is budget_cells.PYTHON.reached(bounds, slow)
+            seen.add(over)
+    assert seen == {True, False}
+    with pytest.raises(TypeError):
+        c.reached((("id", 1, 1),), {"id": (0, 0)})
+    with pytest.raises(TypeError):
+        c.add((("id", 1, 1),), {"id": "no"}, 1, 1)
