@@ -54,16 +54,6 @@ static PyTypeObject CounterType = {
 
 /* ---- reading the bound plans' tuples ------------------------------------------------------- */
 
-static int item_counter(PyObject *item, CounterObject **out) {
-    PyObject *c = PyTuple_GET_ITEM(item, 0);
-    if (!Py_IS_TYPE(c, &CounterType)) {
-        PyErr_SetString(PyExc_TypeError, "a cell's counter must be a router._speedups.Counter");
-        return -1;
-    }
-    *out = (CounterObject *)c;
-    return 0;
-}
-
 static int tuple_of(PyObject *o, Py_ssize_t size, const char *what) {
     if (!PyTuple_Check(o) || PyTuple_GET_SIZE(o) < size) {
         PyErr_Format(PyExc_TypeError, "%s must be a tuple of at least %zd items", what, size);
@@ -72,13 +62,31 @@ static int tuple_of(PyObject *o, Py_ssize_t size, const char *what) {
     return 0;
 }
 
-/* An int argument as a C long long, saturated: a count past the range compares as the range's end. */
-static int as_saturated(PyObject *o, long long *out) {
+/* The Python reference's function ``name`` of ``module`` called with these arguments: what this
+ * module hands over (values outside its exact range, types it does not read). */
+static PyObject *python_call(const char *module, const char *name, PyObject *const *args, Py_ssize_t nargs) {
+    PyObject *mod = PyImport_ImportModule(module);
+    if (mod == NULL)
+        return NULL;
+    PyObject *fn = PyObject_GetAttrString(mod, name);
+    Py_DECREF(mod);
+    if (fn == NULL)
+        return NULL;
+    PyObject *res = PyObject_Vectorcall(fn, args, (size_t)nargs, NULL);
+    Py_DECREF(fn);
+    return res;
+}
+
+/* An exact int that fits a long long: 0 and *out set; 1 for any other value (the caller hands the
+ * call to Python, whose ints have no range). Nothing here runs Python code. */
+static int small_int(PyObject *o, long long *out) {
+    if (!PyLong_CheckExact(o))
+        return 1;
     int overflow = 0;
     long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
-    if (v == -1 && PyErr_Occurred())
-        return -1;
-    *out = overflow > 0 ? LLONG_MAX : overflow < 0 ? LLONG_MIN : v;
+    if (overflow)
+        return 1;
+    *out = v;
     return 0;
 }
 
@@ -108,15 +116,13 @@ static PyObject *span_tuple(const Span *s) {
         Py_XDECREF(remaining);
         return NULL;
     }
-    Py_INCREF(s->limit);
     PyObject *t = PyTuple_New(3);
     if (t == NULL) {
-        Py_DECREF(s->limit);
         Py_DECREF(remaining);
         Py_DECREF(used);
         return NULL;
     }
-    PyTuple_SET_ITEM(t, 0, s->limit);
+    PyTuple_SET_ITEM(t, 0, Py_NewRef(s->limit));
     PyTuple_SET_ITEM(t, 1, remaining);
     PyTuple_SET_ITEM(t, 2, used);
     return t;
@@ -142,21 +148,22 @@ static PyObject *status_tuple(const Span *requests, const Span *spent) {
     return t;
 }
 
-/* Raise what ``over(cell, wait)`` returns (the Python side's 429). */
+/* Raise what ``over(cell, wait)`` returns (the Python side's 429), as Python's ``raise`` would. */
 static PyObject *raise_over(PyObject *over, PyObject *cell, double wait) {
     PyObject *w = PyFloat_FromDouble(wait);
     if (w == NULL)
         return NULL;
-    PyObject *err = PyObject_CallFunctionObjArgs(over, cell, w, NULL);
+    PyObject *args[2] = {cell, w};
+    PyObject *err = PyObject_Vectorcall(over, args, 2, NULL);
     Py_DECREF(w);
     if (err == NULL)
         return NULL;
-    if (!PyExceptionInstance_Check(err)) {
-        Py_DECREF(err);
-        PyErr_SetString(PyExc_TypeError, "over() must return an exception");
-        return NULL;
-    }
-    PyErr_SetObject((PyObject *)Py_TYPE(err), err);
+    if (PyExceptionInstance_Check(err))
+        PyErr_SetObject((PyObject *)Py_TYPE(err), err);
+    else if (PyExceptionClass_Check(err))
+        PyErr_SetNone(err);
+    else
+        PyErr_SetString(PyExc_TypeError, "exceptions must derive from BaseException");
     Py_DECREF(err);
     return NULL;
 }
@@ -170,32 +177,47 @@ typedef struct {
     PyObject *cell;
 } Rate;
 
-static int read_rate(PyObject *item, Rate *r) {
-    if (tuple_of(item, 5, "a rate cell") < 0 || item_counter(item, &r->counter) < 0)
+/* Every rate cell checked before any is taken: 0 when each is (Counter, float, bool, an int that fits,
+ * cell) as router.limits.Bound builds them; 1 when a limit is past a long long (Python's); -1 and a
+ * TypeError for anything else. The pass that follows reads them without a call that could fail. */
+static int check_rates(PyObject *rates) {
+    if (!PyTuple_Check(rates)) {
+        PyErr_SetString(PyExc_TypeError, "the rate cells must be a tuple");
         return -1;
-    r->interval = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 1));
-    if (r->interval == -1.0 && PyErr_Occurred())
-        return -1;
-    int rpm = PyObject_IsTrue(PyTuple_GET_ITEM(item, 2));
-    if (rpm < 0)
-        return -1;
-    r->rpm = rpm;
-    r->limit_obj = PyTuple_GET_ITEM(item, 3);
-    if (as_saturated(r->limit_obj, &r->limit) < 0)
-        return -1;
-    r->cell = PyTuple_GET_ITEM(item, 4);
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(rates); i++) {
+        PyObject *item = PyTuple_GET_ITEM(rates, i);
+        long long limit;
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 5 || !Py_IS_TYPE(PyTuple_GET_ITEM(item, 0), &CounterType)
+            || !PyFloat_CheckExact(PyTuple_GET_ITEM(item, 1)) || !PyBool_Check(PyTuple_GET_ITEM(item, 2))
+            || !PyLong_CheckExact(PyTuple_GET_ITEM(item, 3))) {
+            PyErr_SetString(PyExc_TypeError, "a rate cell must be (Counter, float, bool, int, cell)");
+            return -1;
+        }
+        if (small_int(PyTuple_GET_ITEM(item, 3), &limit))
+            return 1;
+    }
     return 0;
+}
+
+static inline void rate_of(PyObject *item, Rate *r) { /* an item check_rates passed */
+    r->counter = (CounterObject *)PyTuple_GET_ITEM(item, 0);
+    r->interval = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(item, 1));
+    r->rpm = PyTuple_GET_ITEM(item, 2) == Py_True;
+    r->limit_obj = PyTuple_GET_ITEM(item, 3);
+    r->limit = PyLong_AsLongLong(r->limit_obj);
+    r->cell = PyTuple_GET_ITEM(item, 4);
 }
 
 static PyObject *take_rates(PyObject *rates, long long tokens, double now, PyObject *over) {
     Span requests = {0}, spent = {0};
     double latest = now;
     PyObject *worst = NULL;
-    Py_ssize_t n = PyTuple_GET_SIZE(rates), done = 0;
+    int have_worst = 0;
+    Py_ssize_t n = PyTuple_GET_SIZE(rates);
     Rate r;
-    for (; done < n; done++) { /* one pass, committed at once (undone on a 429) */
-        if (read_rate(PyTuple_GET_ITEM(rates, done), &r) < 0)
-            goto undo;
+    for (Py_ssize_t i = 0; i < n; i++) { /* one pass, committed at once (undone on a 429) */
+        rate_of(PyTuple_GET_ITEM(rates, i), &r);
         double tat = r.counter->tat;
         if (tat < now)
             tat = now;
@@ -206,6 +228,7 @@ static PyObject *take_rates(PyObject *rates, long long tokens, double now, PyObj
             if (tat > latest) {
                 latest = tat;
                 worst = r.cell;
+                have_worst = 1;
             }
             continue;
         }
@@ -218,44 +241,20 @@ static PyObject *take_rates(PyObject *rates, long long tokens, double now, PyObj
             s->set = 1;
         }
     }
-    if (worst == NULL)
+    if (!have_worst)
         return status_tuple(&requests, &spent);
-    PyObject *wait_cell = worst;
-    Py_INCREF(wait_cell); /* the rates tuple holds it; kept for the call below all the same */
     for (Py_ssize_t i = 0; i < n; i++) {
-        read_rate(PyTuple_GET_ITEM(rates, i), &r); /* read once above: cannot fail */
+        rate_of(PyTuple_GET_ITEM(rates, i), &r);
         r.counter->tat -= increment(r.rpm, tokens, r.limit, r.interval);
     }
-    PyObject *res = raise_over(over, wait_cell, latest - PERIOD_S - now);
-    Py_DECREF(wait_cell);
-    return res;
-undo: { /* a malformed item (a programming error): give back what was committed before it */
-        PyObject *type, *value, *tb;
-        PyErr_Fetch(&type, &value, &tb);
-        for (Py_ssize_t i = 0; i < done; i++) {
-            read_rate(PyTuple_GET_ITEM(rates, i), &r);
-            r.counter->tat -= increment(r.rpm, tokens, r.limit, r.interval);
-        }
-        PyErr_Restore(type, value, tb);
-        return NULL;
-    }
+    return raise_over(over, worst, latest - PERIOD_S - now); /* the rates tuple keeps worst alive */
 }
 
-static int parse_take(PyObject *const *args, Py_ssize_t nargs, const char *name, Py_ssize_t first,
-                      long long *tokens, double *now) {
-    if (nargs != first + 4) {
-        PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments", name, first + 4);
-        return -1;
-    }
-    if (!PyTuple_Check(args[first])) {
-        PyErr_Format(PyExc_TypeError, "%s(): the rate cells must be a tuple", name);
-        return -1;
-    }
-    if (as_saturated(args[first + 1], tokens) < 0)
-        return -1;
-    *now = PyFloat_AsDouble(args[first + 2]);
-    if (*now == -1.0 && PyErr_Occurred())
-        return -1;
+/* tokens and now as this module reads them: 0; 1 when the call is Python's (a value it does not read) */
+static int take_args(PyObject *tokens_obj, PyObject *now_obj, long long *tokens, double *now) {
+    if (small_int(tokens_obj, tokens) || !PyFloat_CheckExact(now_obj))
+        return 1;
+    *now = PyFloat_AS_DOUBLE(now_obj);
     return 0;
 }
 
@@ -263,62 +262,89 @@ static int parse_take(PyObject *const *args, Py_ssize_t nargs, const char *name,
 static PyObject *sp_take(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     long long tokens;
     double now;
-    if (parse_take(args, nargs, "take", 0, &tokens, &now) < 0)
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "take(rates, tokens, now, over)");
         return NULL;
+    }
+    int rc = check_rates(args[0]);
+    if (rc < 0)
+        return NULL;
+    if (rc > 0 || take_args(args[1], args[2], &tokens, &now))
+        return python_call("router.limit_cells", "take", args, nargs);
     return take_rates(args[0], tokens, now, args[3]);
 }
 
 /* ---- concurrency slots (router.limit_cells.admit, release) --------------------------------- */
 
-static int read_slot(PyObject *item, CounterObject **counter, long long *limit) {
-    if (tuple_of(item, 3, "a concurrency cell") < 0 || item_counter(item, counter) < 0)
+/* Every concurrency cell checked before any is taken: (Counter, an int that fits, cell); 1 when a
+ * limit is past a long long (Python's); -1 and a TypeError for anything else. */
+static int check_slots(PyObject *slots) {
+    if (!PyTuple_Check(slots)) {
+        PyErr_SetString(PyExc_TypeError, "the concurrency cells must be a tuple");
         return -1;
-    return as_saturated(PyTuple_GET_ITEM(item, 1), limit);
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(slots); i++) {
+        PyObject *item = PyTuple_GET_ITEM(slots, i);
+        long long limit;
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 3 || !Py_IS_TYPE(PyTuple_GET_ITEM(item, 0), &CounterType)
+            || !PyLong_CheckExact(PyTuple_GET_ITEM(item, 1))) {
+            PyErr_SetString(PyExc_TypeError, "a concurrency cell must be (Counter, int, cell)");
+            return -1;
+        }
+        if (small_int(PyTuple_GET_ITEM(item, 1), &limit))
+            return 1;
+    }
+    return 0;
 }
 
 /* admit(slots, rates, tokens, now, over) -> (requests, tokens): the slots checked, the rates taken
  * (all or none), then the slots taken: a 429 has nothing to give back. */
 static PyObject *sp_admit(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    long long tokens, limit;
+    long long tokens;
     double now;
-    CounterObject *counter;
-    if (parse_take(args, nargs, "admit", 1, &tokens, &now) < 0)
-        return NULL;
-    PyObject *slots = args[0];
-    if (!PyTuple_Check(slots)) {
-        PyErr_SetString(PyExc_TypeError, "admit(): the concurrency cells must be a tuple");
+    if (nargs != 5) {
+        PyErr_SetString(PyExc_TypeError, "admit(slots, rates, tokens, now, over)");
         return NULL;
     }
+    PyObject *slots = args[0];
+    int rc = check_slots(slots);
+    if (rc == 0)
+        rc = check_rates(args[1]);
+    if (rc < 0)
+        return NULL;
+    if (rc > 0 || take_args(args[2], args[3], &tokens, &now))
+        return python_call("router.limit_cells", "admit", args, nargs);
     Py_ssize_t n = PyTuple_GET_SIZE(slots);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PyTuple_GET_ITEM(slots, i);
-        if (read_slot(item, &counter, &limit) < 0)
-            return NULL;
-        if ((long long)counter->inflight >= limit)
+        CounterObject *counter = (CounterObject *)PyTuple_GET_ITEM(item, 0);
+        if ((long long)counter->inflight >= PyLong_AsLongLong(PyTuple_GET_ITEM(item, 1)))
             return raise_over(args[4], PyTuple_GET_ITEM(item, 2), 1.0);
     }
     PyObject *status = take_rates(args[1], tokens, now, args[4]);
     if (status == NULL)
         return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        read_slot(PyTuple_GET_ITEM(slots, i), &counter, &limit); /* read above: cannot fail */
-        counter->inflight += 1;
-    }
+    for (Py_ssize_t i = 0; i < n; i++)
+        ((CounterObject *)PyTuple_GET_ITEM(PyTuple_GET_ITEM(slots, i), 0))->inflight += 1;
     return status;
 }
 
 /* release(slots): free one slot of each concurrency cell (never below zero) */
 static PyObject *sp_release(PyObject *module, PyObject *slots) {
-    CounterObject *counter;
     if (!PyTuple_Check(slots)) {
         PyErr_SetString(PyExc_TypeError, "release(): the concurrency cells must be a tuple");
         return NULL;
     }
     Py_ssize_t n = PyTuple_GET_SIZE(slots);
-    for (Py_ssize_t i = 0; i < n; i++) {
+    for (Py_ssize_t i = 0; i < n; i++) { /* checked first: nothing is released from a malformed tuple */
         PyObject *item = PyTuple_GET_ITEM(slots, i);
-        if (tuple_of(item, 1, "a concurrency cell") < 0 || item_counter(item, &counter) < 0)
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 1 || !Py_IS_TYPE(PyTuple_GET_ITEM(item, 0), &CounterType)) {
+            PyErr_SetString(PyExc_TypeError, "a concurrency cell must be (Counter, int, cell)");
             return NULL;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        CounterObject *counter = (CounterObject *)PyTuple_GET_ITEM(PyTuple_GET_ITEM(slots, i), 0);
         if (counter->inflight > 0)
             counter->inflight -= 1;
     }
@@ -328,35 +354,40 @@ static PyObject *sp_release(PyObject *module, PyObject *slots) {
 /* adjust(tpm, delta, now): correct each tpm cell by delta tokens (charged past the burst, given
  * back never below now) */
 static PyObject *sp_adjust(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    CounterObject *counter;
     if (nargs != 3 || !PyTuple_Check(args[0])) {
-        PyErr_SetString(PyExc_TypeError, "adjust(tpm, delta, now): tpm must be a tuple");
+        PyErr_SetString(PyExc_TypeError, "adjust(tpm: tuple, delta, now)");
         return NULL;
     }
-    double delta = PyLong_Check(args[1]) ? PyLong_AsDouble(args[1]) : PyFloat_AsDouble(args[1]);
+    Py_ssize_t n = PyTuple_GET_SIZE(args[0]);
+    if (n == 0)
+        Py_RETURN_NONE;
+    if (!PyLong_CheckExact(args[1]) || !PyFloat_CheckExact(args[2]))
+        return python_call("router.limit_cells", "adjust", args, nargs);
+    for (Py_ssize_t i = 0; i < n; i++) { /* checked first: nothing is corrected from a malformed tuple */
+        PyObject *item = PyTuple_GET_ITEM(args[0], i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) < 2 || !Py_IS_TYPE(PyTuple_GET_ITEM(item, 0), &CounterType)
+            || !PyFloat_CheckExact(PyTuple_GET_ITEM(item, 1))) {
+            PyErr_SetString(PyExc_TypeError, "a tpm cell must be (Counter, float)");
+            return NULL;
+        }
+    }
+    double delta = PyLong_AsDouble(args[1]); /* what int * float converts: OverflowError past a double */
     if (delta == -1.0 && PyErr_Occurred())
         return NULL;
-    double now = PyFloat_AsDouble(args[2]);
-    if (now == -1.0 && PyErr_Occurred())
-        return NULL;
-    Py_ssize_t n = PyTuple_GET_SIZE(args[0]);
+    double now = PyFloat_AS_DOUBLE(args[2]);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *item = PyTuple_GET_ITEM(args[0], i);
-        if (tuple_of(item, 2, "a tpm cell") < 0 || item_counter(item, &counter) < 0)
-            return NULL;
-        double interval = PyFloat_AsDouble(PyTuple_GET_ITEM(item, 1));
-        if (interval == -1.0 && PyErr_Occurred())
-            return NULL;
+        CounterObject *counter = (CounterObject *)PyTuple_GET_ITEM(item, 0);
         double tat = counter->tat;
         if (tat < now)
             tat = now;
-        tat += delta * interval;
+        tat += delta * PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(item, 1));
         counter->tat = tat > now ? tat : now;
     }
     Py_RETURN_NONE;
 }
 
-/* settle(slots, tpm, delta, now): release(slots), then adjust(tpm, delta, now) unless delta is 0 */
+/* settle(slots, tpm, delta, now): release(slots), then adjust(tpm, delta, now) when delta is true */
 static PyObject *sp_settle(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 4) {
         PyErr_SetString(PyExc_TypeError, "settle(slots, tpm, delta, now)");
@@ -366,9 +397,10 @@ static PyObject *sp_settle(PyObject *module, PyObject *const *args, Py_ssize_t n
     if (done == NULL)
         return NULL;
     Py_DECREF(done);
-    int zero = PyLong_Check(args[2]) && PyLong_AsLongLong(args[2]) == 0 && !PyErr_Occurred();
-    PyErr_Clear(); /* an overflowing delta is not 0: adjust reports it */
-    if (zero)
+    int nonzero = PyObject_IsTrue(args[2]);
+    if (nonzero < 0)
+        return NULL;
+    if (!nonzero)
         Py_RETURN_NONE;
     return sp_adjust(module, args + 1, 3);
 }
@@ -378,12 +410,7 @@ static PyObject *sp_settle(PyObject *module, PyObject *const *args, Py_ssize_t n
 /* The Python implementation, for what this one does not format exactly (not a float, not finite,
  * 2**53 milliseconds or more). */
 static PyObject *python_go_duration(PyObject *seconds) {
-    PyObject *mod = PyImport_ImportModule("router.limit_headers");
-    if (mod == NULL)
-        return NULL;
-    PyObject *res = PyObject_CallMethod(mod, "python_go_duration", "O", seconds);
-    Py_DECREF(mod);
-    return res;
+    return python_call("router.limit_headers", "python_go_duration", &seconds, 1);
 }
 
 /* Writes v (>= 0) in decimal at p, two digits at a time; returns the end. */
@@ -522,51 +549,76 @@ static PyObject *sp_openai_headers(PyObject *module, PyObject *status) {
 
 /* ---- budgets (router.budget_cells.reached, add) --------------------------------------------- */
 
+/* The spend of one cell ([tokens, nano-dollars]), a new reference kept while Python code may run
+ * (an int's comparison or sum does not, a subclass's might); NULL and no error when it has none. */
+static PyObject *spend_of(PyObject *spent, PyObject *id) {
+    PyObject *used = PyDict_GetItemWithError(spent, id);
+    if (used == NULL)
+        return NULL;
+    if (!PyList_CheckExact(used)) {
+        PyErr_SetString(PyExc_TypeError, "a budget's spend must be a list [tokens, nano]");
+        return NULL;
+    }
+    return Py_NewRef(used);
+}
+
+/* used[k] as a new reference, or NULL and an IndexError (a list something emptied meanwhile) */
+static PyObject *spend_item(PyObject *used, Py_ssize_t k) {
+    if (k >= PyList_GET_SIZE(used)) {
+        PyErr_SetString(PyExc_IndexError, "list index out of range");
+        return NULL;
+    }
+    return Py_NewRef(PyList_GET_ITEM(used, k));
+}
+
+static int check_bounds(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, const char *usage) {
+    if (nargs != want || !PyTuple_Check(args[0]) || !PyDict_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args[0]); i++)
+        if (tuple_of(PyTuple_GET_ITEM(args[0], i), 3, "a budget bound") < 0)
+            return -1;
+    return 0;
+}
+
 /* reached(bounds, spent) -> bool: whether one of the cells ((id, max tokens, max nano-dollars), ...)
  * has spent ([tokens, nano-dollars] by id) at or past a bound */
 static PyObject *sp_reached(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2 || !PyTuple_Check(args[0]) || !PyDict_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "reached(bounds: tuple, spent: dict)");
+    if (check_bounds(args, nargs, 2, "reached(bounds: tuple, spent: dict)") < 0)
         return NULL;
-    }
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args[0]); i++) {
         PyObject *bound = PyTuple_GET_ITEM(args[0], i);
-        if (tuple_of(bound, 3, "a budget bound") < 0)
-            return NULL;
-        PyObject *used = PyDict_GetItemWithError(args[1], PyTuple_GET_ITEM(bound, 0));
+        PyObject *used = spend_of(args[1], PyTuple_GET_ITEM(bound, 0));
         if (used == NULL) {
             if (PyErr_Occurred())
                 return NULL;
             continue;
         }
-        if (!PyList_CheckExact(used) || PyList_GET_SIZE(used) < 2) {
-            PyErr_SetString(PyExc_TypeError, "a budget's spend must be a list [tokens, nano]");
-            return NULL;
-        }
-        for (int k = 0; k < 2; k++) {
-            int over = PyObject_RichCompareBool(PyList_GET_ITEM(used, k), PyTuple_GET_ITEM(bound, k + 1), Py_GE);
-            if (over < 0)
-                return NULL;
-            if (over)
+        for (Py_ssize_t k = 0; k < 2; k++) {
+            PyObject *value = spend_item(used, k);
+            int over = value == NULL ? -1 : PyObject_RichCompareBool(value, PyTuple_GET_ITEM(bound, k + 1), Py_GE);
+            Py_XDECREF(value);
+            if (over != 0) {
+                Py_DECREF(used);
+                if (over < 0)
+                    return NULL;
                 Py_RETURN_TRUE;
+            }
         }
+        Py_DECREF(used);
     }
     Py_RETURN_FALSE;
 }
 
-/* add(bounds, spent, tokens, nano): add the use to each cell's spend (a new [tokens, nano] for a
- * cell with none yet) */
+/* add(bounds, spent, tokens, nano): add the use to each cell's spend (``+=``, a new [tokens, nano]
+ * for a cell with none yet) */
 static PyObject *sp_add(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4 || !PyTuple_Check(args[0]) || !PyDict_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "add(bounds: tuple, spent: dict, tokens, nano)");
+    if (check_bounds(args, nargs, 4, "add(bounds: tuple, spent: dict, tokens, nano)") < 0)
         return NULL;
-    }
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(args[0]); i++) {
-        PyObject *bound = PyTuple_GET_ITEM(args[0], i);
-        if (tuple_of(bound, 1, "a budget bound") < 0)
-            return NULL;
-        PyObject *id = PyTuple_GET_ITEM(bound, 0);
-        PyObject *used = PyDict_GetItemWithError(args[1], id);
+        PyObject *id = PyTuple_GET_ITEM(PyTuple_GET_ITEM(args[0], i), 0);
+        PyObject *used = spend_of(args[1], id);
         if (used == NULL) {
             if (PyErr_Occurred())
                 return NULL;
@@ -581,16 +633,18 @@ static PyObject *sp_add(PyObject *module, PyObject *const *args, Py_ssize_t narg
                 return NULL;
             continue;
         }
-        if (!PyList_CheckExact(used) || PyList_GET_SIZE(used) < 2) {
-            PyErr_SetString(PyExc_TypeError, "a budget's spend must be a list [tokens, nano]");
-            return NULL;
-        }
-        for (int k = 0; k < 2; k++) {
-            PyObject *sum = PyNumber_Add(PyList_GET_ITEM(used, k), args[2 + k]);
-            if (sum == NULL)
+        for (Py_ssize_t k = 0; k < 2; k++) {
+            PyObject *value = spend_item(used, k);
+            PyObject *sum = value == NULL ? NULL : PyNumber_InPlaceAdd(value, args[2 + k]);
+            Py_XDECREF(value);
+            if (sum == NULL || PySequence_SetItem(used, k, sum) < 0) {
+                Py_XDECREF(sum);
+                Py_DECREF(used);
                 return NULL;
-            PyList_SetItem(used, k, sum); /* steals sum, releases the old total */
+            }
+            Py_DECREF(sum);
         }
+        Py_DECREF(used);
     }
     Py_RETURN_NONE;
 }
@@ -602,7 +656,7 @@ static PyObject *S_SYSTEM, *S_MESSAGES, *S_TOOLS, *S_CONTENT, *S_TYPE, *S_TEXT;
 /* The characters of a message's content when it is a text or a list of text parts (non-dict parts
  * count nothing, as in Python); -1 for anything else (the Python estimate counts it). */
 static Py_ssize_t content_chars(PyObject *content) {
-    if (PyUnicode_Check(content))
+    if (PyUnicode_CheckExact(content))
         return PyUnicode_GET_LENGTH(content);
     if (content == Py_None)
         return 0;
@@ -612,9 +666,11 @@ static Py_ssize_t content_chars(PyObject *content) {
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(content); i++) {
         PyObject *part = PyList_GET_ITEM(content, i);
         if (!PyDict_Check(part))
-            continue;
+            continue; /* not a part: Python's isinstance skips it too */
+        if (!PyDict_CheckExact(part))
+            return -1;
         PyObject *kind = PyDict_GetItemWithError(part, S_TYPE);
-        if (kind == NULL || !PyUnicode_Check(kind) || PyUnicode_Compare(kind, S_TEXT) != 0)
+        if (kind == NULL || !PyUnicode_CheckExact(kind) || PyUnicode_Compare(kind, S_TEXT) != 0)
             return -1; /* not a text part (or an error, which the Python estimate meets again) */
         PyObject *text = PyDict_GetItemWithError(part, S_TEXT);
         if (text == NULL || text == Py_None) {
@@ -622,7 +678,7 @@ static Py_ssize_t content_chars(PyObject *content) {
                 return -1;
             continue;
         }
-        if (!PyUnicode_Check(text))
+        if (!PyUnicode_CheckExact(text))
             return -1;
         chars += PyUnicode_GET_LENGTH(text);
     }
@@ -640,14 +696,14 @@ static long long text_estimate(PyObject *req) {
         PyErr_Clear();
         goto done;
     }
-    if ((system != Py_None && !PyUnicode_Check(system)) || !PyList_CheckExact(messages)
+    if ((system != Py_None && !PyUnicode_CheckExact(system)) || !PyList_CheckExact(messages)
         || (tools != Py_None && (!PyList_CheckExact(tools) || PyList_GET_SIZE(tools))))
         goto done;
     long long chars = system == Py_None ? 0 : PyUnicode_GET_LENGTH(system);
     Py_ssize_t n = PyList_GET_SIZE(messages);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *message = PyList_GET_ITEM(messages, i);
-        if (!PyDict_Check(message))
+        if (!PyDict_CheckExact(message))
             goto done;
         PyObject *content = PyDict_GetItemWithError(message, S_CONTENT);
         Py_ssize_t c = content == NULL ? (PyErr_Occurred() ? -1 : 0) : content_chars(content);
@@ -672,12 +728,7 @@ static PyObject *sp_estimate_tokens(PyObject *module, PyObject *req) {
     long long n = text_estimate(req);
     if (n >= 0)
         return PyLong_FromLongLong(n);
-    PyObject *mod = PyImport_ImportModule("router.token_estimate");
-    if (mod == NULL)
-        return NULL;
-    PyObject *res = PyObject_CallMethod(mod, "python_estimate_tokens", "O", req);
-    Py_DECREF(mod);
-    return res;
+    return python_call("router.token_estimate", "python_estimate_tokens", &req, 1);
 }
 
 /* ---- the module ---------------------------------------------------------------------------- */

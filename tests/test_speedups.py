@@ -136,9 +136,9 @@ def test_malformed_cells_are_type_errors_not_crashes(c: ModuleType) -> None:
     with pytest.raises(TypeError):
         c.admit((), [], 1, 0.0, over)
     counter = c.Counter()
-    with pytest.raises(TypeError):  # the first cell was taken, the second is malformed: all given back
+    with pytest.raises(TypeError):  # every cell is checked before any is taken: nothing was
         c.take(((counter, 12.0, True, 5, None), (counter, "x", True, 5, None)), 1, 10.0, over)
-    assert counter.tat == 10.0  # its TAT was in the past: given back, it reads as now (the same to GCRA)
+    assert counter.tat == 0.0
     assert c.take(((counter, 12.0, True, 5, None),), 1, 10.0, over)[0] == (5, 4, 12.0)
 
 
@@ -249,3 +249,68 @@ def test_budget_checks_and_charges_match_the_python_ones(c: ModuleType) -> None:
         c.reached((("id", 1, 1),), {"id": (0, 0)})
     with pytest.raises(TypeError):
         c.add((("id", 1, 1),), {"id": "no"}, 1, 1)
+
+
+# --- what the review of the extension found: each case as the Python does it --------------------
+
+def test_values_past_a_long_long_are_the_python_ones(c: ModuleType) -> None:
+    for tokens, limit in ((2**64 - 1, 10**19), (10**19, 2**63 + 2**40), (2**70, 5), (3, 2**64)):
+        cells = [((counter := kind.Counter()), 60.0 / limit, False, limit, "cell") for kind in (c, limit_cells.PYTHON)]
+        results = [_outcome(lambda m=m, cell=cell, t=tokens: m.take((cell,), t, 1.0, over))
+                   for m, cell in zip((c, limit_cells.PYTHON), cells, strict=True)]
+        assert results[0] == results[1]
+        assert cells[0][0].tat == cells[1][0].tat
+    assert counter.tat > 0  # the last pair was taken
+
+
+def test_settle_corrects_only_a_true_delta_and_adjust_without_cells_converts_nothing(c: ModuleType) -> None:
+    for delta in (0, 0.0, None, False):
+        counter = c.Counter()
+        counter.tat = 5.0
+        c.settle((), ((counter, 1.0),), delta, 1.0)
+        assert counter.tat == 5.0
+    assert c.adjust((), 10**400, 1.0) is None is limit_cells.PYTHON.adjust((), 10**400, 1.0)
+    counter = c.Counter()
+    c.settle((), ((counter, 0.5),), 4, 1.0)
+    assert counter.tat == 3.0
+
+
+def test_arguments_are_never_spread_into_the_python_fallback(c: ModuleType) -> None:
+    with pytest.raises(TypeError):
+        c.go_duration((1.5,))
+    with pytest.raises(TypeError):
+        c.openai_headers(((1, 2, (0.5,)), None))
+    with pytest.raises(AttributeError):
+        c.estimate_tokens(())
+
+
+def test_subclasses_are_counted_as_python_counts_them(c: ModuleType) -> None:
+    class Long(str):
+        def __len__(self) -> int:
+            return 1000
+
+    req = CanonicalRequest(model="m", messages=[{"role": "user", "content": Long("hi")}])
+    assert c.estimate_tokens(req) == python_estimate_tokens(req) == 254
+
+
+def test_an_over_that_returns_an_exception_class_is_raised_as_python_raises_it(c: ModuleType) -> None:
+    counter = c.Counter()
+    with pytest.raises(KeyError):
+        c.admit(((counter, 0, "cell"),), (), 1, 1.0, lambda cell, wait: KeyError)
+
+
+def test_budget_spend_changed_by_its_own_arithmetic_is_no_crash(c: ModuleType) -> None:
+    class Sneaky(int):
+        def __ge__(self, other: object) -> bool:
+            spent.clear()
+            return False
+
+        def __iadd__(self, other: object) -> int:
+            spent.clear()
+            return 1
+
+    spent: dict[str, list[int]] = {"id": [Sneaky(1), Sneaky(2)]}
+    assert c.reached((("id", 5, 5),), spent) is False
+    spent = {"id": [Sneaky(1), Sneaky(2)]}
+    c.add((("id", 5, 5),), spent, 1, 1)
+    assert spent == {}
