@@ -1,6 +1,6 @@
-"""The optional compiled speedups (``router/_speedups.c``): the per-request arithmetic of client rate
-limits and their OpenAI headers, the same functions as ``router.limit_cells`` and
-``router.limit_headers`` with the same results.
+"""The optional compiled speedups (``router/_speedups.c``): the per-request arithmetic of a client key
+with limits and budgets, the same functions as ``router.limit_cells``, ``router.budget_cells``,
+``router.limit_headers`` and ``router.token_estimate`` with the same results.
 
 Built by ``pip install`` when a C compiler is there (the extension is optional: without one the
 pure-Python modules serve, only slower); ``ROUTER_NO_EXTENSIONS=1`` turns it off.
